@@ -1,0 +1,79 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Vzsdk;
+
+/// <summary>Exit codes and plumbing every verb shares (CLI.md).</summary>
+internal static class Cli
+{
+    public const int Success = 0;
+    public const int Failure = 1;
+    public const int UsageError = 2;
+
+    /// <summary>Global <c>--verbose</c>: stack traces on errors, debug logs to standard error.</summary>
+    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and debug logs to standard error.", Recursive = true };
+
+    /// <summary>JSON options for snake_case output (everything but the <c>disk</c> verbs).</summary>
+    public static readonly JsonSerializerOptions SnakeJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DictionaryKeyPolicy = null,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    public static RootCommand BuildRoot(params Command[] commands)
+    {
+        var root = new RootCommand("vzsdk: manage containers, virtual machines and QCOW2 disks with Virtuozzo.Sdk.");
+        root.Options.Add(Verbose);
+        foreach (var c in commands)
+            root.Subcommands.Add(c);
+        return root;
+    }
+
+    /// <summary>Parses and runs; usage errors exit 2, failures print one line and exit 1 (or the verb's own code).</summary>
+    public static async Task<int> RunAsync(string[] args, RootCommand root)
+    {
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            Console.Error.WriteLine($"vzsdk: {parse.Errors[0].Message} (see 'vzsdk --help')");
+            return UsageError;
+        }
+        using var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+        try
+        {
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }, cts.Token);
+        }
+        catch (Exception ex)
+        {
+            return ReportError(ex, parse.GetValue(Verbose));
+        }
+    }
+
+    /// <summary>Prints one line (or the stack trace with --verbose) and returns the exit code for the error.</summary>
+    public static int ReportError(Exception ex, bool verbose)
+    {
+        var code = ex switch
+        {
+            UsageException => UsageError,
+            ArgumentException => UsageError,
+            FormatException => UsageError,
+            OperationCanceledException => Failure,
+            _ => Failure,
+        };
+        Console.Error.WriteLine(verbose ? $"vzsdk: {ex}" : $"vzsdk: {OneLine(ex.Message)}");
+        return code;
+    }
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+
+    public static void WriteJson<T>(T value, JsonSerializerOptions? options = null)
+        => Console.Out.WriteLine(JsonSerializer.Serialize(value, options ?? SnakeJson));
+}
+
+/// <summary>A usage mistake found after parsing (bad value for a flag); exits 2.</summary>
+internal sealed class UsageException(string message) : Exception(message);

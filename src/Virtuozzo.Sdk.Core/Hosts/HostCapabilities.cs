@@ -1,0 +1,59 @@
+namespace Virtuozzo.Sdk.Core.Hosts;
+
+/// <summary>How the host mounts cgroups.</summary>
+public enum CgroupLayout
+{
+    /// <summary>No cgroup file system found.</summary>
+    None,
+
+    /// <summary>cgroup v1 controllers only.</summary>
+    V1,
+
+    /// <summary>cgroup v1 controllers plus an (empty) v2 hierarchy at <c>/sys/fs/cgroup/unified</c>.</summary>
+    Hybrid,
+
+    /// <summary>The unified cgroup v2 hierarchy.</summary>
+    V2,
+}
+
+/// <summary>Whether a host feature can be used, and why not.</summary>
+/// <param name="Usable">True when the feature works here.</param>
+/// <param name="Reason">Why it does or does not work, in one sentence.</param>
+public sealed record FeatureStatus(bool Usable, string Reason);
+
+/// <summary>What a host is and can do.</summary>
+/// <param name="HostName">The host's own name.</param>
+/// <param name="Kernel">The kernel release (<c>uname -r</c>).</param>
+/// <param name="Cgroup">The cgroup layout.</param>
+/// <param name="Cpus">Online CPUs.</param>
+/// <param name="MemoryBytes">Total RAM in bytes.</param>
+/// <param name="Kvm">Whether KVM guests actually run (probed by booting a tiny guest, not by the presence of /dev/kvm).</param>
+/// <param name="Tools">Programs the SDK uses, each with its version, or null when missing.</param>
+/// <param name="Criu">Whether <c>criu check</c> passes (live container migration needs it).</param>
+public sealed record HostCapabilities(
+    string HostName,
+    string Kernel,
+    CgroupLayout Cgroup,
+    int Cpus,
+    long MemoryBytes,
+    FeatureStatus Kvm,
+    IReadOnlyDictionary<string, string?> Tools,
+    FeatureStatus Criu)
+{
+    /// <summary>The programs whose presence and version are reported.</summary>
+    public static IReadOnlyList<string> KnownTools { get; } =
+        ["runc", "qemu-system-x86_64", "qemu-img", "qemu-storage-daemon", "criu"];
+}
+
+/// <summary>Options for <see cref="IVirtuozzoHost.GetCapabilitiesAsync"/>.</summary>
+public sealed record CapabilityProbeOptions
+{
+    /// <summary>Probe KVM again even when a result for this boot is cached.</summary>
+    public bool RefreshKvmProbe { get; init; }
+
+    /// <summary>How long the KVM probe guest may take before it is killed and KVM reported unusable. Default 10 s.</summary>
+    public TimeSpan KvmProbeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Skip the KVM and CRIU probes (they start programs); report them as not probed.</summary>
+    public bool SkipProbes { get; init; }
+}

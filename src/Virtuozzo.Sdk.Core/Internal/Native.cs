@@ -1,0 +1,61 @@
+using System.Runtime.InteropServices;
+
+namespace Virtuozzo.Sdk.Core.Internal;
+
+/// <summary>The few libc calls the SDK needs (Linux).</summary>
+internal static partial class Native
+{
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+    public const int SIGCONT = 18;
+    public const int ESRCH = 3;
+    public const int EINTR = 4;
+    public const int EAGAIN = 11;
+    public const int EWOULDBLOCK = 11;
+
+    public const int O_RDONLY = 0;
+    public const int O_WRONLY = 1;
+    public const int O_RDWR = 2;
+    public const int O_CREAT = 0x40;
+    public const int O_CLOEXEC = 0x80000;
+    public const int O_DIRECTORY = 0x10000;
+
+    public const int LOCK_SH = 1;
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int LOCK_UN = 8;
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    public static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    public static partial int Flock(int fd, int operation);
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    public static partial uint GetEuid();
+
+    [LibraryImport("libc", EntryPoint = "getpid")]
+    public static partial int GetPid();
+
+    /// <summary>Sends a signal; false when the process no longer exists.</summary>
+    public static bool TrySignal(int pid, int signal) => Kill(pid, signal) == 0;
+
+    /// <summary>Flushes a directory's entries to disk (after a rename into it). Best effort.</summary>
+    public static void FsyncDirectory(string directory)
+    {
+        var fd = Open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (fd < 0)
+            return;
+        try { _ = Fsync(fd); }
+        finally { _ = Close(fd); }
+    }
+}

@@ -1,0 +1,47 @@
+using Virtuozzo.Sdk.Core.Hosts;
+
+namespace Virtuozzo.Sdk.Core;
+
+/// <summary>Options of the SDK, bound when it is registered with <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk"/>.</summary>
+public sealed class VirtuozzoSdkOptions
+{
+    /// <summary>The default data root of the local runtime.</summary>
+    public const string DefaultDataRoot = "/var/lib/vzsdk";
+
+    /// <summary>The local runtime's data root: VE configs and disks, run state, backups, templates, locks. Default <c>/var/lib/vzsdk</c>.</summary>
+    public string DataRoot { get; set; } = DefaultDataRoot;
+
+    /// <summary>
+    /// Memory kept back for the host itself, not available to VE guarantees. Null (the default) reserves
+    /// 4 % of RAM, at least 128 MiB and at most 320 MiB, as Virtuozzo's memory manager did.
+    /// </summary>
+    public ByteSize? HostMemoryReserve { get; set; }
+
+    /// <summary>How long an operation waits for a VE's lock or the host lock before failing with <see cref="LockTimeoutException"/>. Default 30 s.</summary>
+    public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Manage a remote host over SSH instead of the local machine; null (the default) for the local machine.</summary>
+    public SshHostOptions? RemoteHost { get; set; }
+
+    /// <summary>The host memory reserve for a host with <paramref name="totalMemoryBytes"/> of RAM.</summary>
+    public long GetHostMemoryReserve(long totalMemoryBytes)
+        => HostMemoryReserve?.Bytes ?? Math.Clamp(totalMemoryBytes / 25, 128 * ByteSize.MiB, 320 * ByteSize.MiB);
+
+    /// <summary>Returns the problems with these options (empty when valid).</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(DataRoot))
+            errors.Add("DataRoot must be set.");
+        else if (!Path.IsPathRooted(DataRoot))
+            errors.Add($"DataRoot must be an absolute path (got '{DataRoot}').");
+        if (LockTimeout <= TimeSpan.Zero)
+            errors.Add("LockTimeout must be positive.");
+        if (RemoteHost is not null)
+        {
+            try { RemoteHost.Validate(); }
+            catch (ArgumentException ex) { errors.Add("RemoteHost: " + ex.Message); }
+        }
+        return errors;
+    }
+}

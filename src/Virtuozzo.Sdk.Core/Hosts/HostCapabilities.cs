@@ -51,8 +51,11 @@ public sealed record CapabilityProbeOptions
     /// <summary>Probe KVM again even when a result for this boot is cached.</summary>
     public bool RefreshKvmProbe { get; init; }
 
-    /// <summary>How long the KVM probe guest may take before it is killed and KVM reported unusable. Default 10 s.</summary>
-    public TimeSpan KvmProbeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// How long the KVM probe guest may take before it is killed and KVM reported unusable. Default 3 s: the guest
+    /// takes about 0.15 s under TCG and well under 1 s under a healthy KVM.
+    /// </summary>
+    public TimeSpan KvmProbeTimeout { get; init; } = TimeSpan.FromSeconds(3);
 
     /// <summary>Skip the KVM and CRIU probes (they start programs); report them as not probed.</summary>
     public bool SkipProbes { get; init; }

@@ -30,10 +30,17 @@ public sealed class LocalHost : IVirtuozzoHost
         => _executor.ExecuteBufferedAsync(command, cancellationToken);
 
     /// <inheritdoc />
-    public Task<byte[]> ReadFileAsync(string path, CancellationToken cancellationToken = default)
+    public async Task<byte[]> ReadFileAsync(string path, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        return File.ReadAllBytesAsync(path, cancellationToken);
+        // Read to end-of-file rather than trusting the size: /proc and /sys files report sizes they do not have.
+        var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 4096, FileOptions.Asynchronous);
+        await using (fs.ConfigureAwait(false))
+        {
+            using var ms = new MemoryStream();
+            await fs.CopyToAsync(ms, cancellationToken).ConfigureAwait(false);
+            return ms.ToArray();
+        }
     }
 
     /// <inheritdoc />

@@ -1,0 +1,60 @@
+using System.CommandLine;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Hosts;
+
+namespace Vzsdk;
+
+/// <summary><c>vzsdk host …</c>: what this host is and can do.</summary>
+internal static class HostCommand
+{
+    public static Command Build()
+    {
+        var host = new Command("host", "Inspect the host.");
+        host.Subcommands.Add(BuildInfo());
+        return host;
+    }
+
+    private static Command BuildInfo()
+    {
+        var json = new Option<bool>("--json") { Description = "Print JSON." };
+        var refresh = new Option<bool>("--refresh") { Description = "Probe KVM again instead of using this boot's cached result." };
+        var info = new Command("info", "Show the kernel, cgroup layout, CPUs, memory, tools, and whether KVM and CRIU are usable.") { json, refresh };
+        info.SetAction(async (parse, ct) =>
+        {
+            var caps = await new LocalHost().GetCapabilitiesAsync(new CapabilityProbeOptions { RefreshKvmProbe = parse.GetValue(refresh) }, ct);
+            if (parse.GetValue(json))
+            {
+                Cli.WriteJson(ToJson(caps));
+                return Cli.Success;
+            }
+            Console.WriteLine($"Host:     {caps.HostName}");
+            Console.WriteLine($"Kernel:   {caps.Kernel}");
+            Console.WriteLine($"Cgroup:   {LayoutName(caps.Cgroup)}");
+            Console.WriteLine($"CPUs:     {caps.Cpus}");
+            Console.WriteLine($"Memory:   {new ByteSize(caps.MemoryBytes).ToHumanString()}");
+            Console.WriteLine($"KVM:      {(caps.Kvm.Usable ? "usable" : "not usable")} ({caps.Kvm.Reason})");
+            Console.WriteLine($"CRIU:     {(caps.Criu.Usable ? "usable" : "not usable")} ({caps.Criu.Reason})");
+            Console.WriteLine("Tools:");
+            foreach (var (name, version) in caps.Tools)
+                Console.WriteLine($"  {name,-22}{version ?? "missing"}");
+            return Cli.Success;
+        });
+        return info;
+    }
+
+    internal static string LayoutName(CgroupLayout layout) => layout switch
+    {
+        CgroupLayout.V1 => "v1",
+        CgroupLayout.V2 => "v2",
+        CgroupLayout.Hybrid => "hybrid",
+        _ => "none",
+    };
+
+    private static HostInfoJson ToJson(HostCapabilities c) => new(
+        c.HostName, c.Kernel, LayoutName(c.Cgroup), c.Cpus, c.MemoryBytes,
+        new FeatureJson(c.Kvm.Usable, c.Kvm.Reason), new Dictionary<string, string?>(c.Tools), new FeatureJson(c.Criu.Usable, c.Criu.Reason));
+
+    private sealed record FeatureJson(bool Usable, string Reason);
+
+    private sealed record HostInfoJson(string Hostname, string Kernel, string Cgroup, int Cpus, long Memory, FeatureJson Kvm, Dictionary<string, string?> Tools, FeatureJson Criu);
+}

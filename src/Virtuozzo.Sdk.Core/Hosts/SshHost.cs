@@ -17,7 +17,7 @@ namespace Virtuozzo.Sdk.Core.Hosts;
 /// as is. Cancelling or timing out a command terminates the local <c>ssh</c> client; a remote program that
 /// ignores the closed connection may keep running until it next writes.
 /// </remarks>
-public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable
+public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable, IDisposable
 {
     private readonly SshHostOptions _options;
     private readonly CommandExecutor _executor;
@@ -108,6 +108,22 @@ public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable
             await new CommandExecutor(NullLogger.Instance).ExecuteAsync(exit, CancellationToken.None).ConfigureAwait(false);
         }
         catch (VirtuozzoException) { }
+    }
+
+    /// <summary>Closes the multiplexed master connection, if one is open (waits at most 5 s).</summary>
+    public void Dispose()
+    {
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo(_options.SshPath) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var a in SshOptions().Concat(["-O", "exit", "--", Destination]))
+                psi.ArgumentList.Add(a);
+            using var p = System.Diagnostics.Process.Start(psi);
+            if (p is not null && !p.WaitForExit(5000))
+                p.Kill(entireProcessTree: true);
+        }
+        catch (System.ComponentModel.Win32Exception) { }
+        catch (IOException) { }
     }
 
     private string Destination => $"{_options.User}@{_options.HostName}";

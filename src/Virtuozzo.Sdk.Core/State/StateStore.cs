@@ -143,12 +143,12 @@ internal sealed class StateStore
         EnsureUsable();
         using var hostLock = await LockHostAsync(cancellationToken).ConfigureAwait(false);
         var removed = new List<string>();
-        foreach (var file in Directory.EnumerateFiles(DataRoot, "*" + AtomicFile.TempMarker + "*", new EnumerationOptions { RecurseSubdirectories = true, MaxRecursionDepth = 3, IgnoreInaccessible = true }))
+        foreach (var file in Directory.EnumerateFiles(DataRoot, "*" + AtomicFile.TempMarker + "*", new EnumerationOptions { RecurseSubdirectories = true, MaxRecursionDepth = 3, IgnoreInaccessible = true, AttributesToSkip = 0 }))
         {
             var name = Path.GetFileName(file);
             var rest = name[(name.IndexOf(AtomicFile.TempMarker, StringComparison.Ordinal) + AtomicFile.TempMarker.Length)..];
             var pidText = rest.Split('-')[0];
-            if (int.TryParse(pidText, out var pid) && pid != Environment.ProcessId && ProcessTree.ReadStat(pid) is not null)
+            if (int.TryParse(pidText, out var pid) && ProcessTree.ReadStat(pid) is not null)
                 continue; // its writer is still alive
             try
             {

@@ -55,6 +55,6 @@ public class CommandTests
             .WithWorkingDirectory("/var/lib/my dir")
             .WithEnvironmentVariables(new Dictionary<string, string?> { ["LANG"] = "C", ["HOME"] = null });
         SshHost.RemoteCommandLine(c).Should().Be(
-            "cd '/var/lib/my dir' && exec env -u 'HOME' 'LANG=C' -- 'printf' '%s\n' '$(reboot)' 'a'\\''b' '; rm -rf /'");
+            "cd '/var/lib/my dir' && exec env -u 'HOME' 'LANG=C' 'printf' '%s\n' '$(reboot)' 'a'\\''b' '; rm -rf /'");
     }
 }

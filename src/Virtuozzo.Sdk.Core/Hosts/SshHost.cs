@@ -30,7 +30,7 @@ public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
-        _controlDirectory = options.ControlDirectory ?? Path.Combine(Path.GetTempPath(), $"vzsdk-ssh-{Native.GetEuid()}");
+        _controlDirectory = options.ControlDirectory ?? $"/tmp/vzsdk-ssh-{Native.GetEuid()}";
         _executor = new CommandExecutor(logger ?? (ILogger)NullLogger.Instance) { ErrorMapper = MapError };
     }
 
@@ -41,12 +41,32 @@ public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable, IDisposable
     public bool IsLocal => false;
 
     /// <inheritdoc />
-    public Task<CommandResult> ExecuteAsync(Command command, CancellationToken cancellationToken = default)
-        => _executor.ExecuteAsync(Wrap(command), cancellationToken);
+    public async Task<CommandResult> ExecuteAsync(Command command, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await _executor.ExecuteAsync(Wrap(command), cancellationToken).ConfigureAwait(false);
+        }
+        catch (ToolNotFoundException ex) when (ex.Tool == RemoteToolMarker)
+        {
+            throw new ToolNotFoundException(command.TargetFilePath, $"'{command.TargetFilePath}' is not installed on {Name}.", ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task<BufferedCommandResult> ExecuteBufferedAsync(Command command, CancellationToken cancellationToken = default)
-        => _executor.ExecuteBufferedAsync(Wrap(command), cancellationToken);
+    public async Task<BufferedCommandResult> ExecuteBufferedAsync(Command command, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await _executor.ExecuteBufferedAsync(Wrap(command), cancellationToken).ConfigureAwait(false);
+        }
+        catch (ToolNotFoundException ex) when (ex.Tool == RemoteToolMarker)
+        {
+            throw new ToolNotFoundException(command.TargetFilePath, $"'{command.TargetFilePath}' is not installed on {Name}.", ex);
+        }
+    }
+
+    private const string RemoteToolMarker = "<remote>";
 
     /// <inheritdoc />
     public async Task<byte[]> ReadFileAsync(string path, CancellationToken cancellationToken = default)
@@ -170,7 +190,6 @@ public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable, IDisposable
                 if (v is not null)
                     sb.Append(Command.QuoteForShell(k + "=" + v)).Append(' ');
             }
-            sb.Append("-- ");
         }
         sb.Append(Command.QuoteForShell(command.TargetFilePath));
         foreach (var a in command.Arguments)
@@ -210,8 +229,7 @@ public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable, IDisposable
         }
         if (exitCode == 127 && stderrTail.Contains("not found", StringComparison.Ordinal))
         {
-            var tool = wrapped.Arguments.Length > 0 ? wrapped.Arguments[^1] : "?";
-            return new ToolNotFoundException(tool, $"A program is not installed on {Name}.{CommandExecutor.FormatTail(stderrTail)}");
+            return new ToolNotFoundException(RemoteToolMarker, $"A program is not installed on {Name}.{CommandExecutor.FormatTail(stderrTail)}");
         }
         return null;
     }

@@ -35,7 +35,10 @@ public sealed record SshHostOptions
     /// <summary>How long an idle multiplexed master connection stays open. Default 60 s.</summary>
     public TimeSpan ControlPersist { get; init; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>Directory for multiplexing control sockets; null uses a private directory under the temp folder.</summary>
+    /// <summary>The longest <see cref="ControlDirectory"/> that leaves room for ssh's socket name (40 hex digits and a 17-character temporary suffix).</summary>
+    public const int MaxControlDirectoryLength = 49;
+
+    /// <summary>Directory for multiplexing control sockets (at most 49 characters); null uses <c>/tmp/vzsdk-ssh-UID</c>.</summary>
     public string? ControlDirectory { get; init; }
 
     /// <summary>The ssh client program. Default <c>ssh</c>.</summary>
@@ -52,6 +55,8 @@ public sealed record SshHostOptions
             throw new ArgumentOutOfRangeException(nameof(Port), Port, "The SSH port must be between 1 and 65535.");
         if (string.IsNullOrWhiteSpace(KnownHostsFile))
             throw new ArgumentException("A known-hosts file is required: the SDK never connects without checking the host key.", nameof(KnownHostsFile));
+        if (ControlDirectory is { Length: > MaxControlDirectoryLength })
+            throw new ArgumentException($"The control directory '{ControlDirectory}' is longer than {MaxControlDirectoryLength} characters: the multiplexing socket path inside it would exceed the UNIX socket limit of 107 bytes. Choose a shorter directory.", nameof(ControlDirectory));
         if (ConnectTimeout <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), ConnectTimeout, "The connect timeout must be positive.");
     }

@@ -418,7 +418,7 @@ public sealed partial class Qcow2Image
             ulong e = L2Entry(table, idx);
             long host = (long)(e & OffsetMask);
             bool compressed = (e & CompressedFlag) != 0;
-            bool keep = !unmap && !compressed && host != 0 && (e & Copied) != 0;
+            bool keep = needZeroFlag && !unmap && !compressed && host != 0 && (e & Copied) != 0;
             ulong ne;
             ulong nb = 0;
             if (_eb == 16)

@@ -181,6 +181,20 @@ internal sealed class Header
     /// <summary>Serialises the header, extensions and backing name into a buffer of cluster size.</summary>
     public byte[] Serialize()
     {
+        try
+        {
+            return SerializeCore();
+        }
+        catch (Qcow2Exception) when (Extensions.Any(e => e.Type == ExtFeatureTable))
+        {
+            // the feature-name table is optional: drop it when the first cluster is too small
+            Extensions.RemoveAll(e => e.Type == ExtFeatureTable);
+            return SerializeCore();
+        }
+    }
+
+    private byte[] SerializeCore()
+    {
         var b = new byte[ClusterSize];
         BinaryPrimitives.WriteUInt32BigEndian(b, Magic);
         BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(4), Version);
@@ -210,7 +224,7 @@ internal sealed class Header
             p = 72;
         void Ext(uint type, ReadOnlySpan<byte> data)
         {
-            if (p + 8 + data.Length + 8 > b.Length)
+            if (p + 8 + data.Length > b.Length)
                 throw new Qcow2Exception("The header extensions do not fit in the first cluster.");
             BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(p), type);
             BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(p + 4), (uint)data.Length);
@@ -225,8 +239,10 @@ internal sealed class Header
         if (BackingFile is not null)
         {
             var name = Encoding.UTF8.GetBytes(BackingFile);
-            if (name.Length > 1023 || p + name.Length > b.Length)
+            if (name.Length > 1023)
                 throw new ArgumentException("The backing file name is too long.");
+            if (p + name.Length > b.Length)
+                throw new Qcow2Exception("The backing file name does not fit in the first cluster.");
             name.CopyTo(b.AsSpan(p));
             BackingFileOffset = (ulong)p;
             BackingFileSize = (uint)name.Length;

@@ -197,6 +197,11 @@ public sealed partial class Qcow2Image
     {
         if (length <= 0)
             return;
+        if (offset < 0 || offset > (1L << 56) || length > (1L << 40))
+        {
+            st.Corrupt($"ERROR: invalid metadata range offset=0x{offset:x} length={length}");
+            return;
+        }
         for (long c = offset >> _cb; c <= (offset + length - 1) >> _cb; c++)
         {
             if (c >= st.Refs.Length)

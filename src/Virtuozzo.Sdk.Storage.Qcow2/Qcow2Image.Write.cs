@@ -112,6 +112,8 @@ public sealed partial class Qcow2Image
             bool compressed = (e & CompressedFlag) != 0;
             bool owned = !compressed && host != 0 && (e & Copied) != 0;
             bool fullyAllocated = _eb == 8 ? (e & ZeroFlag) == 0 : (uint)bm == 0xffff_ffffu;
+            if (owned && host >= _file.Length)
+                throw new Qcow2FormatException($"Data cluster at host offset 0x{host:x} lies past the end of the image file: the image is corrupt (run check -r all).");
             if (owned && fullyAllocated)
             {
                 _file.Write(host + inCl, chunk);

@@ -16,13 +16,9 @@ public sealed partial class Qcow2Image
             WriteHeaderU64(72, _h.Incompatible);
             headerChanged = true;
         }
+        // Bits this library does not know are cleared (the spec's rule for autoclear features); the
+        // bitmaps bit stays: writes here keep enabled bitmaps in step, bit before data.
         ulong autoclear = _h.Autoclear & Header.AutoclearKnown;
-        if (_bitmaps.Count == 0 || true)
-        {
-            // Bitmaps are listed but not updated by writes here: a writer that does not keep them in
-            // step must clear the autoclear bit, so QEMU treats them as inconsistent instead of wrong.
-            autoclear &= ~Header.AutoclearBitmaps;
-        }
         if (autoclear != _h.Autoclear)
         {
             _h.Autoclear = autoclear;
@@ -93,6 +89,7 @@ public sealed partial class Qcow2Image
 
     private void WriteCore(long offset, ReadOnlySpan<byte> data)
     {
+        MarkDirty(offset, data.Length);
         var pending = new List<PendingEntry>();
         var frees = new List<ulong>();
         bool allocated = false;
@@ -255,6 +252,7 @@ public sealed partial class Qcow2Image
                 throw new ArgumentException("Compressed writes must cover whole clusters.", nameof(data));
             if (_h.CompressionType == 1)
                 Compression.Zstd.EnsureAvailable();
+            MarkDirty(offset, data.Length);
             var pending = new List<PendingEntry>();
             var frees = new List<ulong>();
             var full = new byte[_cs];
@@ -367,6 +365,7 @@ public sealed partial class Qcow2Image
 
     private void ZeroOrDiscard(long offset, long length, bool zero, bool unmap)
     {
+        MarkDirty(offset, length);
         long end = offset + length;
         var pending = new List<PendingEntry>();
         var frees = new List<ulong>();
@@ -453,6 +452,8 @@ public sealed partial class Qcow2Image
             ThrowIfReadOnly();
             if (_snapshots.Count > 0 && newSize < _h.Size)
                 throw new InvalidOperationException("Cannot shrink an image that has internal snapshots.");
+            if (_bitmaps.Count > 0 && newSize != _h.Size)
+                throw new InvalidOperationException("Cannot resize an image with persistent bitmaps; remove them first (as qemu-img requires).");
             long oldSize = _h.Size;
             if (newSize < oldSize)
             {

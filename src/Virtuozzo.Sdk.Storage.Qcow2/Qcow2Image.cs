@@ -34,7 +34,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
     private readonly BlockCache _rbCache;
     private ulong[] _l1;
     private ulong[]? _reftable;
-    private readonly IBacking? _backing;
+    private IBacking? _backing;
     private readonly List<SnapshotEntry> _snapshots;
     private readonly List<BitmapEntry> _bitmaps;
     private bool _disposed;
@@ -236,9 +236,11 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         return t;
     }
 
-    private IBacking? OpenBacking(HashSet<string> chain)
+    private IBacking? OpenBacking(HashSet<string> chain) => OpenBacking(chain, _h.BackingFile, _h.BackingFormat, writable: false);
+
+    private IBacking? OpenBacking(HashSet<string> chain, string? name, string? givenFormat, bool writable)
     {
-        if (_h.BackingFile is not { Length: > 0 } name)
+        if (name is not { Length: > 0 })
             return null;
         string full;
         if (System.IO.Path.IsPathRooted(name))
@@ -250,8 +252,8 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         full = System.IO.Path.GetFullPath(full);
         if (!File.Exists(full))
             throw new Qcow2Exception($"Could not open backing file {full}: file not found.") { ImagePath = _file.Path };
-        string format = _h.BackingFormat ?? (Qcow2Image.IsQcow2(full) ? "qcow2" : "raw");
-        var backingOptions = new Qcow2OpenOptions { ReadOnly = true, ForceShare = _options.ForceShare, L2CacheSize = _options.L2CacheSize };
+        string format = givenFormat ?? (Qcow2Image.IsQcow2(full) ? "qcow2" : "raw");
+        var backingOptions = new Qcow2OpenOptions { ReadOnly = !writable, ForceShare = _options.ForceShare && !writable, L2CacheSize = _options.L2CacheSize };
         switch (format)
         {
             case "qcow2":
@@ -259,11 +261,11 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             case "raw":
                 if (chain.Contains(full))
                     throw new Qcow2FormatException($"Backing chain loop: {full} appears twice.");
-                var f = new FileStorage(full, writable: false);
+                var f = new FileStorage(full, writable);
                 try
                 {
-                    if (!_options.ForceShare)
-                        FileLock.Acquire(f.Handle, write: false, full);
+                    if (!_options.ForceShare || writable)
+                        FileLock.Acquire(f.Handle, writable, full);
                 }
                 catch
                 {

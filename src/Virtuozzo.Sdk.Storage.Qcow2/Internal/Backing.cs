@@ -11,13 +11,26 @@ internal interface IBacking : IDisposable
 
     void Read(long offset, Span<byte> buffer);
 
+    /// <summary>Writes (commit); grows the layer when the data ends past it.</summary>
+    void Write(long offset, ReadOnlySpan<byte> data, bool zero);
+
+    void Flush();
+
     /// <summary>Appends the allocation map of [offset, offset+length) to <paramref name="into"/>, at depth <paramref name="depth"/>.</summary>
     void Map(long offset, long length, int depth, List<Qcow2Extent> into);
 }
 
 internal sealed class RawBacking(FileStorage file) : IBacking
 {
-    public long Size { get; } = file.Length;
+    public long Size { get; private set; } = file.Length;
+
+    public void Write(long offset, ReadOnlySpan<byte> data, bool zero)
+    {
+        file.Write(offset, data);
+        Size = Math.Max(Size, offset + data.Length);
+    }
+
+    public void Flush() => file.Flush();
 
     public string Path => file.Path!;
 
@@ -56,6 +69,18 @@ internal sealed class Qcow2Backing(Qcow2Image image) : IBacking
     public string Path => image.Path ?? "";
 
     public string Format => "qcow2";
+
+    public void Write(long offset, ReadOnlySpan<byte> data, bool zero)
+    {
+        if (offset + data.Length > image.Size)
+            image.Resize(offset + data.Length);
+        if (zero)
+            image.WriteZeroes(offset, data.Length);
+        else
+            image.Write(offset, data);
+    }
+
+    public void Flush() => image.Flush();
 
     public void Read(long offset, Span<byte> buffer)
     {

@@ -1,4 +1,4 @@
 using Vzsdk;
 
 // vzsdk: the Virtuozzo.Sdk command-line tool. Conventions (exit codes, JSON, sizes): docs/articles/cli.md.
-return await Cli.RunAsync(args, Cli.BuildRoot());
+return await Cli.RunAsync(args, Cli.BuildRoot(Vzsdk.Disk.DiskCommand.Build()));

@@ -200,7 +200,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
                 Dirty = (_h.Incompatible & Header.IncompatDirty) != 0,
                 Corrupt = (_h.Incompatible & Header.IncompatCorrupt) != 0,
                 BackingFile = _h.BackingFile,
-                FullBackingFile = _backing?.Path,
+                FullBackingFile = _backing?.Path ?? ResolveBackingPath(_h.BackingFile),
                 BackingFormat = _h.BackingFormat,
                 Snapshots = _snapshots.Select(s => s.ToInfo()).ToList(),
                 Bitmaps = _bitmaps.Select(b => b.ToInfo()).ToList(),
@@ -234,6 +234,15 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         for (int i = 0; i < t.Length; i++)
             t[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
         return t;
+    }
+
+    private string? ResolveBackingPath(string? name)
+    {
+        if (name is not { Length: > 0 })
+            return null;
+        if (System.IO.Path.IsPathRooted(name))
+            return name;
+        return _file.Path is { } me ? System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(me)!, name)) : null;
     }
 
     private IBacking? OpenBacking(HashSet<string> chain) => OpenBacking(chain, _h.BackingFile, _h.BackingFormat, writable: false);

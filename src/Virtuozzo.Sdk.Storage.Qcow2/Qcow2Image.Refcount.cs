@@ -257,6 +257,7 @@ public sealed partial class Qcow2Image
     /// <summary>Drops the references an L2 entry held (after the entry itself is gone from disk).</summary>
     private void FreeEntry(ulong entry)
     {
+        _compCacheKey = -1;
         if ((entry & CompressedFlag) != 0)
         {
             var (coff, csize) = CompressedRange(entry);

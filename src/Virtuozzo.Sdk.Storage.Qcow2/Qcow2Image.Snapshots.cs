@@ -24,13 +24,13 @@ public sealed partial class Qcow2Image
             if (_snapshots.Count >= 65536)
                 throw new InvalidOperationException("Too many snapshots.");
             _file.Flush();
-            // 1. copy the active L1
+            // 1. every table and cluster the active L1 reaches gains a reference (refused up front on overflow)
+            UpdateReferences(_l1, +1);
+            // 2. copy the active L1; COPIED drops where clusters are now shared
             long l1Bytes = (long)_l1.Length * 8;
             long l1Off = l1Bytes == 0 ? 0 : AllocateClusters((l1Bytes + _cs - 1) / _cs);
             if (l1Bytes > 0)
                 _file.Write(l1Off, SerializeTable(_l1, (l1Bytes + _cs - 1) / _cs * _cs));
-            // 2. every table and cluster it reaches gains a reference; COPIED drops accordingly
-            UpdateReferences(_l1, +1);
             FixCopiedFlags();
             Barrier();
             // 3. the new table, then the header switch
@@ -124,6 +124,35 @@ public sealed partial class Qcow2Image
     /// <summary>Adds <paramref name="delta"/> to the refcount of every L2 table and data cluster an L1 table reaches.</summary>
     private void UpdateReferences(ulong[] l1, int delta)
     {
+        if (delta > 0)
+        {
+            // refuse before changing anything when a refcount would overflow (narrow refcount_bits)
+            var adds = new Dictionary<long, ulong>();
+            void Count(long c) => adds[c] = adds.GetValueOrDefault(c) + (ulong)delta;
+            foreach (var l1e in l1)
+            {
+                long l2 = (long)(l1e & OffsetMask);
+                if (l2 == 0)
+                    continue;
+                var t = GetL2(l2);
+                for (int j = 0; j < _l2Entries; j++)
+                {
+                    ulong e = L2Entry(t, j);
+                    if ((e & CompressedFlag) != 0)
+                    {
+                        var (coff, csize) = CompressedRange(e);
+                        for (long c = coff >> _cb; c <= (coff + csize - 1) >> _cb; c++)
+                            Count(c);
+                    }
+                    else if ((e & OffsetMask) != 0)
+                        Count((long)(e & OffsetMask) >> _cb);
+                }
+                Count(l2 >> _cb);
+            }
+            foreach (var (c, add) in adds)
+                if (GetRefcount(c) + add > MaxRefcount)
+                    throw new Qcow2Exception($"Refcount overflow: cluster {c} would need more references than refcount_bits={_h.RefcountBits} holds. Widen the refcounts (convert with -o refcount_bits=16) to take more snapshots.");
+        }
         foreach (var l1e in l1)
         {
             long l2 = (long)(l1e & OffsetMask);

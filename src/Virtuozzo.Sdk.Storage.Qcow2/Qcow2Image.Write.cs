@@ -296,6 +296,8 @@ public sealed partial class Qcow2Image
     /// <summary>Finds room for <paramref name="len"/> compressed bytes, refcounting every host cluster they touch.</summary>
     private long PlaceCompressed(int len)
     {
+        // a freed compressed range can be reused: forget the decompressed copy
+        _compCacheKey = -1;
         long cur = _compCursor;
         if (cur > 0 && (cur & (_cs - 1)) != 0)
         {

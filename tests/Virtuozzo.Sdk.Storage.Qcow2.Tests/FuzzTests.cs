@@ -9,12 +9,18 @@ public class FuzzTests
     {
         cs = extL2 ? 16384 : 512;
         var s = new MemoryStorage();
-        using (var img = Qcow2Image.Create(s, new Qcow2CreateOptions { Size = 256 << 10, ClusterSize = cs, Version = version, ExtendedL2 = extL2, RefcountBits = version == 2 ? 16 : 8 }))
+        using (var img = Qcow2Image.Create(s, new Qcow2CreateOptions { Size = 512 << 10, ClusterSize = cs, Version = version, ExtendedL2 = extL2, RefcountBits = version == 2 ? 16 : 8 }))
         {
             img.Write(1000, TestData.Pattern(30_000, 1));
             img.WriteCompressed(64 << 10, TestData.Compressible(32 << 10, 2));
             img.WriteZeroes(100 << 10, 8 << 10);
             img.Write(200 << 10, TestData.Pattern(20_000, 3));
+            if (version == 3)
+            {
+                img.CreateSnapshot("s1");
+                img.AddBitmap("b1", 4096);
+                img.Write(300 << 10, TestData.Pattern(10_000, 4));
+            }
         }
         return s.ToArray();
     }
@@ -61,6 +67,10 @@ public class FuzzTests
                 img.Read(0, buf);
                 img.GetAllocationMap(0, buf.Length);
                 img.Check();
+                foreach (var s in img.Snapshots)
+                    img.ReadSnapshot(s.Id, 0, new byte[Math.Min(img.GetSnapshotSize(s.Id), 4096)]);
+                foreach (var b in img.Bitmaps)
+                    img.GetDirtyExtents(b.Name);
             }
             using (var img = Qcow2Image.Open(new MemoryStorage(bytes)))
             {
@@ -71,6 +81,10 @@ public class FuzzTests
                     img.WriteCompressed(0, TestData.Compressible(img.ClusterSize, n));
                     img.Discard(0, size);
                 }
+                foreach (var b in img.Bitmaps)
+                    img.ClearBitmap(b.Name);
+                foreach (var s in img.Snapshots)
+                    img.DeleteSnapshot(s.Id);
                 img.Check(Qcow2RepairMode.All);
             }
         }

@@ -26,7 +26,7 @@ public class ModelTests
         select new ImageConfig(cs, v == 2 ? 16 : rb, v, ext && v == 3 && cs >= 16384, size);
 
     private static readonly Gen<Op> Ops =
-        from kind in Gen.Frequency((6, Gen.Constant(0)), (2, Gen.Constant(1)), (2, Gen.Constant(2)), (2, Gen.Constant(3)), (1, Gen.Constant(4)), (1, Gen.Constant(5)))
+        from kind in Gen.Frequency((6, Gen.Constant(0)), (2, Gen.Constant(1)), (2, Gen.Constant(2)), (2, Gen.Constant(3)), (1, Gen.Constant(4)), (1, Gen.Constant(5)), (1, Gen.Constant(6)), (1, Gen.Constant(7)), (1, Gen.Constant(8)))
         from off in Gen.Choose(0, 3 << 20)
         from len in Gen.Frequency((3, Gen.Choose(1, 5000)), (2, Gen.Choose(1, 300_000)))
         from seed in Gen.Choose(0, 100_000)
@@ -45,6 +45,8 @@ public class ModelTests
         var storage = new MemoryStorage();
         var model = new byte[c.Size];
         long size = c.Size;
+        var snapshots = new List<(string Name, byte[] Data)>();
+        int snapshotLimit = c.RefcountBits switch { 1 => 0, 2 => 2, _ => 4 };
         var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = c.ClusterSize, RefcountBits = c.RefcountBits, Version = c.Version, ExtendedL2 = c.ExtendedL2 });
         try
         {
@@ -76,6 +78,50 @@ public class ModelTests
                         var cd = op.Seed % 3 == 0 ? TestData.Pattern((int)(ce - co), op.Seed) : TestData.Compressible((int)(ce - co), op.Seed);
                         img.WriteCompressed(co, cd);
                         cd.CopyTo(model, co);
+                        break;
+                    case 4 when snapshots.Count > 0:
+                        break;
+                    case 6 when snapshots.Count < snapshotLimit && c.Version == 3:
+                        var name = "s" + op.Seed;
+                        if (snapshots.Any(x => x.Name == name))
+                            break;
+                        try
+                        {
+                            img.CreateSnapshot(name);
+                        }
+                        catch (Qcow2Exception) when (c.RefcountBits <= 4)
+                        {
+                            break; // compressed clusters already share host clusters up to the refcount limit
+                        }
+                        snapshots.Add((name, (byte[])model.Clone()));
+                        var view = new byte[model.Length];
+                        img.ReadSnapshot(name, 0, view);
+                        if (!view.AsSpan().SequenceEqual(model))
+                            throw new InvalidOperationException($"{c}: a new snapshot differs from the disk");
+                        break;
+                    case 7 when snapshots.Count > 0:
+                        var (sn, data) = snapshots[op.Seed % snapshots.Count];
+                        try
+                        {
+                            img.ApplySnapshot(sn);
+                        }
+                        catch (Qcow2Exception) when (c.RefcountBits <= 4)
+                        {
+                            break; // refcount overflow, refused before any change
+                        }
+                        model = (byte[])data.Clone();
+                        size = model.Length;
+                        break;
+                    case 8 when snapshots.Count > 0:
+                        var victim = snapshots[op.Seed % snapshots.Count];
+                        var check1 = new byte[victim.Data.Length];
+                        img.ReadSnapshot(victim.Name, 0, check1);
+                        if (!check1.AsSpan().SequenceEqual(victim.Data))
+                            throw new InvalidOperationException($"{c}: snapshot {victim.Name} changed after later writes");
+                        img.DeleteSnapshot(victim.Name);
+                        snapshots.Remove(victim);
+                        break;
+                    case 6 or 7 or 8:
                         break;
                     case 4:
                         long newSize = Math.Max(1, op.Offset % (4 << 20));

@@ -108,7 +108,23 @@ public static class Qcow2Converter
         /// <summary>Extents: (start, length, kind). Raw files and snapshots are all "data" (zero detection applies).</summary>
         public IEnumerable<Qcow2Extent> Map(bool topOnly)
         {
-            if (Image is null || Snapshot is not null)
+            if (Image is null)
+            {
+                // holes of a sparse raw file read as zeros: skip them without reading
+                var list = new List<Qcow2Extent>();
+                long pos = 0;
+                foreach (var (start, length) in Native.DataExtents(Raw!.SafeFileHandle, Size))
+                {
+                    if (start > pos)
+                        list.Add(new Qcow2Extent(pos, start - pos, Qcow2ExtentKind.Zero, 0, null));
+                    list.Add(new Qcow2Extent(start, length, Qcow2ExtentKind.Data, 0, start));
+                    pos = start + length;
+                }
+                if (pos < Size)
+                    list.Add(new Qcow2Extent(pos, Size - pos, Qcow2ExtentKind.Zero, 0, null));
+                return list;
+            }
+            if (Snapshot is not null)
                 return [new Qcow2Extent(0, Size, Qcow2ExtentKind.Data, 0, null)];
             var map = Image.GetAllocationMap();
             if (!topOnly)

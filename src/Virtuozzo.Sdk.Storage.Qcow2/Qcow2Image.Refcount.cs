@@ -236,8 +236,29 @@ public sealed partial class Qcow2Image
         _allocHigh = Math.Max(_allocHigh, c + n);
         try
         {
-            for (long i = 0; i < n; i++)
-                SetRefcount(c + i, 1);
+            // one refblock write per refblock the run touches
+            long i = 0;
+            while (i < n)
+            {
+                long cl = c + i;
+                long rt = cl / _rbEntries;
+                SetRefcount(cl, 1);
+                long end = Math.Min(n, (rt + 1) * _rbEntries - c);
+                if (end - i > 1)
+                {
+                    var block = GetRefblock(rt)!;
+                    int first = -1, last = -1;
+                    for (long j = i + 1; j < end; j++)
+                    {
+                        var (st, len) = WriteRefEntry(block, (c + j) % _rbEntries, 1);
+                        if (first < 0)
+                            first = st;
+                        last = st + len;
+                    }
+                    _file.Write((long)(_reftable![rt] & ~0x1ffUL) + first, block.AsSpan(first, last - first));
+                }
+                i = end;
+            }
         }
         finally
         {

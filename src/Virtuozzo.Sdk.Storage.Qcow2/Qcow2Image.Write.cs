@@ -115,6 +115,31 @@ public sealed partial class Qcow2Image
             {
                 _file.Write(host + inCl, chunk);
             }
+            else if (!owned && n == _cs)
+            {
+                // a run of whole clusters that all need fresh clusters: one allocation, one data write
+                int k = 1;
+                while (k < 512 && data.Length >= (k + 1) * _cs && idx + k < _l2Entries)
+                {
+                    ulong ek = L2Entry(table, idx + k);
+                    if ((ek & CompressedFlag) == 0 && (ek & OffsetMask) != 0 && (ek & Copied) != 0)
+                        break;
+                    k++;
+                }
+                long target = AllocateClusters(k);
+                allocated = true;
+                _file.Write(target, data[..(k * _cs)]);
+                for (int j = 0; j < k; j++)
+                {
+                    ulong ej = L2Entry(table, idx + j);
+                    if ((ej & CompressedFlag) != 0 || (ej & OffsetMask) != 0)
+                        frees.Add(ej);
+                    pending.Add(new PendingEntry(l2Off, idx + j, (ulong)(target + (long)j * _cs) | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
+                }
+                offset += (long)k * _cs;
+                data = data[(k * _cs)..];
+                continue;
+            }
             else
             {
                 ReadOnlySpan<byte> full;
@@ -243,51 +268,63 @@ public sealed partial class Qcow2Image
     /// <remarks>Like <c>qemu-io -c 'write -c OFF LEN'</c>.</remarks>
     public void WriteCompressed(long offset, ReadOnlySpan<byte> data)
     {
+        ThrowIfDisposed();
+        ThrowIfReadOnly();
+        if ((offset & (_cs - 1)) != 0 || ((data.Length & (_cs - 1)) != 0 && offset + data.Length != Size))
+            throw new ArgumentException("Compressed writes must cover whole clusters.", nameof(data));
+        CheckRange(offset, data.Length);
+        var type = (Qcow2CompressionType)_h.CompressionType;
+        if (type == Qcow2CompressionType.Zstd)
+            Compression.Zstd.EnsureAvailable();
+        // compress outside the lock, clusters in parallel (qemu-img uses up to 4 threads per image)
+        int count = (data.Length + _cs - 1) / _cs;
+        var input = data.ToArray();
+        var outputs = new byte[count][];
+        var lengths = new int[count];
+        void CompressOne(int i)
+        {
+            int n = Math.Min(_cs, input.Length - i * _cs);
+            var full = new byte[_cs];
+            input.AsSpan(i * _cs, n).CopyTo(full);
+            var comp = new byte[_cs];
+            lengths[i] = Compression.Compress(type, full, comp, _cs);
+            outputs[i] = lengths[i] < 0 ? full : comp;
+        }
+        if (count > 1 && Environment.ProcessorCount > 1)
+            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, CompressOne);
+        else
+            for (int i = 0; i < count; i++)
+                CompressOne(i);
         lock (_lock)
         {
             ThrowIfDisposed();
-            ThrowIfReadOnly();
             CheckRange(offset, data.Length);
-            if ((offset & (_cs - 1)) != 0 || ((data.Length & (_cs - 1)) != 0 && offset + data.Length != _h.Size))
-                throw new ArgumentException("Compressed writes must cover whole clusters.", nameof(data));
-            if (_h.CompressionType == 1)
-                Compression.Zstd.EnsureAvailable();
             MarkDirty(offset, data.Length);
             var pending = new List<PendingEntry>();
             var frees = new List<ulong>();
-            var full = new byte[_cs];
-            var comp = new byte[_cs];
-            while (data.Length > 0)
+            for (int i = 0; i < count; i++)
             {
-                int n = Math.Min(_cs, data.Length);
-                data[..n].CopyTo(full);
-                full.AsSpan(n).Clear();
-                long vcl = offset >> _cb;
+                long vcl = (offset >> _cb) + i;
                 long l2Off = GetWritableL2(vcl / _l2Entries);
                 int idx = (int)(vcl % _l2Entries);
                 ulong old = L2Entry(GetL2(l2Off), idx);
-                int clen = Compression.Compress((Qcow2CompressionType)_h.CompressionType, full, comp, _cs);
-                ulong entry;
+                int clen = lengths[i];
                 if (clen < 0)
                 {
                     long target = AllocateClusters(1);
-                    _file.Write(target, full);
-                    entry = (ulong)target | Copied;
-                    pending.Add(new PendingEntry(l2Off, idx, entry, _eb == 16 ? 0xffff_ffffUL : 0));
+                    _file.Write(target, outputs[i]);
+                    pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
                 }
                 else
                 {
                     long coff = PlaceCompressed(clen);
-                    _file.Write(coff, comp.AsSpan(0, clen));
+                    _file.Write(coff, outputs[i].AsSpan(0, clen));
                     long nb = ((coff + clen - 1) >> 9) - (coff >> 9);
                     int shift = 62 - (_cb - 8);
-                    entry = CompressedFlag | ((ulong)nb << shift) | (ulong)coff;
-                    pending.Add(new PendingEntry(l2Off, idx, entry, 0));
+                    pending.Add(new PendingEntry(l2Off, idx, CompressedFlag | ((ulong)nb << shift) | (ulong)coff, 0));
                 }
                 if ((old & CompressedFlag) != 0 || (old & OffsetMask) != 0)
                     frees.Add(old);
-                offset += n;
-                data = data[n..];
             }
             Commit(pending, frees, true);
         }

@@ -25,4 +25,38 @@ internal static partial class Native
         }
         return *(long*)(buf + 64) * 512;
     }
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long LSeek(Microsoft.Win32.SafeHandles.SafeFileHandle fd, long offset, int whence);
+
+    /// <summary>The data extents of a (sparse) file via SEEK_DATA/SEEK_HOLE; the whole file when the platform cannot tell.</summary>
+    public static List<(long Start, long Length)> DataExtents(Microsoft.Win32.SafeHandles.SafeFileHandle fd, long size)
+    {
+        const int SeekData = 3, SeekHole = 4;
+        if (!OperatingSystem.IsLinux())
+            return [(0, size)];
+        var list = new List<(long Start, long Length)>();
+        try
+        {
+            long pos = 0;
+            while (pos < size)
+            {
+                long data = LSeek(fd, pos, SeekData);
+                if (data < 0 || data >= size)
+                    break;
+                long hole = LSeek(fd, data, SeekHole);
+                if (hole < 0 || hole > size)
+                    hole = size;
+                if (hole <= data)
+                    return [(0, size)];
+                list.Add((data, hole - data));
+                pos = hole;
+            }
+            return list;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return [(0, size)];
+        }
+    }
 }

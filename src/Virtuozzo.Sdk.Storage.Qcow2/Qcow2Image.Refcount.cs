@@ -115,7 +115,19 @@ public sealed partial class Qcow2Image
         while (c == target || (c >= _resStart && c < _resEnd))
             c++;
         var block = new byte[_cs];
-        WriteRefEntry(block, c - start, 1);
+        if (c < start + _rbEntries)
+        {
+            // self-describing: the block sits in the range it counts
+            WriteRefEntry(block, c - start, 1);
+        }
+        else
+        {
+            // the whole range is being allocated right now: put the block after everything in use and
+            // count it in the refblock of its own range first, so it is never referenced uncounted
+            c = Math.Max(Math.Max(_allocHigh, _resEnd), (_file.Length + _cs - 1) >> _cb);
+            _allocHigh = c + 1;
+            SetRefcount(c, 1);
+        }
         _file.Write(c << _cb, block);
         Barrier();
         _reftable![rtIdx] = (ulong)(c << _cb);

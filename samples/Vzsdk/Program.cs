@@ -2,4 +2,5 @@ using Vzsdk;
 
 // vzsdk: the Virtuozzo.Sdk command-line tool. Conventions (exit codes, JSON, sizes): docs/articles/cli.md.
 return await Cli.RunAsync(args, Cli.BuildRoot(
-    HostCommand.Build()));
+    HostCommand.Build(),
+    Vzsdk.Disk.DiskCommand.Build()));

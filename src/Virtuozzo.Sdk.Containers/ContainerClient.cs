@@ -257,10 +257,10 @@ public sealed class ContainerClient
             var cgroup = Cgroups.Create(id);
             var daemon = DaemonPaths(id);
             await StorageDaemon.StartAsync(_host, daemon, cgroup, ct).ConfigureAwait(false);
+            await GrowFileSystemOfflineAsync(daemon.ExportPath, ct).ConfigureAwait(false);
             var root = _store.RootPath(id);
             Directory.CreateDirectory(root);
             await _host.ExecuteAsync(new Command("mount").WithArguments("-o", "loop", daemon.ExportPath, root), ct).ConfigureAwait(false);
-            await _host.ExecuteAsync(new Command("resize2fs").WithArguments(await LoopDeviceAsync(root).ConfigureAwait(false)).WithValidation(CommandResultValidation.None), ct).ConfigureAwait(false);
             await WriteGuestFilesAsync(root, config, ct).ConfigureAwait(false);
             var netns = await _bridge.CreateVeNamespaceAsync(id, config.IpAddresses, ct).ConfigureAwait(false);
             var bundle = Path.Combine(run, "bundle");
@@ -275,6 +275,24 @@ public sealed class ContainerClient
             await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>Grows the ext4 file system to the disk's size when the disk grew while the file system could not (offline resize).</summary>
+    private async Task GrowFileSystemOfflineAsync(string device, CancellationToken ct)
+    {
+        var info = await _host.ExecuteBufferedAsync(new Command("dumpe2fs").WithArguments("-h", device).WithValidation(CommandResultValidation.None), ct).ConfigureAwait(false);
+        long blocks = 0, blockSize = 0;
+        foreach (var line in info.StandardOutput.Split('\n'))
+        {
+            var parts = line.Split(':', 2, StringSplitOptions.TrimEntries);
+            if (parts.Length == 2 && parts[0] == "Block count") long.TryParse(parts[1], CultureInfo.InvariantCulture, out blocks);
+            if (parts.Length == 2 && parts[0] == "Block size") long.TryParse(parts[1], CultureInfo.InvariantCulture, out blockSize);
+        }
+        var diskSize = new FileInfo(device).Length;
+        if (blocks == 0 || blockSize == 0 || blocks * blockSize + 4 * blockSize * 1024 > diskSize)
+            return; // unknown, or already (nearly) the disk's size
+        await _host.ExecuteAsync(new Command("e2fsck").WithArguments("-f", "-p", device).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
+        await _host.ExecuteAsync(new Command("resize2fs").WithArguments(device).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
     }
 
     private static async Task WriteGuestFilesAsync(string root, ContainerConfig config, CancellationToken ct)
@@ -558,7 +576,23 @@ public sealed class ContainerClient
         }
         var loop = await LoopDeviceAsync(_store.RootPath(id)).ConfigureAwait(false);
         await _host.ExecuteAsync(new Command("losetup").WithArguments("-c", loop), ct).ConfigureAwait(false);
-        await _host.ExecuteAsync(new Command("resize2fs").WithArguments(loop).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
+        // Online ext4 growth needs CAP_SYS_RESOURCE; without it (some sandboxes) the disk still grows now and the
+        // file system follows at the next start, offline.
+        var r = await _host.ExecuteBufferedAsync(new Command("resize2fs").WithArguments(loop).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
+        if (r.ExitCode != 0)
+        {
+            if (r.StandardError.Contains("Permission denied", StringComparison.Ordinal))
+                _logger.LogWarning("The disk of container {Id} grew to {Size}; its file system grows at the next start (online ext4 resize needs CAP_SYS_RESOURCE)", id, new ByteSize(size));
+            else
+                throw new CommandFailedException($"resize2fs {loop} failed: {r.StandardError.Trim()}", "resize2fs " + loop, r.ExitCode, r.StandardError.Trim());
+        }
+    }
+
+    /// <summary>True when this process may grow a mounted ext4 file system (CAP_SYS_RESOURCE).</summary>
+    internal static bool CanResizeOnline()
+    {
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("CapEff:", StringComparison.Ordinal));
+        return line is not null && (ulong.Parse(line[7..].Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture) & (1UL << 24)) != 0;
     }
 
     /// <summary>Copies a stopped container (its disk and configuration) under a new name. Addresses are not copied.</summary>

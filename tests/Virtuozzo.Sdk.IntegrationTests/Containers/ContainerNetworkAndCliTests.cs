@@ -117,3 +117,86 @@ public class ContainerNetworkAndCliTests(ContainerFixture fx) : IClassFixture<Co
         }
     }
 }
+
+[Collection("containers")]
+public class ContainerTemplateAndAutostartTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
+{
+    private ContainerClient Client => fx.Client;
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "tar", Root = true)]
+    public async Task A_template_imported_from_any_tarball_runs_containers()
+    {
+        await Client.ListTemplatesAsync(); // builds busybox
+        using var tmp = new TempDirectory();
+        var rootfs = Path.Combine(tmp.Path, "rootfs");
+        Directory.CreateDirectory(rootfs);
+        await new Virtuozzo.Sdk.Core.Hosts.LocalHost().ExecuteAsync(new Command("tar").WithArguments("-xpf", Path.Combine(fx.Root.Path, "templates", "busybox.tar.gz"), "-C", rootfs));
+        await File.WriteAllTextAsync(Path.Combine(rootfs, "etc", "os-release"), "ID=custom\n");
+        var tarball = Path.Combine(tmp.Path, "custom.tar.xz");
+        await new Virtuozzo.Sdk.Core.Hosts.LocalHost().ExecuteAsync(new Command("tar").WithArguments("--numeric-owner", "-C", rootfs, "-cJf", tarball, "."));
+        var t = await Client.ImportTemplateAsync(new ContainerTemplateImportOptions { Name = "custom", TarballPath = tarball, Init = ["/sbin/vzinit"] });
+        t.Init.Should().Equal("/sbin/vzinit");
+        (await Client.ListTemplatesAsync()).Select(x => x.Name).Should().Contain(["busybox", "custom"]);
+        var name = ContainerFixture.UniqueName("tpl");
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Template = "custom", Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
+        try
+        {
+            await Client.StartAsync(name);
+            (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["cat", "/etc/os-release"] })).StandardOutput.Should().Be("ID=custom\n");
+        }
+        finally
+        {
+            await Client.DeleteAsync(name);
+        }
+        await Client.Invoking(c => c.ImportTemplateAsync(new ContainerTemplateImportOptions { Name = "../x", TarballPath = tarball })).Should().ThrowAsync<ArgumentException>();
+        await File.WriteAllTextAsync(Path.Combine(tmp.Path, "junk.tar"), "not a tarball");
+        await Client.Invoking(c => c.ImportTemplateAsync(new ContainerTemplateImportOptions { Name = "junk", TarballPath = Path.Combine(tmp.Path, "junk.tar") })).Should().ThrowAsync<CommandFailedException>();
+        (await Client.ListTemplatesAsync()).Select(x => x.Name).Should().NotContain("junk");
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task Autostart_starts_only_the_containers_marked_for_it()
+    {
+        var on = ContainerFixture.UniqueName("auto");
+        var off = ContainerFixture.UniqueName("manual");
+        var small = new ContainerResources { DiskSpace = ByteSize.Parse("128M") };
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(on), Resources = small, Autostart = true });
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(off), Resources = small });
+        try
+        {
+            var started = await Client.StartAutostartAsync();
+            started.Select(c => c.Name.Value).Should().Equal(on);
+            (await Client.GetAsync(on)).State.Should().Be(ContainerState.Running);
+            (await Client.GetAsync(off)).State.Should().Be(ContainerState.Stopped);
+            (await Client.StartAutostartAsync()).Should().BeEmpty("a running container is not started twice");
+        }
+        finally
+        {
+            await Client.DeleteAsync(on);
+            await Client.DeleteAsync(off);
+        }
+    }
+
+    [IntegrationFact("iptables", "ip", Root = true)]
+    public async Task Nat_is_off_unless_enabled_and_then_masquerades_the_bridge_subnet()
+    {
+        var host = new Virtuozzo.Sdk.Core.Hosts.LocalHost();
+        const string bridge = "vzbrnat0";
+        try
+        {
+            await new Virtuozzo.Sdk.Core.Network.HostBridge(host, bridge, "10.219.5.1/24").EnsureAsync(CancellationToken.None);
+            (await host.ExecuteBufferedAsync(new Command("iptables").WithArguments("-t", "nat", "-S", "POSTROUTING"))).StandardOutput.Should().NotContain("10.219.5.0/24");
+            var nat = new Virtuozzo.Sdk.Core.Network.HostBridge(host, bridge, "10.219.5.1/24", nat: true);
+            nat.Subnet.Should().Be("10.219.5.0/24");
+            await nat.EnsureAsync(CancellationToken.None);
+            await nat.EnsureAsync(CancellationToken.None);
+            var rules = (await host.ExecuteBufferedAsync(new Command("iptables").WithArguments("-t", "nat", "-S", "POSTROUTING"))).StandardOutput;
+            rules.Split('\n').Count(l => l.Contains("10.219.5.0/24") && l.Contains("MASQUERADE")).Should().Be(1, "the rule is added once");
+        }
+        finally
+        {
+            await host.ExecuteAsync(new Command("iptables").WithArguments("-t", "nat", "-D", "POSTROUTING", "-s", "10.219.5.0/24", "!", "-o", bridge, "-j", "MASQUERADE").WithValidation(CommandResultValidation.None));
+            await host.ExecuteAsync(new Command("ip").WithArguments("link", "del", bridge).WithValidation(CommandResultValidation.None));
+        }
+    }
+}

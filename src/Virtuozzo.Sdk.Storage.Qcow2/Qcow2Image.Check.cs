@@ -271,7 +271,8 @@ public sealed partial class Qcow2Image
                     st.Corrupt($"ERROR offset=0x{host:x}: Cluster is not properly aligned; L2 entry corrupted");
                     continue;
                 }
-                Inc(st, host, _cs);
+                if (!_h.HasDataFile)
+                    Inc(st, host, _cs);
                 if (active)
                 {
                     st.Allocated++;
@@ -300,7 +301,7 @@ public sealed partial class Qcow2Image
             {
                 ulong e = L2Entry(table, j);
                 long host = (long)(e & OffsetMask);
-                if ((e & CompressedFlag) != 0 || host == 0 || (host & (_cs - 1)) != 0)
+                if ((e & CompressedFlag) != 0 || host == 0 || (host & (_cs - 1)) != 0 || _h.HasDataFile)
                     continue;
                 ulong drc = GetRefcount(host >> _cb);
                 if (((e & Copied) != 0) != (drc == 1))

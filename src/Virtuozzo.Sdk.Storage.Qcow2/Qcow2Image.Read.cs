@@ -59,7 +59,7 @@ public sealed partial class Qcow2Image
             switch (m.Kind)
             {
                 case MapKind.Data:
-                    _file.Read(m.Host, part);
+                    (_dataFile ?? _file).Read(m.Host, part);
                     break;
                 case MapKind.Zero:
                     part.Clear();
@@ -167,7 +167,8 @@ public sealed partial class Qcow2Image
         {
             if ((e & ZeroFlag) != 0 && _h.Version >= 3)
                 return (MapKind.Zero, 0, _cs - inCl, e);
-            if (host != 0)
+            // with an external data file, offset 0 with COPIED set is a real cluster at offset 0
+            if (host != 0 || (_dataFile is not null && (e & Copied) != 0))
                 return (MapKind.Data, host + inCl, _cs - inCl, e);
             return (MapKind.Unallocated, 0, _cs - inCl, e);
         }
@@ -177,7 +178,7 @@ public sealed partial class Qcow2Image
         long unit = sub - (inCl % sub);
         if (((bitmap >> sc) & 1) != 0)
         {
-            if (host == 0)
+            if (host == 0 && (_dataFile is null || (e & Copied) == 0))
                 throw new Qcow2FormatException("An extended L2 entry marks subclusters allocated without a host cluster.");
             return (MapKind.Data, host + inCl, unit, e);
         }

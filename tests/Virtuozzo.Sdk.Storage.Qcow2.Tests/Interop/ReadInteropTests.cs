@@ -118,3 +118,23 @@ public class ReadInteropTests
         act.Should().Throw<Qcow2FormatException>().WithMessage("*loop*");
     }
 }
+
+public class ExternalDataFileTests
+{
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void An_image_with_an_external_data_file_reads_like_qemu_and_refuses_writes()
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("e.qcow2");
+        Qemu.Img("create", "-f", "qcow2", "-o", $"data_file={dir.File("e.data")},data_file_raw=on", file, "4M").Ok();
+        Qemu.Io(file, "write -P 0x21 0 100k", "write -P 0x22 2M 64k", "write -z 3M 64k").Ok();
+        var expected = Qemu.ToRaw(file, dir.Path);
+        using (var img = Qcow2Image.Open(file, new Qcow2OpenOptions { ReadOnly = true }))
+        {
+            TestData.ReadAll(img).SequenceEqual(expected).Should().BeTrue();
+            img.Check().IsClean.Should().BeTrue(string.Join("; ", img.Check().Messages));
+        }
+        var rw = () => Qcow2Image.Open(file);
+        rw.Should().Throw<Qcow2NotSupportedException>().WithMessage("*external data file*");
+    }
+}

@@ -346,7 +346,11 @@ public sealed partial class Qcow2Image
     {
         var st = Walk(includeRefcountStructures: false);
         var refs = st.Refs;
-        long s = Math.Max((_file.Length + _cs - 1) >> _cb, refs.Length);
+        long fileClusters = (_file.Length + _cs - 1) >> _cb;
+        for (long i = fileClusters; i < refs.Length; i++)
+            if (refs[i] != 0)
+                throw new Qcow2FormatException($"Metadata references cluster {i}, past the end of the image file: the refcounts cannot be rebuilt safely.");
+        long s = Math.Max(fileClusters, refs.Length);
         var used = new SortedSet<long>();
         for (long i = 0; i < refs.Length; i++)
             if (refs[i] != 0)

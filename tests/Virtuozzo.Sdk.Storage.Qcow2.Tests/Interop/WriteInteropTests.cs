@@ -199,4 +199,28 @@ public class WriteInteropTests
         raw.AsSpan(0, 512 << 10).ToArray().Should().OnlyContain(b => b == 7);
         raw.AsSpan(512 << 10).ToArray().Should().OnlyContain(b => b == 0);
     }
+
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void Small_writes_to_an_extended_l2_overlay_allocate_only_the_touched_subclusters()
+    {
+        using var dir = new TempDirectory();
+        Qemu.Img("create", "-f", "qcow2", dir.File("base.qcow2"), "1M").Ok();
+        Qemu.Io(dir.File("base.qcow2"), "write -P 0x61 0 1M").Ok();
+        var top = dir.File("top.qcow2");
+        Qemu.Img("create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", "-b", "base.qcow2", "-F", "qcow2", top).Ok();
+        using (var img = Qcow2Image.Open(top))
+        {
+            img.Write(8192 + 100, new byte[3000]);      // subclusters 4 and 5 of cluster 0 (2 KiB each)
+            img.Write(65536 + 30000, new byte[10]);     // one subcluster of cluster 1
+            img.WriteZeroes(131072, 4096);              // two zero subclusters of cluster 2
+        }
+        Qemu.Img("check", top).ExitCode.Should().Be(0);
+        var expected = Enumerable.Repeat((byte)0x61, 1 << 20).ToArray();
+        Array.Clear(expected, 8192 + 100, 3000);
+        Array.Clear(expected, 65536 + 30000, 10);
+        Array.Clear(expected, 131072, 4096);
+        Qemu.ToRaw(top, dir.Path).SequenceEqual(expected).Should().BeTrue();
+        var map = Qemu.Json("map", "--output=json", top).EnumerateArray().Where(e => e.GetProperty("depth").GetInt32() == 0).ToList();
+        map.Sum(e => e.GetProperty("length").GetInt64()).Should().Be(2 * 2048 + 2048 + 4096, "only the touched subclusters belong to the overlay");
+    }
 }

@@ -12,6 +12,8 @@ public sealed partial class Qcow2Image
         if ((_h.Incompatible & Header.IncompatDirty) != 0)
         {
             RebuildRefcounts();
+            FixCopiedFlags();
+            _file.Flush();
             _h.Incompatible &= ~Header.IncompatDirty;
             WriteHeaderU64(72, _h.Incompatible);
             headerChanged = true;

@@ -77,7 +77,8 @@ public class CrashSafetyTests
             catch (PowerLossStorage.PowerLostException)
             {
             }
-            File.WriteAllBytes(file, s.Survivors(rnd));
+            // even points: the process is killed (every issued write lands); odd points: power loss (a random subset)
+            File.WriteAllBytes(file, s.Survivors(rnd, processKill: p % 2 == 0));
             bool dirty = Qemu.Json("info", "--output=json", "-U", file).GetProperty("dirty-flag").GetBoolean();
             if (dirty)
             {

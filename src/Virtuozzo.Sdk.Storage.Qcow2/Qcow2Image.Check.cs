@@ -14,6 +14,7 @@ public sealed partial class Qcow2Image
         public long Allocated, Fragmented, Compressed;
         public long NextContiguous;
         public long Slack = 1 << 20;
+        public long Budget;
 
         public void Corrupt(string msg)
         {
@@ -131,7 +132,11 @@ public sealed partial class Qcow2Image
     private CheckState Walk(bool includeRefcountStructures)
     {
         long fileClusters = (_file.Length + _cs - 1) >> _cb;
-        var st = new CheckState(fileClusters);
+        var st = new CheckState(fileClusters)
+        {
+            // bounds the walk on hostile images whose snapshot L1 tables overlap
+            Budget = (32L << 20) + (Math.Min(_snapshots.Count, 256) + 1L) * (_file.Length / 8 + _l2Entries),
+        };
         Inc(st, 0, _cs);
         WalkL1(st, _l1, _h.L1TableOffset, active: true);
         if (_h.NbSnapshots > 0)
@@ -222,11 +227,22 @@ public sealed partial class Qcow2Image
     {
         if (l1.Length > 0)
             Inc(st, l1Offset, (long)l1.Length * 8);
+        var seen = new HashSet<long>();
         for (int i = 0; i < l1.Length; i++)
         {
             long l2 = (long)(l1[i] & OffsetMask);
             if (l2 == 0)
                 continue;
+            if (!seen.Add(l2))
+            {
+                // a valid L1 never names one L2 table twice; walking it again would only multiply the work
+                st.Corrupt($"ERROR l2_offset=0x{l2:x}: L2 table referenced twice by one L1 table");
+                Inc(st, l2, _cs);
+                continue;
+            }
+            st.Budget -= _l2Entries;
+            if (st.Budget < 0)
+                throw new Qcow2FormatException("The image's tables reference far more metadata than the file can hold (hostile or corrupt snapshot tables).");
             if ((l2 & (_cs - 1)) != 0)
             {
                 st.Corrupt($"ERROR l2_offset=0x{l2:x}: Table is not cluster aligned; L1 entry corrupted");

@@ -148,7 +148,7 @@ public sealed partial class Qcow2Image
             long pos = offset + len;
             int idx = (int)((pos >> _cb) % _l2Entries);
             var (k2, h2, u2, _) = Classify(table, idx, (int)(pos & (_cs - 1)));
-            if (k2 != kind || (kind == MapKind.Data && h2 != host + len))
+            if (k2 != kind || h2 != (host == 0 ? 0 : host + len))
                 break;
             len = Math.Min(len + u2, limit);
         }
@@ -166,7 +166,7 @@ public sealed partial class Qcow2Image
         if (_eb == 8)
         {
             if ((e & ZeroFlag) != 0 && _h.Version >= 3)
-                return (MapKind.Zero, 0, _cs - inCl, e);
+                return (MapKind.Zero, host != 0 ? host + inCl : 0, _cs - inCl, e);
             // with an external data file, offset 0 with COPIED set is a real cluster at offset 0
             if (host != 0 || (_dataFile is not null && (e & Copied) != 0))
                 return (MapKind.Data, host + inCl, _cs - inCl, e);
@@ -183,7 +183,7 @@ public sealed partial class Qcow2Image
             return (MapKind.Data, host + inCl, unit, e);
         }
         if (((bitmap >> (32 + sc)) & 1) != 0)
-            return (MapKind.Zero, 0, unit, e);
+            return (MapKind.Zero, host != 0 ? host + inCl : 0, unit, e);
         return (MapKind.Unallocated, 0, unit, e);
     }
 
@@ -221,7 +221,8 @@ public sealed partial class Qcow2Image
                         into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Data, depth, m.Host));
                         break;
                     case MapKind.Zero:
-                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Zero, depth, null));
+                        // preallocated zero clusters keep their host offset, which qemu-img map shows
+                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Zero, depth, m.Host != 0 ? m.Host : null));
                         break;
                     case MapKind.Compressed:
                         into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Compressed, depth, null));

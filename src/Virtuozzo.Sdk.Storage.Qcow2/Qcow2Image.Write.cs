@@ -526,12 +526,13 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>Changes the virtual size. Growing keeps data; shrinking drops clusters past the new end and requires <paramref name="allowShrink"/>.</summary>
-    /// <param name="newSize">The new virtual size in bytes.</param>
+    /// <param name="newSize">The new virtual size in bytes, rounded up to a multiple of 512.</param>
     /// <param name="allowShrink">Allow making the disk smaller (qemu-img's <c>--shrink</c>).</param>
     /// <remarks>Like <c>qemu-img resize [--shrink] FILE SIZE</c>.</remarks>
     public void Resize(long newSize, bool allowShrink = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(newSize);
+        newSize = (newSize + 511) & ~511L; // whole sectors: QEMU sees a qcow2 disk in 512-byte sectors
         if (newSize > Header.MaxVirtualSize)
             throw new ArgumentOutOfRangeException(nameof(newSize), "The size is too large.");
         lock (_lock)

@@ -223,4 +223,25 @@ public class WriteInteropTests
         var map = Qemu.Json("map", "--output=json", top).EnumerateArray().Where(e => e.GetProperty("depth").GetInt32() == 0).ToList();
         map.Sum(e => e.GetProperty("length").GetInt64()).Should().Be(2 * 2048 + 2048 + 4096, "only the touched subclusters belong to the overlay");
     }
+
+    [IntegrationTheory("qemu-img")]
+    [InlineData(Qcow2Preallocation.Metadata)]
+    [InlineData(Qcow2Preallocation.Full)]
+    public void Preallocated_images_pass_qemu_img_check_and_read_as_zeros(Qcow2Preallocation mode)
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("p.qcow2");
+        using (var img = Qcow2Image.Create(file, new Qcow2CreateOptions { Size = (3 << 20) + 5000, ClusterSize = 65536, Preallocation = mode }))
+        {
+            img.GetAllocationMap().Should().OnlyContain(e => e.Present, "every cluster is allocated up front");
+            img.Write(70_000, new byte[] { 9 });
+        }
+        Qemu.Img("check", file).ExitCode.Should().Be(0);
+        var raw = Qemu.ToRaw(file, dir.Path);
+        raw.Length.Should().Be((3 << 20) + 5120, "sizes round up to whole sectors, as qemu-img create does");
+        raw[70_000].Should().Be(9);
+        raw.Count(b => b != 0).Should().Be(1);
+        var check = Qemu.CheckJson(file, out _);
+        check.GetProperty("allocated-clusters").GetInt64().Should().Be(check.GetProperty("total-clusters").GetInt64());
+    }
 }

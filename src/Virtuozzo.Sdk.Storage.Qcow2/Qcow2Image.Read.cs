@@ -36,6 +36,72 @@ public sealed partial class Qcow2Image
         return ValueTask.FromResult(Read(offset, buffer.Span));
     }
 
+    /// <summary>
+    /// Read for bulk copies (convert): on a read-only image the mapping is resolved under the lock and the
+    /// clusters are then read and decompressed in parallel outside it. Read-only opens hold QEMU's lock that
+    /// denies writers, so no cluster can be freed and reused meanwhile.
+    /// </summary>
+    internal void ReadBulk(long offset, byte[] buffer, int count)
+    {
+        if (!_options.ReadOnly)
+        {
+            Read(offset, buffer.AsSpan(0, count));
+            return;
+        }
+        var maps = new List<(long Guest, int BufferOffset, Mapping Map)>();
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            CheckRange(offset, count);
+            long pos = offset;
+            int done = 0;
+            while (done < count)
+            {
+                var m = Lookup(_l1, pos, count - done);
+                maps.Add((pos, done, m));
+                pos += m.Length;
+                done += (int)m.Length;
+            }
+        }
+        var type = (Qcow2CompressionType)_h.CompressionType;
+        void One(int i)
+        {
+            var (guest, at, m) = maps[i];
+            var part = buffer.AsSpan(at, (int)m.Length);
+            switch (m.Kind)
+            {
+                case MapKind.Data:
+                    (_dataFile ?? _file).Read(m.Host, part);
+                    break;
+                case MapKind.Zero:
+                    part.Clear();
+                    break;
+                case MapKind.Unallocated:
+                    if (_backing is null)
+                        part.Clear();
+                    else
+                        _backing.Read(guest, part);
+                    break;
+                case MapKind.Compressed:
+                    var (coff, csize) = CompressedRange(m.Entry);
+                    if (coff < _cs)
+                        throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
+                    var input = new byte[csize];
+                    _file.Read(coff, input);
+                    var output = new byte[_cs];
+                    Compression.Decompress(type, input, output);
+                    output.AsSpan((int)(guest & (_cs - 1)), part.Length).CopyTo(part);
+                    break;
+            }
+        }
+        int compressed = maps.Count(x => x.Map.Kind == MapKind.Compressed);
+        if (compressed > 1 && Environment.ProcessorCount > 1)
+            Parallel.For(0, maps.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, One);
+        else
+            for (int i = 0; i < maps.Count; i++)
+                One(i);
+    }
+
     internal void ReadUnlocked(long offset, Span<byte> buffer)
     {
         lock (_lock)

@@ -269,8 +269,18 @@ public sealed partial class Qcow2Image
             }
             else
             {
-                size = new FileInfo(sourcePath).Length;
-                dataBytes = (size + cs - 1) / cs * cs;
+                // a raw source's holes need no clusters
+                using var fs = new FileStream(sourcePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                size = fs.Length;
+                long lastCluster = -1;
+                foreach (var (start, length) in Native.DataExtents(fs.SafeFileHandle, size))
+                {
+                    long first = Math.Max(start / cs, lastCluster + 1);
+                    long last = (start + length - 1) / cs;
+                    if (last >= first)
+                        dataBytes += (last - first + 1) * cs;
+                    lastCluster = Math.Max(lastCluster, last);
+                }
             }
         }
         long full = PreallocSize(size, cs, options.RefcountBits, options.ExtendedL2);

@@ -180,6 +180,8 @@ public sealed partial class Qcow2Image
             {
                 if (lazy)
                     throw new ArgumentException("Lazy refcounts need compat=1.1.", nameof(options));
+                if (_bitmaps.Count > 0)
+                    throw new ArgumentException("Cannot downgrade an image with persistent bitmaps to compat=0.10; remove them first.", nameof(options));
                 if (_h.RefcountBits != 16 || _h.ExtendedL2 || _h.CompressionType != 0 || _h.Incompatible != 0)
                     throw new ArgumentException("This image uses features that compat=0.10 cannot express (refcount width, extended L2, zstd or incompatible features).", nameof(options));
                 if (_h.Version == 3)

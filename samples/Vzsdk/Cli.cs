@@ -14,6 +14,38 @@ internal static class Cli
     /// <summary>Global <c>--verbose</c>: stack traces on errors, debug logs to standard error.</summary>
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and debug logs to standard error.", Recursive = true };
 
+    /// <summary>Global <c>--data-root</c>: the local runtime's data root (default $VZSDK_DATA_ROOT or /var/lib/vzsdk).</summary>
+    public static readonly Option<string> DataRoot = new("--data-root")
+    {
+        Description = "The local runtime's data root (default: $VZSDK_DATA_ROOT, else /var/lib/vzsdk).",
+        Recursive = true,
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VZSDK_DATA_ROOT") is { Length: > 0 } env ? env : Virtuozzo.Sdk.Core.VirtuozzoSdkOptions.DefaultDataRoot,
+    };
+
+    /// <summary>The SDK options for this invocation.</summary>
+    public static Virtuozzo.Sdk.Core.VirtuozzoSdkOptions Options(ParseResult parse) => new() { DataRoot = Path.GetFullPath(parse.GetValue(DataRoot)!) };
+
+    /// <summary>Parses a size flag (bare number = MiB, as prlctl), as a usage error when malformed.</summary>
+    public static Virtuozzo.Sdk.Core.ByteSize? ResourceSize(ParseResult parse, Option<string?> option)
+    {
+        var text = parse.GetValue(option);
+        if (text is null)
+            return null;
+        return Virtuozzo.Sdk.Core.ByteSize.TryParse(text, Virtuozzo.Sdk.Core.SizeUnit.Mebibytes, out var size)
+            ? size
+            : throw new UsageException($"{option.Name}: '{text}' is not a size (a number of MiB, or with a K, M, G or T suffix).");
+    }
+
+    /// <summary>Parses an on/off flag.</summary>
+    public static bool? OnOff(ParseResult parse, Option<string?> option)
+        => parse.GetValue(option) switch
+        {
+            null => null,
+            "on" or "yes" or "true" => true,
+            "off" or "no" or "false" => false,
+            var other => throw new UsageException($"{option.Name}: '{other}' is not on or off."),
+        };
+
     /// <summary>JSON options for snake_case output (everything but the <c>disk</c> verbs).</summary>
     public static readonly JsonSerializerOptions SnakeJson = new()
     {
@@ -28,6 +60,7 @@ internal static class Cli
     {
         var root = new RootCommand("vzsdk: manage containers, virtual machines and QCOW2 disks with Virtuozzo.Sdk.");
         root.Options.Add(Verbose);
+        root.Options.Add(DataRoot);
         foreach (var c in commands)
             root.Subcommands.Add(c);
         return root;
@@ -60,6 +93,7 @@ internal static class Cli
         var code = ex switch
         {
             UsageException => UsageError,
+            Virtuozzo.Sdk.Core.VirtuozzoException => Failure,
             ArgumentException => UsageError,
             FormatException => UsageError,
             OperationCanceledException => Failure,

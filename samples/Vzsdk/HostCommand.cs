@@ -11,6 +11,8 @@ internal static class HostCommand
     {
         var host = new Command("host", "Inspect the host.");
         host.Subcommands.Add(BuildInfo());
+        host.Subcommands.Add(BuildAutostart());
+        host.Subcommands.Add(BuildReconcile());
         return host;
     }
 
@@ -40,6 +42,31 @@ internal static class HostCommand
             return Cli.Success;
         });
         return info;
+    }
+
+    private static Command BuildAutostart()
+    {
+        var cmd = new Command("autostart", "Start every container marked --autostart on (run at boot; see docs/articles/containers/autostart.md).");
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var started = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Options(parse)).StartAutostartAsync(ct);
+            foreach (var c in started)
+                Console.WriteLine($"Started container {c.Name}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command BuildReconcile()
+    {
+        var cmd = new Command("reconcile", "Clean up what a crash or reboot left behind (mounts, disk daemons, links, cgroups, temp files).");
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var removed = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Options(parse)).ReconcileAsync(ct);
+            Console.WriteLine($"Removed {removed} leftover(s)");
+            return Cli.Success;
+        });
+        return cmd;
     }
 
     internal static string LayoutName(CgroupLayout layout) => layout switch

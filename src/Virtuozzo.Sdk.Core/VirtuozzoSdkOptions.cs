@@ -20,6 +20,12 @@ public sealed class VirtuozzoSdkOptions
     /// <summary>How long an operation waits for a VE's lock or the host lock before failing with <see cref="LockTimeoutException"/>. Default 30 s.</summary>
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>The host bridge containers and VMs attach to. Default <c>vzbr0</c>.</summary>
+    public string BridgeName { get; set; } = "vzbr0";
+
+    /// <summary>The host's address on the bridge, with the subnet's prefix; VEs use it as their gateway. Default <c>10.209.0.1/24</c>.</summary>
+    public string BridgeAddress { get; set; } = "10.209.0.1/24";
+
     /// <summary>Manage a remote host over SSH instead of the local machine; null (the default) for the local machine.</summary>
     public SshHostOptions? RemoteHost { get; set; }
 
@@ -35,6 +41,10 @@ public sealed class VirtuozzoSdkOptions
             errors.Add("DataRoot must be set.");
         else if (!Path.IsPathRooted(DataRoot))
             errors.Add($"DataRoot must be an absolute path (got '{DataRoot}').");
+        if (string.IsNullOrWhiteSpace(BridgeName) || BridgeName.Length > 15 || !BridgeName.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.'))
+            errors.Add($"BridgeName must be a network interface name of at most 15 letters, digits, '_', '-' or '.' (got '{BridgeName}').");
+        try { Network.HostBridge.ValidateAddress(BridgeAddress); }
+        catch (ArgumentException ex) { errors.Add("BridgeAddress: " + ex.Message); }
         if (LockTimeout <= TimeSpan.Zero)
             errors.Add("LockTimeout must be positive.");
         if (RemoteHost is not null)

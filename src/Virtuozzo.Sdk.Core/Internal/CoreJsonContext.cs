@@ -10,4 +10,5 @@ internal sealed record KvmProbeCache(string BootId, bool Usable, string Reason);
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, UseStringEnumConverter = true)]
 [JsonSerializable(typeof(KvmProbeCache))]
 [JsonSerializable(typeof(LedgerFile))]
+[JsonSerializable(typeof(Virtuozzo.Sdk.Core.State.VeIdentity))]
 internal sealed partial class CoreJsonContext : JsonSerializerContext;

@@ -1,0 +1,402 @@
+using System.CommandLine;
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Core;
+
+namespace Vzsdk.Ct;
+
+/// <summary><c>vzsdk ct …</c>: containers, with prlctl's names and CLI.md's conventions.</summary>
+internal static class CtCommand
+{
+    public static Command Build()
+    {
+        var ct = new Command("ct", "Create, run and manage system containers.");
+        ct.Subcommands.Add(Create());
+        ct.Subcommands.Add(List());
+        ct.Subcommands.Add(Info());
+        ct.Subcommands.Add(Simple("start", "Start a stopped container.", (c, n, ct) => c.StartAsync(n, ct)));
+        ct.Subcommands.Add(Stop());
+        ct.Subcommands.Add(Restart());
+        ct.Subcommands.Add(Simple("suspend", "Freeze a running container.", (c, n, ct) => c.SuspendAsync(n, ct)));
+        ct.Subcommands.Add(Simple("resume", "Continue a suspended container.", (c, n, ct) => c.ResumeAsync(n, ct)));
+        ct.Subcommands.Add(Exec());
+        ct.Subcommands.Add(Set());
+        ct.Subcommands.Add(Clone());
+        ct.Subcommands.Add(Rename());
+        ct.Subcommands.Add(Delete());
+        ct.Subcommands.Add(Mount());
+        ct.Subcommands.Add(Umount());
+        ct.Subcommands.Add(Template());
+        return ct;
+    }
+
+    private static ContainerClient Client(ParseResult parse) => new(Cli.Options(parse));
+
+    private static Argument<string> NameArg() => new("NAME") { Description = "The container's name or UUID." };
+
+    private static Option<bool> Json() => new("--json") { Description = "Print JSON." };
+
+    // Resource flags shared by create and set (bare sizes are MiB, as prlctl).
+    private sealed class ResourceFlags
+    {
+        public readonly Option<string?> MemSize = new("--memsize") { Description = "Memory limit (bare number = MiB)." };
+        public readonly Option<string?> Swap = new("--swap") { Description = "Swap (bare number = MiB)." };
+        public readonly Option<string?> MemGuarantee = new("--memguarantee") { Description = "Guaranteed memory in percent of memsize, or 'auto' (0 for containers)." };
+        public readonly Option<int?> Cpus = new("--cpus") { Description = "CPUs' worth of time (0 = all)." };
+        public readonly Option<int?> CpuLimit = new("--cpulimit") { Description = "CPU limit in percent, 100 = one CPU (0 = none)." };
+        public readonly Option<int?> CpuUnits = new("--cpuunits") { Description = "CPU weight (default 1000)." };
+        public readonly Option<string?> CpuMask = new("--cpumask") { Description = "CPUs to run on, such as 0-1,3." };
+        public readonly Option<string?> DiskSpace = new("--diskspace") { Description = "Disk size (bare number = MiB)." };
+        public readonly Option<long?> Pids = new("--pids") { Description = "Most processes." };
+        public readonly Option<string?> Hostname = new("--hostname") { Description = "Host name." };
+        public readonly Option<string?> Autostart = new("--autostart") { Description = "on or off: start at boot (vzsdk host autostart)." };
+
+        public void AddTo(Command c)
+        {
+            foreach (var o in new Option[] { MemSize, Swap, MemGuarantee, Cpus, CpuLimit, CpuUnits, CpuMask, DiskSpace, Pids, Hostname, Autostart })
+                c.Options.Add(o);
+        }
+
+        public int? Guarantee(ParseResult p)
+            => p.GetValue(MemGuarantee) switch
+            {
+                null => null,
+                "auto" => 0,
+                var t when int.TryParse(t, out var v) && v is >= 0 and <= 100 => v,
+                var t => throw new UsageException($"--memguarantee: '{t}' is not a percentage (0-100) or 'auto'."),
+            };
+    }
+
+    private static Command Create()
+    {
+        var name = new Argument<string>("NAME") { Description = "The new container's name." };
+        var template = new Option<string>("--template", "--ostemplate") { Description = "OS template (default busybox).", DefaultValueFactory = _ => ContainerClient.BusyboxTemplate };
+        var ip = new Option<string[]>("--ipadd") { Description = "ADDRESS/PREFIX on eth0 (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var ns = new Option<string[]>("--nameserver") { Description = "DNS server (repeatable)." };
+        var json = Json();
+        var r = new ResourceFlags();
+        var cmd = new Command("create", "Create a container from an OS template.") { name, template, ip, ns, json };
+        r.AddTo(cmd);
+        cmd.SetAction(async (p, ct) =>
+        {
+            var defaults = new ContainerResources();
+            var resources = new ContainerResources
+            {
+                MemSize = Cli.ResourceSize(p, r.MemSize) ?? defaults.MemSize,
+                Swap = Cli.ResourceSize(p, r.Swap) ?? defaults.Swap,
+                MemGuaranteePercent = r.Guarantee(p) ?? 0,
+                Cpus = p.GetValue(r.Cpus) is { } c && c > 0 ? c : null,
+                CpuLimit = p.GetValue(r.CpuLimit) is { } l && l > 0 ? l : null,
+                CpuUnits = p.GetValue(r.CpuUnits) ?? defaults.CpuUnits,
+                CpuMask = p.GetValue(r.CpuMask),
+                DiskSpace = Cli.ResourceSize(p, r.DiskSpace) ?? defaults.DiskSpace,
+                Pids = p.GetValue(r.Pids) ?? defaults.Pids,
+            };
+            var info = await Client(p).CreateAsync(new ContainerCreateOptions
+            {
+                Name = new VeName(p.GetValue(name)!),
+                Template = p.GetValue(template)!,
+                Resources = resources,
+                Hostname = p.GetValue(r.Hostname),
+                IpAddresses = p.GetValue(ip) ?? [],
+                Nameservers = p.GetValue(ns) ?? [],
+                Autostart = Cli.OnOff(p, r.Autostart) ?? false,
+            }, ct);
+            if (p.GetValue(json))
+                Cli.WriteJson(ToJson(info));
+            else
+                Console.Out.WriteLine($"Created container {info.Name}");
+            Console.Out.WriteLine(info.Id.ToString());
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command List()
+    {
+        var all = new Option<bool>("-a", "--all") { Description = "Include stopped containers." };
+        var json = Json();
+        var cmd = new Command("list", "List containers (running ones unless -a).") { all, json };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var list = await Client(p).ListAsync(p.GetValue(all), ct);
+            if (p.GetValue(json))
+            {
+                Cli.WriteJson(list.Select(ToListJson).ToList());
+                return Cli.Success;
+            }
+            Console.Out.WriteLine($"{"UUID",-38}{"STATUS",-11}{"IP_ADDR",-17}NAME");
+            foreach (var c in list)
+                Console.Out.WriteLine($"{c.Id.ToBracedString(),-38}{StateName(c.State),-11}{(c.IpAddresses.Count > 0 ? c.IpAddresses[0].Split('/')[0] : "-"),-17}{c.Name}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Info()
+    {
+        var name = NameArg();
+        var json = Json();
+        var cmd = new Command("info", "Show a container's state and configuration.") { name, json };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await Client(p).GetAsync(p.GetValue(name)!, ct);
+            if (p.GetValue(json))
+            {
+                Cli.WriteJson(ToJson(c));
+                return Cli.Success;
+            }
+            var r = c.Resources;
+            Console.Out.WriteLine($"ID: {c.Id.ToBracedString()}");
+            Console.Out.WriteLine($"Name: {c.Name}");
+            Console.Out.WriteLine($"State: {StateName(c.State)}");
+            Console.Out.WriteLine($"OS template: {c.Template}");
+            Console.Out.WriteLine($"Hostname: {c.Hostname}");
+            Console.Out.WriteLine($"IP addresses: {(c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses) : "-")}");
+            Console.Out.WriteLine($"Memory: {r.MemSize} (swap {r.Swap}, guarantee {r.MemGuaranteePercent}%)");
+            Console.Out.WriteLine($"CPUs: {(r.Cpus?.ToString() ?? "all")}, cpulimit {(r.CpuLimit is { } l ? l + "%" : "none")}, cpuunits {r.CpuUnits}, cpumask {r.CpuMask ?? "all"}");
+            Console.Out.WriteLine($"Disk: {r.DiskSpace}, pids {r.Pids}");
+            Console.Out.WriteLine($"Autostart: {(c.Autostart ? "on" : "off")}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Simple(string verb, string description, Func<ContainerClient, string, CancellationToken, Task<ContainerInfo>> action)
+    {
+        var name = NameArg();
+        var cmd = new Command(verb, description) { name };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await action(Client(p), p.GetValue(name)!, ct);
+            Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static (Option<bool> Kill, Option<int?> Timeout) StopFlags()
+        => (new Option<bool>("--kill") { Description = "Kill at once." },
+            new Option<int?>("--timeout") { Description = "Seconds to wait after the stop signal before killing (default 10)." });
+
+    private static ContainerStopOptions StopOptions(ParseResult p, (Option<bool> Kill, Option<int?> Timeout) f)
+    {
+        var timeout = p.GetValue(f.Timeout);
+        if (timeout is < 0)
+            throw new UsageException("--timeout cannot be negative.");
+        return new ContainerStopOptions { Kill = p.GetValue(f.Kill), Timeout = TimeSpan.FromSeconds(timeout ?? 10) };
+    }
+
+    private static Command Stop()
+    {
+        var name = NameArg();
+        var f = StopFlags();
+        var cmd = new Command("stop", "Stop a container: its stop signal, then kill after the timeout.") { name, f.Kill, f.Timeout };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await Client(p).StopAsync(p.GetValue(name)!, StopOptions(p, f), ct);
+            Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Restart()
+    {
+        var name = NameArg();
+        var f = StopFlags();
+        var cmd = new Command("restart", "Stop and start a container.") { name, f.Kill, f.Timeout };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await Client(p).RestartAsync(p.GetValue(name)!, StopOptions(p, f), ct);
+            Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Exec()
+    {
+        var name = NameArg();
+        var interactive = new Option<bool>("-i", "--interactive") { Description = "Forward standard input." };
+        var shell = new Option<bool>("--shell") { Description = "Run /bin/sh -c with the joined arguments." };
+        var command = new Argument<string[]>("COMMAND") { Description = "The program and its arguments (after --).", Arity = ArgumentArity.OneOrMore };
+        var cmd = new Command("exec", "Run a command in a running container; its exit code is passed through.") { name, interactive, shell, command };
+        cmd.SetAction(async (p, ct) =>
+        {
+            try
+            {
+                var argv = p.GetValue(command)!;
+                IReadOnlyList<string> args = p.GetValue(shell) ? ["/bin/sh", "-c", string.Join(' ', argv)] : argv;
+                await using var stdout = Console.OpenStandardOutput();
+                await using var stderr = Console.OpenStandardError();
+                var result = await Client(p).ExecAsync(p.GetValue(name)!, new ContainerExecOptions
+                {
+                    Arguments = args,
+                    StandardInput = p.GetValue(interactive) ? Console.OpenStandardInput() : null,
+                    StandardOutput = stdout,
+                    StandardError = stderr,
+                }, ct);
+                return result.ExitCode;
+            }
+            catch (Exception ex) when (ex is VirtuozzoException or ArgumentException)
+            {
+                Cli.ReportError(ex, p.GetValue(Cli.Verbose));
+                return 125; // the tool itself failed, as docker exec
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Set()
+    {
+        var name = NameArg();
+        var r = new ResourceFlags();
+        var cmd = new Command("set", "Change a container's resources (live where possible, persisted always).") { name };
+        r.AddTo(cmd);
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await Client(p).SetAsync(p.GetValue(name)!, new ContainerSetOptions
+            {
+                MemSize = Cli.ResourceSize(p, r.MemSize),
+                Swap = Cli.ResourceSize(p, r.Swap),
+                MemGuaranteePercent = r.Guarantee(p),
+                Cpus = p.GetValue(r.Cpus),
+                CpuLimit = p.GetValue(r.CpuLimit),
+                CpuUnits = p.GetValue(r.CpuUnits),
+                CpuMask = p.GetValue(r.CpuMask),
+                DiskSpace = Cli.ResourceSize(p, r.DiskSpace),
+                Pids = p.GetValue(r.Pids),
+                Hostname = p.GetValue(r.Hostname),
+                Autostart = Cli.OnOff(p, r.Autostart),
+            }, ct);
+            Console.Out.WriteLine($"Container {c.Name} updated");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Clone()
+    {
+        var name = NameArg();
+        var newName = new Option<string>("--name") { Description = "The clone's name.", Required = true };
+        var cmd = new Command("clone", "Copy a stopped container under a new name.") { name, newName };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await Client(p).CloneAsync(p.GetValue(name)!, new VeName(p.GetValue(newName)!), ct);
+            Console.Out.WriteLine($"Created container {c.Name}");
+            Console.Out.WriteLine(c.Id.ToString());
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Rename()
+    {
+        var name = NameArg();
+        var newName = new Argument<string>("NEWNAME") { Description = "The new name." };
+        var cmd = new Command("rename", "Rename a container.") { name, newName };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var c = await Client(p).RenameAsync(p.GetValue(name)!, new VeName(p.GetValue(newName)!), ct);
+            Console.Out.WriteLine($"Container renamed to {c.Name}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Delete()
+    {
+        var name = NameArg();
+        var cmd = new Command("delete", "Delete a container and its disk (a running one is killed first).") { name };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var deleted = await Client(p).DeleteAsync(p.GetValue(name)!, ct);
+            Console.Out.WriteLine(deleted ? $"Container {p.GetValue(name)} deleted" : $"There was no container {p.GetValue(name)}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Mount()
+    {
+        var name = NameArg();
+        var cmd = new Command("mount", "Mount a stopped container's disk on the host; prints the mount point.") { name };
+        cmd.SetAction(async (p, ct) =>
+        {
+            Console.Out.WriteLine(await Client(p).MountAsync(p.GetValue(name)!, ct));
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Umount()
+    {
+        var name = NameArg();
+        var cmd = new Command("umount", "Unmount a mounted container's disk.") { name };
+        cmd.SetAction(async (p, ct) =>
+        {
+            await Client(p).UnmountAsync(p.GetValue(name)!, ct);
+            Console.Out.WriteLine($"Container {p.GetValue(name)} unmounted");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Template()
+    {
+        var template = new Command("template", "OS templates.");
+        var json = Json();
+        var list = new Command("list", "List OS templates.") { json };
+        list.SetAction(async (p, ct) =>
+        {
+            var all = await Client(p).ListTemplatesAsync(ct);
+            if (p.GetValue(json))
+                Cli.WriteJson(all.Select(t => new TemplateJson(t.Name, t.Init, t.StopSignal, t.SizeBytes)).ToList());
+            else
+                foreach (var t in all)
+                    Console.Out.WriteLine($"{t.Name,-20}{new ByteSize(t.SizeBytes).ToHumanString(),-12}{string.Join(' ', t.Init)}");
+            return Cli.Success;
+        });
+        var name = new Argument<string>("NAME") { Description = "The template's name." };
+        var tarball = new Argument<string>("TARBALL") { Description = "A root file system tarball." };
+        var init = new Option<string?>("--init") { Description = "The init command (default /sbin/init)." };
+        var stop = new Option<string?>("--stop-signal") { Description = "The signal that stops the init (default SIGTERM)." };
+        var import = new Command("import", "Import a root file system tarball as an OS template.") { name, tarball, init, stop };
+        import.SetAction(async (p, ct) =>
+        {
+            var t = await Client(p).ImportTemplateAsync(new ContainerTemplateImportOptions
+            {
+                Name = p.GetValue(name)!,
+                TarballPath = Path.GetFullPath(p.GetValue(tarball)!),
+                Init = p.GetValue(init) is { } i ? i.Split(' ', StringSplitOptions.RemoveEmptyEntries) : ["/sbin/init"],
+                StopSignal = p.GetValue(stop) ?? "SIGTERM",
+            }, ct);
+            Console.Out.WriteLine($"Imported template {t.Name}");
+            Console.Out.WriteLine(t.Name);
+            return Cli.Success;
+        });
+        template.Subcommands.Add(list);
+        template.Subcommands.Add(import);
+        return template;
+    }
+
+    internal static string StateName(ContainerState s) => s.ToString().ToLowerInvariant();
+
+    private static ListJson ToListJson(ContainerInfo c)
+        => new(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null, c.Hostname);
+
+    private static InfoJson ToJson(ContainerInfo c)
+    {
+        var r = c.Resources;
+        return new InfoJson(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null,
+            c.Hostname, c.Template, c.IpAddresses.ToList(), r.MemSize.Bytes, r.Swap.Bytes, r.MemGuaranteePercent, r.Cpus, r.CpuLimit, r.CpuUnits, r.CpuMask, r.DiskSpace.Bytes, r.Pids,
+            c.Autostart, c.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    private sealed record ListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname);
+
+    private sealed record InfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname, string Template, List<string> IpAddresses,
+        long Memsize, long Swap, int Memguarantee, int? Cpus, int? Cpulimit, int Cpuunits, string? Cpumask, long Diskspace, long Pids, bool Autostart, string CreatedAt);
+
+    private sealed record TemplateJson(string Name, IReadOnlyList<string> Init, string StopSignal, long Size);
+}

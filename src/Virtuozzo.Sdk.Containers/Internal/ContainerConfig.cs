@@ -1,0 +1,76 @@
+using System.Text.Json.Serialization;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.State;
+
+namespace Virtuozzo.Sdk.Containers.Internal;
+
+/// <summary>A container's persisted configuration (<c>private/&lt;uuid&gt;/container.json</c>).</summary>
+internal sealed record ContainerConfig : IVersionedDocument
+{
+    public const int CurrentVersion = 1;
+
+    public int FormatVersion { get; init; } = CurrentVersion;
+
+    public required string Template { get; init; }
+
+    public required string Hostname { get; init; }
+
+    public long MemSizeBytes { get; init; }
+
+    public long SwapBytes { get; init; }
+
+    public int MemGuaranteePercent { get; init; }
+
+    public int? Cpus { get; init; }
+
+    public int? CpuLimit { get; init; }
+
+    public int CpuUnits { get; init; } = 1000;
+
+    public string? CpuMask { get; init; }
+
+    public long DiskSpaceBytes { get; init; }
+
+    public long Pids { get; init; }
+
+    public List<string> IpAddresses { get; init; } = [];
+
+    public List<string> Nameservers { get; init; } = [];
+
+    public bool Autostart { get; init; }
+
+    public required List<string> Init { get; init; }
+
+    public required string StopSignal { get; init; }
+
+    public ContainerResources ToResources() => new()
+    {
+        MemSize = new ByteSize(MemSizeBytes),
+        Swap = new ByteSize(SwapBytes),
+        MemGuaranteePercent = MemGuaranteePercent,
+        Cpus = Cpus,
+        CpuLimit = CpuLimit,
+        CpuUnits = CpuUnits,
+        CpuMask = CpuMask,
+        DiskSpace = new ByteSize(DiskSpaceBytes),
+        Pids = Pids,
+    };
+
+    /// <summary>The effective CPU limit in percent: the lower of cpulimit and cpus × 100.</summary>
+    [JsonIgnore]
+    public int? EffectiveCpuPercent => (CpuLimit, Cpus) switch
+    {
+        (null, null) => null,
+        ({ } l, null) => l,
+        (null, { } c) => c * 100,
+        ({ } l, { } c) => Math.Min(l, c * 100),
+    };
+}
+
+/// <summary>A template's manifest (<c>templates/&lt;name&gt;.json</c>).</summary>
+internal sealed record TemplateManifest(int FormatVersion, string Name, List<string> Init, string StopSignal) : IVersionedDocument;
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true)]
+[JsonSerializable(typeof(ContainerConfig))]
+[JsonSerializable(typeof(TemplateManifest))]
+internal sealed partial class ContainersJson : JsonSerializerContext;

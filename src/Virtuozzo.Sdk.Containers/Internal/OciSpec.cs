@@ -1,0 +1,165 @@
+using System.Text.Json.Nodes;
+using Virtuozzo.Sdk.Core;
+
+namespace Virtuozzo.Sdk.Containers.Internal;
+
+/// <summary>Writes the OCI runtime configuration runc runs a container from.</summary>
+internal static class OciSpec
+{
+    /// <summary>Docker's default capability set.</summary>
+    internal static readonly string[] DefaultCapabilities =
+    [
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+        "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    ];
+
+    internal static readonly string[] MaskedPaths =
+    [
+        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    ];
+
+    internal static readonly string[] ReadonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+    public static JsonObject Build(ContainerConfig config, string rootPath, string networkNamespacePath, string cgroupsPath)
+    {
+        var caps = new JsonArray(DefaultCapabilities.Select(c => (JsonNode)c).ToArray());
+        var resources = new JsonObject
+        {
+            ["devices"] = Devices(),
+            ["memory"] = new JsonObject { ["limit"] = config.MemSizeBytes, ["swap"] = config.MemSizeBytes + config.SwapBytes },
+            ["cpu"] = Cpu(config),
+            ["pids"] = new JsonObject { ["limit"] = config.Pids },
+        };
+        return new JsonObject
+        {
+            ["ociVersion"] = "1.0.2",
+            ["process"] = new JsonObject
+            {
+                ["terminal"] = false,
+                ["user"] = new JsonObject { ["uid"] = 0, ["gid"] = 0 },
+                ["args"] = new JsonArray(config.Init.Select(a => (JsonNode)a).ToArray()),
+                ["env"] = new JsonArray("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", "container=vzsdk"),
+                ["cwd"] = "/",
+                ["capabilities"] = new JsonObject { ["bounding"] = caps.DeepClone(), ["effective"] = caps.DeepClone(), ["permitted"] = caps.DeepClone() },
+                ["rlimits"] = new JsonArray(new JsonObject { ["type"] = "RLIMIT_NOFILE", ["hard"] = OpenFilesLimit(), ["soft"] = OpenFilesLimit() }),
+                ["noNewPrivileges"] = true,
+            },
+            ["root"] = new JsonObject { ["path"] = rootPath, ["readonly"] = false },
+            ["hostname"] = config.Hostname,
+            ["mounts"] = new JsonArray(
+                Mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
+                Mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
+                Mount("/dev/pts", "devpts", "devpts", "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+                Mount("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k"),
+                Mount("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev"),
+                Mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
+                Mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime", "ro"),
+                Mount("/run", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=755", "size=65536k")),
+            ["linux"] = new JsonObject
+            {
+                ["cgroupsPath"] = cgroupsPath,
+                ["resources"] = resources,
+                ["namespaces"] = new JsonArray(
+                    new JsonObject { ["type"] = "pid" },
+                    new JsonObject { ["type"] = "network", ["path"] = networkNamespacePath },
+                    new JsonObject { ["type"] = "ipc" },
+                    new JsonObject { ["type"] = "uts" },
+                    new JsonObject { ["type"] = "mount" },
+                    new JsonObject { ["type"] = "cgroup" }),
+                ["maskedPaths"] = new JsonArray(MaskedPaths.Select(p => (JsonNode)p).ToArray()),
+                ["readonlyPaths"] = new JsonArray(ReadonlyPaths.Select(p => (JsonNode)p).ToArray()),
+            },
+        };
+    }
+
+    /// <summary>The open-files limit: as high as Docker's 1048576, but never above what the SDK's own process may grant.</summary>
+    private static long OpenFilesLimit()
+    {
+        foreach (var line in File.ReadLines("/proc/self/limits"))
+        {
+            if (!line.StartsWith("Max open files", StringComparison.Ordinal))
+                continue;
+            var f = line[14..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f.Length >= 2 && long.TryParse(f[1], System.Globalization.CultureInfo.InvariantCulture, out var hard))
+                return Math.Min(hard, 1048576);
+        }
+        return 1024;
+    }
+
+    private static JsonObject Cpu(ContainerConfig config)
+    {
+        var cpu = new JsonObject { ["shares"] = Math.Max(2, config.CpuUnits * 1024L / 1000) };
+        if (config.EffectiveCpuPercent is { } percent)
+        {
+            cpu["period"] = 100_000;
+            cpu["quota"] = Math.Max(1000, percent * 1000L);
+        }
+        if (!string.IsNullOrEmpty(config.CpuMask))
+            cpu["cpus"] = config.CpuMask;
+        return cpu;
+    }
+
+    private static JsonArray Devices()
+    {
+        var list = new JsonArray(new JsonObject { ["allow"] = false, ["access"] = "rwm" });
+        foreach (var (type, major, minor) in new (string, int, int)[] { ("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1), ("c", 5, 2), ("c", 136, -1), ("c", 10, 200) })
+        {
+            var d = new JsonObject { ["allow"] = true, ["type"] = type, ["major"] = major, ["access"] = "rwm" };
+            if (minor >= 0)
+                d["minor"] = minor;
+            list.Add((JsonNode)d);
+        }
+        return list;
+    }
+
+    private static JsonObject Mount(string destination, string type, string source, params string[] options)
+        => new() { ["destination"] = destination, ["type"] = type, ["source"] = source, ["options"] = new JsonArray(options.Select(o => (JsonNode)o).ToArray()) };
+
+    /// <summary>Validates a signal name such as SIGTERM or SIGRTMIN+3.</summary>
+    public static string ValidateSignal(string signal)
+    {
+        if (string.IsNullOrWhiteSpace(signal) || !System.Text.RegularExpressions.Regex.IsMatch(signal, "^(SIG)?[A-Z0-9+]{2,12}$"))
+            throw new ArgumentException($"'{signal}' is not a signal name such as SIGTERM.", nameof(signal));
+        return signal;
+    }
+
+    /// <summary>Validates a CPU list such as 0-1,3.</summary>
+    public static string ValidateCpuMask(string mask)
+    {
+        if (!System.Text.RegularExpressions.Regex.IsMatch(mask, @"^\d+(-\d+)?(,\d+(-\d+)?)*$"))
+            throw new ArgumentException($"'{mask}' is not a CPU list such as 0-1,3.", nameof(mask));
+        return mask;
+    }
+
+    /// <summary>Validates a host name.</summary>
+    public static string ValidateHostname(string hostname)
+    {
+        if (hostname.Length is 0 or > 63 || !System.Text.RegularExpressions.Regex.IsMatch(hostname, "^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"))
+            throw new ArgumentException($"'{hostname}' is not a valid host name.", nameof(hostname));
+        return hostname;
+    }
+
+    /// <summary>Checks a resource set and says what is wrong.</summary>
+    public static void Validate(ContainerResources r)
+    {
+        if (r.MemSize.Bytes < 16 * ByteSize.MiB)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MemSize, "memsize must be at least 16M.");
+        if (r.MemGuaranteePercent is < 0 or > 100)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MemGuaranteePercent, "memguarantee is a percentage between 0 and 100.");
+        if (r.Cpus is < 1 or > 4096)
+            throw new ArgumentOutOfRangeException(nameof(r), r.Cpus, "cpus must be at least 1.");
+        if (r.CpuLimit is < 1 or > 409600)
+            throw new ArgumentOutOfRangeException(nameof(r), r.CpuLimit, "cpulimit is a percentage of one CPU, at least 1.");
+        if (r.CpuUnits is < 8 or > 500000)
+            throw new ArgumentOutOfRangeException(nameof(r), r.CpuUnits, "cpuunits must be between 8 and 500000.");
+        if (r.DiskSpace.Bytes < 64 * ByteSize.MiB)
+            throw new ArgumentOutOfRangeException(nameof(r), r.DiskSpace, "diskspace must be at least 64M (an ext4 file system needs room).");
+        if (r.DiskSpace.Bytes > 16 * ByteSize.TiB)
+            throw new ArgumentOutOfRangeException(nameof(r), r.DiskSpace, "diskspace may be at most 16T.");
+        if (r.Pids is < 8)
+            throw new ArgumentOutOfRangeException(nameof(r), r.Pids, "pids must be at least 8.");
+        if (r.CpuMask is not null)
+            ValidateCpuMask(r.CpuMask);
+    }
+}

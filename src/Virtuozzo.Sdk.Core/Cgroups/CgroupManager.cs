@@ -1,0 +1,348 @@
+using System.Globalization;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Internal;
+
+namespace Virtuozzo.Sdk.Core.Cgroups;
+
+/// <summary>Which part of a VE a process belongs to.</summary>
+internal enum CgroupRole
+{
+    /// <summary>The VE itself: the container's processes or the VM's QEMU. Limits apply here.</summary>
+    Payload,
+
+    /// <summary>Helpers the SDK runs for the VE (qemu-storage-daemon): accounted to the VE, not limited by it.</summary>
+    Service,
+}
+
+/// <summary>
+/// The SDK's cgroups. Every VE gets <c>vzsdk/&lt;uuid&gt;</c> under the SDK's fixed parent in each controller
+/// (<c>/sys/fs/cgroup/&lt;controller&gt;/vzsdk/…</c> on v1 and hybrid hosts, <c>/sys/fs/cgroup/vzsdk.slice/…</c> on v2) — never a
+/// path relative to wherever the calling process lives — with two children: <c>ve</c> (the payload, where limits
+/// apply) and <c>io</c> (the SDK's helper daemons, so that a container's OOM never takes its disk daemon down).
+/// </summary>
+internal sealed class CgroupManager
+{
+    internal static readonly string[] V1Controllers = ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio"];
+
+    public CgroupManager(CgroupLayout layout, string root = "/sys/fs/cgroup", string parent = "vzsdk")
+    {
+        if (layout == CgroupLayout.None)
+            throw new UnsupportedOnHostException("No cgroup file system is mounted at /sys/fs/cgroup; containers and resource limits need cgroups.");
+        Layout = layout;
+        Root = root;
+        Parent = layout == CgroupLayout.V2 ? parent + ".slice" : parent;
+    }
+
+    public CgroupLayout Layout { get; }
+
+    public string Root { get; }
+
+    public string Parent { get; }
+
+    public bool IsV2 => Layout == CgroupLayout.V2;
+
+    /// <summary>Detects the layout of the local machine.</summary>
+    public static CgroupManager Detect() => new(HostProber.ParseCgroupLayout(File.ReadAllText("/proc/mounts")));
+
+    /// <summary>The cgroup path, relative to each controller's root, for runc's <c>cgroupsPath</c>.</summary>
+    public string RelativePath(VeId id, CgroupRole role) => $"/{Parent}/{id}/{RoleName(role)}";
+
+    private static string RoleName(CgroupRole role) => role == CgroupRole.Payload ? "ve" : "io";
+
+    /// <summary>The directories of a VE's cgroup (or one of its roles), per controller ("" on v2).</summary>
+    public IReadOnlyDictionary<string, string> Directories(VeId id, CgroupRole? role = null)
+    {
+        var rel = role is { } r ? Path.Combine(Parent, id.ToString(), RoleName(r)) : Path.Combine(Parent, id.ToString());
+        return IsV2
+            ? new Dictionary<string, string> { [""] = Path.Combine(Root, rel) }
+            : V1Controllers.Where(c => Directory.Exists(Path.Combine(Root, c))).ToDictionary(c => c, c => Path.Combine(Root, c, rel));
+    }
+
+    /// <summary>Creates (or opens) the VE's cgroups and returns them.</summary>
+    public VeCgroup Create(VeId id)
+    {
+        try
+        {
+            if (IsV2)
+            {
+                var parent = Path.Combine(Root, Parent);
+                Directory.CreateDirectory(parent);
+                EnableV2Controllers(Root);
+                EnableV2Controllers(parent);
+                var ve = Path.Combine(parent, id.ToString());
+                Directory.CreateDirectory(ve);
+                EnableV2Controllers(ve);
+                Directory.CreateDirectory(Path.Combine(ve, "ve"));
+                Directory.CreateDirectory(Path.Combine(ve, "io"));
+            }
+            else
+            {
+                foreach (var (controller, dir) in Directories(id))
+                {
+                    foreach (var level in new[] { Path.Combine(Root, controller, Parent), dir, Path.Combine(dir, "ve"), Path.Combine(dir, "io") })
+                    {
+                        Directory.CreateDirectory(level);
+                        if (controller == "cpuset")
+                            InheritCpuset(level);
+                    }
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new UnsupportedOnHostException($"Cannot create the cgroups of VE {id} under {Root}: {ex.Message} (the local runtime needs root).", ex);
+        }
+        return new VeCgroup(this, id);
+    }
+
+    /// <summary>Opens an existing VE's cgroups (no check that they exist).</summary>
+    public VeCgroup Open(VeId id) => new(this, id);
+
+    /// <summary>True when the VE's cgroup directory exists.</summary>
+    public bool Exists(VeId id) => Directories(id).Values.Any(Directory.Exists);
+
+    /// <summary>Kills every process left in the VE's cgroups and removes them, children first. Idempotent.</summary>
+    public async Task DeleteAsync(VeId id, CancellationToken cancellationToken)
+    {
+        var cg = Open(id);
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            var pids = cg.AllProcesses();
+            if (pids.Count == 0)
+                break;
+            cg.Thaw();
+            foreach (var pid in pids)
+                Native.TrySignal(pid, Native.SIGKILL);
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var dir in Directories(id).Values)
+        {
+            foreach (var child in new[] { Path.Combine(dir, "ve"), Path.Combine(dir, "io"), dir })
+            {
+                for (var attempt = 0; attempt < 50 && Directory.Exists(child); attempt++)
+                {
+                    try
+                    {
+                        // Nested cgroups runc may have made below "ve" first.
+                        foreach (var sub in Directory.GetDirectories(child).OrderByDescending(d => d.Length))
+                            Directory.Delete(sub);
+                        Directory.Delete(child);
+                    }
+                    catch (IOException) when (attempt < 49)
+                    {
+                        await Task.Delay(20, cancellationToken).ConfigureAwait(false); // a process is still exiting
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Ids of VEs that have cgroups under the SDK's parent (for reconciliation).</summary>
+    public IEnumerable<VeId> ListVeIds()
+    {
+        var parent = IsV2 ? Path.Combine(Root, Parent) : Path.Combine(Root, "memory", Parent);
+        if (!Directory.Exists(parent))
+            return [];
+        return Directory.GetDirectories(parent).Select(Path.GetFileName).Select(n => VeId.TryParse(n, out var id) ? id : (VeId?)null).OfType<VeId>().ToList();
+    }
+
+    private static void InheritCpuset(string dir)
+    {
+        var parent = Path.GetDirectoryName(dir)!;
+        foreach (var file in new[] { "cpuset.cpus", "cpuset.mems" })
+        {
+            var path = Path.Combine(dir, file);
+            if (File.Exists(path) && File.ReadAllText(path).Trim().Length == 0)
+                File.WriteAllText(path, File.ReadAllText(Path.Combine(parent, file)).Trim());
+        }
+    }
+
+    private static void EnableV2Controllers(string dir)
+    {
+        var available = File.ReadAllText(Path.Combine(dir, "cgroup.controllers")).Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var c in available.Where(c => c is "memory" or "cpu" or "cpuset" or "pids" or "io"))
+        {
+            try { File.WriteAllText(Path.Combine(dir, "cgroup.subtree_control"), "+" + c); }
+            catch (IOException) { }
+        }
+    }
+}
+
+/// <summary>One VE's cgroups: add processes, set and read limits, freeze.</summary>
+internal sealed class VeCgroup
+{
+    private readonly CgroupManager _manager;
+
+    internal VeCgroup(CgroupManager manager, VeId id)
+    {
+        _manager = manager;
+        Id = id;
+    }
+
+    public VeId Id { get; }
+
+    private string Dir(string controller, CgroupRole role = CgroupRole.Payload)
+        => _manager.IsV2 ? _manager.Directories(Id, role)[""] : _manager.Directories(Id, role).TryGetValue(controller, out var d) ? d : throw new UnsupportedOnHostException($"The cgroup controller '{controller}' is not mounted.");
+
+    /// <summary>The <c>cgroup.procs</c> files a process must be written to, to join the role in every controller.</summary>
+    public IReadOnlyList<string> ProcsFiles(CgroupRole role) => _manager.Directories(Id, role).Values.Select(d => Path.Combine(d, "cgroup.procs")).ToList();
+
+    /// <summary>Moves a process into the role's cgroups.</summary>
+    public void AddProcess(int pid, CgroupRole role)
+    {
+        foreach (var procs in ProcsFiles(role))
+            File.WriteAllText(procs, pid.ToString(CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Every pid in the VE's cgroups, both roles, nested cgroups included.</summary>
+    public IReadOnlyList<int> AllProcesses()
+    {
+        var result = new HashSet<int>();
+        foreach (var dir in _manager.Directories(Id).Values.Where(Directory.Exists))
+        {
+            foreach (var procs in Directory.EnumerateFiles(dir, "cgroup.procs", SearchOption.AllDirectories))
+            {
+                try
+                {
+                    foreach (var line in File.ReadAllLines(procs))
+                        if (int.TryParse(line, CultureInfo.InvariantCulture, out var pid))
+                            result.Add(pid);
+                }
+                catch (IOException) { }
+            }
+        }
+        return result.ToList();
+    }
+
+    /// <summary>Sets the memory limit and memory+swap limit of the payload (<c>memsize</c>, <c>swap</c>).</summary>
+    public void SetMemory(long limitBytes, long swapBytes)
+    {
+        if (_manager.IsV2)
+        {
+            Write("", "memory.max", limitBytes);
+            Write("", "memory.swap.max", swapBytes);
+            return;
+        }
+        var memsw = Path.Combine(Dir("memory"), "memory.memsw.limit_in_bytes");
+        var current = long.Parse(Read("memory", "memory.limit_in_bytes"), CultureInfo.InvariantCulture);
+        // v1 requires limit <= memsw at every step: raise memsw first when growing, lower the limit first when shrinking.
+        if (limitBytes >= current)
+        {
+            if (File.Exists(memsw)) File.WriteAllText(memsw, (limitBytes + swapBytes).ToString(CultureInfo.InvariantCulture));
+            Write("memory", "memory.limit_in_bytes", limitBytes);
+        }
+        else
+        {
+            Write("memory", "memory.limit_in_bytes", limitBytes);
+            if (File.Exists(memsw)) File.WriteAllText(memsw, (limitBytes + swapBytes).ToString(CultureInfo.InvariantCulture));
+        }
+    }
+
+    /// <summary>Memory protection for the guarantee (v2 <c>memory.low</c>; v1 has no equivalent outside Virtuozzo kernels).</summary>
+    public void SetMemoryProtection(long bytes)
+    {
+        if (_manager.IsV2)
+            Write("", "memory.low", bytes);
+    }
+
+    /// <summary>CPU bandwidth: <paramref name="percent"/> of one CPU (100 = one CPU), null for unlimited.</summary>
+    public void SetCpuLimit(int? percent)
+    {
+        const long period = 100_000;
+        var quota = percent is { } p ? Math.Max(1000, p * period / 100) : -1;
+        if (_manager.IsV2)
+        {
+            File.WriteAllText(Path.Combine(Dir(""), "cpu.max"), quota < 0 ? $"max {period}" : $"{quota} {period}");
+            return;
+        }
+        Write("cpu", "cpu.cfs_period_us", period);
+        Write("cpu", "cpu.cfs_quota_us", quota);
+    }
+
+    /// <summary>CPU weight from Virtuozzo cpuunits (1000 = the default share).</summary>
+    public void SetCpuUnits(int units)
+    {
+        if (_manager.IsV2)
+            Write("", "cpu.weight", Math.Clamp(units / 10, 1, 10000));
+        else
+            Write("cpu", "cpu.shares", Math.Max(2, units * 1024L / 1000));
+    }
+
+    /// <summary>The CPUs the payload may run on, as a list such as <c>0-1,3</c>.</summary>
+    public void SetCpuMask(string cpus) => File.WriteAllText(Path.Combine(Dir(_manager.IsV2 ? "" : "cpuset"), "cpuset.cpus"), cpus);
+
+    /// <summary>The most processes the payload may have.</summary>
+    public void SetPidsLimit(long? max)
+        => File.WriteAllText(Path.Combine(Dir(_manager.IsV2 ? "" : "pids"), "pids.max"), max is { } m ? m.ToString(CultureInfo.InvariantCulture) : "max");
+
+    /// <summary>Memory the payload uses now.</summary>
+    public long MemoryUsage() => long.Parse(_manager.IsV2 ? Read("", "memory.current") : Read("memory", "memory.usage_in_bytes"), CultureInfo.InvariantCulture);
+
+    /// <summary>The memory limit in force.</summary>
+    public long MemoryLimit()
+    {
+        var text = _manager.IsV2 ? Read("", "memory.max") : Read("memory", "memory.limit_in_bytes");
+        return text == "max" ? long.MaxValue : long.Parse(text, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>CPU throttling counters: periods throttled and time throttled.</summary>
+    public (long ThrottledPeriods, TimeSpan ThrottledTime) CpuThrottling()
+    {
+        var stat = _manager.IsV2 ? Read("", "cpu.stat") : Read("cpu", "cpu.stat");
+        long periods = 0, time = 0;
+        foreach (var line in stat.Split('\n'))
+        {
+            var f = line.Split(' ');
+            if (f.Length != 2) continue;
+            if (f[0] == "nr_throttled") periods = long.Parse(f[1], CultureInfo.InvariantCulture);
+            else if (f[0] == "throttled_time") time = long.Parse(f[1], CultureInfo.InvariantCulture) / 1000; // ns → µs
+            else if (f[0] == "throttled_usec") time = long.Parse(f[1], CultureInfo.InvariantCulture);
+        }
+        return (periods, TimeSpan.FromMicroseconds(time));
+    }
+
+    /// <summary>Stops every payload process (freezer); <see cref="Thaw"/> resumes them.</summary>
+    public async Task FreezeAsync(CancellationToken cancellationToken)
+    {
+        if (_manager.IsV2)
+        {
+            File.WriteAllText(Path.Combine(Dir(""), "cgroup.freeze"), "1");
+            return;
+        }
+        var state = Path.Combine(Dir("freezer"), "freezer.state");
+        File.WriteAllText(state, "FROZEN");
+        for (var i = 0; i < 500 && File.ReadAllText(state).Trim() != "FROZEN"; i++)
+            await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Resumes frozen payload processes. Harmless when not frozen or when the cgroup is gone.</summary>
+    public void Thaw()
+    {
+        try
+        {
+            if (_manager.IsV2)
+                File.WriteAllText(Path.Combine(Dir(""), "cgroup.freeze"), "0");
+            else
+                File.WriteAllText(Path.Combine(Dir("freezer"), "freezer.state"), "THAWED");
+        }
+        catch (IOException) { }
+        catch (UnsupportedOnHostException) { }
+    }
+
+    /// <summary>True when the payload is frozen.</summary>
+    public bool IsFrozen()
+    {
+        try
+        {
+            return _manager.IsV2
+                ? File.ReadAllText(Path.Combine(Dir(""), "cgroup.events")).Contains("frozen 1", StringComparison.Ordinal)
+                : File.ReadAllText(Path.Combine(Dir("freezer"), "freezer.state")).Trim() == "FROZEN";
+        }
+        catch (IOException) { return false; }
+    }
+
+    private string Read(string controller, string file) => File.ReadAllText(Path.Combine(Dir(controller), file)).Trim();
+
+    private void Write(string controller, string file, long value)
+        => File.WriteAllText(Path.Combine(Dir(controller), file), value < 0 && _manager.IsV2 ? "max" : value.ToString(CultureInfo.InvariantCulture));
+}

@@ -1,0 +1,133 @@
+using System.Net;
+using System.Text.Json;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Processes;
+
+namespace Virtuozzo.Sdk.Core.Network;
+
+/// <summary>
+/// The host bridge VEs attach to (<c>vzbr0</c>, host address 10.209.0.1/24 by default; no NAT unless asked), and
+/// the links that attach them: a veth pair into a container's network namespace, a tap for a VM. Names derive
+/// from the VE id so that leftovers can be found and removed after a crash.
+/// </summary>
+internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.DefaultName, string hostAddress = HostBridge.DefaultHostAddress)
+{
+    public const string DefaultName = "vzbr0";
+    public const string DefaultHostAddress = "10.209.0.1/24";
+
+    public string Name { get; } = name;
+
+    public string HostAddress { get; } = hostAddress;
+
+    /// <summary>The gateway address VEs use (the bridge's own address).</summary>
+    public string Gateway => HostAddress.Split('/')[0];
+
+    /// <summary>The name of a VE's network namespace (<c>ip netns</c>).</summary>
+    public static string NamespaceName(VeId id) => "vz-" + id.ToString()[..8] + id.ToString()[^4..];
+
+    /// <summary>The host-side link name of a VE (at most 15 characters).</summary>
+    public static string HostLinkName(VeId id) => "vz" + id.ToString()[..8] + "h";
+
+    /// <summary>The VE-side link name before it is renamed inside the namespace.</summary>
+    public static string PeerLinkName(VeId id) => "vz" + id.ToString()[..8] + "c";
+
+    /// <summary>The tap name of a VM.</summary>
+    public static string TapName(VeId id) => "vz" + id.ToString()[..8] + "t";
+
+    private Task<BufferedCommandResult> Ip(params string[] args) => host.ExecuteBufferedAsync(new Command("ip").WithArguments(args).WithTimeout(TimeSpan.FromSeconds(30)));
+
+    private Task<BufferedCommandResult> IpUnchecked(params string[] args)
+        => host.ExecuteBufferedAsync(new Command("ip").WithArguments(args).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30)));
+
+    /// <summary>Creates the bridge with its address when missing, and brings it up. Idempotent.</summary>
+    public async Task EnsureAsync(CancellationToken cancellationToken)
+    {
+        if (!await LinkExistsAsync(Name).ConfigureAwait(false))
+        {
+            var created = await IpUnchecked("link", "add", "name", Name, "type", "bridge").ConfigureAwait(false);
+            if (created.ExitCode != 0 && !await LinkExistsAsync(Name).ConfigureAwait(false))
+                throw new CommandFailedException($"Cannot create the bridge {Name}: {created.StandardError.Trim()}", "ip link add", created.ExitCode, created.StandardError.Trim());
+        }
+        var addrs = await Ip("-j", "addr", "show", "dev", Name).ConfigureAwait(false);
+        if (!addrs.StandardOutput.Contains($"\"local\":\"{Gateway}\"", StringComparison.Ordinal))
+        {
+            var add = await IpUnchecked("addr", "add", HostAddress, "dev", Name).ConfigureAwait(false);
+            if (add.ExitCode != 0 && !add.StandardError.Contains("exists", StringComparison.OrdinalIgnoreCase))
+                throw new CommandFailedException($"Cannot give {Name} the address {HostAddress}: {add.StandardError.Trim()}", "ip addr add", add.ExitCode, add.StandardError.Trim());
+        }
+        await Ip("link", "set", Name, "up").ConfigureAwait(false);
+    }
+
+    /// <summary>True when a link exists.</summary>
+    public async Task<bool> LinkExistsAsync(string link)
+        => (await IpUnchecked("link", "show", "dev", link).ConfigureAwait(false)).ExitCode == 0;
+
+    /// <summary>
+    /// Creates the VE's network namespace with loopback up, and — with an address — a veth pair whose host end
+    /// joins the bridge and whose other end is <c>eth0</c> inside, with the address and a default route via the bridge.
+    /// </summary>
+    /// <returns>The namespace's path, for runc's config.</returns>
+    public async Task<string> CreateVeNamespaceAsync(VeId id, IReadOnlyList<string> addresses, CancellationToken cancellationToken)
+    {
+        var ns = NamespaceName(id);
+        await IpUnchecked("netns", "del", ns).ConfigureAwait(false);
+        await Ip("netns", "add", ns).ConfigureAwait(false);
+        await Ip("-n", ns, "link", "set", "lo", "up").ConfigureAwait(false);
+        if (addresses.Count > 0)
+        {
+            await EnsureAsync(cancellationToken).ConfigureAwait(false);
+            var hostLink = HostLinkName(id);
+            var peer = PeerLinkName(id);
+            await IpUnchecked("link", "del", hostLink).ConfigureAwait(false);
+            await Ip("link", "add", hostLink, "type", "veth", "peer", "name", peer).ConfigureAwait(false);
+            await Ip("link", "set", hostLink, "master", Name).ConfigureAwait(false);
+            await Ip("link", "set", hostLink, "up").ConfigureAwait(false);
+            await Ip("link", "set", peer, "netns", ns).ConfigureAwait(false);
+            await Ip("-n", ns, "link", "set", peer, "name", "eth0").ConfigureAwait(false);
+            foreach (var a in addresses)
+                await Ip("-n", ns, "addr", "add", a, "dev", "eth0").ConfigureAwait(false);
+            await Ip("-n", ns, "link", "set", "eth0", "up").ConfigureAwait(false);
+            await Ip("-n", ns, "route", "add", "default", "via", Gateway).ConfigureAwait(false);
+        }
+        return "/var/run/netns/" + ns;
+    }
+
+    /// <summary>Removes the VE's namespace and host link. Idempotent.</summary>
+    public async Task DeleteVeNamespaceAsync(VeId id, CancellationToken cancellationToken)
+    {
+        await IpUnchecked("link", "del", HostLinkName(id)).ConfigureAwait(false);
+        await IpUnchecked("netns", "del", NamespaceName(id)).ConfigureAwait(false);
+        await IpUnchecked("link", "del", TapName(id)).ConfigureAwait(false);
+    }
+
+    /// <summary>Creates a tap attached to the bridge, for a VM's NIC. Returns its name.</summary>
+    public async Task<string> CreateTapAsync(VeId id, CancellationToken cancellationToken)
+    {
+        await EnsureAsync(cancellationToken).ConfigureAwait(false);
+        var tap = TapName(id);
+        await IpUnchecked("link", "del", tap).ConfigureAwait(false);
+        await Ip("tuntap", "add", "dev", tap, "mode", "tap").ConfigureAwait(false);
+        await Ip("link", "set", tap, "master", Name).ConfigureAwait(false);
+        await Ip("link", "set", tap, "up").ConfigureAwait(false);
+        return tap;
+    }
+
+    /// <summary>Validates an <c>ADDRESS/PREFIX</c> IPv4 address such as 10.209.0.2/24.</summary>
+    public static string ValidateAddress(string cidr)
+    {
+        var parts = (cidr ?? string.Empty).Split('/');
+        if (parts.Length != 2 || !IPAddress.TryParse(parts[0], out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork
+            || !int.TryParse(parts[1], out var prefix) || prefix is < 1 or > 32 || parts[0].Count(c => c == '.') != 3)
+            throw new ArgumentException($"'{cidr}' is not an IPv4 address with a prefix, such as 10.209.0.2/24.", nameof(cidr));
+        return cidr!;
+    }
+
+    /// <summary>Names of links on the host that belong to VEs (for reconciliation).</summary>
+    public async Task<IReadOnlyList<string>> ListVeLinksAsync()
+    {
+        var r = await Ip("-j", "link", "show").ConfigureAwait(false);
+        using var doc = JsonDocument.Parse(r.StandardOutput);
+        return doc.RootElement.EnumerateArray().Select(e => e.GetProperty("ifname").GetString()!)
+            .Where(n => n.Length == 11 && n.StartsWith("vz", StringComparison.Ordinal) && n[^1] is 'h' or 't').ToList();
+    }
+}

@@ -1,0 +1,123 @@
+using System.Globalization;
+using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Internal;
+using Virtuozzo.Sdk.Core.Processes;
+
+namespace Virtuozzo.Sdk.Core.Qemu;
+
+/// <summary>Where one qemu-storage-daemon keeps its files.</summary>
+/// <param name="DiskPath">The QCOW2 image it serves.</param>
+/// <param name="ExportPath">The regular file the FUSE export is mounted on (the disk appears there as raw bytes).</param>
+/// <param name="QmpSocket">Its QMP monitor socket.</param>
+/// <param name="PidFile">Its pid file.</param>
+internal sealed record StorageDaemonPaths(string DiskPath, string ExportPath, string QmpSocket, string PidFile);
+
+/// <summary>
+/// The lifecycle of qemu-storage-daemon exporting one QCOW2 disk through FUSE: started daemonised inside the VE's
+/// service cgroup, stopped through QMP, and torn down in the order that leaves no stale FUSE mount.
+/// </summary>
+internal static class StorageDaemon
+{
+    public const string DiskNode = "disk0";
+    public const string ExportId = "export0";
+
+    /// <summary>Starts the daemon; returns when the export is mounted and the monitor answers.</summary>
+    public static async Task StartAsync(IVirtuozzoHost host, StorageDaemonPaths paths, VeCgroup? cgroup, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(paths.ExportPath))
+            await File.WriteAllBytesAsync(paths.ExportPath, [], cancellationToken).ConfigureAwait(false);
+        File.Delete(paths.QmpSocket);
+        var procs = cgroup?.ProcsFiles(CgroupRole.Service) ?? [];
+        // sh joins the cgroups, then becomes the daemon: every process the SDK starts for a VE lives in its cgroup.
+        const string joinAndExec = "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\"; shift; n=$((n-1)); done; exec \"$@\"";
+        string[] args =
+        [
+            "-c", joinAndExec, "sh", procs.Count.ToString(CultureInfo.InvariantCulture), .. procs,
+            "qemu-storage-daemon", "--daemonize", "--pidfile", paths.PidFile,
+            "--blockdev", $"driver=file,node-name=file0,filename={EscapeOption(paths.DiskPath)}",
+            "--blockdev", $"driver=qcow2,node-name={DiskNode},file=file0",
+            "--export", $"type=fuse,id={ExportId},node-name={DiskNode},mountpoint={EscapeOption(paths.ExportPath)},writable=on",
+            "--chardev", $"socket,id=mon0,path={EscapeOption(paths.QmpSocket)},server=on,wait=off",
+            "--monitor", "chardev=mon0",
+        ];
+        try
+        {
+            await host.ExecuteAsync(new Command("sh").WithArguments(args).WithTimeout(TimeSpan.FromSeconds(60)), cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await StopAsync(host, paths, CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>QEMU's option syntax doubles commas inside values.</summary>
+    internal static string EscapeOption(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
+
+    /// <summary>The daemon's pid when it is running.</summary>
+    public static int? RunningPid(StorageDaemonPaths paths)
+    {
+        try
+        {
+            if (int.TryParse(File.ReadAllText(paths.PidFile).Trim(), CultureInfo.InvariantCulture, out var pid)
+                && File.Exists($"/proc/{pid}/cmdline") && File.ReadAllText($"/proc/{pid}/cmdline").Contains("qemu-storage-daemon", StringComparison.Ordinal))
+                return pid;
+        }
+        catch (IOException) { }
+        return null;
+    }
+
+    /// <summary>Opens the daemon's monitor.</summary>
+    public static Task<QmpClient> ConnectAsync(StorageDaemonPaths paths, CancellationToken cancellationToken)
+        => QmpClient.ConnectAsync(paths.QmpSocket, TimeSpan.FromSeconds(10), cancellationToken);
+
+    /// <summary>
+    /// Stops the daemon (QMP <c>quit</c>, then signals), unmounts a stale FUSE export and removes its files. Idempotent.
+    /// Unmount whatever is mounted from the export first.
+    /// </summary>
+    public static async Task StopAsync(IVirtuozzoHost host, StorageDaemonPaths paths, CancellationToken cancellationToken)
+    {
+        var pid = RunningPid(paths);
+        if (pid is { } p)
+        {
+            try
+            {
+                var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, TimeSpan.FromSeconds(3), cancellationToken).ConfigureAwait(false);
+                await using (qmp.ConfigureAwait(false))
+                    await qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(5), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is QmpException or TimeoutException or IOException) { }
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (RunningPid(paths) is not null && DateTime.UtcNow < deadline)
+                await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+            if (RunningPid(paths) is not null)
+            {
+                Native.TrySignal(p, Native.SIGKILL);
+                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        if (IsMounted(paths.ExportPath))
+        {
+            await host.ExecuteAsync(new Command("umount").WithArguments("-l", paths.ExportPath).WithValidation(CommandResultValidation.None), cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var f in new[] { paths.QmpSocket, paths.PidFile, paths.ExportPath })
+        {
+            try { File.Delete(f); }
+            catch (IOException) { }
+        }
+    }
+
+    /// <summary>True when <paramref name="path"/> is a mount point (per /proc/self/mountinfo).</summary>
+    public static bool IsMounted(string path)
+    {
+        var full = Path.GetFullPath(path);
+        return File.ReadLines("/proc/self/mountinfo").Any(l =>
+        {
+            var f = l.Split(' ');
+            return f.Length > 4 && UnescapeMount(f[4]) == full;
+        });
+    }
+
+    private static string UnescapeMount(string s) => s.Replace("\\040", " ", StringComparison.Ordinal).Replace("\\011", "\t", StringComparison.Ordinal).Replace("\\012", "\n", StringComparison.Ordinal).Replace("\\134", "\\", StringComparison.Ordinal);
+}

@@ -1,0 +1,91 @@
+using System.Buffers.Binary;
+using Virtuozzo.Sdk.Storage.Qcow2.Internal;
+
+namespace Virtuozzo.Sdk.Storage.Qcow2;
+
+public sealed partial class Qcow2Image
+{
+    private long _bitmapDirOffset;
+    private long _bitmapDirSize;
+
+    private List<SnapshotEntry> ReadSnapshots()
+    {
+        if (_h.NbSnapshots == 0)
+            return [];
+        long max = Math.Min(_file.Length - _h.SnapshotsOffset, 64L << 20);
+        if (_h.SnapshotsOffset == 0 || max <= 0)
+            throw new Qcow2FormatException("The snapshot table lies outside the image file.");
+        var t = new byte[max];
+        _file.Read(_h.SnapshotsOffset, t);
+        return SnapshotEntry.Parse(t, _h.NbSnapshots, _cs);
+    }
+
+    private List<BitmapEntry> ReadBitmaps()
+    {
+        var ext = _h.Extensions.FirstOrDefault(e => e.Type == Header.ExtBitmaps);
+        if (ext.Data is null)
+            return [];
+        if (ext.Data.Length < 24)
+            throw new Qcow2FormatException("The bitmaps header extension is too short.");
+        uint nb = BinaryPrimitives.ReadUInt32BigEndian(ext.Data);
+        ulong size = BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8));
+        ulong off = BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(16));
+        if (nb > 65535 || size > 64UL << 20 || (off & (ulong)(_cs - 1)) != 0 || off + size > (ulong)_file.Length)
+            throw new Qcow2FormatException("The bitmaps header extension is invalid.");
+        _bitmapDirOffset = (long)off;
+        _bitmapDirSize = (long)size;
+        var d = new byte[size];
+        _file.Read((long)off, d);
+        if ((_h.Autoclear & Header.AutoclearBitmaps) == 0)
+            return [];
+        return BitmapEntry.Parse(d, nb, _cs);
+    }
+
+    /// <summary>The internal snapshots, like <c>qemu-img snapshot -l</c>.</summary>
+    public IReadOnlyList<Qcow2SnapshotInfo> Snapshots
+    {
+        get { lock (_lock) return _snapshots.Select(s => s.ToInfo()).ToList(); }
+    }
+
+    /// <summary>The persistent dirty bitmaps stored in the image.</summary>
+    public IReadOnlyList<Qcow2BitmapInfo> Bitmaps
+    {
+        get { lock (_lock) return _bitmaps.Select(b => b.ToInfo()).ToList(); }
+    }
+
+    /// <summary>Reads from an internal snapshot's view of the disk.</summary>
+    /// <param name="snapshot">The snapshot id or name.</param>
+    /// <param name="offset">Guest offset.</param>
+    /// <param name="buffer">Where to put the bytes.</param>
+    /// <remarks>Like <c>qemu-img convert -l snapshot.name=NAME</c>.</remarks>
+    public void ReadSnapshot(string snapshot, long offset, Span<byte> buffer)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            var s = FindSnapshot(snapshot);
+            long size = s.DiskSize >= 0 ? s.DiskSize : _h.Size;
+            ArgumentOutOfRangeException.ThrowIfNegative(offset);
+            if (offset + buffer.Length > size)
+                throw new ArgumentOutOfRangeException(nameof(offset), "The range ends past the snapshot's disk size.");
+            var l1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
+            ReadCore(l1, offset, buffer);
+        }
+    }
+
+    /// <summary>The virtual size recorded by a snapshot.</summary>
+    /// <param name="snapshot">The snapshot id or name.</param>
+    /// <returns>The size in bytes.</returns>
+    public long GetSnapshotSize(string snapshot)
+    {
+        lock (_lock)
+        {
+            var s = FindSnapshot(snapshot);
+            return s.DiskSize >= 0 ? s.DiskSize : _h.Size;
+        }
+    }
+
+    private SnapshotEntry FindSnapshot(string snapshot)
+        => _snapshots.FirstOrDefault(s => s.Id == snapshot) ?? _snapshots.FirstOrDefault(s => s.Name == snapshot)
+           ?? throw new ArgumentException($"No snapshot '{snapshot}' in the image.", nameof(snapshot));
+}

@@ -1,0 +1,259 @@
+using System.Buffers.Binary;
+using Virtuozzo.Sdk.Storage.Qcow2.Internal;
+
+namespace Virtuozzo.Sdk.Storage.Qcow2;
+
+public sealed partial class Qcow2Image
+{
+    internal enum MapKind : byte { Unallocated, Zero, Data, Compressed }
+
+    internal readonly record struct Mapping(MapKind Kind, long Host, long Length, ulong Entry);
+
+    /// <summary>Reads guest data. Reads past the virtual size are not allowed.</summary>
+    /// <param name="offset">Guest byte offset.</param>
+    /// <param name="buffer">Where to put the bytes; its length is the amount to read.</param>
+    /// <returns>The number of bytes read (the buffer length).</returns>
+    /// <remarks>Like <c>qemu-io -c 'read OFF LEN'</c>.</remarks>
+    public int Read(long offset, Span<byte> buffer)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            CheckRange(offset, buffer.Length);
+            ReadCore(_l1, offset, buffer);
+            return buffer.Length;
+        }
+    }
+
+    /// <summary>Reads guest data (see <see cref="Read"/>; completes synchronously).</summary>
+    /// <param name="offset">Guest byte offset.</param>
+    /// <param name="buffer">Where to put the bytes.</param>
+    /// <param name="cancellationToken">Cancels before the read starts.</param>
+    /// <returns>The number of bytes read.</returns>
+    public ValueTask<int> ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(Read(offset, buffer.Span));
+    }
+
+    internal void ReadUnlocked(long offset, Span<byte> buffer)
+    {
+        lock (_lock)
+            ReadCore(_l1, offset, buffer);
+    }
+
+    private void CheckRange(long offset, long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (offset + length > _h.Size)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"The range [{offset}, {offset + length}) ends past the virtual size {_h.Size}.");
+    }
+
+    private void ReadCore(ulong[] l1, long offset, Span<byte> dst)
+    {
+        while (dst.Length > 0)
+        {
+            var m = Lookup(l1, offset, dst.Length);
+            var part = dst[..(int)m.Length];
+            switch (m.Kind)
+            {
+                case MapKind.Data:
+                    _file.Read(m.Host, part);
+                    break;
+                case MapKind.Zero:
+                    part.Clear();
+                    break;
+                case MapKind.Unallocated:
+                    if (_backing is null)
+                        part.Clear();
+                    else
+                        _backing.Read(offset, part);
+                    break;
+                case MapKind.Compressed:
+                    var c = Decompress(m.Entry);
+                    c.AsSpan((int)(offset & (_cs - 1)), part.Length).CopyTo(part);
+                    break;
+            }
+            offset += m.Length;
+            dst = dst[(int)m.Length..];
+        }
+    }
+
+    internal (long Offset, int Length) CompressedRange(ulong entry)
+    {
+        int shift = 62 - (_cb - 8);
+        long coff = (long)(entry & ((1UL << shift) - 1));
+        long nb = (long)((entry >> shift) & ((1UL << (_cb - 8)) - 1));
+        long csize = (nb + 1) * 512 - (coff & 511);
+        return (coff, (int)csize);
+    }
+
+    private byte[] Decompress(ulong entry)
+    {
+        var (coff, csize) = CompressedRange(entry);
+        if (_compCacheKey == coff && _compCache is not null)
+            return _compCache;
+        if (coff < _cs)
+            throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
+        var input = new byte[csize];
+        _file.Read(coff, input);
+        var output = _compCache is { } reuse && _compCacheKey == -1 ? reuse : new byte[_cs];
+        _compCacheKey = -1;
+        Compression.Decompress((Qcow2CompressionType)_h.CompressionType, input, output);
+        _compCache = output;
+        _compCacheKey = coff;
+        return output;
+    }
+
+    private byte[] GetL2(long l2Offset)
+    {
+        if (_l2Cache.TryGet(l2Offset, out var t))
+            return t;
+        if ((l2Offset & (_cs - 1)) != 0)
+            throw new Qcow2FormatException($"L2 table offset 0x{l2Offset:x} is not cluster-aligned.");
+        if (l2Offset < _cs || l2Offset + _cs > _file.Length)
+            throw new Qcow2FormatException($"L2 table at 0x{l2Offset:x} lies outside the image file.");
+        t = new byte[_cs];
+        _file.Read(l2Offset, t);
+        _l2Cache.Put(l2Offset, t);
+        return t;
+    }
+
+    private ulong L2Entry(byte[] table, int index) => BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(index * _eb));
+
+    private ulong L2Bitmap(byte[] table, int index) => _eb == 16 ? BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(index * 16 + 8)) : 0;
+
+    /// <summary>Classifies the guest range starting at <paramref name="offset"/>, coalescing within one L2 table.</summary>
+    private Mapping Lookup(ulong[] l1, long offset, long maxLen)
+    {
+        long vcl = offset >> _cb;
+        long l1Idx = vcl / _l2Entries;
+        int l2Idx = (int)(vcl % _l2Entries);
+        long tableEnd = ((l1Idx + 1) * _l2Entries << _cb) - offset;
+        long limit = Math.Min(maxLen, tableEnd);
+        if (l1Idx >= l1.Length)
+            return new Mapping(MapKind.Unallocated, 0, limit, 0);
+        long l2Off = (long)(l1[l1Idx] & OffsetMask);
+        if (l2Off == 0)
+            return new Mapping(MapKind.Unallocated, 0, limit, 0);
+        var table = GetL2(l2Off);
+        int inCl = (int)(offset & (_cs - 1));
+        var (kind, host, unit, entry) = Classify(table, l2Idx, inCl);
+        long len = Math.Min(unit, limit);
+        if (kind == MapKind.Compressed)
+            return new Mapping(kind, 0, len, entry);
+        while (len < limit)
+        {
+            long pos = offset + len;
+            int idx = (int)((pos >> _cb) % _l2Entries);
+            var (k2, h2, u2, _) = Classify(table, idx, (int)(pos & (_cs - 1)));
+            if (k2 != kind || (kind == MapKind.Data && h2 != host + len))
+                break;
+            len = Math.Min(len + u2, limit);
+        }
+        return new Mapping(kind, host, len, entry);
+    }
+
+    private (MapKind Kind, long Host, long Unit, ulong Entry) Classify(byte[] table, int idx, int inCl)
+    {
+        ulong e = L2Entry(table, idx);
+        if ((e & CompressedFlag) != 0)
+            return (MapKind.Compressed, 0, _cs - inCl, e);
+        long host = (long)(e & OffsetMask);
+        if (host != 0 && (host & (_cs - 1)) != 0)
+            throw new Qcow2FormatException($"Data cluster offset 0x{host:x} is not cluster-aligned.");
+        if (_eb == 8)
+        {
+            if ((e & ZeroFlag) != 0 && _h.Version >= 3)
+                return (MapKind.Zero, 0, _cs - inCl, e);
+            if (host != 0)
+                return (MapKind.Data, host + inCl, _cs - inCl, e);
+            return (MapKind.Unallocated, 0, _cs - inCl, e);
+        }
+        ulong bitmap = L2Bitmap(table, idx);
+        int sub = _cs / 32;
+        int sc = inCl / sub;
+        long unit = sub - (inCl % sub);
+        if (((bitmap >> sc) & 1) != 0)
+        {
+            if (host == 0)
+                throw new Qcow2FormatException("An extended L2 entry marks subclusters allocated without a host cluster.");
+            return (MapKind.Data, host + inCl, unit, e);
+        }
+        if (((bitmap >> (32 + sc)) & 1) != 0)
+            return (MapKind.Zero, 0, unit, e);
+        return (MapKind.Unallocated, 0, unit, e);
+    }
+
+    /// <summary>The allocation map of the whole virtual disk, like <c>qemu-img map --output=json</c>.</summary>
+    /// <returns>Extents in guest order, adjacent runs of the same kind merged.</returns>
+    public IReadOnlyList<Qcow2Extent> GetAllocationMap() => GetAllocationMap(0, Size);
+
+    /// <summary>The allocation map of a guest range.</summary>
+    /// <param name="offset">Guest start offset.</param>
+    /// <param name="length">Length in bytes.</param>
+    /// <returns>Extents in guest order, adjacent runs of the same kind merged.</returns>
+    public IReadOnlyList<Qcow2Extent> GetAllocationMap(long offset, long length)
+    {
+        var list = new List<Qcow2Extent>();
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            CheckRange(offset, length);
+            MapInto(offset, length, 0, list);
+        }
+        return Merge(list);
+    }
+
+    internal void MapInto(long offset, long length, int depth, List<Qcow2Extent> into)
+    {
+        lock (_lock)
+        {
+            long end = offset + length;
+            while (offset < end)
+            {
+                var m = Lookup(_l1, offset, end - offset);
+                switch (m.Kind)
+                {
+                    case MapKind.Data:
+                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Data, depth, m.Host));
+                        break;
+                    case MapKind.Zero:
+                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Zero, depth, null));
+                        break;
+                    case MapKind.Compressed:
+                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Compressed, depth, null));
+                        break;
+                    default:
+                        if (_backing is null)
+                            into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Unallocated, depth, null));
+                        else
+                            _backing.Map(offset, m.Length, depth + 1, into);
+                        break;
+                }
+                offset += m.Length;
+            }
+        }
+    }
+
+    private static List<Qcow2Extent> Merge(List<Qcow2Extent> list)
+    {
+        var r = new List<Qcow2Extent>(list.Count);
+        foreach (var e in list)
+        {
+            if (r.Count > 0)
+            {
+                var p = r[^1];
+                bool contiguous = p.Offset is null ? e.Offset is null : e.Offset == p.Offset + p.Length;
+                if (p.Kind == e.Kind && p.Depth == e.Depth && contiguous && p.Start + p.Length == e.Start)
+                {
+                    r[^1] = p with { Length = p.Length + e.Length };
+                    continue;
+                }
+            }
+            r.Add(e);
+        }
+        return r;
+    }
+}

@@ -1,0 +1,555 @@
+using System.Buffers.Binary;
+using Virtuozzo.Sdk.Storage.Qcow2.Internal;
+
+namespace Virtuozzo.Sdk.Storage.Qcow2;
+
+public sealed partial class Qcow2Image
+{
+    private void PrepareForWriting()
+    {
+        LoadReftable();
+        bool headerChanged = false;
+        if ((_h.Incompatible & Header.IncompatDirty) != 0)
+        {
+            RebuildRefcounts();
+            _h.Incompatible &= ~Header.IncompatDirty;
+            WriteHeaderU64(72, _h.Incompatible);
+            headerChanged = true;
+        }
+        // Bits this library does not know are cleared (the spec's rule for autoclear features); the
+        // bitmaps bit stays: writes here keep enabled bitmaps in step, bit before data.
+        ulong autoclear = _h.Autoclear & Header.AutoclearKnown;
+        if (autoclear != _h.Autoclear)
+        {
+            _h.Autoclear = autoclear;
+            if (_h.Version >= 3)
+                WriteHeaderU64(88, autoclear);
+            headerChanged = true;
+        }
+        if (headerChanged)
+            Barrier();
+    }
+
+    private void WriteHeaderU64(int offset, ulong value)
+    {
+        Span<byte> b = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(b, value);
+        _file.Write(offset, b);
+    }
+
+    /// <summary>Writes guest data, allocating clusters (and copying from the backing file) as needed.</summary>
+    /// <param name="offset">Guest byte offset.</param>
+    /// <param name="data">The bytes to write.</param>
+    /// <remarks>Like <c>qemu-io -c 'write OFF LEN'</c>.</remarks>
+    public void Write(long offset, ReadOnlySpan<byte> data)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ThrowIfReadOnly();
+            CheckRange(offset, data.Length);
+            WriteCore(offset, data);
+        }
+    }
+
+    /// <summary>Writes guest data (see <see cref="Write"/>; completes synchronously).</summary>
+    /// <param name="offset">Guest byte offset.</param>
+    /// <param name="data">The bytes to write.</param>
+    /// <param name="cancellationToken">Cancels before the write starts.</param>
+    /// <returns>A completed task.</returns>
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Write(offset, data.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Makes everything written so far durable.</summary>
+    public void Flush()
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            if (!_options.ReadOnly)
+                _file.Flush();
+        }
+    }
+
+    /// <summary>Makes everything written so far durable (completes synchronously).</summary>
+    /// <param name="cancellationToken">Cancels before the flush starts.</param>
+    /// <returns>A completed task.</returns>
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Flush();
+        return ValueTask.CompletedTask;
+    }
+
+    private readonly record struct PendingEntry(long L2Offset, int Index, ulong Entry, ulong Bitmap);
+
+    private void WriteCore(long offset, ReadOnlySpan<byte> data)
+    {
+        MarkDirty(offset, data.Length);
+        var pending = new List<PendingEntry>();
+        var frees = new List<ulong>();
+        bool allocated = false;
+        byte[]? scratch = null;
+        while (data.Length > 0)
+        {
+            long vcl = offset >> _cb;
+            int inCl = (int)(offset & (_cs - 1));
+            int n = Math.Min(data.Length, _cs - inCl);
+            var chunk = data[..n];
+            long l2Off = GetWritableL2(vcl / _l2Entries);
+            var table = GetL2(l2Off);
+            int idx = (int)(vcl % _l2Entries);
+            ulong e = L2Entry(table, idx);
+            ulong bm = L2Bitmap(table, idx);
+            long host = (long)(e & OffsetMask);
+            bool compressed = (e & CompressedFlag) != 0;
+            bool owned = !compressed && host != 0 && (e & Copied) != 0;
+            bool fullyAllocated = _eb == 8 ? (e & ZeroFlag) == 0 : (uint)bm == 0xffff_ffffu;
+            if (owned && host >= _file.Length)
+                throw new Qcow2FormatException($"Data cluster at host offset 0x{host:x} lies past the end of the image file: the image is corrupt (run check -r all).");
+            if (owned && fullyAllocated)
+            {
+                _file.Write(host + inCl, chunk);
+            }
+            else if (!owned && n == _cs)
+            {
+                // a run of whole clusters that all need fresh clusters: one allocation, one data write
+                int k = 1;
+                while (k < 512 && data.Length >= (k + 1) * _cs && idx + k < _l2Entries)
+                {
+                    ulong ek = L2Entry(table, idx + k);
+                    if ((ek & CompressedFlag) == 0 && (ek & OffsetMask) != 0 && (ek & Copied) != 0)
+                        break;
+                    k++;
+                }
+                long target = AllocateClusters(k);
+                allocated = true;
+                _file.Write(target, data[..(k * _cs)]);
+                for (int j = 0; j < k; j++)
+                {
+                    ulong ej = L2Entry(table, idx + j);
+                    if ((ej & CompressedFlag) != 0 || (ej & OffsetMask) != 0)
+                        frees.Add(ej);
+                    pending.Add(new PendingEntry(l2Off, idx + j, (ulong)(target + (long)j * _cs) | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
+                }
+                offset += (long)k * _cs;
+                data = data[(k * _cs)..];
+                continue;
+            }
+            else
+            {
+                ReadOnlySpan<byte> full;
+                if (n == _cs)
+                    full = chunk;
+                else
+                {
+                    scratch ??= new byte[_cs];
+                    ReadCore(_l1, vcl << _cb, ClusterView(vcl, scratch));
+                    chunk.CopyTo(scratch.AsSpan(inCl));
+                    full = scratch;
+                }
+                long target;
+                if (owned)
+                    target = host;
+                else
+                {
+                    target = AllocateClusters(1);
+                    allocated = true;
+                    if (host != 0 || compressed)
+                        frees.Add(e);
+                }
+                _file.Write(target, full);
+                pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
+            }
+            offset += n;
+            data = data[n..];
+        }
+        Commit(pending, frees, allocated);
+    }
+
+    /// <summary>A cluster-sized buffer for a guest cluster; the last cluster may be shorter than a cluster past the virtual end.</summary>
+    private Span<byte> ClusterView(long vcl, byte[] scratch)
+    {
+        long start = vcl << _cb;
+        int len = (int)Math.Min(_cs, _h.Size - start);
+        if (len < _cs)
+            scratch.AsSpan(len).Clear();
+        return scratch.AsSpan(0, len);
+    }
+
+    /// <summary>Publishes new L2 entries after a barrier, then drops the references they replaced after another.</summary>
+    private void Commit(List<PendingEntry> pending, List<ulong> frees, bool barrierFirst)
+    {
+        if (pending.Count == 0)
+            return;
+        if (barrierFirst)
+            Barrier();
+        Span<byte> b = stackalloc byte[16];
+        int i = 0;
+        while (i < pending.Count)
+        {
+            // coalesce consecutive entries of one table into one write
+            int j = i;
+            var table = GetL2(pending[i].L2Offset);
+            while (j < pending.Count && pending[j].L2Offset == pending[i].L2Offset && pending[j].Index == pending[i].Index + (j - i))
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(pending[j].Index * _eb), pending[j].Entry);
+                if (_eb == 16)
+                    BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(pending[j].Index * _eb + 8), pending[j].Bitmap);
+                j++;
+            }
+            int start = pending[i].Index * _eb;
+            _file.Write(pending[i].L2Offset + start, table.AsSpan(start, (j - i) * _eb));
+            i = j;
+        }
+        if (frees.Count > 0)
+        {
+            Barrier();
+            foreach (var e in frees)
+                FreeEntry(e);
+        }
+    }
+
+    /// <summary>Returns the offset of a writable (COPIED) L2 table for an L1 index, allocating or copying it first.</summary>
+    private long GetWritableL2(long l1Idx)
+    {
+        if (l1Idx >= _l1.Length)
+            throw new Qcow2FormatException("L1 index beyond the L1 table.");
+        ulong l1e = _l1[l1Idx];
+        long old = (long)(l1e & OffsetMask);
+        if (old != 0 && (l1e & Copied) != 0)
+            return old;
+        byte[] table;
+        if (old == 0)
+            table = new byte[_cs];
+        else
+        {
+            table = (byte[])GetL2(old).Clone();
+            // entries of a shared table: COPIED must reflect the refcount now that the table splits
+            for (int i = 0; i < _l2Entries; i++)
+            {
+                ulong e = L2Entry(table, i);
+                long h = (long)(e & OffsetMask);
+                if ((e & CompressedFlag) == 0 && h != 0)
+                {
+                    ulong ne = GetRefcount(h >> _cb) == 1 ? e | Copied : e & ~Copied;
+                    BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(i * _eb), ne);
+                }
+            }
+        }
+        long off = AllocateClusters(1);
+        _file.Write(off, table);
+        Barrier();
+        _l2Cache.Put(off, table);
+        SetL1(l1Idx, (ulong)off | Copied);
+        if (old != 0)
+        {
+            Barrier();
+            AddRef(old >> _cb, -1);
+        }
+        return off;
+    }
+
+    private void SetL1(long idx, ulong value)
+    {
+        _l1[idx] = value;
+        Span<byte> b = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(b, value);
+        _file.Write(_h.L1TableOffset + idx * 8, b);
+    }
+
+    /// <summary>Writes whole clusters compressed (qemu-img's <c>-c</c>); a cluster that does not shrink is stored uncompressed.</summary>
+    /// <param name="offset">Guest offset, cluster-aligned.</param>
+    /// <param name="data">Whole clusters (the last may end at the virtual size).</param>
+    /// <remarks>Like <c>qemu-io -c 'write -c OFF LEN'</c>.</remarks>
+    public void WriteCompressed(long offset, ReadOnlySpan<byte> data)
+    {
+        ThrowIfDisposed();
+        ThrowIfReadOnly();
+        if ((offset & (_cs - 1)) != 0 || ((data.Length & (_cs - 1)) != 0 && offset + data.Length != Size))
+            throw new ArgumentException("Compressed writes must cover whole clusters.", nameof(data));
+        CheckRange(offset, data.Length);
+        var type = (Qcow2CompressionType)_h.CompressionType;
+        if (type == Qcow2CompressionType.Zstd)
+            Compression.Zstd.EnsureAvailable();
+        // compress outside the lock, clusters in parallel (qemu-img uses up to 4 threads per image)
+        int count = (data.Length + _cs - 1) / _cs;
+        var input = data.ToArray();
+        var outputs = new byte[count][];
+        var lengths = new int[count];
+        void CompressOne(int i)
+        {
+            int n = Math.Min(_cs, input.Length - i * _cs);
+            var full = new byte[_cs];
+            input.AsSpan(i * _cs, n).CopyTo(full);
+            var comp = new byte[_cs];
+            lengths[i] = Compression.Compress(type, full, comp, _cs);
+            outputs[i] = lengths[i] < 0 ? full : comp;
+        }
+        if (count > 1 && Environment.ProcessorCount > 1)
+            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, CompressOne);
+        else
+            for (int i = 0; i < count; i++)
+                CompressOne(i);
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            CheckRange(offset, data.Length);
+            MarkDirty(offset, data.Length);
+            var pending = new List<PendingEntry>();
+            var frees = new List<ulong>();
+            for (int i = 0; i < count; i++)
+            {
+                long vcl = (offset >> _cb) + i;
+                long l2Off = GetWritableL2(vcl / _l2Entries);
+                int idx = (int)(vcl % _l2Entries);
+                ulong old = L2Entry(GetL2(l2Off), idx);
+                int clen = lengths[i];
+                if (clen < 0)
+                {
+                    long target = AllocateClusters(1);
+                    _file.Write(target, outputs[i]);
+                    pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
+                }
+                else
+                {
+                    long coff = PlaceCompressed(clen);
+                    _file.Write(coff, outputs[i].AsSpan(0, clen));
+                    long nb = ((coff + clen - 1) >> 9) - (coff >> 9);
+                    int shift = 62 - (_cb - 8);
+                    pending.Add(new PendingEntry(l2Off, idx, CompressedFlag | ((ulong)nb << shift) | (ulong)coff, 0));
+                }
+                if ((old & CompressedFlag) != 0 || (old & OffsetMask) != 0)
+                    frees.Add(old);
+            }
+            Commit(pending, frees, true);
+        }
+    }
+
+    /// <summary>Finds room for <paramref name="len"/> compressed bytes, refcounting every host cluster they touch.</summary>
+    private long PlaceCompressed(int len)
+    {
+        // a freed compressed range can be reused: forget the decompressed copy
+        _compCacheKey = -1;
+        long cur = _compCursor;
+        if (cur > 0 && (cur & (_cs - 1)) != 0)
+        {
+            long cl = cur >> _cb;
+            long room = ((cl + 1) << _cb) - cur;
+            ulong rc = GetRefcount(cl);
+            if (rc > 0 && rc < MaxRefcount)
+            {
+                if (len <= room)
+                {
+                    AddRef(cl, 1);
+                    _compCursor = cur + len;
+                    return cur;
+                }
+                if (GetRefcount(cl + 1) == 0 && cl + 1 >= _freeHint)
+                {
+                    long saved = _freeHint;
+                    _freeHint = cl + 1;
+                    long got = AllocateClusters(1);
+                    if (got == (cl + 1) << _cb)
+                    {
+                        AddRef(cl, 1);
+                        _compCursor = cur + len;
+                        return cur;
+                    }
+                    _freeHint = Math.Min(saved, _freeHint);
+                    _compCursor = (got) + len;
+                    return got;
+                }
+            }
+        }
+        long c = AllocateClusters(1);
+        _compCursor = c + len;
+        return c;
+    }
+
+    /// <summary>Makes a range read as zeros: whole clusters get the zero flag (version 3) or are unallocated; partial clusters are written.</summary>
+    /// <param name="offset">Guest offset.</param>
+    /// <param name="length">Length in bytes.</param>
+    /// <param name="unmap">Also release the host clusters of whole zeroed clusters.</param>
+    /// <remarks>Like <c>qemu-io -c 'write -z [-u] OFF LEN'</c>.</remarks>
+    public void WriteZeroes(long offset, long length, bool unmap = false)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ThrowIfReadOnly();
+            CheckRange(offset, length);
+            ZeroOrDiscard(offset, length, zero: true, unmap);
+        }
+    }
+
+    /// <summary>Releases whole clusters in a range; they then read as zeros (or, in version 2 images with a backing file, from the backing file as qemu does). Partial clusters are left alone.</summary>
+    /// <param name="offset">Guest offset.</param>
+    /// <param name="length">Length in bytes.</param>
+    /// <remarks>Like <c>qemu-io -c 'discard OFF LEN'</c>.</remarks>
+    public void Discard(long offset, long length)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ThrowIfReadOnly();
+            CheckRange(offset, length);
+            ZeroOrDiscard(offset, length, zero: false, unmap: true);
+        }
+    }
+
+    private void ZeroOrDiscard(long offset, long length, bool zero, bool unmap)
+    {
+        MarkDirty(offset, length);
+        long end = offset + length;
+        var pending = new List<PendingEntry>();
+        var frees = new List<ulong>();
+        byte[]? zeros = null;
+        bool v3 = _h.Version >= 3;
+        while (offset < end)
+        {
+            long vcl = offset >> _cb;
+            long clStart = vcl << _cb;
+            long clEnd = Math.Min(clStart + _cs, _h.Size);
+            long n = Math.Min(end, clStart + _cs) - offset;
+            bool whole = offset == clStart && offset + n >= clEnd;
+            if (!whole)
+            {
+                if (zero)
+                {
+                    Commit(pending, frees, false);
+                    pending.Clear();
+                    frees.Clear();
+                    zeros ??= new byte[_cs];
+                    WriteCore(offset, zeros.AsSpan(0, (int)n));
+                }
+                offset += n;
+                continue;
+            }
+            long l1Idx = vcl / _l2Entries;
+            ulong l1e = _l1[l1Idx];
+            bool needZeroFlag = zero || (_backing is not null && v3);
+            if ((l1e & OffsetMask) == 0 && (_backing is null || (!zero && !v3)))
+            {
+                offset += n;
+                continue;
+            }
+            if (zero && !v3)
+            {
+                if (_backing is not null)
+                {
+                    Commit(pending, frees, false);
+                    pending.Clear();
+                    frees.Clear();
+                    zeros ??= new byte[_cs];
+                    WriteCore(offset, zeros.AsSpan(0, (int)n));
+                    offset += n;
+                    continue;
+                }
+                needZeroFlag = false;
+            }
+            long l2Off = GetWritableL2(l1Idx);
+            int idx = (int)(vcl % _l2Entries);
+            var table = GetL2(l2Off);
+            ulong e = L2Entry(table, idx);
+            long host = (long)(e & OffsetMask);
+            bool compressed = (e & CompressedFlag) != 0;
+            bool keep = needZeroFlag && !unmap && !compressed && host != 0 && (e & Copied) != 0;
+            ulong ne;
+            ulong nb = 0;
+            if (_eb == 16)
+            {
+                ne = keep ? e : 0;
+                nb = needZeroFlag ? 0xffff_ffff_0000_0000UL : 0;
+            }
+            else
+                ne = (keep ? e : 0) | (needZeroFlag ? ZeroFlag : 0);
+            if (!keep && (host != 0 || compressed))
+                frees.Add(e);
+            pending.Add(new PendingEntry(l2Off, idx, ne, nb));
+            offset += n;
+        }
+        Commit(pending, frees, false);
+    }
+
+    /// <summary>Changes the virtual size. Growing keeps data; shrinking drops clusters past the new end and requires <paramref name="allowShrink"/>.</summary>
+    /// <param name="newSize">The new virtual size in bytes.</param>
+    /// <param name="allowShrink">Allow making the disk smaller (qemu-img's <c>--shrink</c>).</param>
+    /// <remarks>Like <c>qemu-img resize [--shrink] FILE SIZE</c>.</remarks>
+    public void Resize(long newSize, bool allowShrink = false)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(newSize);
+        if (newSize > Header.MaxVirtualSize)
+            throw new ArgumentOutOfRangeException(nameof(newSize), "The size is too large.");
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ThrowIfReadOnly();
+            if (_snapshots.Count > 0 && newSize < _h.Size)
+                throw new InvalidOperationException("Cannot shrink an image that has internal snapshots.");
+            if (_bitmaps.Count > 0 && newSize != _h.Size)
+                throw new InvalidOperationException("Cannot resize an image with persistent bitmaps; remove them first (as qemu-img requires).");
+            long oldSize = _h.Size;
+            if (newSize < oldSize)
+            {
+                if (!allowShrink)
+                    throw new ArgumentException("Shrinking needs allowShrink (qemu-img resize --shrink): data past the new end is lost.", nameof(allowShrink));
+                long firstDrop = (newSize + _cs - 1) & ~(long)(_cs - 1);
+                if (firstDrop < oldSize)
+                    ZeroOrDiscard(firstDrop, oldSize - firstDrop, zero: false, unmap: true);
+                SetSize(newSize);
+                return;
+            }
+            long l2Span = (long)_l2Entries << _cb;
+            long needL1 = (newSize + l2Span - 1) / l2Span;
+            if (needL1 > _l1.Length)
+                GrowL1(needL1);
+            long tailEnd = Math.Min(newSize, (oldSize + _cs - 1) & ~(long)(_cs - 1));
+            SetSize(newSize);
+            // the old partial last cluster may hold stale bytes past the old end; the backing file may be longer
+            if (tailEnd > oldSize)
+                ZeroOrDiscard(oldSize, tailEnd - oldSize, zero: true, unmap: false);
+            if (_backing is not null && _backing.Size > tailEnd && newSize > tailEnd)
+                ZeroOrDiscard(tailEnd, Math.Min(newSize, (_backing.Size + _cs - 1) & ~(long)(_cs - 1)) - tailEnd, zero: true, unmap: false);
+            Barrier();
+        }
+    }
+
+    private void SetSize(long size)
+    {
+        _h.Size = size;
+        WriteHeaderU64(24, (ulong)size);
+    }
+
+    private void GrowL1(long entries)
+    {
+        if (entries * 8 > Header.MaxL1Bytes)
+            throw new ArgumentOutOfRangeException(nameof(entries), "The L1 table would exceed 32 MiB.");
+        long clusters = (entries * 8 + _cs - 1) / _cs;
+        long newOff = AllocateClusters(clusters);
+        var raw = new byte[clusters * _cs];
+        var l1 = new ulong[entries];
+        _l1.CopyTo(l1, 0);
+        for (int i = 0; i < l1.Length; i++)
+            BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), l1[i]);
+        _file.Write(newOff, raw);
+        Barrier();
+        long oldOff = _h.L1TableOffset;
+        long oldClusters = ((long)_h.L1Size * 8 + _cs - 1) / _cs;
+        Span<byte> hdr = stackalloc byte[12];
+        BinaryPrimitives.WriteUInt32BigEndian(hdr, (uint)entries);
+        BinaryPrimitives.WriteUInt64BigEndian(hdr[4..], (ulong)newOff);
+        _file.Write(36, hdr);
+        Barrier();
+        _h.L1Size = (uint)entries;
+        _h.L1TableOffset = newOff;
+        _l1 = l1;
+        if (oldOff != 0)
+            for (long i = 0; i < oldClusters; i++)
+                AddRef((oldOff >> _cb) + i, -1);
+    }
+}

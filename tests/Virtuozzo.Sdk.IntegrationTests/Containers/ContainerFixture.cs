@@ -1,0 +1,41 @@
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Testing;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Containers;
+
+/// <summary>A data root of its own for a test class, with a container client; everything is deleted afterwards.</summary>
+public sealed class ContainerFixture : IAsyncLifetime
+{
+    public TempDirectory Root { get; } = new("vzsdk-ct");
+
+    public ContainerClient Client { get; private set; } = null!;
+
+    public VirtuozzoSdkOptions Options { get; private set; } = null!;
+
+    public Task InitializeAsync()
+    {
+        // A bridge per fixture would clash; the tests share vzbr0 with distinct addresses.
+        Options = new VirtuozzoSdkOptions { DataRoot = Root.Path, LockTimeout = TimeSpan.FromMinutes(2) };
+        Client = new ContainerClient(Options);
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        try
+        {
+            foreach (var c in await Client.ListAsync(all: true))
+                await Client.DeleteAsync(c.Id.ToString());
+        }
+        catch (VirtuozzoException) { }
+        catch (ArgumentException) { }
+        Root.Dispose();
+    }
+
+    public static string UniqueName(string prefix) => $"{prefix}-{Guid.NewGuid().ToString("N")[..8]}";
+}
+
+/// <summary>Container tests touch cgroups, mounts and the bridge: they run one class at a time.</summary>
+[CollectionDefinition("containers", DisableParallelization = true)]
+public sealed class ContainerCollection;

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Cgroups;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
@@ -48,6 +49,8 @@ public sealed partial class VirtualMachineClient
             throw new ArgumentOutOfRangeException(nameof(options), options.Cpus, $"Cpus must be between 1 and {VmConfigRules.MaxVcpus}.");
         if (options.CpuMask is { Length: > 0 } mask)
             VmConfigRules.ParseCpuList(mask);
+        if (options.CpuLimitPercent is { } lim and not 0)
+            VmConfigRules.ValidateCpuLimit(lim, nameof(options));
         if (options.CdromImagePath is { Length: > 0 } iso && !File.Exists(iso))
             throw new ArgumentException($"The file '{iso}' does not exist.", nameof(options));
         var ct = cancellationToken;
@@ -81,6 +84,8 @@ public sealed partial class VirtualMachineClient
                 next = next with { Cpus = cpus, MaxCpus = Math.Max(next.MaxCpus, cpus) };
             if (options.CpuMask is { } cm)
                 next = next with { CpuMask = cm.Length == 0 ? null : cm };
+            if (options.CpuLimitPercent is { } cl)
+                next = next with { CpuLimitPercent = cl == 0 ? null : cl };
             if (options.CdromImagePath is { } cd)
                 next = next with { CdromImagePath = cd.Length == 0 ? null : Path.GetFullPath(cd) };
             if (options.KernelCommandLine is { } append)
@@ -97,6 +102,13 @@ public sealed partial class VirtualMachineClient
                 rt = await ApplyMemoryLiveAsync(s, rt, next, options.MemorySize?.Bytes, ct).ConfigureAwait(false);
                 if (options.Cpus is { } want && want > rt.Cpus)
                     rt = await HotplugCpusAsync(s, rt, want, next.CpuMask, ct).ConfigureAwait(false);
+                if (options.CpuLimitPercent is not null)
+                {
+                    if (!rt.InCgroup)
+                        rt = rt with { InCgroup = JoinCgroup(s.Id, rt.Pid, next.CpuLimitPercent) };
+                    else
+                        Cgroups.Open(s.Id).SetCpuLimit(next.CpuLimitPercent);
+                }
                 if (options.CpuMask is not null)
                     await ApplyCpuMaskAsync(s, next.CpuMask ?? "0-" + Inv(Environment.ProcessorCount - 1), ct).ConfigureAwait(false);
                 s.Runtime = rt;

@@ -154,13 +154,7 @@ public sealed partial class VirtualMachineClient
                 Snapshots = [],
                 CurrentSnapshotId = null,
             };
-            using (await _store.LockHostAsync(ct).ConfigureAwait(false))
-            {
-                if (await NameTakenAsync(options.Name, null, ct).ConfigureAwait(false))
-                    throw new AlreadyExistsException($"A container or VM named '{options.Name}' already exists on this host.");
-                Directory.CreateDirectory(paths.PrivateDirectory);
-                await WriteConfigAsync(paths, clone with { Disks = [] }, ct).ConfigureAwait(false);
-            }
+            await _registry.RegisterAsync(new VeId(id), new VeName(options.Name), Core.Resources.VeKind.Vm, ct).ConfigureAwait(false);
             try
             {
                 var sourceDisks = new List<VmDiskConfig>();
@@ -195,8 +189,7 @@ public sealed partial class VirtualMachineClient
             }
             catch
             {
-                try { Directory.Delete(paths.PrivateDirectory, true); }
-                catch (IOException) { }
+                await _registry.UnregisterAsync(new VeId(id), CancellationToken.None).ConfigureAwait(false);
                 throw;
             }
             return ToInfo(new VmSession(clone, paths, null), VmState.Stopped);

@@ -3,7 +3,9 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Cgroups;
 using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Network;
 using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Qemu;
@@ -32,6 +34,9 @@ public sealed partial class VirtualMachineClient
     private readonly VirtualMachineClientOptions _options;
     private readonly ILogger _logger;
     private readonly IDiskImages _disks;
+    private readonly VeRegistry _registry;
+    private readonly HostBridge _bridge;
+    private CgroupManager? _cgroups;
     private HostCapabilities? _capabilities;
 
     /// <summary>Creates a client for the local machine.</summary>
@@ -50,7 +55,9 @@ public sealed partial class VirtualMachineClient
         _ledger = new ResourceLedger(_store, Math.Max(0, total - sdkOptions.GetHostMemoryReserve(total)));
         _options = options ?? new VirtualMachineClientOptions();
         _logger = logger ?? (ILogger)NullLogger.Instance;
-        _disks = new InterimDiskImages(_host);
+        _disks = new Qcow2DiskImages();
+        _registry = new VeRegistry(_store);
+        _bridge = new HostBridge(_host);
     }
 
     internal VirtualMachineClient(IVirtuozzoHost host, StateStore store, ResourceLedger ledger, VirtualMachineClientOptions options, ILogger logger)
@@ -60,8 +67,12 @@ public sealed partial class VirtualMachineClient
         _ledger = ledger;
         _options = options;
         _logger = logger;
-        _disks = new InterimDiskImages(host);
+        _disks = new Qcow2DiskImages();
+        _registry = new VeRegistry(_store);
+        _bridge = new HostBridge(_host);
     }
+
+    private CgroupManager Cgroups => _cgroups ??= CgroupManager.Detect();
 
     /// <summary>The resource ledger that admits this client's memory guarantees.</summary>
     public ResourceLedger Ledger => _ledger;
@@ -82,56 +93,23 @@ public sealed partial class VirtualMachineClient
 
     private async Task<List<VmConfig>> ReadAllConfigsAsync(CancellationToken ct)
     {
-        _store.EnsureUsable();
         var list = new List<VmConfig>();
-        foreach (var dir in Directory.EnumerateDirectories(_store.PrivateDirectory))
+        foreach (var identity in await _registry.ListAsync(ct, VeKind.Vm).ConfigureAwait(false))
         {
-            if (!Guid.TryParse(Path.GetFileName(dir), out var id))
-                continue;
-            var cfg = await ReadConfigAsync(PathsOf(id), ct).ConfigureAwait(false);
+            var cfg = await ReadConfigAsync(PathsOf(identity.VeId.Value), ct).ConfigureAwait(false);
             if (cfg is not null)
-                list.Add(cfg);
+                list.Add(cfg with { Name = identity.Name });
         }
         return list;
-    }
-
-    /// <summary>Names taken by any VE on this host (VMs, and containers through their config's <c>name</c>).</summary>
-    private async Task<bool> NameTakenAsync(string name, Guid? except, CancellationToken ct)
-    {
-        foreach (var dir in Directory.EnumerateDirectories(_store.PrivateDirectory))
-        {
-            if (!Guid.TryParse(Path.GetFileName(dir), out var id) || id == except)
-                continue;
-            foreach (var file in Directory.EnumerateFiles(dir, "*.json"))
-            {
-                try
-                {
-                    var node = JsonNode.Parse(await File.ReadAllTextAsync(file, ct).ConfigureAwait(false));
-                    if (node?["name"] is JsonValue v && v.TryGetValue<string>(out var n) && n == name)
-                        return true;
-                }
-                catch (System.Text.Json.JsonException) { }
-            }
-        }
-        return false;
     }
 
     private async Task<Guid> ResolveAsync(string nameOrId, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(nameOrId);
-        _store.EnsureUsable();
-        if (VeId.TryParse(nameOrId.Trim('{', '}'), out var veId))
-        {
-            if (File.Exists(PathsOf(veId.Value).ConfigFile))
-                return veId.Value;
-            throw new NotFoundException($"There is no VM with the UUID {veId}. List VMs with 'vzsdk vm list -a'.");
-        }
-        foreach (var c in await ReadAllConfigsAsync(ct).ConfigureAwait(false))
-        {
-            if (c.Name == nameOrId)
-                return c.Id;
-        }
-        throw new NotFoundException($"There is no VM named '{nameOrId}'. List VMs with 'vzsdk vm list -a'.");
+        var identity = await _registry.GetAsync(nameOrId.Trim(), VeKind.Vm, ct).ConfigureAwait(false);
+        if (!File.Exists(PathsOf(identity.VeId.Value).ConfigFile))
+            throw new NotFoundException($"The VM '{nameOrId}' is being created or deleted by another operation.");
+        return identity.VeId.Value;
     }
 
     /// <summary>What an operation on one VM works with, under that VM's lock.</summary>
@@ -190,8 +168,30 @@ public sealed partial class VirtualMachineClient
 
     private static bool IsAlive(VmRuntime runtime) => ProcessTree.IsAlive(new ProcessTree.ProcessKey(runtime.Pid, runtime.ProcessStartTime));
 
+    /// <summary>Puts the emulator in the VE's cgroup under the SDK's parent (with its CPU limit); skipped without root when no limit asks for it.</summary>
+    private bool JoinCgroup(VeId id, int pid, int? cpuLimit)
+    {
+        if (Native.GetEuid() != 0 && cpuLimit is null)
+            return false;
+        var cg = Cgroups.Create(id);
+        cg.AddProcess(pid, CgroupRole.Payload);
+        cg.SetCpuLimit(cpuLimit);
+        return true;
+    }
+
     private async Task CleanUpAfterExitAsync(VeId id, VmPaths paths, CancellationToken ct)
     {
+        var runtime = await ReadRuntimeAsync(paths, ct).ConfigureAwait(false);
+        if (runtime?.TapDevice is not null)
+        {
+            try { await _bridge.DeleteVeNamespaceAsync(id, ct).ConfigureAwait(false); }
+            catch (VirtuozzoException ex) { _logger.LogWarning("VM {Id}: could not remove its tap: {Error}", id, ex.Message); }
+        }
+        if (runtime?.InCgroup == true || (Native.GetEuid() == 0 && Cgroups.Exists(id)))
+        {
+            try { await Cgroups.DeleteAsync(id, ct).ConfigureAwait(false); }
+            catch (Exception ex) when (ex is VirtuozzoException or IOException) { _logger.LogWarning("VM {Id}: could not remove its cgroup: {Error}", id, ex.Message); }
+        }
         try
         {
             if (Directory.Exists(paths.RunDirectory))
@@ -267,6 +267,7 @@ public sealed partial class VirtualMachineClient
             MacAddress = c.MacAddress,
             KernelPath = c.KernelPath,
             CpuMask = c.CpuMask,
+            CpuLimitPercent = c.CpuLimitPercent,
             ConsoleLogPath = s.Paths.ConsoleLog,
             CreatedAt = c.CreatedAt,
             ProcessId = running ? s.Runtime!.Pid : null,
@@ -284,16 +285,9 @@ public sealed partial class VirtualMachineClient
         ArgumentNullException.ThrowIfNull(options);
         var hostMemory = HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo"));
         var config = VmConfigRules.FromCreateOptions(options, Guid.NewGuid(), DateTimeOffset.UtcNow, Environment.ProcessorCount, hostMemory);
-        _store.EnsureUsable();
         var paths = PathsOf(config.Id);
-        using (await _store.LockHostAsync(cancellationToken).ConfigureAwait(false))
-        {
-            if (await NameTakenAsync(config.Name, null, cancellationToken).ConfigureAwait(false))
-                throw new AlreadyExistsException($"A container or VM named '{config.Name}' already exists on this host. Choose another name.");
-            Directory.CreateDirectory(paths.PrivateDirectory);
-            // Reserve the name at once (the disks are made below, outside the host lock).
-            await WriteConfigAsync(paths, config with { Disks = [] }, cancellationToken).ConfigureAwait(false);
-        }
+        // The registry checks the name across containers and VMs and creates the private directory.
+        await _registry.RegisterAsync(new VeId(config.Id), new VeName(config.Name), VeKind.Vm, cancellationToken).ConfigureAwait(false);
         using var veLock = await _store.LockVeAsync(new VeId(config.Id), cancellationToken).ConfigureAwait(false);
         try
         {
@@ -305,8 +299,7 @@ public sealed partial class VirtualMachineClient
         }
         catch
         {
-            try { Directory.Delete(paths.PrivateDirectory, true); }
-            catch (IOException) { }
+            await _registry.UnregisterAsync(new VeId(config.Id), CancellationToken.None).ConfigureAwait(false);
             throw;
         }
         _logger.LogDebug("Created VM {Name} ({Id})", config.Name, config.Id);
@@ -437,7 +430,14 @@ public sealed partial class VirtualMachineClient
                 Directory.Delete(s.Paths.RunDirectory, true);
             Directory.CreateDirectory(s.Paths.RunDirectory);
             string? incoming = c.SuspendedStateFile is { } f ? Path.Combine(s.Paths.PrivateDirectory, f) : null;
-            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch { Software = software, IncomingStateFile = incoming, Paused = paused });
+            string? tap = null;
+            if (c.Network == VmNetworkMode.Bridged)
+            {
+                tap = await _bridge.CreateTapAsync(s.Id, ct).ConfigureAwait(false);
+                // Recorded before the emulator runs, so that a failed start removes the tap too.
+                await WriteRuntimeAsync(s.Paths, new VmRuntime { Pid = 0, ProcessStartTime = 0, StartedAt = DateTimeOffset.UtcNow, BaseMemoryBytes = c.MemoryBytes, TapDevice = tap }, ct).ConfigureAwait(false);
+            }
+            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch { Software = software, IncomingStateFile = incoming, Paused = paused, TapDevice = tap });
             _logger.LogDebug("Starting VM {Name}: {Args}", c.Name, string.Join(' ', args));
             await _host.ExecuteBufferedAsync(new Command(Emulator).WithArguments(args).WithTimeout(_options.StartTimeout), ct).ConfigureAwait(false);
             pid = int.Parse((await File.ReadAllTextAsync(s.Paths.PidFile, ct).ConfigureAwait(false)).Trim(), CultureInfo.InvariantCulture);
@@ -451,7 +451,9 @@ public sealed partial class VirtualMachineClient
                 TargetMemoryBytes = c.MemoryBytes,
                 Cpus = c.Cpus,
                 Software = software,
+                TapDevice = tap,
             };
+            runtime = runtime with { InCgroup = JoinCgroup(s.Id, pid, c.CpuLimitPercent) };
             var qmp = await ConnectAsync(s.Paths, ct, _options.StartTimeout).ConfigureAwait(false);
             await using (qmp.ConfigureAwait(false))
             {
@@ -659,11 +661,7 @@ public sealed partial class VirtualMachineClient
         => WithVmAsync<bool>(nameOrId, async s =>
         {
             RequireStopped(s, "delete");
-            using (await _store.LockHostAsync(cancellationToken).ConfigureAwait(false))
-            {
-                File.Delete(s.Paths.ConfigFile); // the VM is gone from listings at once
-            }
-            Directory.Delete(s.Paths.PrivateDirectory, true);
+            await _registry.UnregisterAsync(s.Id, cancellationToken).ConfigureAwait(false);
             if (Directory.Exists(s.Paths.RunDirectory))
                 Directory.Delete(s.Paths.RunDirectory, true);
             await _ledger.ReleaseAsync(s.Id, cancellationToken).ConfigureAwait(false);
@@ -681,13 +679,9 @@ public sealed partial class VirtualMachineClient
             throw new ArgumentException("A VM name must not look like a UUID.", nameof(newName));
         return WithVmAsync(nameOrId, async s =>
         {
-            using (await _store.LockHostAsync(cancellationToken).ConfigureAwait(false))
-            {
-                if (await NameTakenAsync(newName, s.Config.Id, cancellationToken).ConfigureAwait(false))
-                    throw new AlreadyExistsException($"A container or VM named '{newName}' already exists on this host.");
-                s.Config = s.Config with { Name = newName };
-                await WriteConfigAsync(s.Paths, s.Config, cancellationToken).ConfigureAwait(false);
-            }
+            await _registry.RenameAsync(s.Id, new VeName(newName), cancellationToken).ConfigureAwait(false);
+            s.Config = s.Config with { Name = newName };
+            await WriteConfigAsync(s.Paths, s.Config, cancellationToken).ConfigureAwait(false);
             return ToInfo(s, await QueryStateAsync(s, cancellationToken).ConfigureAwait(false));
         }, cancellationToken);
     }

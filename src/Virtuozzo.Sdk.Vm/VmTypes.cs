@@ -137,14 +137,20 @@ public sealed record CreateVmOptions
     /// <summary>The kernel command line for direct kernel boot.</summary>
     public string? KernelCommandLine { get; init; }
 
-    /// <summary>The network card's mode. Default <see cref="VmNetworkMode.User"/>.</summary>
-    public VmNetworkMode Network { get; init; } = VmNetworkMode.User;
+    /// <summary>
+    /// The network card's mode. Default <see cref="VmNetworkMode.Bridged"/>: a tap on the host bridge <c>vzbr0</c> that
+    /// containers share (needs root); <see cref="VmNetworkMode.User"/> needs no host configuration.
+    /// </summary>
+    public VmNetworkMode Network { get; init; } = VmNetworkMode.Bridged;
 
     /// <summary>The boot order. Default disk, then CD/DVD.</summary>
     public IReadOnlyList<VmBootDevice> BootOrder { get; init; } = [VmBootDevice.Disk, VmBootDevice.Cdrom];
 
     /// <summary>Host CPUs the vCPUs may run on, in the kernel's list format (<c>0-1,3</c>); null for all.</summary>
     public string? CpuMask { get; init; }
+
+    /// <summary>CPU bandwidth limit in percent of one host CPU (200 = two CPUs), enforced on the VM's whole process; null for none.</summary>
+    public int? CpuLimitPercent { get; init; }
 
     /// <summary>The accelerator. Default <see cref="VmAcceleration.Auto"/>.</summary>
     public VmAcceleration Acceleration { get; init; } = VmAcceleration.Auto;
@@ -198,6 +204,9 @@ public sealed record SetVmOptions
 
     /// <summary>New CPU mask (live: the vCPU threads are pinned at once); empty string clears it.</summary>
     public string? CpuMask { get; init; }
+
+    /// <summary>New CPU bandwidth limit in percent of one host CPU (live); 0 removes the limit.</summary>
+    public int? CpuLimitPercent { get; init; }
 
     /// <summary>New ISO for the CD/DVD drive (applies at the next start); empty string detaches it.</summary>
     public string? CdromImagePath { get; init; }
@@ -305,6 +314,9 @@ public sealed record VmInfo
 
     /// <summary>The CPU mask, or null for all host CPUs.</summary>
     public string? CpuMask { get; init; }
+
+    /// <summary>The CPU bandwidth limit in percent of one host CPU, or null for none.</summary>
+    public int? CpuLimitPercent { get; init; }
 
     /// <summary>The file the VM's serial console is written to.</summary>
     public required string ConsoleLogPath { get; init; }

@@ -1,7 +1,6 @@
-using System.Buffers.Binary;
 using Microsoft.Extensions.DependencyInjection;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Testing;
 using Virtuozzo.Sdk.Vm;
 using Virtuozzo.Sdk.Vm.Internal;
@@ -11,34 +10,50 @@ namespace Virtuozzo.Sdk.Vm.Tests;
 public class DiskImageAndRegistrationTests
 {
     [Fact]
-    public async Task An_empty_disk_image_has_a_qcow2_v3_header_with_its_size_and_room_for_4_TiB_in_one_l1_cluster()
+    public async Task A_new_disk_is_an_empty_qcow2_image_of_the_requested_size_that_is_never_overwritten()
     {
         using var dir = new TempDirectory();
-        var images = new InterimDiskImages(new LocalHost());
+        var images = new Qcow2DiskImages();
         var path = dir.File("a.qcow2");
         await images.CreateAsync(path, 3 * ByteSize.GiB, null, default);
-        var bytes = await File.ReadAllBytesAsync(path);
-        bytes.Length.Should().Be(4 * 65536);
-        BinaryPrimitives.ReadUInt32BigEndian(bytes).Should().Be(0x514649FB);
-        BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(4)).Should().Be(3);
-        BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(36)).Should().Be(6, "3 GiB needs six 512 MiB L2 tables");
+        await using (var image = await Qcow2Image.OpenAsync(path, new Qcow2OpenOptions { ReadOnly = true }))
+        {
+            image.Size.Should().Be(3 * ByteSize.GiB);
+            image.BackingFile.Should().BeNull();
+            var buffer = new byte[4096];
+            await image.ReadAsync(ByteSize.GiB, buffer);
+            buffer.Should().OnlyContain(b => b == 0);
+        }
         (await images.GetVirtualSizeAsync(path, default)).Should().Be(3 * ByteSize.GiB);
-        var create = () => images.CreateAsync(path, ByteSize.GiB, null, default);
-        await create.Should().ThrowAsync<IOException>("an existing image is never overwritten");
+        var again = () => images.CreateAsync(path, ByteSize.GiB, null, default);
+        await again.Should().ThrowAsync<AlreadyExistsException>();
+        (await images.GetVirtualSizeAsync(path, default)).Should().Be(3 * ByteSize.GiB);
     }
 
     [Fact]
-    public async Task An_overlay_records_its_backing_file_and_format()
+    public async Task An_overlay_records_its_backing_file_and_format_and_a_resize_grows_the_image()
     {
         using var dir = new TempDirectory();
-        var images = new InterimDiskImages(new LocalHost());
-        var path = dir.File("b.qcow2");
-        await images.CreateAsync(path, ByteSize.GiB, "/base/disk.qcow2", default);
-        var bytes = await File.ReadAllBytesAsync(path);
-        var offset = (int)BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(8));
-        var length = (int)BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(16));
-        System.Text.Encoding.UTF8.GetString(bytes, offset, length).Should().Be("/base/disk.qcow2");
-        BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(104)).Should().Be(0xE2792ACA);
+        var images = new Qcow2DiskImages();
+        await images.CreateAsync(dir.File("base.qcow2"), ByteSize.GiB, null, default);
+        var path = dir.File("top.qcow2");
+        await images.CreateAsync(path, ByteSize.GiB, dir.File("base.qcow2"), default);
+        await using (var image = await Qcow2Image.OpenAsync(path, new Qcow2OpenOptions { ReadOnly = true }))
+        {
+            image.BackingFile.Should().Be(dir.File("base.qcow2"));
+            image.BackingFormat.Should().Be("qcow2");
+        }
+        await images.ResizeAsync(path, 2 * ByteSize.GiB, default);
+        (await images.GetVirtualSizeAsync(path, default)).Should().Be(2 * ByteSize.GiB);
+    }
+
+    [Fact]
+    public async Task A_file_that_is_not_qcow2_is_reported_as_unusable()
+    {
+        using var dir = new TempDirectory();
+        await File.WriteAllTextAsync(dir.File("x"), "not an image");
+        var size = () => new Qcow2DiskImages().GetVirtualSizeAsync(dir.File("x"), default);
+        await size.Should().ThrowAsync<InvalidStateException>().WithMessage("*not a usable QCOW2 image*");
     }
 
     [Fact]

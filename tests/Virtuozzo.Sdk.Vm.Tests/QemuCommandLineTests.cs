@@ -10,7 +10,7 @@ public class QemuCommandLineTests
 
     private static VmConfig Config(Func<CreateVmOptions, CreateVmOptions>? change = null)
     {
-        var o = new CreateVmOptions { Name = "web", Cpus = 2, MaxCpus = 4 };
+        var o = new CreateVmOptions { Name = "web", Cpus = 2, MaxCpus = 4, Network = VmNetworkMode.User };
         return VmConfigRules.FromCreateOptions(change?.Invoke(o) ?? o, Guid.Parse("11111111-2222-3333-4444-555555555555"), DateTimeOffset.UnixEpoch, 2, ByteSize.FromGiB(16).Bytes)
             with { Name = "web,1", Disks = [new VmDiskConfig("hdd0", "hdd0.qcow2", ByteSize.GiB)] };
     }

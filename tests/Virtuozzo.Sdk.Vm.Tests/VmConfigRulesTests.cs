@@ -12,7 +12,7 @@ public class VmConfigRulesTests
         => VmConfigRules.FromCreateOptions(o, Guid.Parse("0a1b2c3d-0000-0000-0000-000000000001"), DateTimeOffset.UnixEpoch, hostCpus, hostRam ?? HostRam);
 
     [Fact]
-    public void A_new_vm_defaults_to_one_cpu_1_GiB_an_80_percent_guarantee_and_user_networking()
+    public void A_new_vm_defaults_to_one_cpu_1_GiB_an_80_percent_guarantee_and_bridged_networking()
     {
         var c = Make(new CreateVmOptions { Name = "web" });
         c.Cpus.Should().Be(1);
@@ -21,7 +21,7 @@ public class VmConfigRulesTests
         c.MemoryGuaranteePercent.Should().Be(80);
         c.MemoryHotplug.Should().BeFalse();
         c.MaxMemoryBytes.Should().Be(ByteSize.GiB);
-        c.Network.Should().Be(VmNetworkMode.User);
+        c.Network.Should().Be(VmNetworkMode.Bridged);
         c.MacAddress.Should().MatchRegex("^52:54:00:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}$");
         c.BootOrder.Should().Equal(VmBootDevice.Disk, VmBootDevice.Cdrom);
     }

@@ -56,6 +56,8 @@ internal static class VmConfigRules
         }
         if (o.CpuMask is not null)
             ParseCpuList(o.CpuMask);
+        if (o.CpuLimitPercent is { } limit)
+            ValidateCpuLimit(limit, nameof(o));
         if (o.BootOrder.Distinct().Count() != o.BootOrder.Count)
             throw new ArgumentException("The boot order names a device twice.", nameof(o));
         return new VmConfig
@@ -78,6 +80,7 @@ internal static class VmConfigRules
             MacAddress = o.Network == VmNetworkMode.None ? null : NewMac(id),
             BootOrder = [.. o.BootOrder],
             CpuMask = o.CpuMask,
+            CpuLimitPercent = o.CpuLimitPercent,
             Acceleration = o.Acceleration,
         };
     }
@@ -94,6 +97,12 @@ internal static class VmConfigRules
     {
         if (bytes < 64 * ByteSize.MiB || bytes % ByteSize.MiB != 0)
             throw new ArgumentOutOfRangeException(param, bytes, "Memory must be a whole number of MiB, at least 64 MiB.");
+    }
+
+    public static void ValidateCpuLimit(int percent, string param)
+    {
+        if (percent is < 1 or > 100 * MaxVcpus)
+            throw new ArgumentOutOfRangeException(param, percent, "The CPU limit is a percentage of one host CPU, from 1 upwards.");
     }
 
     public static void ValidateGuarantee(int percent, string param)

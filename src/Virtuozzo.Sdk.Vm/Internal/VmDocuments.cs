@@ -55,6 +55,8 @@ internal sealed record VmConfig : IVersionedDocument
 
     public string? CpuMask { get; init; }
 
+    public int? CpuLimitPercent { get; init; }
+
     public VmAcceleration Acceleration { get; init; }
 
     /// <summary>The saved-state file a suspended VM resumes from (relative to the private directory), or null.</summary>
@@ -94,6 +96,12 @@ internal sealed record VmRuntime : IVersionedDocument
     public int Cpus { get; init; }
 
     public bool Software { get; init; }
+
+    /// <summary>The tap device of bridged networking, or null.</summary>
+    public string? TapDevice { get; init; }
+
+    /// <summary>True when the process was put in the VE's cgroup.</summary>
+    public bool InCgroup { get; init; }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true, UseStringEnumConverter = true)]

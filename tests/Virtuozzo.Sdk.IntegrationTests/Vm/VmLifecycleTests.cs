@@ -220,3 +220,66 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         (await Client.GetAsync("disks")).Disks.Should().ContainSingle();
     }
 }
+
+/// <summary>Host integration: the bridge containers share, and the VE's cgroup.</summary>
+public sealed class VmHostIntegrationTests : IAsyncLifetime
+{
+    private readonly VmTestEnvironment _env = new();
+
+    public Task InitializeAsync() => _env.InitializeAsync();
+
+    public Task DisposeAsync() => _env.DisposeAsync();
+
+    [IntegrationFact("qemu-system-x86_64", "ip", Root = true)]
+    public async Task A_bridged_vm_gets_a_tap_on_vzbr0_and_reaches_the_host_address_through_it()
+    {
+        var vm = await _env.Client.CreateAsync(_env.GuestVm("bridged") with { Network = VmNetworkMode.Bridged });
+        await _env.Client.StartAsync("bridged");
+        var tap = "vz" + vm.Id.ToString()[..8] + "t";
+        File.Exists($"/sys/class/net/{tap}/master/uevent").Should().BeTrue();
+        Path.GetFileName(new DirectoryInfo($"/sys/class/net/{tap}/master").ResolveLinkTarget(true)!.FullName).Should().Be("vzbr0");
+        await _env.Client.WaitForGuestToolsAsync("bridged", TimeSpan.FromSeconds(60));
+        var ping = await _env.Client.ExecAsync("bridged", new VmExecOptions
+        {
+            Command = ["ip addr add 10.209.0.250/24 dev eth0 && ping -c 1 -W 3 10.209.0.1"],
+            Shell = true,
+            Timeout = TimeSpan.FromSeconds(20),
+        });
+        ping.ExitCode.Should().Be(0, ping.StandardOutputText + ping.StandardErrorText);
+        await _env.Client.StopAsync("bridged", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        Directory.Exists($"/sys/class/net/{tap}").Should().BeFalse("the tap goes with the VM");
+    }
+
+    [IntegrationFact("qemu-system-x86_64", Root = true)]
+    public async Task A_cpu_limit_puts_the_vm_process_under_the_sdk_cgroup_with_a_quota_and_changes_live()
+    {
+        var vm = await _env.Client.CreateAsync(_env.GuestVm("limited") with { CpuLimitPercent = 50 });
+        var running = await _env.Client.StartAsync("limited");
+        var cg = $"/sys/fs/cgroup/cpu,cpuacct/vzsdk/{vm.Id}/ve";
+        if (!Directory.Exists(cg))
+            cg = $"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}/ve";
+        (await File.ReadAllTextAsync(Path.Combine(cg, "cgroup.procs"))).Split('\n').Should().Contain(running.ProcessId!.Value.ToString());
+        (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("50000");
+        await _env.Client.SetAsync("limited", new SetVmOptions { CpuLimitPercent = 150 });
+        (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("150000");
+        (await _env.Client.GetAsync("limited")).CpuLimitPercent.Should().Be(150);
+        await _env.Client.KillAsync("limited");
+        Directory.Exists(cg).Should().BeFalse("the cgroup goes with the VM");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_cpu_mask_pins_every_vcpu_thread()
+    {
+        await _env.Client.CreateAsync(_env.GuestVm("pinned") with { Cpus = 2, CpuMask = "0" });
+        var running = await _env.Client.StartAsync("pinned");
+        var threads = Directory.GetDirectories($"/proc/{running.ProcessId}/task")
+            .Where(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith("CPU ", StringComparison.Ordinal)).ToList();
+        threads.Should().HaveCount(2);
+        foreach (var t in threads)
+            File.ReadAllLines(Path.Combine(t, "status")).Single(l => l.StartsWith("Cpus_allowed_list:")).Should().EndWith("\t0");
+        await _env.Client.SetAsync("pinned", new SetVmOptions { CpuMask = "1" });
+        foreach (var t in threads)
+            File.ReadAllLines(Path.Combine(t, "status")).Single(l => l.StartsWith("Cpus_allowed_list:")).Should().EndWith("\t1");
+        await _env.Client.KillAsync("pinned");
+    }
+}

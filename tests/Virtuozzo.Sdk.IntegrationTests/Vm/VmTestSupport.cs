@@ -31,6 +31,7 @@ public class VmTestEnvironment : IAsyncLifetime
         InitrdPath = Guest.InitrdPath,
         KernelCommandLine = deaf ? TestGuest.DeafCommandLine : TestGuest.CommandLine,
         Acceleration = VmAcceleration.Auto,
+        Network = VmNetworkMode.User,
     };
 
     public async Task<string> ShAsync(string vm, string script)

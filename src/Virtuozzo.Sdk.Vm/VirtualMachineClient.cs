@@ -661,12 +661,31 @@ public sealed partial class VirtualMachineClient
         => WithVmAsync<bool>(nameOrId, async s =>
         {
             RequireStopped(s, "delete");
+            await EnsureNoCloneDependsOnAsync(s, cancellationToken).ConfigureAwait(false);
             await _registry.UnregisterAsync(s.Id, cancellationToken).ConfigureAwait(false);
             if (Directory.Exists(s.Paths.RunDirectory))
                 Directory.Delete(s.Paths.RunDirectory, true);
             await _ledger.ReleaseAsync(s.Id, cancellationToken).ConfigureAwait(false);
             return true;
         }, cancellationToken);
+
+    /// <summary>Refuses to delete a VM whose disks serve as the base of a linked clone.</summary>
+    private async Task EnsureNoCloneDependsOnAsync(VmSession s, CancellationToken ct)
+    {
+        var prefix = s.Paths.PrivateDirectory + Path.DirectorySeparatorChar;
+        foreach (var other in await ReadAllConfigsAsync(ct).ConfigureAwait(false))
+        {
+            if (other.Id == s.Config.Id)
+                continue;
+            var paths = PathsOf(other.Id);
+            foreach (var d in other.Disks)
+            {
+                var backing = await _disks.GetBackingFileAsync(paths.DiskPath(d), ct).ConfigureAwait(false);
+                if (backing is not null && Path.GetFullPath(backing, paths.PrivateDirectory).StartsWith(prefix, StringComparison.Ordinal))
+                    throw new InvalidStateException($"The VM '{s.Config.Name}' cannot be deleted: the linked clone '{other.Name}' uses its disk as a base. Delete the clone first.");
+            }
+        }
+    }
 
     /// <summary>Renames a VM (running or not).</summary>
     /// <remarks>The equivalent of <c>prlctl set NAME --name NEW</c>.</remarks>

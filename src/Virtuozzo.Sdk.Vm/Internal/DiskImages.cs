@@ -14,6 +14,9 @@ internal interface IDiskImages
 
     /// <summary>The image's virtual size.</summary>
     Task<long> GetVirtualSizeAsync(string path, CancellationToken cancellationToken);
+
+    /// <summary>The image's backing file as recorded in it, or null.</summary>
+    Task<string?> GetBackingFileAsync(string path, CancellationToken cancellationToken);
 }
 
 /// <summary>VM disks through Virtuozzo.Sdk.Storage.Qcow2 (the managed QCOW2 engine; no qemu-img).</summary>
@@ -75,6 +78,20 @@ internal sealed class Qcow2DiskImages : IDiskImages
         catch (IOException ex)
         {
             throw new InvalidStateException($"'{path}' is not a usable QCOW2 image: {ex.Message}", ex);
+        }
+    }
+
+    public async Task<string?> GetBackingFileAsync(string path, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var image = await Qcow2Image.OpenAsync(path, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true, NoBacking = true }, cancellationToken).ConfigureAwait(false);
+            await using (image.ConfigureAwait(false))
+                return image.BackingFile;
+        }
+        catch (IOException)
+        {
+            return null;
         }
     }
 }

@@ -200,6 +200,13 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         await Client.KillAsync("copy");
         await Client.KillAsync("source");
         (await TestGuest.RunAsync("qemu-img", "check", clone.Disks[0].ImagePath)).Should().Contain("No errors");
+        if (linked)
+        {
+            await ((Func<Task>)(() => Client.DeleteAsync("source"))).Should().ThrowAsync<InvalidStateException>().WithMessage("*linked clone 'copy'*");
+            await Client.DeleteAsync("copy");
+        }
+        await Client.DeleteAsync("source");
+        (await Client.ListAsync()).Select(v => v.Name).Should().Equal(linked ? [] : ["copy"]);
     }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img")]

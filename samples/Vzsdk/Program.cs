@@ -4,4 +4,5 @@ using Vzsdk;
 return await Cli.RunAsync(args, Cli.BuildRoot(
     HostCommand.Build(),
     Vzsdk.Disk.DiskCommand.Build(),
-    Vzsdk.Ct.CtCommand.Build()));
+    Vzsdk.Ct.CtCommand.Build(),
+    Vzsdk.Vm.VmCommand.Build()));

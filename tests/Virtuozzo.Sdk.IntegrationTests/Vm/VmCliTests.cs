@@ -88,3 +88,22 @@ public sealed class VmCliTests
         }
     }
 }
+
+public sealed class VmSampleTests
+{
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task The_vm_sample_boots_execs_hotplugs_memory_and_deletes_its_vm()
+    {
+        var guest = await TestGuest.GetAsync();
+        using var dir = new TempDirectory("vzsdk-vmsample");
+        var r = await new LocalHost().ExecuteBufferedAsync(new Command("dotnet")
+            .WithArguments(Path.Combine(AppContext.BaseDirectory, "VmSample.dll"), dir.Path, guest.Directory)
+            .WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(3)));
+        r.ExitCode.Should().Be(0, r.StandardError);
+        r.StandardOutput.Should().Contain("The guest runs Linux 6.").And.Contain("(exit code 0)").And.Contain("Deleted demo-vm");
+        var m = System.Text.RegularExpressions.Regex.Match(r.StandardOutput, @"Guest memory: (\d+) MiB before the hotplug, (\d+) MiB after");
+        m.Success.Should().BeTrue(r.StandardOutput);
+        (long.Parse(m.Groups[2].Value) - long.Parse(m.Groups[1].Value)).Should().BeGreaterThan(400);
+        Directory.GetDirectories(Path.Combine(dir.Path, "private")).Should().BeEmpty();
+    }
+}

@@ -14,7 +14,7 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPE
 # Debian packages the SDK's local runtime, its tests and its benchmarks use.
 APT_PACKAGES=(
   runc qemu-utils qemu-system-x86 qemu-system-common busybox-static openssh-server openssh-client
-  kmod cpio criu e2fsprogs iproute2 fuse3 util-linux procps ca-certificates
+  kmod cpio criu e2fsprogs iproute2 iputils-ping iptables fuse3 util-linux procps tar ca-certificates
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

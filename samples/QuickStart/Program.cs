@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
@@ -14,7 +15,8 @@ services.AddVirtuozzoSdk(options =>
 {
     options.DataRoot = dataRoot;                      // default: /var/lib/vzsdk
     options.HostMemoryReserve = ByteSize.Parse("512M"); // kept back for the host itself
-});
+})
+.AddContainers();
 await using var provider = services.BuildServiceProvider();
 var host = provider.GetRequiredService<IVirtuozzoHost>();
 #endregion
@@ -60,3 +62,47 @@ var snapshot = await ledger.GetSnapshotAsync();
 Console.WriteLine($"Guaranteed: {new ByteSize(snapshot.ReservedBytes).ToHumanString()} of {new ByteSize(snapshot.CapacityBytes).ToHumanString()}");
 await ledger.ReleaseAsync(web);
 #endregion
+
+if (Environment.UserName != "root")
+{
+    Console.WriteLine("Containers need root: run the rest of the tour as root (./build.sh demo does).");
+    return;
+}
+
+#region Snippet:ContainerLifecycle
+var containers = provider.GetRequiredService<ContainerClient>();
+var name = new VeName("demo-" + Guid.NewGuid().ToString("N")[..6]);
+ContainerInfo ct = await containers.CreateAsync(new ContainerCreateOptions
+{
+    Name = name,
+    Template = ContainerClient.BusyboxTemplate,   // built from the host's busybox-static
+    Hostname = "demo",
+    Resources = new ContainerResources { MemSize = ByteSize.Parse("256M"), CpuLimit = 50, DiskSpace = ByteSize.Parse("256M") },
+});
+Console.WriteLine($"Created container {ct.Name} ({ct.Id}), state {ct.State}");
+await containers.StartAsync(name.Value);
+#endregion
+
+try
+{
+    #region Snippet:ContainerExec
+    var ps = await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["ps", "-o", "pid,comm"] });
+    Console.WriteLine("Processes inside (its own PID 1, no host process visible):");
+    Console.Write(ps.StandardOutput);
+    var hostname = await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["hostname"] });
+    Console.WriteLine($"hostname inside: {hostname.StandardOutput.Trim()}");
+    #endregion
+
+    #region Snippet:ContainerSetLive
+    var changed = await containers.SetAsync(name.Value, new ContainerSetOptions { MemSize = ByteSize.Parse("512M"), CpuLimit = 100 });
+    Console.WriteLine($"Live change: memsize {changed.Resources.MemSize}, cpulimit {changed.Resources.CpuLimit}% while {changed.State}");
+    #endregion
+}
+finally
+{
+    #region Snippet:ContainerDelete
+    await containers.StopAsync(name.Value, new ContainerStopOptions { Timeout = TimeSpan.FromSeconds(5) });
+    await containers.DeleteAsync(name.Value);
+    Console.WriteLine($"Deleted container {name}");
+    #endregion
+}

@@ -63,7 +63,7 @@ public sealed class ContainerClient
         _registry = new VeRegistry(_store);
         _ledger = ledger ?? new ResourceLedger(_store, HostCapacity(options));
         _templates = new TemplateStore(host, _store);
-        _bridge = new HostBridge(host, options.BridgeName, options.BridgeAddress);
+        _bridge = new HostBridge(host, options.BridgeName, options.BridgeAddress, options.BridgeNat);
         _runc = new Runc(host, Path.Combine(_store.RunDirectory, "runc"));
         _logger = (ILogger?)loggerFactory?.CreateLogger<ContainerClient>() ?? NullLogger.Instance;
     }
@@ -298,6 +298,9 @@ public sealed class ContainerClient
     private static async Task WriteGuestFilesAsync(string root, ContainerConfig config, CancellationToken ct)
     {
         var etc = Path.Combine(root, "etc");
+        // The container owns its file system: a symlinked /etc could point the SDK (running as root) at host files.
+        if (new DirectoryInfo(etc) is { Exists: true, LinkTarget: not null } || (File.Exists(etc) && new FileInfo(etc).LinkTarget is not null))
+            return;
         Directory.CreateDirectory(etc);
         // Never follow a symlink planted inside the container: replace it with a regular file.
         await WriteRegularFileAsync(Path.Combine(etc, "hostname"), config.Hostname + "\n", ct).ConfigureAwait(false);

@@ -26,6 +26,9 @@ public sealed class VirtuozzoSdkOptions
     /// <summary>The host's address on the bridge, with the subnet's prefix; VEs use it as their gateway. Default <c>10.209.0.1/24</c>.</summary>
     public string BridgeAddress { get; set; } = "10.209.0.1/24";
 
+    /// <summary>Masquerade the bridge's subnet so that VEs reach other networks through the host. Default off (no NAT).</summary>
+    public bool BridgeNat { get; set; }
+
     /// <summary>Manage a remote host over SSH instead of the local machine; null (the default) for the local machine.</summary>
     public SshHostOptions? RemoteHost { get; set; }
 

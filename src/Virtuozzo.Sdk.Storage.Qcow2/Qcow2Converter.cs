@@ -91,14 +91,15 @@ public static class Qcow2Converter
         public string? Snapshot;
         public long Size;
 
-        public void Read(long off, Span<byte> buf)
+        public void Read(long off, byte[] array, int count)
         {
+            var buf = array.AsSpan(0, count);
             if (Image is not null)
             {
                 if (Snapshot is not null)
                     Image.ReadSnapshot(Snapshot, off, buf);
                 else
-                    Image.Read(off, buf);
+                    Image.ReadBulk(off, array, count);
                 return;
             }
             int n = RandomAccess.Read(Raw!.SafeFileHandle, buf, off);
@@ -171,7 +172,7 @@ public static class Qcow2Converter
                     ct.ThrowIfCancellationRequested();
                     int n = (int)Math.Min(ChunkSize, e.Start + e.Length - off);
                     var span = buf.AsSpan(0, n);
-                    src.Read(off, span);
+                    src.Read(off, buf, n);
                     WriteNonZero(fs, off, span);
                     progress?.Report(new Qcow2ConvertProgress(off + n, src.Size));
                 }
@@ -225,7 +226,7 @@ public static class Qcow2Converter
                     long stop = Math.Min(Math.Min(alignedStart + chunk, src.Size), ((end + cs - 1) / cs) * cs);
                     stop = Math.Min(stop, src.Size);
                     var span = buf.AsSpan(0, (int)(stop - alignedStart));
-                    src.Read(alignedStart, span);
+                    src.Read(alignedStart, buf, span.Length);
                     WriteClusters(dst, alignedStart, span, o.Compress, hasBacking);
                     off = stop;
                     progress?.Report(new Qcow2ConvertProgress(off, src.Size));

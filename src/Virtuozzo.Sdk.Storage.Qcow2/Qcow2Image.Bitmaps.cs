@@ -25,7 +25,14 @@ public sealed partial class Qcow2Image
     private ulong[] BitmapTable(BitmapEntry b)
     {
         if (!_bitmapTables.TryGetValue(b.Name, out var t))
-            _bitmapTables[b.Name] = t = ReadTable(b.TableOffset, b.TableSize, "bitmap table");
+        {
+            t = ReadTable(b.TableOffset, b.TableSize, "bitmap table");
+            var seen = new HashSet<ulong>();
+            foreach (var e in t)
+                if ((e & OffsetMask) != 0 && !seen.Add(e & OffsetMask))
+                    throw new Qcow2FormatException($"Bitmap '{b.Name}' uses data cluster 0x{e & OffsetMask:x} twice.");
+            _bitmapTables[b.Name] = t;
+        }
         return t;
     }
 

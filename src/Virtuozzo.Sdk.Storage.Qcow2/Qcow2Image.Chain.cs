@@ -180,6 +180,8 @@ public sealed partial class Qcow2Image
             {
                 if (lazy)
                     throw new ArgumentException("Lazy refcounts need compat=1.1.", nameof(options));
+                if (_bitmaps.Count > 0)
+                    throw new ArgumentException("Cannot downgrade an image with persistent bitmaps to compat=0.10; remove them first.", nameof(options));
                 if (_h.RefcountBits != 16 || _h.ExtendedL2 || _h.CompressionType != 0 || _h.Incompatible != 0)
                     throw new ArgumentException("This image uses features that compat=0.10 cannot express (refcount width, extended L2, zstd or incompatible features).", nameof(options));
                 if (_h.Version == 3)
@@ -269,8 +271,18 @@ public sealed partial class Qcow2Image
             }
             else
             {
-                size = new FileInfo(sourcePath).Length;
-                dataBytes = (size + cs - 1) / cs * cs;
+                // a raw source's holes need no clusters
+                using var fs = new FileStream(sourcePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                size = fs.Length;
+                long lastCluster = -1;
+                foreach (var (start, length) in Native.DataExtents(fs.SafeFileHandle, size))
+                {
+                    long first = Math.Max(start / cs, lastCluster + 1);
+                    long last = (start + length - 1) / cs;
+                    if (last >= first)
+                        dataBytes += (last - first + 1) * cs;
+                    lastCluster = Math.Max(lastCluster, last);
+                }
             }
         }
         long full = PreallocSize(size, cs, options.RefcountBits, options.ExtendedL2);

@@ -14,6 +14,7 @@ public sealed partial class Qcow2Image
         public long Allocated, Fragmented, Compressed;
         public long NextContiguous;
         public long Slack = 1 << 20;
+        public long Budget;
 
         public void Corrupt(string msg)
         {
@@ -131,7 +132,11 @@ public sealed partial class Qcow2Image
     private CheckState Walk(bool includeRefcountStructures)
     {
         long fileClusters = (_file.Length + _cs - 1) >> _cb;
-        var st = new CheckState(fileClusters);
+        var st = new CheckState(fileClusters)
+        {
+            // bounds the walk on hostile images whose snapshot L1 tables overlap
+            Budget = (32L << 20) + (Math.Min(_snapshots.Count, 256) + 1L) * (_file.Length / 8 + _l2Entries),
+        };
         Inc(st, 0, _cs);
         WalkL1(st, _l1, _h.L1TableOffset, active: true);
         if (_h.NbSnapshots > 0)
@@ -222,11 +227,22 @@ public sealed partial class Qcow2Image
     {
         if (l1.Length > 0)
             Inc(st, l1Offset, (long)l1.Length * 8);
+        var seen = new HashSet<long>();
         for (int i = 0; i < l1.Length; i++)
         {
             long l2 = (long)(l1[i] & OffsetMask);
             if (l2 == 0)
                 continue;
+            if (!seen.Add(l2))
+            {
+                // a valid L1 never names one L2 table twice; walking it again would only multiply the work
+                st.Corrupt($"ERROR l2_offset=0x{l2:x}: L2 table referenced twice by one L1 table");
+                Inc(st, l2, _cs);
+                continue;
+            }
+            st.Budget -= _l2Entries;
+            if (st.Budget < 0)
+                throw new Qcow2FormatException("The image's tables reference far more metadata than the file can hold (hostile or corrupt snapshot tables).");
             if ((l2 & (_cs - 1)) != 0)
             {
                 st.Corrupt($"ERROR l2_offset=0x{l2:x}: Table is not cluster aligned; L1 entry corrupted");
@@ -271,7 +287,8 @@ public sealed partial class Qcow2Image
                     st.Corrupt($"ERROR offset=0x{host:x}: Cluster is not properly aligned; L2 entry corrupted");
                     continue;
                 }
-                Inc(st, host, _cs);
+                if (!_h.HasDataFile)
+                    Inc(st, host, _cs);
                 if (active)
                 {
                     st.Allocated++;
@@ -300,7 +317,7 @@ public sealed partial class Qcow2Image
             {
                 ulong e = L2Entry(table, j);
                 long host = (long)(e & OffsetMask);
-                if ((e & CompressedFlag) != 0 || host == 0 || (host & (_cs - 1)) != 0)
+                if ((e & CompressedFlag) != 0 || host == 0 || (host & (_cs - 1)) != 0 || _h.HasDataFile)
                     continue;
                 ulong drc = GetRefcount(host >> _cb);
                 if (((e & Copied) != 0) != (drc == 1))
@@ -345,7 +362,11 @@ public sealed partial class Qcow2Image
     {
         var st = Walk(includeRefcountStructures: false);
         var refs = st.Refs;
-        long s = Math.Max((_file.Length + _cs - 1) >> _cb, refs.Length);
+        long fileClusters = (_file.Length + _cs - 1) >> _cb;
+        for (long i = fileClusters; i < refs.Length; i++)
+            if (refs[i] != 0)
+                throw new Qcow2FormatException($"Metadata references cluster {i}, past the end of the image file: the refcounts cannot be rebuilt safely.");
+        long s = Math.Max(fileClusters, refs.Length);
         var used = new SortedSet<long>();
         for (long i = 0; i < refs.Length; i++)
             if (refs[i] != 0)

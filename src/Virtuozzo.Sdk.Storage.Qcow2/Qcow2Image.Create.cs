@@ -85,7 +85,7 @@ public sealed partial class Qcow2Image
             throw new ArgumentOutOfRangeException(nameof(o), "Size is out of range.");
         if (o.CompressionType == Qcow2CompressionType.Zstd)
             Compression.Zstd.EnsureAvailable();
-        size = o.Size;
+        size = (o.Size + 511) & ~511L; // whole sectors, as qemu-img create rounds them
         string? backingFormat = o.BackingFormat;
         if (o.BackingFile is { Length: > 0 } b)
         {

@@ -38,7 +38,11 @@ public sealed partial class Qcow2Image
         _file.Read((long)off, d);
         if ((_h.Autoclear & Header.AutoclearBitmaps) == 0)
             return [];
-        return BitmapEntry.Parse(d, nb, _cs);
+        var list = BitmapEntry.Parse(d, nb, _cs);
+        foreach (var b in list)
+            if (b.Type == 1 && b.TableSize != BitmapTableSize(b.GranularityBits))
+                throw new Qcow2FormatException($"Bitmap '{b.Name}' has {b.TableSize} table entries; its granularity and the disk size need {BitmapTableSize(b.GranularityBits)}.");
+        return list;
     }
 
     /// <summary>The internal snapshots, like <c>qemu-img snapshot -l</c>.</summary>

@@ -36,6 +36,72 @@ public sealed partial class Qcow2Image
         return ValueTask.FromResult(Read(offset, buffer.Span));
     }
 
+    /// <summary>
+    /// Read for bulk copies (convert): on a read-only image the mapping is resolved under the lock and the
+    /// clusters are then read and decompressed in parallel outside it. Read-only opens hold QEMU's lock that
+    /// denies writers, so no cluster can be freed and reused meanwhile.
+    /// </summary>
+    internal void ReadBulk(long offset, byte[] buffer, int count)
+    {
+        if (!_options.ReadOnly)
+        {
+            Read(offset, buffer.AsSpan(0, count));
+            return;
+        }
+        var maps = new List<(long Guest, int BufferOffset, Mapping Map)>();
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            CheckRange(offset, count);
+            long pos = offset;
+            int done = 0;
+            while (done < count)
+            {
+                var m = Lookup(_l1, pos, count - done);
+                maps.Add((pos, done, m));
+                pos += m.Length;
+                done += (int)m.Length;
+            }
+        }
+        var type = (Qcow2CompressionType)_h.CompressionType;
+        void One(int i)
+        {
+            var (guest, at, m) = maps[i];
+            var part = buffer.AsSpan(at, (int)m.Length);
+            switch (m.Kind)
+            {
+                case MapKind.Data:
+                    (_dataFile ?? _file).Read(m.Host, part);
+                    break;
+                case MapKind.Zero:
+                    part.Clear();
+                    break;
+                case MapKind.Unallocated:
+                    if (_backing is null)
+                        part.Clear();
+                    else
+                        _backing.Read(guest, part);
+                    break;
+                case MapKind.Compressed:
+                    var (coff, csize) = CompressedRange(m.Entry);
+                    if (coff < _cs)
+                        throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
+                    var input = new byte[csize];
+                    _file.Read(coff, input);
+                    var output = new byte[_cs];
+                    Compression.Decompress(type, input, output);
+                    output.AsSpan((int)(guest & (_cs - 1)), part.Length).CopyTo(part);
+                    break;
+            }
+        }
+        int compressed = maps.Count(x => x.Map.Kind == MapKind.Compressed);
+        if (compressed > 1 && Environment.ProcessorCount > 1)
+            Parallel.For(0, maps.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, One);
+        else
+            for (int i = 0; i < maps.Count; i++)
+                One(i);
+    }
+
     internal void ReadUnlocked(long offset, Span<byte> buffer)
     {
         lock (_lock)
@@ -59,7 +125,7 @@ public sealed partial class Qcow2Image
             switch (m.Kind)
             {
                 case MapKind.Data:
-                    _file.Read(m.Host, part);
+                    (_dataFile ?? _file).Read(m.Host, part);
                     break;
                 case MapKind.Zero:
                     part.Clear();
@@ -148,7 +214,7 @@ public sealed partial class Qcow2Image
             long pos = offset + len;
             int idx = (int)((pos >> _cb) % _l2Entries);
             var (k2, h2, u2, _) = Classify(table, idx, (int)(pos & (_cs - 1)));
-            if (k2 != kind || (kind == MapKind.Data && h2 != host + len))
+            if (k2 != kind || h2 != (host == 0 ? 0 : host + len))
                 break;
             len = Math.Min(len + u2, limit);
         }
@@ -166,8 +232,9 @@ public sealed partial class Qcow2Image
         if (_eb == 8)
         {
             if ((e & ZeroFlag) != 0 && _h.Version >= 3)
-                return (MapKind.Zero, 0, _cs - inCl, e);
-            if (host != 0)
+                return (MapKind.Zero, host != 0 ? host + inCl : 0, _cs - inCl, e);
+            // with an external data file, offset 0 with COPIED set is a real cluster at offset 0
+            if (host != 0 || (_dataFile is not null && (e & Copied) != 0))
                 return (MapKind.Data, host + inCl, _cs - inCl, e);
             return (MapKind.Unallocated, 0, _cs - inCl, e);
         }
@@ -177,12 +244,12 @@ public sealed partial class Qcow2Image
         long unit = sub - (inCl % sub);
         if (((bitmap >> sc) & 1) != 0)
         {
-            if (host == 0)
+            if (host == 0 && (_dataFile is null || (e & Copied) == 0))
                 throw new Qcow2FormatException("An extended L2 entry marks subclusters allocated without a host cluster.");
             return (MapKind.Data, host + inCl, unit, e);
         }
         if (((bitmap >> (32 + sc)) & 1) != 0)
-            return (MapKind.Zero, 0, unit, e);
+            return (MapKind.Zero, host != 0 ? host + inCl : 0, unit, e);
         return (MapKind.Unallocated, 0, unit, e);
     }
 
@@ -220,7 +287,8 @@ public sealed partial class Qcow2Image
                         into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Data, depth, m.Host));
                         break;
                     case MapKind.Zero:
-                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Zero, depth, null));
+                        // preallocated zero clusters keep their host offset, which qemu-img map shows
+                        into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Zero, depth, m.Host != 0 ? m.Host : null));
                         break;
                     case MapKind.Compressed:
                         into.Add(new Qcow2Extent(offset, m.Length, Qcow2ExtentKind.Compressed, depth, null));

@@ -23,7 +23,7 @@ public sealed partial class Qcow2Image
                 throw new Qcow2NotSupportedException("Internal snapshots need refcount_bits of at least 2.");
             if (_snapshots.Count >= 65536)
                 throw new InvalidOperationException("Too many snapshots.");
-            _file.Flush();
+            BeginMetadataTransaction();
             // 1. every table and cluster the active L1 reaches gains a reference (refused up front on overflow)
             UpdateReferences(_l1, +1);
             // 2. copy the active L1; COPIED drops where clusters are now shared
@@ -51,6 +51,7 @@ public sealed partial class Qcow2Image
             };
             var list = new List<SnapshotEntry>(_snapshots) { entry };
             WriteSnapshotTable(list);
+            EndMetadataTransaction();
             return entry.ToInfo();
         }
     }
@@ -66,7 +67,7 @@ public sealed partial class Qcow2Image
             ThrowIfReadOnly();
             var s = FindSnapshot(snapshot);
             var snapL1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
-            _file.Flush();
+            BeginMetadataTransaction();
             UpdateReferences(snapL1, +1);
             Barrier();
             var old = _l1;
@@ -75,8 +76,10 @@ public sealed partial class Qcow2Image
             long need = Math.Max(snapL1.Length, (size + l2Span - 1) / l2Span);
             if (need > _l1.Length)
                 GrowL1(need);
+            // every table the snapshot reaches is shared now: no COPIED until the old tree is released
             var active = new ulong[_l1.Length];
-            snapL1.CopyTo(active, 0);
+            for (int i = 0; i < snapL1.Length; i++)
+                active[i] = snapL1[i] & ~Copied;
             _file.Write(_h.L1TableOffset, SerializeTable(active, (long)active.Length * 8));
             _l1 = active;
             if (size != _h.Size)
@@ -85,7 +88,7 @@ public sealed partial class Qcow2Image
             Barrier();
             UpdateReferences(old, -1);
             FixCopiedFlags();
-            _file.Flush();
+            EndMetadataTransaction();
         }
     }
 
@@ -100,7 +103,7 @@ public sealed partial class Qcow2Image
             ThrowIfReadOnly();
             var s = FindSnapshot(snapshot);
             var snapL1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
-            _file.Flush();
+            BeginMetadataTransaction();
             var list = new List<SnapshotEntry>(_snapshots);
             list.Remove(s);
             WriteSnapshotTable(list);
@@ -109,8 +112,33 @@ public sealed partial class Qcow2Image
             for (long i = 0; i < l1Clusters; i++)
                 AddRef((s.L1Offset >> _cb) + i, -1);
             FixCopiedFlags();
-            _file.Flush();
+            EndMetadataTransaction();
         }
+    }
+
+    /// <summary>
+    /// Snapshot operations change refcounts and COPIED flags in separate clusters, which no write order
+    /// makes atomic (QEMU has the same window). The dirty bit covers them: after a crash inside, the next
+    /// read-write open (here or in QEMU) rebuilds the refcounts and flags.
+    /// </summary>
+    private void BeginMetadataTransaction()
+    {
+        _file.Flush();
+        if (_h.Version < 3)
+            return;
+        _h.Incompatible |= Header.IncompatDirty;
+        WriteHeaderU64(72, _h.Incompatible);
+        _file.Flush();
+    }
+
+    private void EndMetadataTransaction()
+    {
+        _file.Flush();
+        if (_h.Version < 3)
+            return;
+        _h.Incompatible &= ~Header.IncompatDirty;
+        WriteHeaderU64(72, _h.Incompatible);
+        _file.Flush();
     }
 
     private byte[] SerializeTable(ulong[] t, long bytes)

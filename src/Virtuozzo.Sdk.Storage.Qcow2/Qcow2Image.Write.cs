@@ -12,6 +12,8 @@ public sealed partial class Qcow2Image
         if ((_h.Incompatible & Header.IncompatDirty) != 0)
         {
             RebuildRefcounts();
+            FixCopiedFlags();
+            _file.Flush();
             _h.Incompatible &= ~Header.IncompatDirty;
             WriteHeaderU64(72, _h.Incompatible);
             headerChanged = true;
@@ -140,6 +142,10 @@ public sealed partial class Qcow2Image
                 data = data[(k * _cs)..];
                 continue;
             }
+            else if (_eb == 16 && !compressed)
+            {
+                allocated |= WriteSubclusters(vcl, inCl, chunk, l2Off, idx, e, bm, pending, frees);
+            }
             else
             {
                 ReadOnlySpan<byte> full;
@@ -169,6 +175,49 @@ public sealed partial class Qcow2Image
             data = data[n..];
         }
         Commit(pending, frees, allocated);
+    }
+
+    /// <summary>
+    /// Extended L2: writes only the subclusters a request touches (partial ones read-modify-write from the
+    /// current view), so a small write into a cluster neither copies the rest from the backing file nor
+    /// allocates it. Returns true when a new cluster was allocated.
+    /// </summary>
+    private bool WriteSubclusters(long vcl, int inCl, ReadOnlySpan<byte> chunk, long l2Off, int idx, ulong e, ulong bm, List<PendingEntry> pending, List<ulong> frees)
+    {
+        int sub = _cs / 32;
+        int s0 = inCl / sub, s1 = (inCl + chunk.Length - 1) / sub;
+        uint mask = (uint)(((1UL << (s1 - s0 + 1)) - 1) << s0);
+        long clusterStart = vcl << _cb;
+        int from = s0 * sub;
+        int len = (int)Math.Min((s1 + 1) * sub, _h.Size - clusterStart) - from;
+        var buf = new byte[(s1 - s0 + 1) * sub];
+        ReadCore(_l1, clusterStart + from, buf.AsSpan(0, len));
+        chunk.CopyTo(buf.AsSpan(inCl - from));
+        long host = (long)(e & OffsetMask);
+        bool owned = host != 0 && (e & Copied) != 0;
+        uint alloc = (uint)bm | mask;
+        uint zero = (uint)(bm >> 32) & ~mask;
+        ulong bitmap = ((ulong)zero << 32) | alloc;
+        if (owned)
+        {
+            _file.Write(host + from, buf);
+            pending.Add(new PendingEntry(l2Off, idx, (ulong)host | Copied, bitmap));
+            return false;
+        }
+        long target = AllocateClusters(1);
+        if (host != 0)
+        {
+            // shared cluster: carry its allocated subclusters over
+            var whole = new byte[_cs];
+            _file.Read(host, whole);
+            buf.CopyTo(whole, from);
+            _file.Write(target, whole);
+            frees.Add(e);
+        }
+        else
+            _file.Write(target + from, buf);
+        pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, bitmap));
+        return true;
     }
 
     /// <summary>A cluster-sized buffer for a guest cluster; the last cluster may be shorter than a cluster past the virtual end.</summary>
@@ -477,12 +526,13 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>Changes the virtual size. Growing keeps data; shrinking drops clusters past the new end and requires <paramref name="allowShrink"/>.</summary>
-    /// <param name="newSize">The new virtual size in bytes.</param>
+    /// <param name="newSize">The new virtual size in bytes, rounded up to a multiple of 512.</param>
     /// <param name="allowShrink">Allow making the disk smaller (qemu-img's <c>--shrink</c>).</param>
     /// <remarks>Like <c>qemu-img resize [--shrink] FILE SIZE</c>.</remarks>
     public void Resize(long newSize, bool allowShrink = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(newSize);
+        newSize = (newSize + 511) & ~511L; // whole sectors: QEMU sees a qcow2 disk in 512-byte sectors
         if (newSize > Header.MaxVirtualSize)
             throw new ArgumentOutOfRangeException(nameof(newSize), "The size is too large.");
         lock (_lock)

@@ -35,6 +35,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
     private ulong[] _l1;
     private ulong[]? _reftable;
     private IBacking? _backing;
+    private ImageStorage? _dataFile;
     private readonly List<SnapshotEntry> _snapshots;
     private readonly List<BitmapEntry> _bitmaps;
     private bool _disposed;
@@ -65,6 +66,16 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             if (!options.ReadOnly && (_h.Incompatible & Header.IncompatCorrupt) != 0)
                 throw new Qcow2FormatException("The image is marked corrupt: it can be opened read-only, or repaired with check -r all.");
             _l1 = ReadTable(_h.L1TableOffset, _h.L1Size, "L1 table");
+            if (_h.HasDataFile)
+            {
+                if (!options.ReadOnly)
+                    throw new Qcow2NotSupportedException("Images with an external data file can only be opened read-only here.");
+                var name = _h.DataFileName!;
+                var dataPath = ResolveBackingPath(name) ?? throw new Qcow2Exception($"Cannot resolve the external data file '{name}'.");
+                if (!File.Exists(dataPath))
+                    throw new Qcow2Exception($"Could not open the external data file {dataPath}: file not found.");
+                _dataFile = new FileStorage(dataPath, writable: false);
+            }
             _snapshots = ReadSnapshots();
             _bitmaps = ReadBitmaps();
             _backing = options.NoBacking ? null : OpenBacking(chain);
@@ -74,6 +85,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         catch
         {
             _backing?.Dispose();
+            _dataFile?.Dispose();
             throw;
         }
     }
@@ -311,6 +323,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             {
                 _disposed = true;
                 _backing?.Dispose();
+                _dataFile?.Dispose();
                 _file.Dispose();
             }
         }

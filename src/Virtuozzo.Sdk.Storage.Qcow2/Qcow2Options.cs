@@ -55,7 +55,7 @@ public sealed record Qcow2OpenOptions
 /// <summary>Options for <see cref="Qcow2Image.Create(string, Qcow2CreateOptions)"/>; names follow qemu-img's <c>-o</c> options.</summary>
 public sealed record Qcow2CreateOptions
 {
-    /// <summary>The virtual size in bytes. When zero and a backing file is given, the backing file's size is used.</summary>
+    /// <summary>The virtual size in bytes, rounded up to a multiple of 512 as qemu-img does. When zero and a backing file is given, the backing file's size is used.</summary>
     public long Size { get; init; }
 
     /// <summary>The cluster size, a power of two from 512 B to 2 MiB (<c>cluster_size</c>, default 64 KiB).</summary>

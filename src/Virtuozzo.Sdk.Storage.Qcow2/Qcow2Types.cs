@@ -21,7 +21,7 @@ public enum Qcow2ExtentKind
 /// <param name="Length">Length in bytes.</param>
 /// <param name="Kind">What the range holds.</param>
 /// <param name="Depth">The layer that provides it: 0 is the image itself, 1 its backing file, and so on.</param>
-/// <param name="Offset">The host offset in that layer's file for <see cref="Qcow2ExtentKind.Data"/> (and preallocated zeros); otherwise null.</param>
+/// <param name="Offset">The host offset in that layer's file for <see cref="Qcow2ExtentKind.Data"/> and for preallocated zero clusters; otherwise null.</param>
 public sealed record Qcow2Extent(long Start, long Length, Qcow2ExtentKind Kind, int Depth, long? Offset)
 {
     /// <summary>True when some layer allocates the range (qemu-img map's <c>present</c>).</summary>

@@ -43,8 +43,8 @@ public class ModelTests
     internal static bool RunModel(ImageConfig c, Op[] ops)
     {
         var storage = new MemoryStorage();
-        var model = new byte[c.Size];
-        long size = c.Size;
+        long size = (c.Size + 511) & ~511L; // qemu-img rounds sizes up to whole sectors
+        var model = new byte[size];
         var snapshots = new List<(string Name, byte[] Data)>();
         int snapshotLimit = c.RefcountBits switch { 1 => 0, 2 => 2, _ => 4 };
         var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = c.ClusterSize, RefcountBits = c.RefcountBits, Version = c.Version, ExtendedL2 = c.ExtendedL2 });
@@ -124,7 +124,7 @@ public class ModelTests
                     case 6 or 7 or 8:
                         break;
                     case 4:
-                        long newSize = Math.Max(1, op.Offset % (4 << 20));
+                        long newSize = (Math.Max(1, op.Offset % (4 << 20)) + 511) & ~511L;
                         img.Resize(newSize, allowShrink: true);
                         var m2 = new byte[newSize];
                         Array.Copy(model, m2, Math.Min(newSize, size));

@@ -47,12 +47,14 @@ internal sealed class PowerLossStorage : ImageStorage
     }
 
     /// <summary>The bytes that survive the power loss: the flushed state plus a random subset of later writes.</summary>
-    public byte[] Survivors(Random rnd)
+    /// <param name="rnd">Chooses which unflushed writes survive.</param>
+    /// <param name="processKill">Keep every issued write, as when only the process dies (the page cache survives).</param>
+    public byte[] Survivors(Random rnd, bool processKill = false)
     {
         var m = new MemoryStorage(_durable);
         foreach (var (off, data, len) in _pending)
         {
-            if (rnd.Next(2) == 0)
+            if (!processKill && rnd.Next(2) == 0)
                 continue;
             if (len is { } l)
                 m.SetLength(Math.Max(l, m.Length));

@@ -193,7 +193,6 @@ internal static partial class DiskCommand
                 foreach (var s in i.Snapshots)
                 {
                     w.WriteStartObject();
-                    w.WriteNumber("icount", 0);
                     w.WriteNumber("vm-clock-nsec", (long)(s.VmClockNanoseconds % 1_000_000_000));
                     w.WriteString("name", s.Name);
                     w.WriteNumber("date-sec", s.Date.ToUnixTimeSeconds());

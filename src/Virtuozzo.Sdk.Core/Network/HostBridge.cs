@@ -10,8 +10,11 @@ namespace Virtuozzo.Sdk.Core.Network;
 /// the links that attach them: a veth pair into a container's network namespace, a tap for a VM. Names derive
 /// from the VE id so that leftovers can be found and removed after a crash.
 /// </summary>
-internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.DefaultName, string hostAddress = HostBridge.DefaultHostAddress)
+internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.DefaultName, string hostAddress = HostBridge.DefaultHostAddress, bool nat = false)
 {
+    /// <summary>Whether VEs on the bridge reach other networks through the host (masquerading).</summary>
+    public bool Nat { get; } = nat;
+
     public const string DefaultName = "vzbr0";
     public const string DefaultHostAddress = "10.209.0.1/24";
 
@@ -56,6 +59,33 @@ internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.D
                 throw new CommandFailedException($"Cannot give {Name} the address {HostAddress}: {add.StandardError.Trim()}", "ip addr add", add.ExitCode, add.StandardError.Trim());
         }
         await Ip("link", "set", Name, "up").ConfigureAwait(false);
+        if (Nat)
+            await EnsureNatAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The bridge's subnet in CIDR form (10.209.0.0/24 for 10.209.0.1/24).</summary>
+    public string Subnet
+    {
+        get
+        {
+            var parts = HostAddress.Split('/');
+            var prefix = int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
+            var bytes = IPAddress.Parse(parts[0]).GetAddressBytes();
+            var value = (uint)(bytes[0] << 24 | bytes[1] << 16 | bytes[2] << 8 | bytes[3]);
+            var mask = prefix == 0 ? 0u : uint.MaxValue << (32 - prefix);
+            var network = value & mask;
+            return $"{network >> 24}.{(network >> 16) & 255}.{(network >> 8) & 255}.{network & 255}/{prefix}";
+        }
+    }
+
+    /// <summary>Turns on forwarding and masquerades the bridge's subnet (idempotent: the rule is added once).</summary>
+    private async Task EnsureNatAsync(CancellationToken cancellationToken)
+    {
+        await host.ExecuteAsync(new Command("sysctl").WithArguments("-q", "-w", "net.ipv4.ip_forward=1"), cancellationToken).ConfigureAwait(false);
+        string[] rule = ["POSTROUTING", "-s", Subnet, "!", "-o", Name, "-j", "MASQUERADE"];
+        var check = await host.ExecuteAsync(new Command("iptables").WithArguments(["-t", "nat", "-C", .. rule]).WithValidation(CommandResultValidation.None), cancellationToken).ConfigureAwait(false);
+        if (check.ExitCode != 0)
+            await host.ExecuteAsync(new Command("iptables").WithArguments(["-t", "nat", "-A", .. rule]), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>True when a link exists.</summary>

@@ -95,10 +95,13 @@ internal sealed class QmpClient : IAsyncDisposable
                     throw;
                 }
             }
-            catch (SocketException ex) when (!linked.IsCancellationRequested)
+            catch (SocketException ex)
             {
                 socket.Dispose();
                 last = ex;
+                cancellationToken.ThrowIfCancellationRequested();
+                if (timeoutCts.IsCancellationRequested)
+                    throw new QmpException($"No QMP monitor answered at '{socketPath}' within {timeout.TotalSeconds:0.#} s.", ex);
             }
             catch (OperationCanceledException) when (timeoutCts.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
             {

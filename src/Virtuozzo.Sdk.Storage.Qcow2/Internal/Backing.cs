@@ -53,8 +53,9 @@ internal sealed class RawBacking(FileStorage file) : IBacking
         long inFile = Math.Clamp(Size - offset, 0, length);
         if (inFile > 0)
             into.Add(new Qcow2Extent(offset, inFile, Qcow2ExtentKind.Data, depth, offset));
+        // past the end of a shorter backing file, qemu-img map reports the layer above it
         if (length > inFile)
-            into.Add(new Qcow2Extent(offset + inFile, length - inFile, Qcow2ExtentKind.Unallocated, depth, null));
+            into.Add(new Qcow2Extent(offset + inFile, length - inFile, Qcow2ExtentKind.Unallocated, depth - 1, null));
     }
 
     public void Dispose() => file.Dispose();
@@ -100,7 +101,7 @@ internal sealed class Qcow2Backing(Qcow2Image image) : IBacking
         if (inImage > 0)
             image.MapInto(offset, inImage, depth, into);
         if (length > inImage)
-            into.Add(new Qcow2Extent(offset + inImage, length - inImage, Qcow2ExtentKind.Unallocated, depth, null));
+            into.Add(new Qcow2Extent(offset + inImage, length - inImage, Qcow2ExtentKind.Unallocated, depth - 1, null));
     }
 
     public void Dispose() => image.Dispose();

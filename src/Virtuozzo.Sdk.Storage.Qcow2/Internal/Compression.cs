@@ -61,9 +61,21 @@ internal static partial class Compression
         private const string Lib = "libzstd.so.1";
         private static bool? s_available;
 
+        /// <summary>Tests only: pretend libzstd is missing (false) or present (null restores probing).</summary>
+        internal static bool? OverrideForTests { get; set; }
+
         public static bool IsAvailable
         {
             get
+            {
+                if (OverrideForTests is { } o)
+                    return o && Probe();
+                return Probe();
+            }
+        }
+
+        private static bool Probe()
+        {
             {
                 if (s_available is { } a)
                     return a;

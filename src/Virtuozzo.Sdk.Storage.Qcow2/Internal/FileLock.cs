@@ -36,17 +36,33 @@ internal static partial class FileLock
             return;
         int[] perms = write ? [PermRead, PermWrite, PermResize] : [PermRead];
         int[] denied = [PermWrite, PermResize];
-        // Check first: someone denies what we use, or uses what we deny.
-        foreach (var p in perms)
-            if (IsLockedByOther(fd, 200 + p))
-                throw Locked(path, p);
-        foreach (var p in denied)
-            if (IsLockedByOther(fd, 100 + p))
-                throw Locked(path, p);
+        // Check first: someone denies what we use, or uses what we deny. A lock can outlive its holder by a
+        // moment when a child process was forked while the file was open (the child shares the open file
+        // description until it execs), so a conflict is retried briefly before it is reported.
+        for (int attempt = 0; ; attempt++)
+        {
+            int conflict = Conflict(fd, perms, denied);
+            if (conflict < 0)
+                break;
+            if (attempt >= 10)
+                throw Locked(path, conflict);
+            Thread.Sleep(20);
+        }
         foreach (var p in perms)
             Set(fd, 100 + p, F_RDLCK);
         foreach (var p in denied)
             Set(fd, 200 + p, F_RDLCK);
+    }
+
+    private static int Conflict(SafeFileHandle fd, int[] perms, int[] denied)
+    {
+        foreach (var p in perms)
+            if (IsLockedByOther(fd, 200 + p))
+                return p;
+        foreach (var p in denied)
+            if (IsLockedByOther(fd, 100 + p))
+                return p;
+        return -1;
     }
 
     private static Qcow2LockedException Locked(string path, int perm)

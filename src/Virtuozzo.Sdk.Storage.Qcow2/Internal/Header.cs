@@ -54,6 +54,10 @@ internal sealed class Header
     public bool ExtendedL2 => (Incompatible & IncompatExtL2) != 0;
     public int RefcountBits => 1 << RefcountOrder;
 
+    public bool HasDataFile => (Incompatible & IncompatDataFile) != 0;
+
+    public string? DataFileName => Extensions.FirstOrDefault(e => e.Type == ExtDataFile).Data is { } d ? Encoding.UTF8.GetString(d) : null;
+
     public static Header Parse(ReadOnlySpan<byte> b, long fileLength)
     {
         if (b.Length < 72 || BinaryPrimitives.ReadUInt32BigEndian(b) != Magic)
@@ -115,8 +119,6 @@ internal sealed class Header
         ulong unknown = h.Incompatible & ~IncompatKnown;
         if (unknown != 0)
             throw new Qcow2NotSupportedException($"Unsupported incompatible feature bits 0x{unknown:x}.");
-        if ((h.Incompatible & IncompatDataFile) != 0)
-            throw new Qcow2NotSupportedException("Images with an external data file are not supported.");
         bool compressionBit = (h.Incompatible & IncompatCompression) != 0;
         if (compressionBit != (h.CompressionType != 0))
             throw new Qcow2FormatException("The compression type field and the compression-type feature bit disagree.");
@@ -167,6 +169,8 @@ internal sealed class Header
             }
             p += 8 + (int)((len + 7) & ~7u);
         }
+        if ((h.Incompatible & IncompatDataFile) != 0 && !h.Extensions.Any(e => e.Type == ExtDataFile))
+            throw new Qcow2FormatException("The image needs an external data file but does not name it.");
         _ = fileLength;
         return h;
     }

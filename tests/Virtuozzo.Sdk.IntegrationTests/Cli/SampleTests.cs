@@ -6,7 +6,7 @@ namespace Virtuozzo.Sdk.IntegrationTests.Cli;
 
 public class SampleTests
 {
-    [IntegrationFact("qemu-system-x86_64")]
+    [IntegrationFact("qemu-system-x86_64", "runc", "qemu-storage-daemon", "busybox")]
     public async Task The_quick_start_sample_runs_to_the_end_and_leaves_no_guarantee_behind()
     {
         using var dir = new TempDirectory();
@@ -14,6 +14,8 @@ public class SampleTests
             new Command("dotnet").WithArguments(Path.Combine(AppContext.BaseDirectory, "QuickStart.dll"), dir.Path).WithTimeout(TimeSpan.FromMinutes(2)));
         r.StandardOutput.Should().Contain("KVM:").And.Contain("uname says: Linux").And.Contain("A failing command throws: exit code 3")
             .And.Contain("Refused:").And.Contain("Guaranteed: 1 GiB");
+        if (Prerequisites.IsRoot)
+            r.StandardOutput.Should().Contain("hostname inside: demo").And.Contain("Live change: memsize 512M").And.Contain("Deleted container");
         var ledger = await File.ReadAllTextAsync(Path.Combine(dir.Path, "ledger.json"));
         ledger.Should().Contain("\"reservations\": []");
     }

@@ -98,13 +98,16 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
         var c = await RunningAsync("set");
         try
         {
-            var updated = await Client.SetAsync(c.Id.ToString(), new ContainerSetOptions { MemSize = ByteSize.Parse("300M"), Swap = ByteSize.Parse("64M"), Cpus = 1, Pids = 100, DiskSpace = ByteSize.Parse("256M") });
+            var updated = await Client.SetAsync(c.Id.ToString(), new ContainerSetOptions { MemSize = ByteSize.Parse("300M"), Swap = ByteSize.Parse("64M"), Cpus = 1, Pids = 100, DiskSpace = ByteSize.Parse("256M"), CpuMask = "0", CpuUnits = 2000 });
             updated.Resources.MemSize.Should().Be(ByteSize.Parse("300M"));
             var cg = Cgroups.Directories(c.Id, CgroupRole.Payload);
             File.ReadAllText(Path.Combine(cg["memory"], "memory.limit_in_bytes")).Trim().Should().Be((300L << 20).ToString());
             File.ReadAllText(Path.Combine(cg["memory"], "memory.memsw.limit_in_bytes")).Trim().Should().Be((364L << 20).ToString());
             File.ReadAllText(Path.Combine(cg["cpu"], "cpu.cfs_quota_us")).Trim().Should().Be("100000");
             File.ReadAllText(Path.Combine(cg["pids"], "pids.max")).Trim().Should().Be("100");
+            File.ReadAllText(Path.Combine(cg["cpuset"], "cpuset.cpus")).Trim().Should().Be("0");
+            File.ReadAllText(Path.Combine(cg["cpu"], "cpu.shares")).Trim().Should().Be("2048");
+            (await Sh(c, "grep Cpus_allowed_list /proc/self/status")).StandardOutput.Should().Contain("\t0\n");
             var export = Path.Combine(fx.Root.Path, "run", c.Id.ToString(), "disk.raw");
             new FileInfo(export).Length.Should().Be(256L << 20, "the disk grew online");
             async Task<long> RootSizeKb() => long.Parse((await Sh(c, "df -k / | tail -1")).StandardOutput.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);

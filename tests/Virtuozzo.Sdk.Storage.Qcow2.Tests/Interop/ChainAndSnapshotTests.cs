@@ -133,6 +133,25 @@ public class ChainAndSnapshotTests
         m.FullyAllocated.Should().Be(q.GetProperty("fully-allocated").GetInt64());
     }
 
+    [IntegrationFact("qemu-img")]
+    public void Measure_of_a_sparse_raw_source_matches_qemu_img_measure()
+    {
+        using var dir = new TempDirectory();
+        var raw = dir.File("s.raw");
+        using (var fs = new FileStream(raw, FileMode.Create))
+        {
+            fs.SetLength(256 << 20);
+            fs.Position = 10 << 20;
+            fs.Write(TestData.Pattern(3 << 20, 1));
+            fs.Position = 100 << 20;
+            fs.Write(TestData.Pattern(70_000, 2));
+        }
+        var q = Qemu.Json("measure", "--output=json", "-O", "qcow2", "-f", "raw", raw);
+        var m = Qcow2Image.Measure(new Qcow2CreateOptions(), raw);
+        m.Required.Should().Be(q.GetProperty("required").GetInt64());
+        m.FullyAllocated.Should().Be(q.GetProperty("fully-allocated").GetInt64());
+    }
+
     [IntegrationFact("qemu-img", "qemu-io")]
     public void Bitmaps_written_by_qemu_read_back_and_library_writes_set_bits_qemu_accepts()
     {

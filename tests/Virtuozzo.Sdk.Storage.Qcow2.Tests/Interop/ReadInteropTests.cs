@@ -107,6 +107,24 @@ public class ReadInteropTests
         ours.Should().Equal(qemu);
     }
 
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void The_allocation_map_of_a_chain_with_a_short_raw_base_and_preallocated_zeros_matches_qemu_img_map()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("r.raw"), TestData.Pattern(256 << 10, 3));
+        Qemu.Img("create", "-f", "qcow2", "-b", "r.raw", "-F", "raw", dir.File("mid.qcow2"), "2M").Ok();
+        Qemu.Io(dir.File("mid.qcow2"), "write -P 1 1M 128k", "write -z 1536k 64k", "write -P 3 1792k 64k", "write -z 1792k 64k").Ok();
+        var top = dir.File("top.qcow2");
+        Qemu.Img("create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top).Ok();
+        Qemu.Io(top, "write -P 2 64k 64k").Ok();
+        var qemu = Qemu.Json("map", "--output=json", top).EnumerateArray()
+            .Select(e => (e.GetProperty("start").GetInt64(), e.GetProperty("length").GetInt64(), e.GetProperty("depth").GetInt32(), e.GetProperty("data").GetBoolean(), e.GetProperty("zero").GetBoolean(), e.GetProperty("present").GetBoolean(),
+                e.TryGetProperty("offset", out var o) ? o.GetInt64() : (long?)null)).ToList();
+        using var img = Qcow2Image.Open(top, new Qcow2OpenOptions { ReadOnly = true });
+        var ours = img.GetAllocationMap().Select(e => (e.Start, e.Length, e.Depth, e.Data, e.Zero, e.Present, e.Offset)).ToList();
+        ours.Should().Equal(qemu);
+    }
+
     [IntegrationFact("qemu-img")]
     public void Images_backing_each_other_are_refused_as_a_loop()
     {
@@ -116,5 +134,25 @@ public class ReadInteropTests
         Qemu.Img("rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", dir.File("a.qcow2")).Ok();
         var act = () => Qcow2Image.Open(dir.File("b.qcow2"), new Qcow2OpenOptions { ReadOnly = true });
         act.Should().Throw<Qcow2FormatException>().WithMessage("*loop*");
+    }
+}
+
+public class ExternalDataFileTests
+{
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void An_image_with_an_external_data_file_reads_like_qemu_and_refuses_writes()
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("e.qcow2");
+        Qemu.Img("create", "-f", "qcow2", "-o", $"data_file={dir.File("e.data")},data_file_raw=on", file, "4M").Ok();
+        Qemu.Io(file, "write -P 0x21 0 100k", "write -P 0x22 2M 64k", "write -z 3M 64k").Ok();
+        var expected = Qemu.ToRaw(file, dir.Path);
+        using (var img = Qcow2Image.Open(file, new Qcow2OpenOptions { ReadOnly = true }))
+        {
+            TestData.ReadAll(img).SequenceEqual(expected).Should().BeTrue();
+            img.Check().IsClean.Should().BeTrue(string.Join("; ", img.Check().Messages));
+        }
+        var rw = () => Qcow2Image.Open(file);
+        rw.Should().Throw<Qcow2NotSupportedException>().WithMessage("*external data file*");
     }
 }

@@ -199,4 +199,49 @@ public class WriteInteropTests
         raw.AsSpan(0, 512 << 10).ToArray().Should().OnlyContain(b => b == 7);
         raw.AsSpan(512 << 10).ToArray().Should().OnlyContain(b => b == 0);
     }
+
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void Small_writes_to_an_extended_l2_overlay_allocate_only_the_touched_subclusters()
+    {
+        using var dir = new TempDirectory();
+        Qemu.Img("create", "-f", "qcow2", dir.File("base.qcow2"), "1M").Ok();
+        Qemu.Io(dir.File("base.qcow2"), "write -P 0x61 0 1M").Ok();
+        var top = dir.File("top.qcow2");
+        Qemu.Img("create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", "-b", "base.qcow2", "-F", "qcow2", top).Ok();
+        using (var img = Qcow2Image.Open(top))
+        {
+            img.Write(8192 + 100, new byte[3000]);      // subclusters 4 and 5 of cluster 0 (2 KiB each)
+            img.Write(65536 + 30000, new byte[10]);     // one subcluster of cluster 1
+            img.WriteZeroes(131072, 4096);              // two zero subclusters of cluster 2
+        }
+        Qemu.Img("check", top).ExitCode.Should().Be(0);
+        var expected = Enumerable.Repeat((byte)0x61, 1 << 20).ToArray();
+        Array.Clear(expected, 8192 + 100, 3000);
+        Array.Clear(expected, 65536 + 30000, 10);
+        Array.Clear(expected, 131072, 4096);
+        Qemu.ToRaw(top, dir.Path).SequenceEqual(expected).Should().BeTrue();
+        var map = Qemu.Json("map", "--output=json", top).EnumerateArray().Where(e => e.GetProperty("depth").GetInt32() == 0).ToList();
+        map.Sum(e => e.GetProperty("length").GetInt64()).Should().Be(2 * 2048 + 2048 + 4096, "only the touched subclusters belong to the overlay");
+    }
+
+    [IntegrationTheory("qemu-img")]
+    [InlineData(Qcow2Preallocation.Metadata)]
+    [InlineData(Qcow2Preallocation.Full)]
+    public void Preallocated_images_pass_qemu_img_check_and_read_as_zeros(Qcow2Preallocation mode)
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("p.qcow2");
+        using (var img = Qcow2Image.Create(file, new Qcow2CreateOptions { Size = (3 << 20) + 5000, ClusterSize = 65536, Preallocation = mode }))
+        {
+            img.GetAllocationMap().Should().OnlyContain(e => e.Present, "every cluster is allocated up front");
+            img.Write(70_000, new byte[] { 9 });
+        }
+        Qemu.Img("check", file).ExitCode.Should().Be(0);
+        var raw = Qemu.ToRaw(file, dir.Path);
+        raw.Length.Should().Be((3 << 20) + 5120, "sizes round up to whole sectors, as qemu-img create does");
+        raw[70_000].Should().Be(9);
+        raw.Count(b => b != 0).Should().Be(1);
+        var check = Qemu.CheckJson(file, out _);
+        check.GetProperty("allocated-clusters").GetInt64().Should().Be(check.GetProperty("total-clusters").GetInt64());
+    }
 }

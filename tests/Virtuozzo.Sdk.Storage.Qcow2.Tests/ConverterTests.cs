@@ -1,0 +1,82 @@
+namespace Virtuozzo.Sdk.Storage.Qcow2.Tests;
+
+public class ConverterTests
+{
+    private static string MakeRaw(string dir, int seed, long size = 4 << 20)
+    {
+        var raw = Path.Combine(dir, $"src{seed}.raw");
+        using var fs = new FileStream(raw, FileMode.Create);
+        fs.SetLength(size);
+        fs.Position = 100_000;
+        fs.Write(TestData.Pattern(300_000, seed));
+        fs.Position = 2 << 20;
+        fs.Write(TestData.Compressible(500_000, seed));
+        return raw;
+    }
+
+    [Theory]
+    [InlineData(false, 65536, Qcow2CompressionType.Zlib)]
+    [InlineData(true, 65536, Qcow2CompressionType.Zlib)]
+    [InlineData(true, 4096, Qcow2CompressionType.Zstd)]
+    [InlineData(false, 512, Qcow2CompressionType.Zlib)]
+    public void Raw_to_qcow2_and_back_preserves_every_byte_and_skips_zero_ranges(bool compress, int clusterSize, Qcow2CompressionType type)
+    {
+        using var dir = new Virtuozzo.Sdk.Testing.TempDirectory();
+        var raw = MakeRaw(dir.Path, clusterSize);
+        var q = dir.File("out.qcow2");
+        var reports = new List<Qcow2ConvertProgress>();
+        Qcow2Converter.Convert(raw, q, new Qcow2ConvertOptions { Compress = compress, Create = new Qcow2CreateOptions { ClusterSize = clusterSize, CompressionType = type } }, new SyncProgress(reports.Add));
+        reports.Should().NotBeEmpty();
+        reports[^1].BytesDone.Should().Be(reports[^1].TotalBytes);
+        using (var img = Qcow2Image.Open(q, new Qcow2OpenOptions { ReadOnly = true }))
+        {
+            TestData.ReadAll(img).Should().Equal(File.ReadAllBytes(raw));
+            var map = img.GetAllocationMap();
+            map.Where(e => e.Data).Sum(e => e.Length).Should().BeLessThan(1_000_000, "zero ranges are not stored");
+            if (compress)
+                map.Should().Contain(e => e.Kind == Qcow2ExtentKind.Compressed);
+            img.Check().IsClean.Should().BeTrue();
+        }
+        var back = dir.File("back.raw");
+        Qcow2Converter.Convert(q, back, new Qcow2ConvertOptions { OutputFormat = "raw" });
+        File.ReadAllBytes(back).Should().Equal(File.ReadAllBytes(raw));
+    }
+
+    [Fact]
+    public async Task Cancelling_a_conversion_leaves_the_destination_untouched_and_no_temporary_file()
+    {
+        using var dir = new Virtuozzo.Sdk.Testing.TempDirectory();
+        var raw = MakeRaw(dir.Path, 7, 64 << 20);
+        var dest = dir.File("dest.qcow2");
+        File.WriteAllText(dest, "previous contents");
+        using var cts = new CancellationTokenSource();
+        var progress = new SyncProgress(p => { if (p.BytesDone > 0) cts.Cancel(); });
+        var act = () => Qcow2Converter.ConvertAsync(raw, dest, new Qcow2ConvertOptions { Compress = true }, progress, cts.Token);
+        await act.Should().ThrowAsync<OperationCanceledException>();
+        File.ReadAllText(dest).Should().Be("previous contents");
+        Directory.GetFiles(dir.Path).Select(Path.GetFileName).Should().BeEquivalentTo(["src7.raw", "dest.qcow2"]);
+    }
+
+    [Fact]
+    public void Converting_an_overlay_with_a_backing_option_copies_only_the_overlay_data()
+    {
+        using var dir = new Virtuozzo.Sdk.Testing.TempDirectory();
+        using (var b = Qcow2Image.Create(dir.File("base.qcow2"), new Qcow2CreateOptions { Size = 2 << 20 }))
+            b.Write(0, TestData.Pattern(2 << 20, 1));
+        using (var t = Qcow2Image.Create(dir.File("top.qcow2"), new Qcow2CreateOptions { BackingFile = "base.qcow2", BackingFormat = "qcow2" }))
+        {
+            t.Write(65536, TestData.Pattern(65536, 2));
+            t.WriteZeroes(1 << 20, 65536);
+        }
+        Qcow2Converter.Convert(dir.File("top.qcow2"), dir.File("copy.qcow2"), new Qcow2ConvertOptions { Create = new Qcow2CreateOptions { BackingFile = "base.qcow2", BackingFormat = "qcow2" } });
+        using var top = Qcow2Image.Open(dir.File("top.qcow2"), new Qcow2OpenOptions { ReadOnly = true });
+        using var copy = Qcow2Image.Open(dir.File("copy.qcow2"), new Qcow2OpenOptions { ReadOnly = true });
+        TestData.ReadAll(copy).Should().Equal(TestData.ReadAll(top));
+        copy.GetAllocationMap().Where(e => e.Depth == 0 && e.Present).Sum(e => e.Length).Should().Be(2 * 65536);
+    }
+
+    private sealed class SyncProgress(Action<Qcow2ConvertProgress> on) : IProgress<Qcow2ConvertProgress>
+    {
+        public void Report(Qcow2ConvertProgress value) => on(value);
+    }
+}

@@ -122,7 +122,7 @@ internal sealed class GuestAgentClient : IAsyncDisposable
 
     /// <summary>
     /// Resynchronises the channel: sends 0xFF and <c>guest-sync-delimited</c> with a fresh id, discards everything
-    /// until the reply carrying that id. Sends the request again every second until the deadline (the agent may
+    /// until the reply carrying that id. Sends the request again every 250 ms until the deadline (the agent may
     /// still be starting).
     /// </summary>
     public async Task SyncAsync(TimeSpan timeout, CancellationToken cancellationToken)
@@ -151,7 +151,7 @@ internal sealed class GuestAgentClient : IAsyncDisposable
             buffer[0] = 0xFF;
             bytes.CopyTo(buffer, 1);
             await WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
-            var roundEnd = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(1);
+            var roundEnd = DateTimeOffset.UtcNow + TimeSpan.FromMilliseconds(250);
             if (roundEnd > deadline)
                 roundEnd = deadline;
             while (true)

@@ -1,0 +1,292 @@
+using System.Diagnostics;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Testing;
+using Virtuozzo.Sdk.Vm;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Vm;
+
+/// <summary>Lifecycle tests that need a VM of their own (each test boots and stops its guest).</summary>
+public sealed class VmLifecycleTests : IAsyncLifetime
+{
+    private readonly VmTestEnvironment _env = new();
+
+    public Task InitializeAsync() => _env.InitializeAsync();
+
+    public Task DisposeAsync() => _env.DisposeAsync();
+
+    private VirtualMachineClient Client => _env.Client;
+
+    private string RunDir(VmInfo vm) => Path.Combine(_env.Root.Path, "run", vm.Id.ToString());
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_vm_boots_to_its_guest_tools_and_a_polite_stop_powers_it_off_through_them()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("polite"));
+        vm.State.Should().Be(VmState.Stopped);
+        vm.MemoryGuaranteePercent.Should().Be(80);
+        var sw = Stopwatch.StartNew();
+        await Client.StartAsync("polite");
+        await Client.WaitForGuestToolsAsync("polite", TimeSpan.FromSeconds(60));
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(60));
+
+        var method = await Client.StopAsync("polite", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
+        method.Should().Be(VmStopMethod.GuestTools);
+        var after = await Client.GetAsync("polite");
+        after.State.Should().Be(VmState.Stopped);
+        after.ProcessId.Should().BeNull();
+        Directory.Exists(RunDir(vm)).Should().BeFalse();
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
+        (await Client.StopAsync("polite")).Should().Be(VmStopMethod.AlreadyStopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task Without_guest_tools_answering_a_stop_presses_the_acpi_power_button()
+    {
+        await Client.CreateAsync(_env.GuestVm("acpi"));
+        await Client.StartAsync("acpi");
+        await Client.WaitForGuestToolsAsync("acpi", TimeSpan.FromSeconds(60));
+        // The agent goes away for good: init's respawn finds a script that only sleeps.
+        await _env.ShAsync("acpi", "printf '#!/bin/sh\\nexec sleep 3600\\n' > /sbin/qga-run; (sleep 1; killall qemu-ga) </dev/null >/dev/null 2>&1 &");
+        await Task.Delay(2000);
+        var method = await Client.StopAsync("acpi", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
+        method.Should().Be(VmStopMethod.Acpi);
+        (await Client.GetAsync("acpi")).State.Should().Be(VmState.Stopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_guest_that_ignores_the_guest_tools_and_acpi_is_killed_after_the_timeout()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("deaf", deaf: true));
+        await Client.StartAsync("deaf");
+        await Client.WaitForGuestToolsAsync("deaf", TimeSpan.FromSeconds(60));
+        var sw = Stopwatch.StartNew();
+        var method = await Client.StopAsync("deaf", new StopVmOptions { Timeout = TimeSpan.FromSeconds(3) });
+        method.Should().Be(VmStopMethod.Killed);
+        sw.Elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(3)).And.BeLessThan(TimeSpan.FromSeconds(20));
+        (await Client.GetAsync("deaf")).State.Should().Be(VmState.Stopped);
+        Directory.Exists(RunDir(vm)).Should().BeFalse();
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_vm_whose_process_dies_is_reported_stopped_and_its_guarantee_released()
+    {
+        await Client.CreateAsync(_env.GuestVm("dies"));
+        var running = await Client.StartAsync("dies");
+        running.State.Should().Be(VmState.Running);
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().ContainSingle();
+        using (var p = Process.GetProcessById(running.ProcessId!.Value))
+        {
+            p.Kill();
+            await p.WaitForExitAsync();
+        }
+        var info = await Client.GetAsync("dies");
+        info.State.Should().Be(VmState.Stopped);
+        info.ProcessId.Should().BeNull();
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
+        var again = await Client.StartAsync("dies");
+        again.State.Should().Be(VmState.Running);
+        await Client.KillAsync("dies");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_start_that_fails_leaves_no_process_socket_or_reservation_behind()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("broken") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(16) }] });
+        await File.WriteAllTextAsync(vm.Disks[0].ImagePath, "this is not a disk image");
+        var start = () => Client.StartAsync("broken");
+        (await start.Should().ThrowAsync<CommandFailedException>()).Which.StandardErrorTail.Should().NotBeEmpty();
+        Directory.Exists(RunDir(vm)).Should().BeFalse();
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
+        Process.GetProcessesByName("qemu-system-x86_64").Where(p => !p.HasExited)
+            .Should().NotContain(p => File.ReadAllText($"/proc/{p.Id}/cmdline").Contains(vm.Id.ToString()));
+        (await Client.GetAsync("broken")).State.Should().Be(VmState.Stopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_start_the_ledger_cannot_admit_is_refused_before_anything_runs()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("huge") with { MemorySize = ByteSize.FromGiB(64 * 1024), MemoryGuaranteePercent = 100 });
+        var start = () => Client.StartAsync("huge");
+        await start.Should().ThrowAsync<InsufficientResourcesException>();
+        Directory.Exists(RunDir(vm)).Should().BeFalse();
+        (await Client.GetAsync("huge")).State.Should().Be(VmState.Stopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task Starting_a_running_vm_and_deleting_a_running_vm_are_refused()
+    {
+        await Client.CreateAsync(_env.GuestVm("busy"));
+        await Client.StartAsync("busy");
+        await ((Func<Task>)(() => Client.StartAsync("busy"))).Should().ThrowAsync<InvalidStateException>();
+        await ((Func<Task>)(() => Client.DeleteAsync("busy"))).Should().ThrowAsync<InvalidStateException>();
+        await Client.KillAsync("busy");
+        await Client.DeleteAsync("busy");
+        await ((Func<Task>)(() => Client.GetAsync("busy"))).Should().ThrowAsync<NotFoundException>();
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task Names_are_unique_rename_keeps_the_uuid_and_lookups_work_by_name_and_uuid()
+    {
+        var a = await Client.CreateAsync(_env.GuestVm("alpha"));
+        await Client.CreateAsync(_env.GuestVm("beta"));
+        await ((Func<Task>)(() => Client.CreateAsync(_env.GuestVm("alpha")))).Should().ThrowAsync<AlreadyExistsException>();
+        await ((Func<Task>)(() => Client.RenameAsync("alpha", "beta"))).Should().ThrowAsync<AlreadyExistsException>();
+        await ((Func<Task>)(() => Client.CreateAsync(_env.GuestVm(Guid.NewGuid().ToString())))).Should().ThrowAsync<ArgumentException>();
+
+        var renamed = await Client.RenameAsync("alpha", "gamma");
+        renamed.Id.Should().Be(a.Id);
+        (await Client.GetAsync(a.Id.ToString())).Name.Should().Be("gamma");
+        (await Client.GetAsync(a.Id.ToBracedString())).Name.Should().Be("gamma");
+        (await Client.ListAsync()).Select(v => v.Name).Should().Equal("beta", "gamma");
+        await ((Func<Task>)(() => Client.GetAsync("alpha"))).Should().ThrowAsync<NotFoundException>();
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
+    public async Task Switching_to_a_snapshot_restores_the_disk_content_it_had()
+    {
+        var disk = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "snap", 32, new Dictionary<string, string> { ["state.txt"] = "original\n" });
+        await Client.CreateAsync(_env.GuestVm("snappy") with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
+        await Client.StartAsync("snappy");
+        await Client.WaitForGuestToolsAsync("snappy", TimeSpan.FromSeconds(60));
+        (await _env.ShAsync("snappy", "cat /mnt/data/state.txt")).Should().Be("original\n");
+
+        var snap = await Client.CreateSnapshotAsync("snappy", "before-change", "first");
+        snap.IncludesMemory.Should().BeTrue();
+        await _env.ShAsync("snappy", "echo changed > /mnt/data/state.txt; sync");
+        var second = await Client.CreateSnapshotAsync("snappy", "after-change");
+        second.ParentId.Should().Be(snap.Id);
+
+        await Client.SwitchSnapshotAsync("snappy", "before-change");
+        await Client.WaitForGuestToolsAsync("snappy", TimeSpan.FromSeconds(30));
+        (await _env.ShAsync("snappy", "cat /mnt/data/state.txt")).Should().Be("original\n");
+        var list = await Client.ListSnapshotsAsync("snappy");
+        list.Should().HaveCount(2);
+        list.Single(s => s.IsCurrent).Id.Should().Be(snap.Id);
+
+        // Offline: stop, switch to the later snapshot (memory included: the VM resumes), see its content.
+        await Client.KillAsync("snappy");
+        await Client.SwitchSnapshotAsync("snappy", second.Id.ToString());
+        (await Client.GetAsync("snappy")).State.Should().Be(VmState.Running);
+        await Client.WaitForGuestToolsAsync("snappy", TimeSpan.FromSeconds(30));
+        (await _env.ShAsync("snappy", "cat /mnt/data/state.txt")).Should().Be("changed\n");
+
+        await Client.DeleteSnapshotAsync("snappy", "before-change");
+        var left = await Client.ListSnapshotsAsync("snappy");
+        left.Should().ContainSingle().Which.ParentId.Should().BeNull();
+        var img = (await Client.GetAsync("snappy")).Disks[0].ImagePath;
+        await Client.KillAsync("snappy");
+        (await TestGuest.RunAsync("qemu-img", "snapshot", "-l", img)).Should().NotContain("vzsdk-" + snap.Id.ToString("N"));
+    }
+
+    [IntegrationTheory("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_clone_boots_independently_of_its_source(bool linked)
+    {
+        var disk = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "src", 32, new Dictionary<string, string> { ["who.txt"] = "source\n" });
+        var source = await Client.CreateAsync(_env.GuestVm("source") with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
+        var clone = await Client.CloneAsync("source", new CloneVmOptions { Name = "copy", Linked = linked });
+        clone.Id.Should().NotBe(source.Id);
+        clone.MacAddress.Should().NotBe(source.MacAddress);
+
+        await Client.StartAsync("source");
+        await Client.StartAsync("copy");
+        await Client.WaitForGuestToolsAsync("copy", TimeSpan.FromSeconds(60));
+        await Client.WaitForGuestToolsAsync("source", TimeSpan.FromSeconds(60));
+        await _env.ShAsync("copy", "echo clone > /mnt/data/who.txt; sync");
+        (await _env.ShAsync("source", "cat /mnt/data/who.txt")).Should().Be("source\n");
+        (await _env.ShAsync("copy", "cat /mnt/data/who.txt")).Should().Be("clone\n");
+        await Client.KillAsync("copy");
+        await Client.KillAsync("source");
+        (await TestGuest.RunAsync("qemu-img", "check", clone.Disks[0].ImagePath)).Should().Contain("No errors");
+        if (linked)
+        {
+            await ((Func<Task>)(() => Client.DeleteAsync("source"))).Should().ThrowAsync<InvalidStateException>().WithMessage("*linked clone 'copy'*");
+            await Client.DeleteAsync("copy");
+        }
+        await Client.DeleteAsync("source");
+        (await Client.ListAsync()).Select(v => v.Name).Should().Equal(linked ? [] : ["copy"]);
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img")]
+    public async Task Created_disks_are_valid_qcow2_images_and_grow_offline()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("disks") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(100) }] });
+        var img = vm.Disks[0].ImagePath;
+        (await TestGuest.RunAsync("qemu-img", "check", img)).Should().Contain("No errors");
+        (await TestGuest.RunAsync("qemu-img", "info", "--output=json", img)).Should().Contain("\"virtual-size\": 104857600");
+        await Client.ResizeDiskAsync("disks", "hdd0", ByteSize.FromMiB(300));
+        (await TestGuest.RunAsync("qemu-img", "info", "--output=json", img)).Should().Contain("\"virtual-size\": 314572800");
+        await ((Func<Task>)(() => Client.ResizeDiskAsync("disks", "hdd0", ByteSize.FromMiB(200)))).Should().ThrowAsync<ArgumentOutOfRangeException>();
+        var added = await Client.AddDiskAsync("disks", new VmDiskOptions { Size = ByteSize.FromGiB(2) });
+        added.Name.Should().Be("hdd1");
+        (await TestGuest.RunAsync("qemu-img", "check", added.ImagePath)).Should().Contain("No errors");
+        await Client.RemoveDiskAsync("disks", "hdd1");
+        File.Exists(added.ImagePath).Should().BeFalse();
+        (await Client.GetAsync("disks")).Disks.Should().ContainSingle();
+    }
+}
+
+/// <summary>Host integration: the bridge containers share, and the VE's cgroup.</summary>
+public sealed class VmHostIntegrationTests : IAsyncLifetime
+{
+    private readonly VmTestEnvironment _env = new();
+
+    public Task InitializeAsync() => _env.InitializeAsync();
+
+    public Task DisposeAsync() => _env.DisposeAsync();
+
+    [IntegrationFact("qemu-system-x86_64", "ip", Root = true)]
+    public async Task A_bridged_vm_gets_a_tap_on_vzbr0_and_reaches_the_host_address_through_it()
+    {
+        var vm = await _env.Client.CreateAsync(_env.GuestVm("bridged") with { Network = VmNetworkMode.Bridged });
+        await _env.Client.StartAsync("bridged");
+        var tap = "vz" + vm.Id.ToString()[..8] + "t";
+        File.Exists($"/sys/class/net/{tap}/master/uevent").Should().BeTrue();
+        Path.GetFileName(new DirectoryInfo($"/sys/class/net/{tap}/master").ResolveLinkTarget(true)!.FullName).Should().Be("vzbr0");
+        await _env.Client.WaitForGuestToolsAsync("bridged", TimeSpan.FromSeconds(60));
+        var ping = await _env.Client.ExecAsync("bridged", new VmExecOptions
+        {
+            Command = ["ip addr add 10.209.0.250/24 dev eth0 && ping -c 1 -W 3 10.209.0.1"],
+            Shell = true,
+            Timeout = TimeSpan.FromSeconds(20),
+        });
+        ping.ExitCode.Should().Be(0, ping.StandardOutputText + ping.StandardErrorText);
+        await _env.Client.StopAsync("bridged", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        Directory.Exists($"/sys/class/net/{tap}").Should().BeFalse("the tap goes with the VM");
+    }
+
+    [IntegrationFact("qemu-system-x86_64", Root = true)]
+    public async Task A_cpu_limit_puts_the_vm_process_under_the_sdk_cgroup_with_a_quota_and_changes_live()
+    {
+        var vm = await _env.Client.CreateAsync(_env.GuestVm("limited") with { CpuLimitPercent = 50 });
+        var running = await _env.Client.StartAsync("limited");
+        var cg = $"/sys/fs/cgroup/cpu,cpuacct/vzsdk/{vm.Id}/ve";
+        if (!Directory.Exists(cg))
+            cg = $"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}/ve";
+        (await File.ReadAllTextAsync(Path.Combine(cg, "cgroup.procs"))).Split('\n').Should().Contain(running.ProcessId!.Value.ToString());
+        (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("50000");
+        await _env.Client.SetAsync("limited", new SetVmOptions { CpuLimitPercent = 150 });
+        (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("150000");
+        (await _env.Client.GetAsync("limited")).CpuLimitPercent.Should().Be(150);
+        await _env.Client.KillAsync("limited");
+        Directory.Exists(cg).Should().BeFalse("the cgroup goes with the VM");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_cpu_mask_pins_every_vcpu_thread()
+    {
+        await _env.Client.CreateAsync(_env.GuestVm("pinned") with { Cpus = 2, CpuMask = "0" });
+        var running = await _env.Client.StartAsync("pinned");
+        var threads = Directory.GetDirectories($"/proc/{running.ProcessId}/task")
+            .Where(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith("CPU ", StringComparison.Ordinal)).ToList();
+        threads.Should().HaveCount(2);
+        foreach (var t in threads)
+            File.ReadAllLines(Path.Combine(t, "status")).Single(l => l.StartsWith("Cpus_allowed_list:")).Should().EndWith("\t0");
+        await _env.Client.SetAsync("pinned", new SetVmOptions { CpuMask = "1" });
+        foreach (var t in threads)
+            File.ReadAllLines(Path.Combine(t, "status")).Single(l => l.StartsWith("Cpus_allowed_list:")).Should().EndWith("\t1");
+        await _env.Client.KillAsync("pinned");
+    }
+}

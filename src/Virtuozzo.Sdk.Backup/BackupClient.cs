@@ -492,11 +492,8 @@ public sealed class BackupClient
             if (childMeta.Parent == pending.Target)
             {
                 string digest;
-                using (var image = Qcow2Image.Open(Path.Combine(childDir, DiskFile)))
-                {
-                    image.Rebase(pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, DiskFile), pending.NewParent is null ? null : "qcow2");
-                    image.Flush();
-                }
+                DiskCopier.MergeParentInto(Path.Combine(targetDir, DiskFile), Path.Combine(childDir, DiskFile),
+                    pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, DiskFile), ct);
                 using (var image = Qcow2Image.Open(Path.Combine(childDir, DiskFile), new Qcow2OpenOptions { ReadOnly = true, NoBacking = true }))
                     digest = DiskCopier.DigestOfOwnData(image, ct);
                 var updated = childMeta with

@@ -11,7 +11,7 @@ namespace Virtuozzo.Sdk.Backup.Internal;
 /// </summary>
 internal static class DiskCopier
 {
-    private const int Chunk = 1 << 20;
+    private const int Chunk = 4 << 20;
 
     /// <summary>Copies the given guest ranges of <paramref name="source"/> into <paramref name="target"/>; returns the digest.</summary>
     public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct)
@@ -33,6 +33,7 @@ internal static class DiskCopier
                     WriteCompressedRun(target, off, span, cluster);
                 else
                     target.Write(off, span);
+                ct.ThrowIfCancellationRequested();
                 done += n;
                 progress?.Report(done);
             }
@@ -41,15 +42,81 @@ internal static class DiskCopier
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
+    /// <summary>Writes whole clusters compressed in one call (the engine compresses them in parallel); a partial tail uncompressed.</summary>
     private static void WriteCompressedRun(Qcow2Image target, long offset, ReadOnlySpan<byte> data, int cluster)
     {
-        for (var i = 0; i < data.Length; i += cluster)
+        var whole = data.Length / cluster * cluster;
+        if (offset + data.Length == target.Size)
+            whole = data.Length; // the image's last cluster may be short
+        if (whole > 0)
+            target.WriteCompressed(offset, data[..whole]);
+        if (whole < data.Length)
+            target.Write(offset + whole, data[whole..]);
+    }
+
+    /// <summary>
+    /// Merges a backup into its child before the backup is deleted: every range the backup stores itself and the child
+    /// does not is copied into the child (zeros as zeros), flushed, and only then is the child pointed at
+    /// <paramref name="newBacking"/> (relative name, or null for standalone). Work is proportional to the backup's own
+    /// data, not the disk's size. A kill at any point leaves the child correct: until the pointer switch it still reads
+    /// through the backup, whose data it partly holds already.
+    /// </summary>
+    public static void MergeParentInto(string parentFile, string childFile, string? newBacking, CancellationToken ct)
+    {
+        using var parent = Qcow2Image.Open(parentFile, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+        using var child = Qcow2Image.Open(childFile);
+        var cluster = child.GetInfo().ClusterSize;
+        var childOwn = Normalize(OwnRanges(child), cluster, child.Size);
+        var parentExtents = parent.GetAllocationMap().Where(e => e.Kind != Qcow2ExtentKind.Unallocated).ToList();
+        var buffer = new byte[Chunk];
+        foreach (var e in parentExtents)
         {
-            var n = Math.Min(cluster, data.Length - i);
-            if (n == cluster)
-                target.WriteCompressed(offset + i, data.Slice(i, n));
-            else
-                target.Write(offset + i, data.Slice(i, n));
+            foreach (var (start, length) in Subtract(Normalize([(e.Start, e.Length)], cluster, child.Size), childOwn))
+            {
+                for (long off = start; off < start + length; off += Chunk)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var n = (int)Math.Min(Chunk, start + length - off);
+                    if (e.Kind == Qcow2ExtentKind.Zero)
+                    {
+                        child.WriteZeroes(off, n);
+                        continue;
+                    }
+                    var span = buffer.AsSpan(0, n);
+                    parent.Read(off, span);
+                    if (e.Kind == Qcow2ExtentKind.Compressed)
+                        WriteCompressedRun(child, off, span, cluster);
+                    else
+                        child.Write(off, span);
+                }
+            }
+        }
+        child.Flush();
+        child.Rebase(newBacking, newBacking is null ? null : "qcow2", unsafeMode: true);
+        child.Flush();
+    }
+
+    /// <summary>Ranges of <paramref name="a"/> not covered by the sorted, merged <paramref name="b"/>.</summary>
+    internal static IEnumerable<(long Start, long Length)> Subtract(List<(long Start, long Length)> a, List<(long Start, long Length)> b)
+    {
+        foreach (var (s0, l0) in a)
+        {
+            var s = s0;
+            var end = s0 + l0;
+            foreach (var (bs, bl) in b)
+            {
+                if (bs + bl <= s)
+                    continue;
+                if (bs >= end)
+                    break;
+                if (bs > s)
+                    yield return (s, bs - s);
+                s = Math.Max(s, bs + bl);
+                if (s >= end)
+                    break;
+            }
+            if (s < end)
+                yield return (s, end - s);
         }
     }
 

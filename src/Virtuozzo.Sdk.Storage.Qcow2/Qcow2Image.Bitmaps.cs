@@ -291,6 +291,7 @@ public sealed partial class Qcow2Image
     /// <summary>Writes a new bitmap directory, points the header extension at it, then frees the old one.</summary>
     private void WriteBitmapDirectory(List<BitmapEntry> list)
     {
+        FlushMetadata();
         long size = 0;
         foreach (var b in list)
             size += (24 + b.Extra.Length + Encoding.UTF8.GetByteCount(b.Name) + 7) & ~7;

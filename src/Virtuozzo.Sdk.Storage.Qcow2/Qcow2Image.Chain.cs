@@ -48,6 +48,7 @@ public sealed partial class Qcow2Image
                 }
                 if (!unsafeMode)
                     CopyDifferences(next);
+                FlushMetadata();
                 _h.BackingFile = backingFile;
                 _h.BackingFormat = backingFormat;
                 RewriteHeader();
@@ -153,6 +154,7 @@ public sealed partial class Qcow2Image
                         Commit(pending, [], false);
                     }
                 }
+                FlushMetadata();
                 _file.Flush();
             }
             finally
@@ -199,6 +201,7 @@ public sealed partial class Qcow2Image
                 }
                 _h.Compatible = lazy ? _h.Compatible | Header.CompatLazyRefcounts : _h.Compatible & ~Header.CompatLazyRefcounts;
             }
+            FlushMetadata();
             _h.Version = (uint)version;
             RewriteHeader();
         }
@@ -238,6 +241,7 @@ public sealed partial class Qcow2Image
                 l2 = l2w;
             }
         }
+        FlushMetadata();
         _file.Flush();
     }
 

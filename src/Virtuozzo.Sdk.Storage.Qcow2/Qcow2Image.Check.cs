@@ -35,6 +35,8 @@ public sealed partial class Qcow2Image
             ThrowIfDisposed();
             if (repair != Qcow2RepairMode.None)
                 ThrowIfReadOnly();
+            if (!_options.ReadOnly)
+                FlushMetadata();
             var before = CheckCore();
             if (repair == Qcow2RepairMode.None || before.IsClean)
                 return before;

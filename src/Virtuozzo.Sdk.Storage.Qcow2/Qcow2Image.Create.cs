@@ -162,6 +162,7 @@ public sealed partial class Qcow2Image
             SetSize(size);
             if (prealloc != Qcow2Preallocation.Off)
                 Preallocate(prealloc == Qcow2Preallocation.Full);
+            FlushMetadata();
             _file.Flush();
         }
     }

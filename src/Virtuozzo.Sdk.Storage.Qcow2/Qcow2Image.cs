@@ -317,7 +317,10 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             try
             {
                 if (!_options.ReadOnly)
+                {
+                    FlushMetadata();
                     _file.Flush();
+                }
             }
             finally
             {

@@ -12,9 +12,9 @@ public class ModelTests
         public override string ToString() => $"{Kind}@{Offset}+{Length}#{Seed}";
     }
 
-    public sealed record ImageConfig(int ClusterSize, int RefcountBits, int Version, bool ExtendedL2, int Size)
+    public sealed record ImageConfig(int ClusterSize, int RefcountBits, int Version, bool ExtendedL2, int Size, bool TinyCache = false)
     {
-        public override string ToString() => $"cs={ClusterSize} rb={RefcountBits} v{Version} ext={ExtendedL2} size={Size}";
+        public override string ToString() => $"cs={ClusterSize} rb={RefcountBits} v{Version} ext={ExtendedL2} size={Size} tiny={TinyCache}";
     }
 
     private static readonly Gen<ImageConfig> Configs =
@@ -23,7 +23,8 @@ public class ModelTests
         from v in Gen.Elements(2, 3)
         from ext in Gen.Elements(false, true)
         from size in Gen.Choose(1, 3 << 20)
-        select new ImageConfig(cs, v == 2 ? 16 : rb, v, ext && v == 3 && cs >= 16384, size);
+        from tiny in Gen.Elements(false, false, true)
+        select new ImageConfig(cs, v == 2 ? 16 : rb, v, ext && v == 3 && cs >= 16384, size, tiny);
 
     private static readonly Gen<Op> Ops =
         from kind in Gen.Frequency((6, Gen.Constant(0)), (2, Gen.Constant(1)), (2, Gen.Constant(2)), (2, Gen.Constant(3)), (1, Gen.Constant(4)), (1, Gen.Constant(5)), (1, Gen.Constant(6)), (1, Gen.Constant(7)), (1, Gen.Constant(8)))
@@ -47,7 +48,9 @@ public class ModelTests
         var model = new byte[size];
         var snapshots = new List<(string Name, byte[] Data)>();
         int snapshotLimit = c.RefcountBits switch { 1 => 0, 2 => 2, _ => 4 };
-        var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = c.ClusterSize, RefcountBits = c.RefcountBits, Version = c.Version, ExtendedL2 = c.ExtendedL2 });
+        // a tiny L2 cache forces evictions, so delayed metadata is flushed mid-operation
+        var open = new Qcow2OpenOptions { L2CacheSize = c.TinyCache ? 2L * c.ClusterSize : 32L << 20 };
+        var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = c.ClusterSize, RefcountBits = c.RefcountBits, Version = c.Version, ExtendedL2 = c.ExtendedL2 }, open);
         try
         {
             foreach (var op in ops)
@@ -133,7 +136,7 @@ public class ModelTests
                         break;
                     default:
                         img.Dispose();
-                        img = Qcow2Image.Open(storage);
+                        img = Qcow2Image.Open(storage, open);
                         break;
                 }
             }

@@ -155,11 +155,12 @@ internal static partial class DiskCommand
         var disable = new Option<bool>("--disable") { Description = "Stop tracking writes (with --add: add it disabled)." };
         var merge = new Option<string?>("--merge") { Description = "Merge this source bitmap into BITMAP." };
         var gran = new Option<string?>("-g") { Description = "Granularity for --add (default 64k)." };
+        var sourceFile = new Option<string?>("-b") { Description = "With --merge: the image that holds the source bitmap." };
         var list = new Option<bool>("--list") { Description = "List the dirty extents of BITMAP (vzsdk extension; JSON with --output=json)." };
         var output = OutputOption();
         var file = new Argument<string>("FILE");
         var name = new Argument<string>("BITMAP");
-        var cmd = new Command("bitmap", "Manage persistent dirty bitmaps (qemu-img bitmap).") { add, remove, clear, enable, disable, merge, gran, list, output, file, name };
+        var cmd = new Command("bitmap", "Manage persistent dirty bitmaps (qemu-img bitmap).") { add, remove, clear, enable, disable, merge, gran, sourceFile, list, output, file, name };
         cmd.SetAction(pr =>
         {
             var bitmap = pr.GetValue(name)!;
@@ -177,7 +178,15 @@ internal static partial class DiskCommand
             if (pr.GetValue(clear))
                 img.ClearBitmap(bitmap);
             if (pr.GetValue(merge) is { } src)
-                img.MergeBitmap(src, bitmap);
+            {
+                if (pr.GetValue(sourceFile) is { } other)
+                {
+                    using var from = Qcow2Image.Open(other, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+                    img.MergeBitmap(from, src, bitmap);
+                }
+                else
+                    img.MergeBitmap(src, bitmap);
+            }
             if (pr.GetValue(list))
             {
                 var extents = img.GetDirtyExtents(bitmap);

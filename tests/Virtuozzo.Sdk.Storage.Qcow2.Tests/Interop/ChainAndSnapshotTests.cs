@@ -182,6 +182,11 @@ public class ChainAndSnapshotTests
         using (var img = Qcow2Image.Open(file))
         {
             img.GetDirtyExtents("merged").Should().Equal(img.GetDirtyExtents("ours"));
+            // merging from another image
+            using var other = Qcow2Image.Create(dir.File("other.qcow2"), new Qcow2CreateOptions { Size = 4 << 20 });
+            other.AddBitmap("x", 65536);
+            other.MergeBitmap(img, "ours", "x");
+            other.GetDirtyExtents("x").Should().Equal(img.GetDirtyExtents("ours"));
             img.RemoveBitmap("ours");
             img.ClearBitmap("qb");
             img.GetDirtyExtents("qb").Should().BeEmpty();

@@ -116,6 +116,8 @@ public sealed partial class Qcow2Image
             bool fullyAllocated = _eb == 8 ? (e & ZeroFlag) == 0 : (uint)bm == 0xffff_ffffu;
             if (owned && host >= _file.Length)
                 throw new Qcow2FormatException($"Data cluster at host offset 0x{host:x} lies past the end of the image file: the image is corrupt (run check -r all).");
+            if (owned)
+                CheckNotMetadata(host);
             if (owned && fullyAllocated)
             {
                 _file.Write(host + inCl, chunk);
@@ -198,6 +200,8 @@ public sealed partial class Qcow2Image
         chunk.CopyTo(buf.AsSpan(inCl - from));
         long host = (long)(e & OffsetMask);
         bool owned = host != 0 && (e & Copied) != 0;
+        if (owned)
+            CheckNotMetadata(host);
         uint alloc = (uint)bm | mask;
         uint zero = (uint)(bm >> 32) & ~mask;
         ulong bitmap = ((ulong)zero << 32) | alloc;
@@ -221,6 +225,23 @@ public sealed partial class Qcow2Image
             _file.Write(target + from, buf);
         pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, bitmap));
         return true;
+    }
+
+    /// <summary>
+    /// Refuses an in-place data write into a cluster that holds metadata (a corrupt or hostile L2 entry),
+    /// like QEMU's overlap checks: the header, the L1 table, the refcount table, the snapshot table, and
+    /// every cached L2 table and refcount block.
+    /// </summary>
+    private void CheckNotMetadata(long host)
+    {
+        static bool In(long x, long start, long length) => length > 0 && x >= start && x < start + length;
+        long snapBytes = _snapshots.Count == 0 ? 0 : _snapshots.Sum(s => (long)SnapshotEntry.SizeOf(s));
+        if (host < _cs
+            || In(host, _h.L1TableOffset, (long)_l1.Length * 8)
+            || In(host, _h.RefcountTableOffset, (long)_h.RefcountTableClusters * _cs)
+            || In(host, _h.SnapshotsOffset, snapBytes)
+            || _l2Cache.Contains(host) || _rbCache.Contains(host))
+            throw new Qcow2FormatException($"An L2 entry points guest data at metadata (host offset 0x{host:x}): the image is corrupt (run check -r all); nothing was written.");
     }
 
     /// <summary>A cluster-sized buffer for a guest cluster; the last cluster may be shorter than a cluster past the virtual end.</summary>

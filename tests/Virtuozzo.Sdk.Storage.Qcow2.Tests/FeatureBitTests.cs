@@ -144,4 +144,20 @@ public class FeatureBitTests
         }
         _ = leakCluster;
     }
+
+    [Fact]
+    public void A_data_cluster_pointing_at_metadata_is_never_written_over()
+    {
+        var b = Image(out int cs);
+        long l1 = (long)U64(b, 40);
+        long l2 = (long)(U64(b, (int)l1) & 0x00ff_ffff_ffff_fe00UL);
+        // make guest cluster 0 point at the L1 table itself
+        SetU64(b, (int)l2, (1UL << 63) | (ulong)l1);
+        var s = new MemoryStorage(b);
+        using (var img = Qcow2Image.Open(s))
+        {
+            img.Invoking(i => i.Write(10, new byte[] { 1, 2, 3 })).Should().Throw<Qcow2FormatException>().WithMessage("*metadata*");
+        }
+        s.ToArray().AsSpan((int)l1, cs).SequenceEqual(b.AsSpan((int)l1, cs)).Should().BeTrue("the L1 table is untouched");
+    }
 }

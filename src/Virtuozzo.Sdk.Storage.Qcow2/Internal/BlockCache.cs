@@ -8,6 +8,8 @@ internal sealed class BlockCache(int capacity)
 
     public int Count => _map.Count;
 
+    public bool Contains(long key) => _map.ContainsKey(key);
+
     public int Capacity => Math.Max(2, capacity);
 
     public bool TryGet(long key, out byte[] data)

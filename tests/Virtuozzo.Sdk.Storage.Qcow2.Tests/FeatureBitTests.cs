@@ -97,7 +97,7 @@ public class FeatureBitTests
     public void Unknown_header_fields_and_extensions_survive_writes_and_repairs()
     {
         var b = Image(out int cs);
-        var h = Header.Parse(b, b.Length);
+        var h = Header.Parse(b);
         h.Extensions.Add((0x12345678u, [1, 2, 3, 4, 5]));
         h.HeaderLength = 120;
         h.Tail = new byte[15];
@@ -110,7 +110,7 @@ public class FeatureBitTests
             img.Resize(4 << 20);
             img.Check(Qcow2RepairMode.All);
         }
-        var after = Header.Parse(s.ToArray(), s.Length);
+        var after = Header.Parse(s.ToArray());
         after.HeaderLength.Should().Be(120);
         after.Tail[7].Should().Be(0x42);
         after.Extensions.Should().Contain(e => e.Type == 0x12345678u && e.Data.SequenceEqual(new byte[] { 1, 2, 3, 4, 5 }));

@@ -29,7 +29,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
     private readonly int _cs;
     private readonly int _l2Entries;
     private readonly int _eb;
-    private readonly long _rbEntries;
+    private long _rbEntries;
     private readonly BlockCache _l2Cache;
     private readonly BlockCache _rbCache;
     private ulong[] _l1;

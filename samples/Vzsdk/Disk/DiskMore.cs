@@ -124,7 +124,7 @@ internal static partial class DiskCommand
     {
         var o = OOption();
         var file = new Argument<string>("FILE");
-        var cmd = new Command("amend", "Change image options in place: compat, lazy_refcounts (qemu-img amend).") { o, file };
+        var cmd = new Command("amend", "Change image options in place: compat, lazy_refcounts, refcount_bits (qemu-img amend).") { o, file };
         cmd.SetAction(pr =>
         {
             var opts = DiskArgs.ParseOptions(pr.GetValue(o));
@@ -136,7 +136,8 @@ internal static partial class DiskCommand
                 {
                     "compat" => a with { Version = v switch { "0.10" or "v2" => 2, "1.1" or "v3" => 3, _ => throw new UsageException($"Invalid compat '{v}'.") } },
                     "lazy_refcounts" => a with { LazyRefcounts = DiskArgs.ParseBool(k, v) },
-                    _ => throw new UsageException($"Option '{k}' cannot be amended here (compat, lazy_refcounts)."),
+                    "refcount_bits" => a with { RefcountBits = int.Parse(v, System.Globalization.CultureInfo.InvariantCulture) },
+                    _ => throw new UsageException($"Option '{k}' cannot be amended here (compat, lazy_refcounts, refcount_bits)."),
                 };
             using var img = Qcow2Image.Open(pr.GetValue(file)!);
             img.Amend(a);

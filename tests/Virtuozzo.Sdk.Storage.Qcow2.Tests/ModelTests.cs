@@ -178,6 +178,32 @@ public class ModelTests
     }
 
     [Fact]
+    public void Concurrent_overlapping_writes_discards_and_reads_keep_the_metadata_consistent()
+    {
+        var storage = new MemoryStorage();
+        using var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = 4 << 20, ClusterSize = 4096 }, new Qcow2OpenOptions { L2CacheSize = 8 * 4096 });
+        Parallel.For(0, 4, t =>
+        {
+            var rnd = new Random(t);
+            var buf = new byte[20_000];
+            for (int i = 0; i < 300; i++)
+            {
+                long off = rnd.NextInt64((4 << 20) - buf.Length);
+                switch (rnd.Next(5))
+                {
+                    case 0: img.Write(off, TestData.Pattern(rnd.Next(1, buf.Length), i)); break;
+                    case 1: img.Discard(off, rnd.Next(1, 100_000) is var n && off + n <= (4 << 20) ? n : 1); break;
+                    case 2: img.WriteZeroes(off, rnd.Next(1, buf.Length)); break;
+                    case 3: img.WriteCompressed(off / 4096 * 4096, TestData.Compressible(8192, i)); break;
+                    default: img.Read(off, buf); break;
+                }
+            }
+        });
+        var check = img.Check();
+        check.IsClean.Should().BeTrue(string.Join("; ", check.Messages.Take(5)));
+    }
+
+    [Fact]
     public void The_stream_view_reads_and_writes_the_virtual_disk()
     {
         var storage = new MemoryStorage();

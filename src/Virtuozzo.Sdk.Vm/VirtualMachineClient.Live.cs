@@ -169,10 +169,15 @@ public sealed partial class VirtualMachineClient
                 throw new InvalidStateException($"The VM '{s.Config.Name}' has only {free.Count} free vCPU slots.");
             foreach (var slot in free.Take(add))
             {
-                var args = new JsonObject { ["driver"] = slot["type"]!.GetValue<string>(), ["id"] = "vcpu" + Guid.NewGuid().ToString("N")[..8] };
-                foreach (var (k, v) in slot["props"]!.AsObject())
-                    args[k] = v?.DeepClone();
+                var cpu = new VmHotplugCpu("vcpu" + Guid.NewGuid().ToString("N")[..8], slot["type"]!.GetValue<string>(),
+                    slot["props"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<long>()));
+                var args = new JsonObject { ["driver"] = cpu.Driver, ["id"] = cpu.Id };
+                foreach (var (k, v) in cpu.Properties)
+                    args[k] = v;
                 await qmp.ExecuteAsync("device_add", args, QmpTimeout, ct).ConfigureAwait(false);
+                rt = rt with { HotplugCpus = [.. rt.HotplugCpus, cpu] };
+                s.Runtime = rt;
+                await WriteRuntimeAsync(s.Paths, rt, ct).ConfigureAwait(false);
             }
         }
         // The guest sees new vCPUs offline: bring them online through the guest tools (best effort: a guest without
@@ -215,7 +220,10 @@ public sealed partial class VirtualMachineClient
         var ct = cancellationToken;
         return WithVmAsync(nameOrId, async s =>
         {
-            var name = "hdd" + Inv(Enumerable.Range(0, 64).First(i => s.Config.Disks.All(d => d.Name != "hdd" + Inv(i))));
+            var free = Enumerable.Range(0, QemuCommandLine.MaxDisks).Where(i => s.Config.Disks.All(d => d.Name != "hdd" + Inv(i))).ToList();
+            if (free.Count == 0)
+                throw new InsufficientResourcesException($"The VM '{s.Config.Name}' already has {QemuCommandLine.MaxDisks} disks, the most it can have.");
+            var name = "hdd" + Inv(free[0]);
             var d = await MakeDiskAsync(s.Paths, name, disk, ct).ConfigureAwait(false);
             var path = s.Paths.DiskPath(d);
             try
@@ -233,7 +241,7 @@ public sealed partial class VirtualMachineClient
                         }, QmpTimeout, ct).ConfigureAwait(false);
                         try
                         {
-                            await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "virtio-blk-pci", ["drive"] = name + "-fmt", ["id"] = name }, QmpTimeout, ct).ConfigureAwait(false);
+                            await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "virtio-blk-pci", ["drive"] = name + "-fmt", ["id"] = name, ["addr"] = QemuCommandLine.DiskSlot(name) }, QmpTimeout, ct).ConfigureAwait(false);
                         }
                         catch (QmpException)
                         {
@@ -357,7 +365,12 @@ public sealed partial class VirtualMachineClient
                 }
             }
             File.Move(tmp, path, overwrite: true);
-            s.Config = s.Config with { SuspendedStateFile = file };
+            var rt = s.Runtime!;
+            s.Config = s.Config with
+            {
+                SuspendedStateFile = file,
+                SuspendedHardware = new VmSuspendedHardware(rt.BaseMemoryBytes, rt.Dimms, rt.Cpus, rt.TargetMemoryBytes, rt.HotplugCpus, rt.BootCpus),
+            };
             await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
             await KillProcessAsync(s.Runtime!.Pid, CancellationToken.None).ConfigureAwait(false);
             await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);

@@ -437,7 +437,18 @@ public sealed partial class VirtualMachineClient
                 // Recorded before the emulator runs, so that a failed start removes the tap too.
                 await WriteRuntimeAsync(s.Paths, new VmRuntime { Pid = 0, ProcessStartTime = 0, StartedAt = DateTimeOffset.UtcNow, BaseMemoryBytes = c.MemoryBytes, TapDevice = tap }, ct).ConfigureAwait(false);
             }
-            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch { Software = software, IncomingStateFile = incoming, Paused = paused, TapDevice = tap });
+            var hw = incoming is not null ? c.SuspendedHardware : null;
+            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch
+            {
+                Software = software,
+                IncomingStateFile = incoming,
+                Paused = paused,
+                TapDevice = tap,
+                BaseMemoryBytes = hw?.BaseMemoryBytes,
+                Dimms = hw?.Dimms ?? [],
+                Cpus = hw is null ? null : hw.BootCpus > 0 ? hw.BootCpus : hw.Cpus,
+                HotplugCpus = hw?.HotplugCpus ?? [],
+            });
             _logger.LogDebug("Starting VM {Name}: {Args}", c.Name, string.Join(' ', args));
             await _host.ExecuteBufferedAsync(new Command(Emulator).WithArguments(args).WithTimeout(_options.StartTimeout), ct).ConfigureAwait(false);
             pid = int.Parse((await File.ReadAllTextAsync(s.Paths.PidFile, ct).ConfigureAwait(false)).Trim(), CultureInfo.InvariantCulture);
@@ -447,9 +458,12 @@ public sealed partial class VirtualMachineClient
                 Pid = pid,
                 ProcessStartTime = stat.StartTime,
                 StartedAt = DateTimeOffset.UtcNow,
-                BaseMemoryBytes = c.MemoryBytes,
-                TargetMemoryBytes = c.MemoryBytes,
-                Cpus = c.Cpus,
+                BaseMemoryBytes = hw?.BaseMemoryBytes ?? c.MemoryBytes,
+                Dimms = hw?.Dimms ?? [],
+                TargetMemoryBytes = hw?.TargetMemoryBytes ?? c.MemoryBytes,
+                Cpus = hw?.Cpus ?? c.Cpus,
+                BootCpus = hw is null ? c.Cpus : hw.BootCpus > 0 ? hw.BootCpus : hw.Cpus,
+                HotplugCpus = hw?.HotplugCpus ?? [],
                 Software = software,
                 TapDevice = tap,
             };
@@ -470,7 +484,7 @@ public sealed partial class VirtualMachineClient
                 await ApplyCpuMaskAsync(s, mask, ct).ConfigureAwait(false);
             if (incoming is not null)
             {
-                s.Config = c with { SuspendedStateFile = null };
+                s.Config = c with { SuspendedStateFile = null, SuspendedHardware = null };
                 await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
                 File.Delete(incoming);
             }

@@ -40,6 +40,24 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     }
 
     [IntegrationFact("qemu-system-x86_64")]
+    public async Task Reset_reboots_the_guest()
+    {
+        await Client.CreateAsync(_env.GuestVm("rebooter"));
+        await Client.StartAsync("rebooter");
+        await Client.WaitForGuestToolsAsync("rebooter", TimeSpan.FromSeconds(60));
+        await Task.Delay(3000);
+        var before = double.Parse((await _env.ShAsync("rebooter", "cut -d' ' -f1 /proc/uptime")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var pid = (await Client.GetAsync("rebooter")).ProcessId;
+        await Client.ResetAsync("rebooter");
+        await Task.Delay(500);
+        await Client.WaitForGuestToolsAsync("rebooter", TimeSpan.FromSeconds(60));
+        var after = double.Parse((await _env.ShAsync("rebooter", "cut -d' ' -f1 /proc/uptime")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        after.Should().BeLessThan(before, "the guest booted again");
+        (await Client.GetAsync("rebooter")).ProcessId.Should().Be(pid, "a reset keeps the same emulator process");
+        await Client.KillAsync("rebooter");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
     public async Task Without_guest_tools_answering_a_stop_presses_the_acpi_power_button()
     {
         await Client.CreateAsync(_env.GuestVm("acpi"));
@@ -179,6 +197,40 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         (await TestGuest.RunAsync("qemu-img", "snapshot", "-l", img)).Should().NotContain("vzsdk-" + snap.Id.ToString("N"));
     }
 
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
+    public async Task A_snapshot_of_a_stopped_vm_holds_only_its_disks_and_switching_to_it_reverts_them()
+    {
+        var disk = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "cold", 32, new Dictionary<string, string> { ["state.txt"] = "cold\n" });
+        await Client.CreateAsync(_env.GuestVm("cold") with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
+        var snap = await Client.CreateSnapshotAsync("cold", "pristine");
+        snap.IncludesMemory.Should().BeFalse();
+        (await Client.GetAsync("cold")).State.Should().Be(VmState.Stopped, "snapshotting a stopped VM leaves it stopped");
+
+        await Client.StartAsync("cold");
+        await Client.WaitForGuestToolsAsync("cold", TimeSpan.FromSeconds(60));
+        await _env.ShAsync("cold", "echo warm > /mnt/data/state.txt; sync");
+        await ((Func<Task>)(() => Client.SwitchSnapshotAsync("cold", "pristine"))).Should().ThrowAsync<InvalidStateException>().WithMessage("*holds no memory*");
+        await Client.StopAsync("cold", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+
+        await Client.SwitchSnapshotAsync("cold", "pristine");
+        (await Client.GetAsync("cold")).State.Should().Be(VmState.Stopped);
+        await Client.StartAsync("cold");
+        await Client.WaitForGuestToolsAsync("cold", TimeSpan.FromSeconds(60));
+        (await _env.ShAsync("cold", "cat /mnt/data/state.txt")).Should().Be("cold\n");
+        await Client.KillAsync("cold");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_running_vms_disk_is_locked_against_a_second_writer()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("locked") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }] });
+        await Client.StartAsync("locked");
+        var open = async () => await (await Storage.Qcow2.Qcow2Image.OpenAsync(vm.Disks[0].ImagePath)).DisposeAsync();
+        await open.Should().ThrowAsync<Storage.Qcow2.Qcow2LockedException>();
+        await Client.KillAsync("locked");
+        await open.Should().NotThrowAsync("the lock goes with the emulator");
+    }
+
     [IntegrationTheory("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
     [InlineData(false)]
     [InlineData(true)]
@@ -272,6 +324,17 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
         (await _env.Client.GetAsync("limited")).CpuLimitPercent.Should().Be(150);
         await _env.Client.KillAsync("limited");
         Directory.Exists(cg).Should().BeFalse("the cgroup goes with the VM");
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "ip", Root = true)]
+    public async Task A_bridged_start_that_fails_removes_its_tap_and_cgroup()
+    {
+        var vm = await _env.Client.CreateAsync(_env.GuestVm("badtap") with { Network = VmNetworkMode.Bridged, CpuLimitPercent = 50, Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(16) }] });
+        await File.WriteAllTextAsync(vm.Disks[0].ImagePath, "garbage");
+        await ((Func<Task>)(() => _env.Client.StartAsync("badtap"))).Should().ThrowAsync<CommandFailedException>();
+        Directory.Exists("/sys/class/net/vz" + vm.Id.ToString()[..8] + "t").Should().BeFalse();
+        Directory.Exists($"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}").Should().BeFalse();
+        Directory.Exists(Path.Combine(_env.Root.Path, "run", vm.Id.ToString())).Should().BeFalse();
     }
 
     [IntegrationFact("qemu-system-x86_64")]

@@ -451,8 +451,10 @@ public sealed partial class VirtualMachineClient
             });
             _logger.LogDebug("Starting VM {Name}: {Args}", c.Name, string.Join(' ', args));
             await _host.ExecuteBufferedAsync(new Command(Emulator).WithArguments(args).WithTimeout(_options.StartTimeout), ct).ConfigureAwait(false);
+            if (!File.Exists(s.Paths.PidFile))
+                throw new InvalidStateException($"The VM '{c.Name}' exited right after it started{(incoming is not null ? " (its saved state could not be loaded; resume needs the hardware it was suspended with)" : "")}. Console log '{s.Paths.ConsoleLog}': {ConsoleTail(s.Paths)}");
             pid = int.Parse((await File.ReadAllTextAsync(s.Paths.PidFile, ct).ConfigureAwait(false)).Trim(), CultureInfo.InvariantCulture);
-            var stat = ProcessTree.ReadStat(pid) ?? throw new InvalidStateException($"The VM '{c.Name}' exited right after it started; see its console log '{s.Paths.ConsoleLog}'.");
+            var stat = ProcessTree.ReadStat(pid) ?? throw new InvalidStateException($"The VM '{c.Name}' exited right after it started. Console log '{s.Paths.ConsoleLog}': {ConsoleTail(s.Paths)}");
             var runtime = new VmRuntime
             {
                 Pid = pid,
@@ -500,6 +502,20 @@ public sealed partial class VirtualMachineClient
                 await KillProcessAsync(pid, CancellationToken.None).ConfigureAwait(false);
             await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>The last lines of the VM's serial console, for error messages.</summary>
+    private static string ConsoleTail(VmPaths paths)
+    {
+        try
+        {
+            var lines = File.ReadAllLines(paths.ConsoleLog);
+            return lines.Length == 0 ? "(empty)" : string.Join(" | ", lines.TakeLast(5).Select(l => l.Trim()));
+        }
+        catch (IOException)
+        {
+            return "(none)";
         }
     }
 
@@ -765,7 +781,8 @@ public sealed partial class VirtualMachineClient
         }
         catch (InvalidStateException ex) when (ex.InnerException is GuestAgentUnavailableException)
         {
-            throw new TimeoutException($"The guest tools of '{nameOrId}' did not answer within {timeout.TotalSeconds:0.#} s.", ex);
+            var paths = PathsOf(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false));
+            throw new TimeoutException($"The guest tools of '{nameOrId}' did not answer within {timeout.TotalSeconds:0.#} s. Console log '{paths.ConsoleLog}': {ConsoleTail(paths)}", ex);
         }
     }
 

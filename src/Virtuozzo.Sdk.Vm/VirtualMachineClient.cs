@@ -377,6 +377,28 @@ public sealed partial class VirtualMachineClient
         }
     }
 
+    /// <summary>
+    /// Cleans up after VMs whose emulator is gone (a crash, a kill, a host reboot): removes their sockets and pid files,
+    /// taps and cgroups, and releases their memory guarantees. Returns how many VMs were cleaned. Other operations do
+    /// the same lazily for the VM they touch; call this at service start to settle the ledger at once.
+    /// </summary>
+    public async Task<int> ReconcileAsync(CancellationToken cancellationToken = default)
+    {
+        var cleaned = 0;
+        foreach (var c in await ReadAllConfigsAsync(cancellationToken).ConfigureAwait(false))
+        {
+            using var veLock = await _store.LockVeAsync(new VeId(c.Id), cancellationToken).ConfigureAwait(false);
+            var paths = PathsOf(c.Id);
+            var runtime = await ReadRuntimeAsync(paths, cancellationToken).ConfigureAwait(false);
+            var stale = runtime is not null ? !IsAlive(runtime) : Directory.Exists(paths.RunDirectory);
+            if (!stale)
+                continue;
+            await CleanUpAfterExitAsync(new VeId(c.Id), paths, cancellationToken).ConfigureAwait(false);
+            cleaned++;
+        }
+        return cleaned;
+    }
+
     // ------------------------------------------------------------------ start
 
     /// <summary>

@@ -108,6 +108,27 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     }
 
     [IntegrationFact("qemu-system-x86_64")]
+    public async Task Reconcile_in_a_new_client_releases_what_a_dead_vm_left_behind()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("crashed"));
+        var running = await Client.StartAsync("crashed");
+        await Client.CreateAsync(_env.GuestVm("healthy"));
+        await Client.StartAsync("healthy");
+        using (var p = Process.GetProcessById(running.ProcessId!.Value))
+        {
+            p.Kill();
+            await p.WaitForExitAsync();
+        }
+        var fresh = new VirtualMachineClient(_env.SdkOptions);
+        (await fresh.ReconcileAsync()).Should().Be(1);
+        Directory.Exists(RunDir(vm)).Should().BeFalse();
+        (await fresh.Ledger.GetSnapshotAsync()).Reservations.Should().ContainSingle().Which.VeId.Should().NotBe(vm.Id);
+        (await fresh.GetAsync("healthy")).State.Should().Be(VmState.Running);
+        (await fresh.ReconcileAsync()).Should().Be(0);
+        await fresh.KillAsync("healthy");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
     public async Task A_start_that_fails_leaves_no_process_socket_or_reservation_behind()
     {
         var vm = await Client.CreateAsync(_env.GuestVm("broken") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(16) }] });

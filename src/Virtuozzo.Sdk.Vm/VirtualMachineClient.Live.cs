@@ -124,35 +124,48 @@ public sealed partial class VirtualMachineClient
     {
         var plugged = rt.BaseMemoryBytes + rt.Dimms.Sum(d => d.SizeBytes);
         var target = newMemory ?? rt.TargetMemoryBytes;
-        // Admission first: a raised guarantee must fit the host before anything changes.
-        await _ledger.ReserveAsync(s.Id, VeKind.Vm, target * next.MemoryGuaranteePercent / 100, Overhead(Math.Max(plugged, target)), ct).ConfigureAwait(false);
+        // Validate the change before anything else; then admission: a raised guarantee must fit the host first.
+        var (dimm, balloon) = newMemory is null ? (0L, target) : VmConfigRules.PlanMemoryChange(s.Config, plugged, rt.Dimms.Count, target);
+        await _ledger.ReserveAsync(s.Id, VeKind.Vm, target * next.MemoryGuaranteePercent / 100, Overhead(plugged + dimm), ct).ConfigureAwait(false);
         if (newMemory is null)
             return rt;
-        var (dimm, balloon) = VmConfigRules.PlanMemoryChange(s.Config with { MemoryHotplug = s.Config.MemoryHotplug }, plugged, rt.Dimms.Count, target);
-        var dimms = rt.Dimms;
-        var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
-        await using (qmp.ConfigureAwait(false))
+        try
         {
-            if (dimm > 0)
+            var dimms = rt.Dimms;
+            var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
+            await using (qmp.ConfigureAwait(false))
             {
-                var id = "dimm" + Inv(Enumerable.Range(0, 1024).First(i => rt.Dimms.All(d => d.Id != "dimm" + Inv(i))));
-                await qmp.ExecuteAsync("object-add", new JsonObject { ["qom-type"] = "memory-backend-ram", ["id"] = "mem-" + id, ["size"] = dimm }, QmpTimeout, ct).ConfigureAwait(false);
-                try
+                if (dimm > 0)
                 {
-                    await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "pc-dimm", ["id"] = id, ["memdev"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false);
+                    var id = "dimm" + Inv(Enumerable.Range(0, 1024).First(i => rt.Dimms.All(d => d.Id != "dimm" + Inv(i))));
+                    await qmp.ExecuteAsync("object-add", new JsonObject { ["qom-type"] = "memory-backend-ram", ["id"] = "mem-" + id, ["size"] = dimm }, QmpTimeout, ct).ConfigureAwait(false);
+                    try
+                    {
+                        await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "pc-dimm", ["id"] = id, ["memdev"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false);
+                    }
+                    catch (QmpException ex)
+                    {
+                        try { await qmp.ExecuteAsync("object-del", new JsonObject { ["id"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false); }
+                        catch (QmpException) { }
+                        throw new InvalidStateException($"The VM '{s.Config.Name}' refused a {ByteSize.FromBytes(dimm).ToHumanString()} DIMM: {ex.Description}", ex);
+                    }
+                    dimms = [.. rt.Dimms, new VmDimm(id, dimm)];
+                    _logger.LogDebug("VM {Name}: plugged DIMM {Id} of {Size} bytes", s.Config.Name, id, dimm);
+                    // Recorded at once: the DIMM stays plugged even if the balloon call below fails.
+                    s.Runtime = rt = rt with { Dimms = dimms };
+                    await WriteRuntimeAsync(s.Paths, rt, ct).ConfigureAwait(false);
                 }
-                catch (QmpException ex)
-                {
-                    try { await qmp.ExecuteAsync("object-del", new JsonObject { ["id"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false); }
-                    catch (QmpException) { }
-                    throw new InvalidStateException($"The VM '{s.Config.Name}' refused a {Core.ByteSize.FromBytes(dimm).ToHumanString()} DIMM: {ex.Description}", ex);
-                }
-                dimms = [.. rt.Dimms, new VmDimm(id, dimm)];
-                _logger.LogDebug("VM {Name}: plugged DIMM {Id} of {Size} bytes", s.Config.Name, id, dimm);
+                await qmp.ExecuteAsync("balloon", new JsonObject { ["value"] = balloon }, QmpTimeout, ct).ConfigureAwait(false);
             }
-            await qmp.ExecuteAsync("balloon", new JsonObject { ["value"] = balloon }, QmpTimeout, ct).ConfigureAwait(false);
+            return rt with { Dimms = dimms, TargetMemoryBytes = balloon };
         }
-        return rt with { Dimms = dimms, TargetMemoryBytes = balloon };
+        catch
+        {
+            // Put the reservation back to what the VM still has.
+            var now = rt.BaseMemoryBytes + rt.Dimms.Sum(d => d.SizeBytes);
+            await _ledger.ReserveAsync(s.Id, VeKind.Vm, rt.TargetMemoryBytes * s.Config.MemoryGuaranteePercent / 100, Overhead(now), CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
     }
 
     private async Task<VmRuntime> HotplugCpusAsync(VmSession s, VmRuntime rt, int want, string? mask, CancellationToken ct)

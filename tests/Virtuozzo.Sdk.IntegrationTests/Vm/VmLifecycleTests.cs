@@ -40,6 +40,27 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     }
 
     [IntegrationFact("qemu-system-x86_64")]
+    public async Task Settings_changed_while_stopped_are_persisted_and_used_by_the_next_start()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("tuned"));
+        var set = await Client.SetAsync("tuned", new SetVmOptions { MemorySize = ByteSize.FromMiB(768), Cpus = 2, MemoryGuaranteePercent = 50 });
+        (set.MemorySize, set.Cpus, set.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(768), 2, 50));
+        var reread = await new VirtualMachineClient(_env.SdkOptions).GetAsync("tuned");
+        (reread.MemorySize, reread.Cpus, reread.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(768), 2, 50));
+
+        await Client.StartAsync("tuned");
+        await Client.WaitForGuestToolsAsync("tuned", TimeSpan.FromSeconds(60));
+        (await _env.ShAsync("tuned", "grep -c ^processor /proc/cpuinfo")).Trim().Should().Be("2");
+        VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tuned", "cat /proc/meminfo")).Should().BeInRange(600 * 1024, 768 * 1024);
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(384 * ByteSize.MiB);
+        await ((Func<Task>)(() => Client.SetAsync("tuned", new SetVmOptions { MemorySize = ByteSize.FromMiB(1024) })))
+            .Should().ThrowAsync<InvalidStateException>().WithMessage("*memory hotplug is off*");
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(384 * ByteSize.MiB, "a refused change leaves the reservation alone");
+        (await Client.GetAsync("tuned")).MemorySize.Should().Be(ByteSize.FromMiB(768));
+        await Client.KillAsync("tuned");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
     public async Task Reset_reboots_the_guest()
     {
         await Client.CreateAsync(_env.GuestVm("rebooter"));

@@ -99,9 +99,20 @@ case "$cmd" in
     ls -1 artifacts/packages
     ;;
   bench)
+    # ./build.sh bench                 every benchmark project, default arguments
+    # ./build.sh bench sdk ARGS...     benchmarks/Virtuozzo.Sdk.Benchmarks (containers, backup, vms, BenchmarkDotNet filters)
+    # ./build.sh bench qcow2 ARGS...   benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks (convert, compression, IOPS vs qemu-img)
     setup; build
     shift || true
-    for p in benchmarks/*/*.csproj; do
+    target=${1:-all}
+    [ $# -gt 0 ] && shift
+    case "$target" in
+      all) projects=(benchmarks/*/*.csproj) ;;
+      sdk) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj) ;;
+      qcow2) projects=(benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks/*.csproj) ;;
+      *) die "unknown benchmark '$target' (use sdk or qcow2, or nothing for all)" ;;
+    esac
+    for p in "${projects[@]}"; do
       log "running $p"
       dotnet run --project "$p" -c "$CONFIG" --no-build -- "$@"
     done

@@ -2,18 +2,24 @@ using BenchmarkDotNet.Running;
 using Virtuozzo.Sdk.Benchmarks;
 
 // ./build.sh bench                     every benchmark
-// ./build.sh bench -- containers [N] [RUNNING]   container lifecycle latency and memory vs bare runc
-// ./build.sh bench -- vms [ROUNDS]               VM start-to-guest-tools vs plain QEMU, memory hotplug latency, list of 100 VMs
-// ./build.sh bench -- --filter '*CommandExecution*'   BenchmarkDotNet benchmarks
+// ./build.sh bench sdk containers [N] [RUNNING]   container lifecycle latency and memory vs bare runc
+// ./build.sh bench sdk backup [ROUNDS]            full/incremental backup, restore and delete-merge vs qemu-img
+// ./build.sh bench sdk vms [ROUNDS]               VM start-to-guest-tools vs plain QEMU, memory hotplug latency, list of 100 VMs
+// ./build.sh bench sdk --filter '*CommandExecution*'   BenchmarkDotNet benchmarks
 if (args.Length > 0 && args[0] == "containers")
     return await ContainerBenchmark.RunAsync(args.Skip(1).ToArray());
+if (args.Length > 0 && args[0] == "backup")
+    return await BackupBenchmark.RunAsync(args.Skip(1).ToArray());
 if (args.Length > 0 && args[0] == "vms")
     return await VmBenchmark.RunAsync(args.Skip(1).ToArray());
 if (args.Length == 0)
 {
     BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(["--filter", "*"]);
     var containers = await ContainerBenchmark.RunAsync([]);
-    return containers != 0 ? containers : await VmBenchmark.RunAsync([]);
+    if (containers != 0)
+        return containers;
+    var backup = await BackupBenchmark.RunAsync([]);
+    return backup != 0 ? backup : await VmBenchmark.RunAsync([]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
@@ -16,7 +17,8 @@ services.AddVirtuozzoSdk(options =>
     options.DataRoot = dataRoot;                      // default: /var/lib/vzsdk
     options.HostMemoryReserve = ByteSize.Parse("512M"); // kept back for the host itself
 })
-.AddContainers();
+.AddContainers()
+.AddBackup();
 await using var provider = services.BuildServiceProvider();
 var host = provider.GetRequiredService<IVirtuozzoHost>();
 #endregion
@@ -96,6 +98,24 @@ try
     #region Snippet:ContainerSetLive
     var changed = await containers.SetAsync(name.Value, new ContainerSetOptions { MemSize = ByteSize.Parse("512M"), CpuLimit = 100 });
     Console.WriteLine($"Live change: memsize {changed.Resources.MemSize}, cpulimit {changed.Resources.CpuLimit}% while {changed.State}");
+    #endregion
+
+    #region Snippet:BackupChain
+    var backups = provider.GetRequiredService<BackupClient>();
+    await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["sh", "-c", "echo before > /root/note && sync"] });
+    BackupResult first = await backups.CreateAsync(name.Value);      // full: the first backup of the container
+    await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["sh", "-c", "echo after > /root/note && sync"] });
+    BackupResult second = await backups.CreateAsync(name.Value);     // incremental: only what changed
+    Console.WriteLine($"Backups: {first.Backup.Id} ({first.Backup.Type}), {second.Backup.Id} ({second.Backup.Type}, parent {second.Backup.ParentId})");
+
+    await backups.DeleteAsync(first.Backup.Id);                      // the second becomes a standalone full, same id
+    VeId restored = await backups.RestoreAsync(second.Backup.Id, new BackupRestoreOptions { NewName = new VeName(name.Value + "-restored") });
+    await containers.StartAsync(restored.ToString());
+    var note = await containers.ExecAsync(restored.ToString(), new ContainerExecOptions { Arguments = ["cat", "/root/note"] });
+    Console.WriteLine($"Restored {second.Backup.Id} into {name.Value}-restored: /root/note says '{note.StandardOutput.Trim()}'");
+    await containers.DeleteAsync(restored.ToString());
+    foreach (var b in await backups.ListAsync(name.Value))
+        await backups.DeleteAsync(b.Id);
     #endregion
 }
 finally

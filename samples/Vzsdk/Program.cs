@@ -5,4 +5,5 @@ return await Cli.RunAsync(args, Cli.BuildRoot(
     HostCommand.Build(),
     Vzsdk.Disk.DiskCommand.Build(),
     Vzsdk.Ct.CtCommand.Build(),
-    Vzsdk.Vm.VmCommand.Build()));
+    Vzsdk.Vm.VmCommand.Build(),
+    Vzsdk.Backup.BackupCommand.Build()));

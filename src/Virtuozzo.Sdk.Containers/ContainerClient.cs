@@ -41,6 +41,12 @@ public sealed class ContainerClient
     private readonly ILogger _logger;
     private CgroupManager? _cgroups;
 
+    internal StateStore Store => _store;
+
+    internal VeRegistry Registry => _registry;
+
+    internal IVirtuozzoHost Host => _host;
+
     /// <summary>Creates a client for the local machine.</summary>
     /// <param name="options">Data root, bridge and locking options; null for the defaults.</param>
     /// <param name="loggerFactory">Receives the commands the client runs, at Debug level.</param>
@@ -79,13 +85,13 @@ public sealed class ContainerClient
         return Math.Max(0, total - options.GetHostMemoryReserve(total));
     }
 
-    private CgroupManager Cgroups => _cgroups ??= CgroupManager.Detect();
+    internal CgroupManager Cgroups => _cgroups ??= CgroupManager.Detect();
 
-    private string ConfigPath(VeId id) => Path.Combine(_store.PrivatePath(id), "container.json");
+    internal string ConfigPath(VeId id) => Path.Combine(_store.PrivatePath(id), "container.json");
 
-    private string DiskPath(VeId id) => Path.Combine(_store.PrivatePath(id), "root.qcow2");
+    internal string DiskPath(VeId id) => Path.Combine(_store.PrivatePath(id), "root.qcow2");
 
-    private StorageDaemonPaths DaemonPaths(VeId id)
+    internal StorageDaemonPaths DaemonPaths(VeId id)
     {
         var run = _store.RunPath(id);
         return new StorageDaemonPaths(DiskPath(id), Path.Combine(run, "disk.raw"), Path.Combine(run, "qsd.sock"), Path.Combine(run, "qsd.pid"));
@@ -204,7 +210,7 @@ public sealed class ContainerClient
         return new ContainerInfo(id, new VeName(identity.Name), state, config.Template, config.Hostname, config.IpAddresses, config.ToResources(), config.Autostart, identity.CreatedAt);
     }
 
-    private async Task<ContainerState> StateOfAsync(VeId id, CancellationToken ct)
+    internal async Task<ContainerState> StateOfAsync(VeId id, CancellationToken ct)
     {
         var status = await _runc.StatusAsync(id, ct).ConfigureAwait(false);
         return status switch
@@ -565,9 +571,13 @@ public sealed class ContainerClient
 
     private async Task GrowDiskAsync(VeId id, long size, ContainerState state, CancellationToken ct)
     {
+        // Change tracking cannot survive a resize (QEMU refuses to resize images with persistent bitmaps): the bitmaps
+        // go, and the next backup is full because the disk was resized.
         if (state == ContainerState.Stopped)
         {
             using var image = Qcow2Image.Open(DiskPath(id));
+            foreach (var b in image.Bitmaps.ToList())
+                image.RemoveBitmap(b.Name);
             image.Resize(size);
             image.Flush();
             return; // the file system grows at the next start (resize2fs runs there)
@@ -575,6 +585,10 @@ public sealed class ContainerClient
         var qmp = await StorageDaemon.ConnectAsync(DaemonPaths(id), ct).ConfigureAwait(false);
         await using (qmp.ConfigureAwait(false))
         {
+            var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new System.Text.Json.Nodes.JsonObject { ["flat"] = true }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false))!.AsArray();
+            var bitmaps = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == StorageDaemon.DiskNode)?["dirty-bitmaps"]?.AsArray() ?? [];
+            foreach (var b in bitmaps.ToList())
+                await qmp.ExecuteAsync("block-dirty-bitmap-remove", new System.Text.Json.Nodes.JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = b!["name"]!.GetValue<string>() }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
             await qmp.ExecuteAsync("block_resize", new System.Text.Json.Nodes.JsonObject { ["node-name"] = StorageDaemon.DiskNode, ["size"] = size }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
         }
         var loop = await LoopDeviceAsync(_store.RootPath(id)).ConfigureAwait(false);

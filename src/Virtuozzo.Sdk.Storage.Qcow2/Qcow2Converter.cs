@@ -55,6 +55,12 @@ public static class Qcow2Converter
             throw new ArgumentException("Compression needs qcow2 output.", nameof(options));
         var destFull = Path.GetFullPath(destination);
         var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Guid.NewGuid():N}.tmp");
+        if (File.Exists(destFull))
+        {
+            // like qemu-img: refuse to replace an image that another process (QEMU) has open
+            using var existing = new FileStorage(destFull, writable: true);
+            FileLock.Acquire(existing.Handle, write: true, destFull);
+        }
         string format = options.SourceFormat ?? (Qcow2Image.IsQcow2(source) ? "qcow2" : "raw");
         try
         {

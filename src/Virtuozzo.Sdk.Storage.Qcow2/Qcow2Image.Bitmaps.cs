@@ -141,6 +141,35 @@ public sealed partial class Qcow2Image
         }
     }
 
+    /// <summary>Sets in <paramref name="target"/> every bit set in bitmap <paramref name="source"/> of another image.</summary>
+    /// <param name="sourceImage">The image that holds the source bitmap.</param>
+    /// <param name="source">The bitmap to read.</param>
+    /// <param name="target">The bitmap of this image to update.</param>
+    /// <remarks>Like <c>qemu-img bitmap --merge SOURCE -b SOURCE_FILE FILE TARGET</c>.</remarks>
+    public void MergeBitmap(Qcow2Image sourceImage, string source, string target)
+    {
+        ArgumentNullException.ThrowIfNull(sourceImage);
+        if (ReferenceEquals(sourceImage, this))
+        {
+            MergeBitmap(source, target);
+            return;
+        }
+        var extents = sourceImage.GetDirtyExtents(source);
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ThrowIfReadOnly();
+            var t = FindBitmap(target);
+            foreach (var e in extents)
+            {
+                long len = Math.Min(e.Length, _h.Size - e.Start);
+                if (len > 0)
+                    SetBits(t, e.Start, len);
+            }
+            Barrier();
+        }
+    }
+
     /// <summary>The dirty ranges of a bitmap, merged and clipped to the virtual size.</summary>
     /// <param name="name">The bitmap.</param>
     /// <returns>Dirty extents in guest order.</returns>
@@ -291,6 +320,7 @@ public sealed partial class Qcow2Image
     /// <summary>Writes a new bitmap directory, points the header extension at it, then frees the old one.</summary>
     private void WriteBitmapDirectory(List<BitmapEntry> list)
     {
+        FlushMetadata();
         long size = 0;
         foreach (var b in list)
             size += (24 + b.Extra.Length + Encoding.UTF8.GetByteCount(b.Name) + 7) & ~7;

@@ -15,6 +15,9 @@ public sealed record Qcow2AmendOptions
 
     /// <summary>Set or clear the lazy-refcounts feature.</summary>
     public bool? LazyRefcounts { get; init; }
+
+    /// <summary>A new refcount width, a power of two from 1 to 64 (version 3 only); the refcount structure is rebuilt.</summary>
+    public int? RefcountBits { get; init; }
 }
 
 public sealed partial class Qcow2Image
@@ -48,6 +51,7 @@ public sealed partial class Qcow2Image
                 }
                 if (!unsafeMode)
                     CopyDifferences(next);
+                FlushMetadata();
                 _h.BackingFile = backingFile;
                 _h.BackingFormat = backingFormat;
                 RewriteHeader();
@@ -153,6 +157,7 @@ public sealed partial class Qcow2Image
                         Commit(pending, [], false);
                     }
                 }
+                FlushMetadata();
                 _file.Flush();
             }
             finally
@@ -164,7 +169,7 @@ public sealed partial class Qcow2Image
 
     /// <summary>Changes the version or the lazy-refcounts feature in place.</summary>
     /// <param name="options">What to change.</param>
-    /// <remarks>Like <c>qemu-img amend -o compat=…,lazy_refcounts=… FILE</c>. Downgrading to version 2 needs an image without zero clusters, extended L2, zstd or non-16-bit refcounts.</remarks>
+    /// <remarks>Like <c>qemu-img amend -o compat=…,lazy_refcounts=…,refcount_bits=… FILE</c>. Downgrading to version 2 needs an image without zero clusters, extended L2, zstd or non-16-bit refcounts.</remarks>
     public void Amend(Qcow2AmendOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -175,6 +180,20 @@ public sealed partial class Qcow2Image
             int version = options.Version ?? (int)_h.Version;
             if (version is not (2 or 3))
                 throw new ArgumentOutOfRangeException(nameof(options), "Version must be 2 or 3.");
+            if (options.RefcountBits is { } bits && bits != _h.RefcountBits)
+            {
+                if (bits < 1 || bits > 64 || !System.Numerics.BitOperations.IsPow2(bits))
+                    throw new ArgumentOutOfRangeException(nameof(options), "RefcountBits must be a power of two from 1 to 64.");
+                if (version == 2 && bits != 16)
+                    throw new ArgumentException("compat=0.10 images need refcount_bits=16.", nameof(options));
+                if (_h.Version < 3)
+                    throw new ArgumentException("Change compat to 1.1 before changing refcount_bits.", nameof(options));
+                FlushMetadata();
+                _file.Flush();
+                RebuildRefcounts(System.Numerics.BitOperations.Log2((uint)bits));
+                FixCopiedFlags();
+                _file.Flush();
+            }
             bool lazy = options.LazyRefcounts ?? (_h.Compatible & Header.CompatLazyRefcounts) != 0;
             if (version == 2)
             {
@@ -199,6 +218,7 @@ public sealed partial class Qcow2Image
                 }
                 _h.Compatible = lazy ? _h.Compatible | Header.CompatLazyRefcounts : _h.Compatible & ~Header.CompatLazyRefcounts;
             }
+            FlushMetadata();
             _h.Version = (uint)version;
             RewriteHeader();
         }
@@ -238,6 +258,7 @@ public sealed partial class Qcow2Image
                 l2 = l2w;
             }
         }
+        FlushMetadata();
         _file.Flush();
     }
 

@@ -35,6 +35,8 @@ public sealed partial class Qcow2Image
             ThrowIfDisposed();
             if (repair != Qcow2RepairMode.None)
                 ThrowIfReadOnly();
+            if (!_options.ReadOnly)
+                FlushMetadata();
             var before = CheckCore();
             if (repair == Qcow2RepairMode.None || before.IsClean)
                 return before;
@@ -358,9 +360,34 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>Writes a fresh refcount structure computed from the metadata, at the end of the file, and switches the header to it.</summary>
-    private void RebuildRefcounts()
+    private void RebuildRefcounts(int? newOrder = null)
     {
         var st = Walk(includeRefcountStructures: false);
+        int oldOrder = _h.RefcountOrder;
+        long oldRbEntries = _rbEntries;
+        if (newOrder is { } order && order != oldOrder)
+        {
+            _h.RefcountOrder = order;
+            _rbEntries = (long)_cs * 8 / _h.RefcountBits;
+        }
+        try
+        {
+            RebuildRefcountsCore(st, oldOrder);
+        }
+        catch
+        {
+            _h.RefcountOrder = oldOrder;
+            _rbEntries = oldRbEntries;
+            throw;
+        }
+    }
+
+    private void RebuildRefcountsCore(CheckState st, int oldOrder)
+    {
+        // refuse before writing anything when a count does not fit the width
+        for (long i = 0; i < st.Refs.Length; i++)
+            if (st.Refs[i] > MaxRefcount)
+                throw new Qcow2Exception($"Cluster {i} needs refcount {st.Refs[i]}, more than refcount_bits={_h.RefcountBits} holds.");
         var refs = st.Refs;
         long fileClusters = (_file.Length + _cs - 1) >> _cb;
         for (long i = fileClusters; i < refs.Length; i++)
@@ -425,11 +452,19 @@ public sealed partial class Qcow2Image
         Barrier();
         _h.RefcountTableOffset = s << _cb;
         _h.RefcountTableClusters = (uint)k;
-        Span<byte> hdr = stackalloc byte[12];
-        BinaryPrimitives.WriteUInt64BigEndian(hdr, (ulong)_h.RefcountTableOffset);
-        BinaryPrimitives.WriteUInt32BigEndian(hdr[8..], (uint)k);
-        _file.Write(48, hdr);
-        Barrier();
+        if (_h.RefcountOrder != oldOrder)
+        {
+            // the width and the table that uses it change in one header write (one sector)
+            RewriteHeader();
+        }
+        else
+        {
+            Span<byte> hdr = stackalloc byte[12];
+            BinaryPrimitives.WriteUInt64BigEndian(hdr, (ulong)_h.RefcountTableOffset);
+            BinaryPrimitives.WriteUInt32BigEndian(hdr[8..], (uint)k);
+            _file.Write(48, hdr);
+            Barrier();
+        }
         _reftable = rt;
         _rbCache.Clear();
         _freeHint = 0;

@@ -23,6 +23,8 @@ public sealed partial class Qcow2Image
             throw new IOException($"{full} already exists.");
         using (var fs = new FileStorage(full, writable: true, create: true))
         {
+            // like qemu-img create: never truncate an image another process (QEMU) has open
+            FileLock.Acquire(fs.Handle, write: true, full);
             WriteSkeleton(fs, header);
             fs.Flush();
         }
@@ -162,6 +164,7 @@ public sealed partial class Qcow2Image
             SetSize(size);
             if (prealloc != Qcow2Preallocation.Off)
                 Preallocate(prealloc == Qcow2Preallocation.Full);
+            FlushMetadata();
             _file.Flush();
         }
     }

@@ -180,6 +180,7 @@ public sealed partial class Qcow2Image
             throw new Qcow2FormatException($"L2 table offset 0x{l2Offset:x} is not cluster-aligned.");
         if (l2Offset < _cs || l2Offset + _cs > _file.Length)
             throw new Qcow2FormatException($"L2 table at 0x{l2Offset:x} lies outside the image file.");
+        EnsureL2CacheRoom();
         t = new byte[_cs];
         _file.Read(l2Offset, t);
         _l2Cache.Put(l2Offset, t);

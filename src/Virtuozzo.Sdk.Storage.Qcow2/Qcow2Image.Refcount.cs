@@ -101,6 +101,10 @@ public sealed partial class Qcow2Image
         _file.Write((long)(_reftable[rtIdx] & ~0x1ffUL) + start, block.AsSpan(start, len));
         if (value == 0)
         {
+            // a free cluster is no table any more (the overlap check trusts the caches)
+            if (!_dirtyL2.Contains(cluster << _cb))
+                _l2Cache.Remove(cluster << _cb);
+            _bmCache?.Remove(cluster << _cb);
             if (cluster < _freeHint)
                 _freeHint = cluster;
             if (_compCursor >= 0 && (_compCursor >> _cb) == cluster)

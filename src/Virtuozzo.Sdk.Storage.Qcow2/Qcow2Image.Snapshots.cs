@@ -123,6 +123,7 @@ public sealed partial class Qcow2Image
     /// </summary>
     private void BeginMetadataTransaction()
     {
+        FlushMetadata();
         _file.Flush();
         if (_h.Version < 3)
             return;
@@ -133,6 +134,7 @@ public sealed partial class Qcow2Image
 
     private void EndMetadataTransaction()
     {
+        FlushMetadata();
         _file.Flush();
         if (_h.Version < 3)
             return;

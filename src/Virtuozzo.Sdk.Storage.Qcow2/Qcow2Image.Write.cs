@@ -73,7 +73,10 @@ public sealed partial class Qcow2Image
         {
             ThrowIfDisposed();
             if (!_options.ReadOnly)
+            {
+                FlushMetadata();
                 _file.Flush();
+            }
         }
     }
 
@@ -113,6 +116,8 @@ public sealed partial class Qcow2Image
             bool fullyAllocated = _eb == 8 ? (e & ZeroFlag) == 0 : (uint)bm == 0xffff_ffffu;
             if (owned && host >= _file.Length)
                 throw new Qcow2FormatException($"Data cluster at host offset 0x{host:x} lies past the end of the image file: the image is corrupt (run check -r all).");
+            if (owned)
+                CheckNotMetadata(host);
             if (owned && fullyAllocated)
             {
                 _file.Write(host + inCl, chunk);
@@ -195,6 +200,8 @@ public sealed partial class Qcow2Image
         chunk.CopyTo(buf.AsSpan(inCl - from));
         long host = (long)(e & OffsetMask);
         bool owned = host != 0 && (e & Copied) != 0;
+        if (owned)
+            CheckNotMetadata(host);
         uint alloc = (uint)bm | mask;
         uint zero = (uint)(bm >> 32) & ~mask;
         ulong bitmap = ((ulong)zero << 32) | alloc;
@@ -220,6 +227,23 @@ public sealed partial class Qcow2Image
         return true;
     }
 
+    /// <summary>
+    /// Refuses an in-place data write into a cluster that holds metadata (a corrupt or hostile L2 entry),
+    /// like QEMU's overlap checks: the header, the L1 table, the refcount table, the snapshot table, and
+    /// every cached L2 table and refcount block.
+    /// </summary>
+    private void CheckNotMetadata(long host)
+    {
+        static bool In(long x, long start, long length) => length > 0 && x >= start && x < start + length;
+        long snapBytes = _snapshots.Count == 0 ? 0 : _snapshots.Sum(s => (long)SnapshotEntry.SizeOf(s));
+        if (host < _cs
+            || In(host, _h.L1TableOffset, (long)_l1.Length * 8)
+            || In(host, _h.RefcountTableOffset, (long)_h.RefcountTableClusters * _cs)
+            || In(host, _h.SnapshotsOffset, snapBytes)
+            || _l2Cache.Contains(host) || _rbCache.Contains(host))
+            throw new Qcow2FormatException($"An L2 entry points guest data at metadata (host offset 0x{host:x}): the image is corrupt (run check -r all); nothing was written.");
+    }
+
     /// <summary>A cluster-sized buffer for a guest cluster; the last cluster may be shorter than a cluster past the virtual end.</summary>
     private Span<byte> ClusterView(long vcl, byte[] scratch)
     {
@@ -230,37 +254,75 @@ public sealed partial class Qcow2Image
         return scratch.AsSpan(0, len);
     }
 
-    /// <summary>Publishes new L2 entries after a barrier, then drops the references they replaced after another.</summary>
+    private readonly HashSet<long> _dirtyL2 = [];
+    private readonly SortedSet<long> _dirtyL1 = [];
+    private readonly List<ulong> _deferredFrees = [];
+    private readonly List<long> _deferredClusterFrees = [];
+
+    /// <summary>
+    /// Applies new L2 entries to the cached tables and marks them dirty; the references they replace are
+    /// released later. Metadata reaches the disk in <see cref="FlushMetadata"/>, in crash-safe order.
+    /// </summary>
     private void Commit(List<PendingEntry> pending, List<ulong> frees, bool barrierFirst)
     {
-        if (pending.Count == 0)
-            return;
-        if (barrierFirst)
-            Barrier();
-        Span<byte> b = stackalloc byte[16];
-        int i = 0;
-        while (i < pending.Count)
+        _ = barrierFirst;
+        foreach (var p in pending)
         {
-            // coalesce consecutive entries of one table into one write
-            int j = i;
-            var table = GetL2(pending[i].L2Offset);
-            while (j < pending.Count && pending[j].L2Offset == pending[i].L2Offset && pending[j].Index == pending[i].Index + (j - i))
-            {
-                BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(pending[j].Index * _eb), pending[j].Entry);
-                if (_eb == 16)
-                    BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(pending[j].Index * _eb + 8), pending[j].Bitmap);
-                j++;
-            }
-            int start = pending[i].Index * _eb;
-            _file.Write(pending[i].L2Offset + start, table.AsSpan(start, (j - i) * _eb));
-            i = j;
+            var table = GetL2(p.L2Offset);
+            BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(p.Index * _eb), p.Entry);
+            if (_eb == 16)
+                BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(p.Index * _eb + 8), p.Bitmap);
+            _dirtyL2.Add(p.L2Offset);
         }
-        if (frees.Count > 0)
+        _deferredFrees.AddRange(frees);
+        if (_dirtyL2.Count >= Math.Min(256, _l2Cache.Capacity / 2) || _deferredFrees.Count >= 4096)
+            FlushMetadata();
+    }
+
+    /// <summary>
+    /// Writes delayed metadata in the order that keeps a crash at any instant down to leaks: data and
+    /// refcounts first (barrier), then the L2 tables, then (barrier) the L1 entries that point at new
+    /// tables, then (barrier) the refcount decrements of what the new entries replaced.
+    /// </summary>
+    private void FlushMetadata()
+    {
+        if (_dirtyL2.Count > 0 || _dirtyL1.Count > 0)
         {
             Barrier();
+            foreach (var off in _dirtyL2.Order())
+            {
+                if (!_l2Cache.TryGet(off, out var t))
+                    throw new InvalidOperationException("A dirty L2 table left the cache.");
+                _file.Write(off, t);
+            }
+            _dirtyL2.Clear();
+            if (_dirtyL1.Count > 0)
+            {
+                Barrier();
+                foreach (var idx in _dirtyL1)
+                    WriteL1Entry(idx);
+                _dirtyL1.Clear();
+            }
+        }
+        if (_deferredFrees.Count > 0 || _deferredClusterFrees.Count > 0)
+        {
+            Barrier();
+            var frees = _deferredFrees.ToArray();
+            var clusters = _deferredClusterFrees.ToArray();
+            _deferredFrees.Clear();
+            _deferredClusterFrees.Clear();
             foreach (var e in frees)
                 FreeEntry(e);
+            foreach (var c in clusters)
+                AddRef(c, -1);
         }
+    }
+
+    /// <summary>Makes room in the L2 cache without ever evicting a dirty table.</summary>
+    private void EnsureL2CacheRoom()
+    {
+        if (_dirtyL2.Count > 0 && _l2Cache.Count >= _l2Cache.Capacity)
+            FlushMetadata();
     }
 
     /// <summary>Returns the offset of a writable (COPIED) L2 table for an L1 index, allocating or copying it first.</summary>
@@ -290,22 +352,26 @@ public sealed partial class Qcow2Image
                 }
             }
         }
+        EnsureL2CacheRoom();
         long off = AllocateClusters(1);
-        _file.Write(off, table);
-        Barrier();
         _l2Cache.Put(off, table);
-        SetL1(l1Idx, (ulong)off | Copied);
+        _dirtyL2.Add(off);
+        _l1[l1Idx] = (ulong)off | Copied;
+        _dirtyL1.Add(l1Idx);
         if (old != 0)
-        {
-            Barrier();
-            AddRef(old >> _cb, -1);
-        }
+            _deferredClusterFrees.Add(old >> _cb);
         return off;
     }
 
     private void SetL1(long idx, ulong value)
     {
         _l1[idx] = value;
+        WriteL1Entry(idx);
+    }
+
+    private void WriteL1Entry(long idx)
+    {
+        ulong value = _l1[idx];
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(b, value);
         _file.Write(_h.L1TableOffset + idx * 8, b);
@@ -551,6 +617,8 @@ public sealed partial class Qcow2Image
                 long firstDrop = (newSize + _cs - 1) & ~(long)(_cs - 1);
                 if (firstDrop < oldSize)
                     ZeroOrDiscard(firstDrop, oldSize - firstDrop, zero: false, unmap: true);
+                FlushMetadata();
+                Barrier();
                 SetSize(newSize);
                 return;
             }
@@ -559,12 +627,16 @@ public sealed partial class Qcow2Image
             if (needL1 > _l1.Length)
                 GrowL1(needL1);
             long tailEnd = Math.Min(newSize, (oldSize + _cs - 1) & ~(long)(_cs - 1));
-            SetSize(newSize);
-            // the old partial last cluster may hold stale bytes past the old end; the backing file may be longer
+            // the old partial last cluster may hold stale bytes past the old end; the backing file may be
+            // longer: zero both, durably, before the new size is published
+            _h.Size = newSize;
             if (tailEnd > oldSize)
                 ZeroOrDiscard(oldSize, tailEnd - oldSize, zero: true, unmap: false);
             if (_backing is not null && _backing.Size > tailEnd && newSize > tailEnd)
                 ZeroOrDiscard(tailEnd, Math.Min(newSize, (_backing.Size + _cs - 1) & ~(long)(_cs - 1)) - tailEnd, zero: true, unmap: false);
+            FlushMetadata();
+            Barrier();
+            SetSize(newSize);
             Barrier();
         }
     }
@@ -577,6 +649,7 @@ public sealed partial class Qcow2Image
 
     private void GrowL1(long entries)
     {
+        FlushMetadata();
         if (entries * 8 > Header.MaxL1Bytes)
             throw new ArgumentOutOfRangeException(nameof(entries), "The L1 table would exceed 32 MiB.");
         long clusters = (entries * 8 + _cs - 1) / _cs;

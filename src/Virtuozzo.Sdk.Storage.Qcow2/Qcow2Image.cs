@@ -29,7 +29,7 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
     private readonly int _cs;
     private readonly int _l2Entries;
     private readonly int _eb;
-    private readonly long _rbEntries;
+    private long _rbEntries;
     private readonly BlockCache _l2Cache;
     private readonly BlockCache _rbCache;
     private ulong[] _l1;
@@ -53,9 +53,19 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         try
         {
             long fileLen = file.Length;
-            var head = new byte[Math.Min(fileLen, 1 << Header.MaxClusterBits) is var n && n < 104 ? 104 : (int)Math.Min(fileLen, 1 << Header.MaxClusterBits)];
+            // the header lives in cluster 0; read its first 64 KiB, or the whole cluster once its size is known
+            var head = new byte[(int)Math.Clamp(fileLen, 104, 65536)];
             file.Read(0, head);
-            _h = Header.Parse(head, fileLen);
+            if (head.Length >= 24)
+            {
+                uint bits = BinaryPrimitives.ReadUInt32BigEndian(head.AsSpan(20));
+                if (bits is > 16 and <= Header.MaxClusterBits && fileLen > head.Length)
+                {
+                    head = new byte[(int)Math.Min(fileLen, 1L << (int)bits)];
+                    file.Read(0, head);
+                }
+            }
+            _h = Header.Parse(head);
             _cb = _h.ClusterBits;
             _cs = _h.ClusterSize;
             _eb = _h.ExtendedL2 ? 16 : 8;
@@ -317,7 +327,10 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             try
             {
                 if (!_options.ReadOnly)
+                {
+                    FlushMetadata();
                     _file.Flush();
+                }
             }
             finally
             {

@@ -97,7 +97,7 @@ public class FeatureBitTests
     public void Unknown_header_fields_and_extensions_survive_writes_and_repairs()
     {
         var b = Image(out int cs);
-        var h = Header.Parse(b, b.Length);
+        var h = Header.Parse(b);
         h.Extensions.Add((0x12345678u, [1, 2, 3, 4, 5]));
         h.HeaderLength = 120;
         h.Tail = new byte[15];
@@ -110,7 +110,7 @@ public class FeatureBitTests
             img.Resize(4 << 20);
             img.Check(Qcow2RepairMode.All);
         }
-        var after = Header.Parse(s.ToArray(), s.Length);
+        var after = Header.Parse(s.ToArray());
         after.HeaderLength.Should().Be(120);
         after.Tail[7].Should().Be(0x42);
         after.Extensions.Should().Contain(e => e.Type == 0x12345678u && e.Data.SequenceEqual(new byte[] { 1, 2, 3, 4, 5 }));
@@ -143,5 +143,21 @@ public class FeatureBitTests
             fixedResult.CorruptionsFixed.Should().Be(1);
         }
         _ = leakCluster;
+    }
+
+    [Fact]
+    public void A_data_cluster_pointing_at_metadata_is_never_written_over()
+    {
+        var b = Image(out int cs);
+        long l1 = (long)U64(b, 40);
+        long l2 = (long)(U64(b, (int)l1) & 0x00ff_ffff_ffff_fe00UL);
+        // make guest cluster 0 point at the L1 table itself
+        SetU64(b, (int)l2, (1UL << 63) | (ulong)l1);
+        var s = new MemoryStorage(b);
+        using (var img = Qcow2Image.Open(s))
+        {
+            img.Invoking(i => i.Write(10, new byte[] { 1, 2, 3 })).Should().Throw<Qcow2FormatException>().WithMessage("*metadata*");
+        }
+        s.ToArray().AsSpan((int)l1, cs).SequenceEqual(b.AsSpan((int)l1, cs)).Should().BeTrue("the L1 table is untouched");
     }
 }

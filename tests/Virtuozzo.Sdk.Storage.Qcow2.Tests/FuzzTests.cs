@@ -97,4 +97,50 @@ public class FuzzTests
             throw new InvalidOperationException($"Fuzz case {n} escaped with {ex.GetType().Name}: {ex.Message}", ex);
         }
     }
+
+    [Theory]
+    [InlineData(false, 1500)]
+    [InlineData(true, 600)]
+    public void Hostile_table_entries_fail_only_with_the_format_exception(bool extL2, int cases)
+    {
+        var pristine = BaseImage(3, extL2, out int cs);
+        var h = Header.Parse(pristine);
+        int eb = extL2 ? 16 : 8;
+        ulong U(long at) => BinaryPrimitives.ReadUInt64BigEndian(pristine.AsSpan((int)at));
+        // where the tables are: L1 entries, L2 entries, reftable entries, snapshot table, bitmap directory
+        var l1 = Enumerable.Range(0, (int)h.L1Size).Select(i => h.L1TableOffset + i * 8L).ToList();
+        var l2 = l1.Select(a => (long)(U(a) & 0x00ff_ffff_ffff_fe00UL)).Where(o => o != 0)
+            .SelectMany(t => Enumerable.Range(0, cs / eb).Select(i => t + (long)i * eb)).ToList();
+        var rt = Enumerable.Range(0, (int)(h.RefcountTableClusters * cs / 8)).Select(i => h.RefcountTableOffset + i * 8L).ToList();
+        var snap = Enumerable.Range(0, 64).Select(i => h.SnapshotsOffset + i).ToList();
+        var rnd = new Random(extL2 ? 7 : 8);
+        int shift = 62 - (h.ClusterBits - 8);
+        for (int n = 0; n < cases; n++)
+        {
+            var bytes = (byte[])pristine.Clone();
+            int kind = rnd.Next(6);
+            long at = kind switch
+            {
+                0 => l1[rnd.Next(l1.Count)],
+                1 or 2 or 3 => l2[rnd.Next(l2.Count)],
+                4 => rt[rnd.Next(rt.Count)],
+                _ => snap[rnd.Next(snap.Count)] & ~7L,
+            };
+            ulong value = rnd.Next(6) switch
+            {
+                // a compressed descriptor with a random host offset and sector count
+                0 => (1UL << 62) | ((ulong)rnd.NextInt64(1L << (h.ClusterBits - 8)) << shift) | (ulong)rnd.NextInt64(bytes.Length + 4096),
+                // a standard entry at a random, possibly unaligned or far, offset
+                1 => (rnd.Next(2) == 0 ? 1UL << 63 : 0UL) | ((ulong)rnd.NextInt64(bytes.Length * 2L) & 0x00ff_ffff_ffff_fe00UL) | (ulong)(uint)rnd.Next(2),
+                2 => (ulong)rnd.NextInt64(bytes.Length) & ~511UL,
+                3 => (ulong)rnd.NextInt64() | (1UL << 63),
+                4 => 1UL << 63,
+                _ => (ulong)rnd.Next(16),
+            };
+            BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan((int)at), value);
+            if (extL2 && kind is 1 or 2 or 3)
+                BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan((int)at + 8), (ulong)rnd.NextInt64());
+            Exercise(bytes, n);
+        }
+    }
 }

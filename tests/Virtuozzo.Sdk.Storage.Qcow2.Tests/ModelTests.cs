@@ -12,9 +12,9 @@ public class ModelTests
         public override string ToString() => $"{Kind}@{Offset}+{Length}#{Seed}";
     }
 
-    public sealed record ImageConfig(int ClusterSize, int RefcountBits, int Version, bool ExtendedL2, int Size)
+    public sealed record ImageConfig(int ClusterSize, int RefcountBits, int Version, bool ExtendedL2, int Size, bool TinyCache = false)
     {
-        public override string ToString() => $"cs={ClusterSize} rb={RefcountBits} v{Version} ext={ExtendedL2} size={Size}";
+        public override string ToString() => $"cs={ClusterSize} rb={RefcountBits} v{Version} ext={ExtendedL2} size={Size} tiny={TinyCache}";
     }
 
     private static readonly Gen<ImageConfig> Configs =
@@ -23,7 +23,8 @@ public class ModelTests
         from v in Gen.Elements(2, 3)
         from ext in Gen.Elements(false, true)
         from size in Gen.Choose(1, 3 << 20)
-        select new ImageConfig(cs, v == 2 ? 16 : rb, v, ext && v == 3 && cs >= 16384, size);
+        from tiny in Gen.Elements(false, false, true)
+        select new ImageConfig(cs, v == 2 ? 16 : rb, v, ext && v == 3 && cs >= 16384, size, tiny);
 
     private static readonly Gen<Op> Ops =
         from kind in Gen.Frequency((6, Gen.Constant(0)), (2, Gen.Constant(1)), (2, Gen.Constant(2)), (2, Gen.Constant(3)), (1, Gen.Constant(4)), (1, Gen.Constant(5)), (1, Gen.Constant(6)), (1, Gen.Constant(7)), (1, Gen.Constant(8)))
@@ -47,7 +48,9 @@ public class ModelTests
         var model = new byte[size];
         var snapshots = new List<(string Name, byte[] Data)>();
         int snapshotLimit = c.RefcountBits switch { 1 => 0, 2 => 2, _ => 4 };
-        var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = c.ClusterSize, RefcountBits = c.RefcountBits, Version = c.Version, ExtendedL2 = c.ExtendedL2 });
+        // a tiny L2 cache forces evictions, so delayed metadata is flushed mid-operation
+        var open = new Qcow2OpenOptions { L2CacheSize = c.TinyCache ? 2L * c.ClusterSize : 32L << 20 };
+        var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = c.ClusterSize, RefcountBits = c.RefcountBits, Version = c.Version, ExtendedL2 = c.ExtendedL2 }, open);
         try
         {
             foreach (var op in ops)
@@ -133,7 +136,7 @@ public class ModelTests
                         break;
                     default:
                         img.Dispose();
-                        img = Qcow2Image.Open(storage);
+                        img = Qcow2Image.Open(storage, open);
                         break;
                 }
             }
@@ -172,6 +175,32 @@ public class ModelTests
                 b.Should().Equal(TestData.Pattern(9000, t * 1000 + i));
             }
         img.Check().IsClean.Should().BeTrue();
+    }
+
+    [Fact]
+    public void Concurrent_overlapping_writes_discards_and_reads_keep_the_metadata_consistent()
+    {
+        var storage = new MemoryStorage();
+        using var img = Qcow2Image.Create(storage, new Qcow2CreateOptions { Size = 4 << 20, ClusterSize = 4096 }, new Qcow2OpenOptions { L2CacheSize = 8 * 4096 });
+        Parallel.For(0, 4, t =>
+        {
+            var rnd = new Random(t);
+            var buf = new byte[20_000];
+            for (int i = 0; i < 300; i++)
+            {
+                long off = rnd.NextInt64((4 << 20) - buf.Length);
+                switch (rnd.Next(5))
+                {
+                    case 0: img.Write(off, TestData.Pattern(rnd.Next(1, buf.Length), i)); break;
+                    case 1: img.Discard(off, rnd.Next(1, 100_000) is var n && off + n <= (4 << 20) ? n : 1); break;
+                    case 2: img.WriteZeroes(off, rnd.Next(1, buf.Length)); break;
+                    case 3: img.WriteCompressed(off / 4096 * 4096, TestData.Compressible(8192, i)); break;
+                    default: img.Read(off, buf); break;
+                }
+            }
+        });
+        var check = img.Check();
+        check.IsClean.Should().BeTrue(string.Join("; ", check.Messages.Take(5)));
     }
 
     [Fact]

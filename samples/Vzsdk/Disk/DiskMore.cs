@@ -124,7 +124,7 @@ internal static partial class DiskCommand
     {
         var o = OOption();
         var file = new Argument<string>("FILE");
-        var cmd = new Command("amend", "Change image options in place: compat, lazy_refcounts (qemu-img amend).") { o, file };
+        var cmd = new Command("amend", "Change image options in place: compat, lazy_refcounts, refcount_bits (qemu-img amend).") { o, file };
         cmd.SetAction(pr =>
         {
             var opts = DiskArgs.ParseOptions(pr.GetValue(o));
@@ -136,7 +136,8 @@ internal static partial class DiskCommand
                 {
                     "compat" => a with { Version = v switch { "0.10" or "v2" => 2, "1.1" or "v3" => 3, _ => throw new UsageException($"Invalid compat '{v}'.") } },
                     "lazy_refcounts" => a with { LazyRefcounts = DiskArgs.ParseBool(k, v) },
-                    _ => throw new UsageException($"Option '{k}' cannot be amended here (compat, lazy_refcounts)."),
+                    "refcount_bits" => a with { RefcountBits = int.Parse(v, System.Globalization.CultureInfo.InvariantCulture) },
+                    _ => throw new UsageException($"Option '{k}' cannot be amended here (compat, lazy_refcounts, refcount_bits)."),
                 };
             using var img = Qcow2Image.Open(pr.GetValue(file)!);
             img.Amend(a);
@@ -155,11 +156,12 @@ internal static partial class DiskCommand
         var disable = new Option<bool>("--disable") { Description = "Stop tracking writes (with --add: add it disabled)." };
         var merge = new Option<string?>("--merge") { Description = "Merge this source bitmap into BITMAP." };
         var gran = new Option<string?>("-g") { Description = "Granularity for --add (default 64k)." };
+        var sourceFile = new Option<string?>("-b") { Description = "With --merge: the image that holds the source bitmap." };
         var list = new Option<bool>("--list") { Description = "List the dirty extents of BITMAP (vzsdk extension; JSON with --output=json)." };
         var output = OutputOption();
         var file = new Argument<string>("FILE");
         var name = new Argument<string>("BITMAP");
-        var cmd = new Command("bitmap", "Manage persistent dirty bitmaps (qemu-img bitmap).") { add, remove, clear, enable, disable, merge, gran, list, output, file, name };
+        var cmd = new Command("bitmap", "Manage persistent dirty bitmaps (qemu-img bitmap).") { add, remove, clear, enable, disable, merge, gran, sourceFile, list, output, file, name };
         cmd.SetAction(pr =>
         {
             var bitmap = pr.GetValue(name)!;
@@ -177,7 +179,15 @@ internal static partial class DiskCommand
             if (pr.GetValue(clear))
                 img.ClearBitmap(bitmap);
             if (pr.GetValue(merge) is { } src)
-                img.MergeBitmap(src, bitmap);
+            {
+                if (pr.GetValue(sourceFile) is { } other)
+                {
+                    using var from = Qcow2Image.Open(other, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+                    img.MergeBitmap(from, src, bitmap);
+                }
+                else
+                    img.MergeBitmap(src, bitmap);
+            }
             if (pr.GetValue(list))
             {
                 var extents = img.GetDirtyExtents(bitmap);

@@ -6,6 +6,12 @@ internal sealed class BlockCache(int capacity)
     private readonly Dictionary<long, LinkedListNode<(long Key, byte[] Data)>> _map = [];
     private readonly LinkedList<(long Key, byte[] Data)> _lru = new();
 
+    public int Count => _map.Count;
+
+    public bool Contains(long key) => _map.ContainsKey(key);
+
+    public int Capacity => Math.Max(2, capacity);
+
     public bool TryGet(long key, out byte[] data)
     {
         if (_map.TryGetValue(key, out var node))

@@ -58,7 +58,7 @@ internal sealed class Header
 
     public string? DataFileName => Extensions.FirstOrDefault(e => e.Type == ExtDataFile).Data is { } d ? Encoding.UTF8.GetString(d) : null;
 
-    public static Header Parse(ReadOnlySpan<byte> b, long fileLength)
+    public static Header Parse(ReadOnlySpan<byte> b)
     {
         if (b.Length < 72 || BinaryPrimitives.ReadUInt32BigEndian(b) != Magic)
             throw new Qcow2FormatException("Not a QCOW2 image (bad magic).");
@@ -171,7 +171,6 @@ internal sealed class Header
         }
         if ((h.Incompatible & IncompatDataFile) != 0 && !h.Extensions.Any(e => e.Type == ExtDataFile))
             throw new Qcow2FormatException("The image needs an external data file but does not name it.");
-        _ = fileLength;
         return h;
     }
 

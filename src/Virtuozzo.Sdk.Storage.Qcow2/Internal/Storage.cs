@@ -31,7 +31,7 @@ internal sealed partial class FileStorage : ImageStorage
     public FileStorage(string path, bool writable, bool create = false)
     {
         _path = System.IO.Path.GetFullPath(path);
-        _handle = File.OpenHandle(_path, create ? FileMode.Create : FileMode.Open, writable ? FileAccess.ReadWrite : FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        _handle = File.OpenHandle(_path, create ? FileMode.OpenOrCreate : FileMode.Open, writable ? FileAccess.ReadWrite : FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
     }
 
     public SafeFileHandle Handle => _handle;

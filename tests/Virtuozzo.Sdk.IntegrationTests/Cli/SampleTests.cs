@@ -15,7 +15,8 @@ public class SampleTests
         r.StandardOutput.Should().Contain("KVM:").And.Contain("uname says: Linux").And.Contain("A failing command throws: exit code 3")
             .And.Contain("Refused:").And.Contain("Guaranteed: 1 GiB");
         if (Prerequisites.IsRoot)
-            r.StandardOutput.Should().Contain("hostname inside: demo").And.Contain("Live change: memsize 512M").And.Contain("Deleted container");
+            r.StandardOutput.Should().Contain("hostname inside: demo").And.Contain("Live change: memsize 512M").And.Contain("Deleted container")
+                .And.Contain("(Incremental, parent").And.Contain("/root/note says 'after'");
         var ledger = await File.ReadAllTextAsync(Path.Combine(dir.Path, "ledger.json"));
         ledger.Should().Contain("\"reservations\": []");
     }

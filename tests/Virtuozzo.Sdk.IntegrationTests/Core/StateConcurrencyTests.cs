@@ -62,8 +62,12 @@ public class StateConcurrencyTests
             foreach (var a in new[] { TestProgram.DllPath, "write-configs", dir.Path, path, "100000" })
                 psi.ArgumentList.Add(a);
             using var p = Process.Start(psi)!;
-            await Task.Delay(150 + round * 60);
-            p.Kill(); // SIGKILL at an arbitrary instant
+            // Wait for the first completed write (start-up time varies with load), then kill at an arbitrary instant.
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (!File.Exists(path) && DateTime.UtcNow < deadline && !p.HasExited)
+                await Task.Delay(5);
+            await Task.Delay(Random.Shared.Next(0, 40));
+            p.Kill(); // SIGKILL
             await p.WaitForExitAsync();
             if (File.Exists(path))
                 AssertWhole(await File.ReadAllBytesAsync(path));

@@ -108,6 +108,47 @@ public class ChainAndSnapshotTests
         Qemu.Img("check", file).ExitCode.Should().Be(0);
     }
 
+    [IntegrationTheory("qemu-img", "qemu-io")]
+    [InlineData(1)]
+    [InlineData(4)]
+    [InlineData(64)]
+    public void Amend_changes_the_refcount_width_like_qemu_img_amend(int bits)
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("w.qcow2");
+        Qemu.Img("create", "-f", "qcow2", "-o", "cluster_size=4096", file, "4M").Ok();
+        // compressed clusters share host clusters (refcount > 1), so only the wide case writes them
+        Qemu.Io(file, "write -P 7 0 1M", bits >= 16 ? "write -c -P 8 2M 64k" : "write -P 8 2M 64k").Ok();
+        var before = Qemu.ToRaw(file, dir.Path);
+        using (var img = Qcow2Image.Open(file))
+        {
+            img.Amend(new Qcow2AmendOptions { RefcountBits = bits });
+            img.GetInfo().RefcountBits.Should().Be(bits);
+            img.Write(3 << 20, new byte[8192]);
+        }
+        Qemu.Json("info", "--output=json", file).GetProperty("format-specific").GetProperty("data").GetProperty("refcount-bits").GetInt32().Should().Be(bits);
+        Qemu.Img("check", file).ExitCode.Should().Be(0);
+        var after = Qemu.ToRaw(file, dir.Path);
+        Array.Clear(before, 3 << 20, 8192);
+        after.SequenceEqual(before).Should().BeTrue();
+    }
+
+    [IntegrationFact("qemu-img")]
+    public void Narrowing_refcounts_below_what_snapshots_need_is_refused_without_changes()
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("n.qcow2");
+        using (var img = Qcow2Image.Create(file, new Qcow2CreateOptions { Size = 1 << 20 }))
+        {
+            img.Write(0, new byte[65536]);
+            img.CreateSnapshot("s");
+            img.Invoking(i => i.Amend(new Qcow2AmendOptions { RefcountBits = 1 })).Should().Throw<Qcow2Exception>();
+            img.GetInfo().RefcountBits.Should().Be(16);
+            img.Write(0, new byte[10]);
+        }
+        Qemu.Img("check", file).ExitCode.Should().BeOneOf(0, 3);
+    }
+
     [IntegrationTheory("qemu-img")]
     [InlineData(1L << 30, 65536, 16)]
     [InlineData(100L << 20, 4096, 64)]
@@ -182,6 +223,11 @@ public class ChainAndSnapshotTests
         using (var img = Qcow2Image.Open(file))
         {
             img.GetDirtyExtents("merged").Should().Equal(img.GetDirtyExtents("ours"));
+            // merging from another image
+            using var other = Qcow2Image.Create(dir.File("other.qcow2"), new Qcow2CreateOptions { Size = 4 << 20 });
+            other.AddBitmap("x", 65536);
+            other.MergeBitmap(img, "ours", "x");
+            other.GetDirtyExtents("x").Should().Equal(img.GetDirtyExtents("ours"));
             img.RemoveBitmap("ours");
             img.ClearBitmap("qb");
             img.GetDirtyExtents("qb").Should().BeEmpty();

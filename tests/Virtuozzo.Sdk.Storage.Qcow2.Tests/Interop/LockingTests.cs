@@ -41,6 +41,8 @@ public class LockingTests
             rw.Should().Throw<Qcow2LockedException>();
             var ro = () => Qcow2Image.Open(file, new Qcow2OpenOptions { ReadOnly = true });
             ro.Should().Throw<Qcow2LockedException>();
+            var create = () => Qcow2Image.Create(file, new Qcow2CreateOptions { Size = 1 << 20 });
+            create.Should().Throw<Qcow2LockedException>("creating over an image in use would destroy it");
             using var shared = Qcow2Image.Open(file, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
             var b = new byte[4096];
             shared.Read(0, b);

@@ -1,0 +1,20 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Core;
+
+namespace Virtuozzo.Sdk.Backup;
+
+/// <summary>Registers <see cref="BackupClient"/>.</summary>
+public static class BackupBuilderExtensions
+{
+    /// <summary>Adds <see cref="BackupClient"/> (and <see cref="ContainerClient"/>, which it uses). Idempotent.</summary>
+    public static VirtuozzoSdkBuilder AddBackup(this VirtuozzoSdkBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.AddContainers();
+        builder.Services.TryAddSingleton(sp => new BackupClient(sp.GetRequiredService<ContainerClient>(), null, sp.GetService<ILoggerFactory>()));
+        return builder;
+    }
+}

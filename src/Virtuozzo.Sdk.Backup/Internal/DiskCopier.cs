@@ -1,0 +1,175 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using Virtuozzo.Sdk.Storage.Qcow2;
+
+namespace Virtuozzo.Sdk.Backup.Internal;
+
+/// <summary>
+/// Copies guest data between images with the managed QCOW2 engine, hashing what it stores as it writes:
+/// SHA-256 over (offset, length, bytes) of every stored range, in offset order. The same walk over a backup
+/// file's own clusters recomputes the digest for verification.
+/// </summary>
+internal static class DiskCopier
+{
+    private const int Chunk = 4 << 20;
+
+    /// <summary>Copies the given guest ranges of <paramref name="source"/> into <paramref name="target"/>; returns the digest.</summary>
+    public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[Chunk];
+        var cluster = target.GetInfo().ClusterSize;
+        long done = 0;
+        foreach (var (start, length) in Normalize(ranges, cluster, source.Size))
+        {
+            for (long off = start; off < start + length; off += Chunk)
+            {
+                ct.ThrowIfCancellationRequested();
+                var n = (int)Math.Min(Chunk, start + length - off);
+                var span = buffer.AsSpan(0, n);
+                source.Read(off, span);
+                Append(hash, off, span);
+                if (compress && off % cluster == 0)
+                    WriteCompressedRun(target, off, span, cluster);
+                else
+                    target.Write(off, span);
+                ct.ThrowIfCancellationRequested();
+                done += n;
+                progress?.Report(done);
+            }
+        }
+        target.Flush();
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>Writes whole clusters compressed in one call (the engine compresses them in parallel); a partial tail uncompressed.</summary>
+    private static void WriteCompressedRun(Qcow2Image target, long offset, ReadOnlySpan<byte> data, int cluster)
+    {
+        var whole = data.Length / cluster * cluster;
+        if (offset + data.Length == target.Size)
+            whole = data.Length; // the image's last cluster may be short
+        if (whole > 0)
+            target.WriteCompressed(offset, data[..whole]);
+        if (whole < data.Length)
+            target.Write(offset + whole, data[whole..]);
+    }
+
+    /// <summary>
+    /// Merges a backup into its child before the backup is deleted: every range the backup stores itself and the child
+    /// does not is copied into the child (zeros as zeros), flushed, and only then is the child pointed at
+    /// <paramref name="newBacking"/> (relative name, or null for standalone). Work is proportional to the backup's own
+    /// data, not the disk's size. A kill at any point leaves the child correct: until the pointer switch it still reads
+    /// through the backup, whose data it partly holds already.
+    /// </summary>
+    public static void MergeParentInto(string parentFile, string childFile, string? newBacking, CancellationToken ct)
+    {
+        using var parent = Qcow2Image.Open(parentFile, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+        using var child = Qcow2Image.Open(childFile);
+        var cluster = child.GetInfo().ClusterSize;
+        var childOwn = Normalize(OwnRanges(child), cluster, child.Size);
+        var parentExtents = parent.GetAllocationMap().Where(e => e.Kind != Qcow2ExtentKind.Unallocated).ToList();
+        var buffer = new byte[Chunk];
+        foreach (var e in parentExtents)
+        {
+            foreach (var (start, length) in Subtract(Normalize([(e.Start, e.Length)], cluster, child.Size), childOwn))
+            {
+                for (long off = start; off < start + length; off += Chunk)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var n = (int)Math.Min(Chunk, start + length - off);
+                    if (e.Kind == Qcow2ExtentKind.Zero)
+                    {
+                        child.WriteZeroes(off, n);
+                        continue;
+                    }
+                    var span = buffer.AsSpan(0, n);
+                    parent.Read(off, span);
+                    if (e.Kind == Qcow2ExtentKind.Compressed)
+                        WriteCompressedRun(child, off, span, cluster);
+                    else
+                        child.Write(off, span);
+                }
+            }
+        }
+        child.Flush();
+        child.Rebase(newBacking, newBacking is null ? null : "qcow2", unsafeMode: true);
+        child.Flush();
+    }
+
+    /// <summary>Ranges of <paramref name="a"/> not covered by the sorted, merged <paramref name="b"/>.</summary>
+    internal static IEnumerable<(long Start, long Length)> Subtract(List<(long Start, long Length)> a, List<(long Start, long Length)> b)
+    {
+        foreach (var (s0, l0) in a)
+        {
+            var s = s0;
+            var end = s0 + l0;
+            foreach (var (bs, bl) in b)
+            {
+                if (bs + bl <= s)
+                    continue;
+                if (bs >= end)
+                    break;
+                if (bs > s)
+                    yield return (s, bs - s);
+                s = Math.Max(s, bs + bl);
+                if (s >= end)
+                    break;
+            }
+            if (s < end)
+                yield return (s, end - s);
+        }
+    }
+
+    private static void Append(IncrementalHash hash, long offset, ReadOnlySpan<byte> data)
+    {
+        Span<byte> header = stackalloc byte[16];
+        BinaryPrimitives.WriteInt64LittleEndian(header, offset);
+        BinaryPrimitives.WriteInt64LittleEndian(header[8..], data.Length);
+        hash.AppendData(header);
+        hash.AppendData(data);
+    }
+
+    /// <summary>Rounds ranges out to whole clusters, merges overlaps, and clips to the disk.</summary>
+    internal static List<(long Start, long Length)> Normalize(IEnumerable<(long Start, long Length)> ranges, long cluster, long size)
+    {
+        var list = ranges.Where(r => r.Length > 0)
+            .Select(r => (Start: r.Start / cluster * cluster, End: Math.Min(size, (r.Start + r.Length + cluster - 1) / cluster * cluster)))
+            .OrderBy(r => r.Start).ToList();
+        var merged = new List<(long Start, long Length)>();
+        foreach (var (s, e) in list)
+        {
+            if (merged.Count > 0 && s <= merged[^1].Start + merged[^1].Length)
+            {
+                var last = merged[^1];
+                merged[^1] = (last.Start, Math.Max(last.Start + last.Length, e) - last.Start);
+            }
+            else if (e > s)
+            {
+                merged.Add((s, e - s));
+            }
+        }
+        return merged;
+    }
+
+    /// <summary>The guest ranges an image stores in its own file (not in its backing chain).</summary>
+    public static List<(long Start, long Length)> OwnRanges(Qcow2Image image)
+        => image.GetAllocationMap().Where(e => e.Depth == 0 && e.Kind != Qcow2ExtentKind.Unallocated).Select(e => (e.Start, e.Length)).ToList();
+
+    /// <summary>Recomputes the digest of what a backup file stores, as <see cref="Copy"/> computed it.</summary>
+    public static string DigestOfOwnData(Qcow2Image image, CancellationToken ct)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[Chunk];
+        foreach (var (start, length) in Normalize(OwnRanges(image), image.GetInfo().ClusterSize, image.Size))
+        {
+            for (long off = start; off < start + length; off += Chunk)
+            {
+                ct.ThrowIfCancellationRequested();
+                var n = (int)Math.Min(Chunk, start + length - off);
+                image.Read(off, buffer.AsSpan(0, n));
+                Append(hash, off, buffer.AsSpan(0, n));
+            }
+        }
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+}

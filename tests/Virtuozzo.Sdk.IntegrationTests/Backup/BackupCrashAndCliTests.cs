@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Virtuozzo.Sdk.Backup;
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.IntegrationTests.Cli;
+using Virtuozzo.Sdk.IntegrationTests.Containers;
+using Virtuozzo.Sdk.Testing;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Backup;
+
+[Collection("containers")]
+public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
+{
+    private ContainerClient Containers => fx.Client;
+
+    private BackupClient Backups => new(fx.Options);
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "qemu-img", Root = true)]
+    public async Task A_delete_killed_at_any_point_leaves_every_remaining_backup_restorable_and_clean()
+    {
+        var name = ContainerFixture.UniqueName("bkk");
+        await Containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("256M") } });
+        var ids = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            await Containers.StartAsync(name);
+            var w = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", $"head -c 12000000 /dev/urandom > /root/blob{i} && sync"] });
+            w.ExitCode.Should().Be(0, w.StandardError);
+            await Containers.StopAsync(name);
+            ids.Add((await Backups.CreateAsync(name, new BackupCreateOptions { Compression = BackupCompression.None })).Backup.Id);
+        }
+        var host = new LocalHost();
+        var delays = new[] { 250, 400, 550, 700, 900 };
+        for (var round = 0; round < delays.Length; round++)
+        {
+            var victim = (await Backups.ListAsync(name)).Select(b => b.Id).Skip(1).First(); // a middle backup with a child
+            var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { VzsdkTool.DllPath, "--data-root", fx.Root.Path, "backup", "delete", victim })
+                psi.ArgumentList.Add(a);
+            using var p = Process.Start(psi)!;
+            await Task.Delay(delays[round]);
+            try { p.Kill(); } catch (InvalidOperationException) { }
+            await p.WaitForExitAsync();
+
+            foreach (var b in await Backups.ListAsync(name))
+            {
+                var check = await host.ExecuteBufferedAsync(new Command("qemu-img").WithArguments("check", "-U", b.Disks[0].File).WithValidation(CommandResultValidation.None));
+                check.ExitCode.Should().BeOneOf([0, 3], $"backup {b.Id} has no corruption after a kill at {delays[round]} ms: {check.StandardOutput}");
+                var restored = await Backups.RestoreAsync(b.Id, new BackupRestoreOptions { NewName = new VeName($"{name}-k{round}-{Guid.NewGuid().ToString("N")[..6]}") });
+                (await Containers.DeleteAsync(restored.ToString())).Should().BeTrue();
+            }
+        }
+        // The next operation finishes any interrupted delete; afterwards the chain verifies.
+        await Backups.CreateAsync(name);
+        File.Exists(Path.Combine(fx.Root.Path, "backups", (await Containers.GetAsync(name)).Id.ToString(), "pending-delete.json")).Should().BeFalse();
+        (await Backups.VerifyAsync(name)).IsValid.Should().BeTrue();
+        var final = await Backups.RestoreAsync((await Backups.ListAsync(name)).Last().Id, new BackupRestoreOptions { NewName = new VeName(name + "-final") });
+        await Containers.StartAsync(final.ToString());
+        var ls = await Containers.ExecAsync(final.ToString(), new ContainerExecOptions { Arguments = ["ls", "/root"] });
+        ls.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().BeEquivalentTo(Enumerable.Range(0, 6).Select(i => $"blob{i}"));
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task The_backup_verbs_follow_the_cli_contract()
+    {
+        var root = fx.Root.Path;
+        var name = ContainerFixture.UniqueName("bkc");
+        (await VzsdkTool.RunAsync("--data-root", root, "ct", "create", name, "--diskspace", "128M")).ExitCode.Should().Be(0);
+        var first = await VzsdkTool.RunAsync("--data-root", root, "backup", "create", name);
+        first.ExitCode.Should().Be(0, first.StandardError);
+        var firstId = first.StandardOutput.Trim().Split('\n')[^1];
+        firstId.Should().MatchRegex(@"^\{[0-9a-f-]{36}\}$", "the new backup id is the last line");
+        var second = await VzsdkTool.RunAsync("--data-root", root, "backup", "create", name, "--compression", "zlib");
+        var secondId = second.StandardOutput.Trim().Split('\n')[^1];
+        secondId.Should().Be(firstId + ".1");
+
+        var list = await VzsdkTool.RunAsync("--data-root", root, "backup", "list", name, "--json");
+        using (var doc = JsonDocument.Parse(list.StandardOutput))
+        {
+            doc.RootElement.GetArrayLength().Should().Be(2);
+            var row = doc.RootElement[1];
+            foreach (var key in new[] { "id", "type", "parent", "ve_uuid", "ve_name", "created", "size", "disks" })
+                row.TryGetProperty(key, out _).Should().BeTrue($"list rows carry '{key}'");
+            row.GetProperty("type").GetString().Should().Be("incremental");
+            row.GetProperty("parent").GetString().Should().Be(firstId);
+            row.GetProperty("created").GetString().Should().EndWith("Z");
+        }
+        (await VzsdkTool.RunAsync("--data-root", root, "backup", "verify", name)).ExitCode.Should().Be(0);
+        (await VzsdkTool.RunAsync("--data-root", root, "backup", "create", name, "--compression", "lzma")).ExitCode.Should().Be(2);
+        (await VzsdkTool.RunAsync("--data-root", root, "backup", "delete", "{00000000-0000-0000-0000-000000000001}")).ExitCode.Should().Be(1);
+        (await VzsdkTool.RunAsync("--data-root", root, "backup", "prune", name)).ExitCode.Should().Be(2, "a policy that keeps nothing is refused");
+        var restore = await VzsdkTool.RunAsync("--data-root", root, "backup", "restore", secondId, "--name", name + "-r");
+        restore.ExitCode.Should().Be(0, restore.StandardError);
+        VeId.TryParse(restore.StandardOutput.Trim().Split('\n')[^1], out _).Should().BeTrue();
+        var prune = await VzsdkTool.RunAsync("--data-root", root, "backup", "prune", name, "--keep-last", "1");
+        prune.ExitCode.Should().Be(0, prune.StandardError);
+        prune.StandardOutput.Should().Contain(firstId);
+        var after = await Backups.ListAsync(name);
+        after.Should().ContainSingle().Which.Id.Should().Be(secondId);
+        (await VzsdkTool.RunAsync("--data-root", root, "backup", "delete", secondId)).ExitCode.Should().Be(0);
+        (await Backups.ListAsync(name)).Should().BeEmpty();
+    }
+}

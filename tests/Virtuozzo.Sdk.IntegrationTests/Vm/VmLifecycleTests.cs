@@ -61,6 +61,45 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     }
 
     [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_listing_during_a_long_stop_reports_the_vm_busy_instead_of_waiting()
+    {
+        await Client.CreateAsync(_env.GuestVm("slow", deaf: true));
+        await Client.StartAsync("slow");
+        await Client.WaitForGuestToolsAsync("slow", TimeSpan.FromSeconds(60));
+        var stop = Client.StopAsync("slow", new StopVmOptions { Timeout = TimeSpan.FromSeconds(5) });
+        await Task.Delay(1000);
+        var sw = Stopwatch.StartNew();
+        var listed = (await new VirtualMachineClient(_env.SdkOptions).ListAsync()).Single();
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(2));
+        listed.State.Should().Be(VmState.Busy);
+        (await stop).Should().Be(VmStopMethod.Killed);
+        (await Client.GetAsync("slow")).State.Should().Be(VmState.Stopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_memory_increase_the_ledger_cannot_guarantee_is_refused_and_plugs_nothing()
+    {
+        var total = long.Parse(System.Text.RegularExpressions.Regex.Match(File.ReadAllText("/proc/meminfo"), @"MemTotal:\s+(\d+) kB").Groups[1].Value) * 1024;
+        var small = new VirtualMachineClient(new VirtuozzoSdkOptions
+        {
+            DataRoot = _env.Root.Path,
+            HostMemoryReserve = ByteSize.FromBytes(total - 2 * ByteSize.GiB), // 2 GiB left for guarantees
+        });
+        var vm = await small.CreateAsync(_env.GuestVm("tight") with { MemorySize = ByteSize.FromGiB(1), MemoryHotplug = true });
+        await small.StartAsync("tight");
+        await small.WaitForGuestToolsAsync("tight", TimeSpan.FromSeconds(60));
+        var before = VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tight", "cat /proc/meminfo"));
+        var raise = () => small.SetAsync("tight", new SetVmOptions { MemorySize = ByteSize.FromGiB(3) });
+        await raise.Should().ThrowAsync<InsufficientResourcesException>();
+        await Task.Delay(500);
+        VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tight", "cat /proc/meminfo")).Should().Be(before);
+        var info = await small.GetAsync("tight");
+        info.MemorySize.Should().Be(ByteSize.FromGiB(1));
+        (await small.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(ByteSize.GiB * 80 / 100);
+        await small.KillAsync("tight");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
     public async Task Reset_reboots_the_guest()
     {
         await Client.CreateAsync(_env.GuestVm("rebooter"));

@@ -197,6 +197,7 @@ public sealed partial class VirtualMachineClient
         // them, or one that onlines CPUs itself, still gets the vCPUs).
         try
         {
+            using var agentLock = await AgentLockAsync(s.Config.Id, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             var agent = await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, TimeSpan.FromSeconds(5), ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {

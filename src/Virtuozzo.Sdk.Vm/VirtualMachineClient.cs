@@ -635,6 +635,8 @@ public sealed partial class VirtualMachineClient
     {
         try
         {
+            // A busy channel (a long exec) is not waited for: the power button does the job.
+            using var agentLock = await AgentLockAsync(s.Config.Id, ct, TimeSpan.FromMilliseconds(500)).ConfigureAwait(false);
             var agent = await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, TimeSpan.FromSeconds(2), ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {
@@ -642,7 +644,7 @@ public sealed partial class VirtualMachineClient
                 return VmStopMethod.GuestTools;
             }
         }
-        catch (GuestAgentUnavailableException)
+        catch (Exception ex) when (ex is GuestAgentUnavailableException or LockTimeoutException)
         {
             await QmpAsync(s, "system_powerdown", null, ct).ConfigureAwait(false);
             return VmStopMethod.Acpi;
@@ -772,26 +774,41 @@ public sealed partial class VirtualMachineClient
         }
     }
 
+    /// <summary>
+    /// The lock of a VM's guest tools channel, which serves one client at a time. It is separate from the VM's lock so
+    /// that a long exec does not block a stop, a pause or a listing of the same VM. Order: VM lock, then this one.
+    /// </summary>
+    private Task<FileLock> AgentLockAsync(Guid id, CancellationToken ct, TimeSpan? timeout = null)
+        => FileLock.AcquireAsync(Path.Combine(_store.LocksDirectory, $"ve-{id}.agent.lock"), $"the guest tools channel of VM {id}", timeout ?? _store.LockTimeout, ct);
+
     private async Task<T> WithAgentAsync<T>(string nameOrId, TimeSpan connectTimeout, Func<VmSession, GuestAgentClient, Task<T>> action, CancellationToken ct)
-        => await WithVmAsync(nameOrId, async s =>
+    {
+        var id = await ResolveAsync(nameOrId, ct).ConfigureAwait(false);
+        VmSession s;
+        using (await _store.LockVeAsync(new VeId(id), ct).ConfigureAwait(false))
         {
-            var agent = await ConnectAgentAsync(s, connectTimeout, ct).ConfigureAwait(false);
-            await using (agent.ConfigureAwait(false))
+            s = await OpenSessionAsync(id, ct).ConfigureAwait(false)
+                ?? throw new NotFoundException($"The VM '{nameOrId}' was deleted by another operation.");
+            RequireRunning(s);
+        }
+        using var agentLock = await AgentLockAsync(id, ct).ConfigureAwait(false);
+        var agent = await ConnectAgentAsync(s, connectTimeout, ct).ConfigureAwait(false);
+        await using (agent.ConfigureAwait(false))
+        {
+            try
             {
-                try
-                {
-                    return await action(s, agent).ConfigureAwait(false);
-                }
-                catch (GuestAgentException ex)
-                {
-                    throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' refused: {ex.Description}", ex);
-                }
-                catch (GuestAgentUnavailableException ex)
-                {
-                    throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' stopped answering: {ex.Message}", ex);
-                }
+                return await action(s, agent).ConfigureAwait(false);
             }
-        }, ct).ConfigureAwait(false);
+            catch (GuestAgentException ex)
+            {
+                throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' refused: {ex.Description}", ex);
+            }
+            catch (GuestAgentUnavailableException ex)
+            {
+                throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' stopped answering (the VM may have stopped): {ex.Message}", ex);
+            }
+        }
+    }
 
     /// <summary>Waits until the guest tools in a running VM answer (the guest has booted far enough to be managed).</summary>
     /// <exception cref="TimeoutException">They did not answer within <paramref name="timeout"/>.</exception>

@@ -100,6 +100,23 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     }
 
     [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_long_exec_does_not_block_pausing_or_stopping_the_vm()
+    {
+        await Client.CreateAsync(_env.GuestVm("longexec"));
+        await Client.StartAsync("longexec");
+        await Client.WaitForGuestToolsAsync("longexec", TimeSpan.FromSeconds(60));
+        var exec = Client.ExecAsync("longexec", new VmExecOptions { Command = ["/bin/sleep", "30"], Timeout = TimeSpan.FromSeconds(60) });
+        await Task.Delay(1000);
+        var sw = Stopwatch.StartNew();
+        await Client.PauseAsync("longexec");
+        await Client.ResumeAsync("longexec");
+        var method = await Client.StopAsync("longexec", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(15));
+        method.Should().Be(VmStopMethod.Acpi, "the guest tools channel was busy with the exec, so the power button was pressed");
+        await exec.Awaiting(e => e).Should().ThrowAsync<InvalidStateException>().WithMessage("*stopped answering*");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
     public async Task Reset_reboots_the_guest()
     {
         await Client.CreateAsync(_env.GuestVm("rebooter"));

@@ -13,31 +13,72 @@ internal static class DiskCopier
 {
     private const int Chunk = 4 << 20;
 
-    /// <summary>Copies the given guest ranges of <paramref name="source"/> into <paramref name="target"/>; returns the digest.</summary>
+    /// <summary>
+    /// Copies the given guest ranges of <paramref name="source"/> into <paramref name="target"/>; returns the digest.
+    /// Reading and hashing (in offset order) run on one thread while the previous chunks are compressed and written on
+    /// another, through a small bounded queue.
+    /// </summary>
     public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[Chunk];
         var cluster = target.GetInfo().ClusterSize;
+        var queue = new System.Collections.Concurrent.BlockingCollection<(long Offset, byte[] Buffer, int Length)>(boundedCapacity: 3);
+        var pool = new System.Collections.Concurrent.ConcurrentBag<byte[]>();
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        Exception? writerError = null;
         long done = 0;
-        foreach (var (start, length) in Normalize(ranges, cluster, source.Size))
+        var writer = Task.Run(() =>
         {
-            for (long off = start; off < start + length; off += Chunk)
+            try
             {
-                ct.ThrowIfCancellationRequested();
-                var n = (int)Math.Min(Chunk, start + length - off);
-                var span = buffer.AsSpan(0, n);
-                source.Read(off, span);
-                Append(hash, off, span);
-                if (compress && off % cluster == 0)
-                    WriteCompressedRun(target, off, span, cluster);
-                else
-                    target.Write(off, span);
-                ct.ThrowIfCancellationRequested();
-                done += n;
-                progress?.Report(done);
+                foreach (var (off, buffer, n) in queue.GetConsumingEnumerable(failed.Token))
+                {
+                    var span = buffer.AsSpan(0, n);
+                    if (compress && off % cluster == 0)
+                        WriteCompressedRun(target, off, span, cluster);
+                    else
+                        target.Write(off, span);
+                    pool.Add(buffer);
+                    done += n;
+                    progress?.Report(done);
+                }
             }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                writerError = ex;
+                failed.Cancel();
+            }
+        }, CancellationToken.None);
+        try
+        {
+            foreach (var (start, length) in Normalize(ranges, cluster, source.Size))
+            {
+                for (long off = start; off < start + length; off += Chunk)
+                {
+                    failed.Token.ThrowIfCancellationRequested();
+                    var n = (int)Math.Min(Chunk, start + length - off);
+                    var buffer = pool.TryTake(out var b) ? b : new byte[Chunk];
+                    source.Read(off, buffer.AsSpan(0, n));
+                    Append(hash, off, buffer.AsSpan(0, n));
+                    queue.Add((off, buffer, n), failed.Token);
+                }
+            }
+            queue.CompleteAdding();
+            writer.GetAwaiter().GetResult();
         }
+        catch (OperationCanceledException) when (writerError is not null)
+        {
+            throw writerError;
+        }
+        finally
+        {
+            queue.CompleteAdding();
+            try { writer.Wait(CancellationToken.None); }
+            catch (AggregateException) { }
+            queue.Dispose();
+        }
+        if (writerError is not null)
+            throw writerError;
         target.Flush();
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }

@@ -63,6 +63,7 @@ internal static class HostCommand
         cmd.SetAction(async (parse, ct) =>
         {
             var removed = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Options(parse)).ReconcileAsync(ct);
+            removed += await new Virtuozzo.Sdk.Vm.VirtualMachineClient(Cli.Options(parse)).ReconcileAsync(ct);
             Console.WriteLine($"Removed {removed} leftover(s)");
             return Cli.Success;
         });

@@ -124,35 +124,48 @@ public sealed partial class VirtualMachineClient
     {
         var plugged = rt.BaseMemoryBytes + rt.Dimms.Sum(d => d.SizeBytes);
         var target = newMemory ?? rt.TargetMemoryBytes;
-        // Admission first: a raised guarantee must fit the host before anything changes.
-        await _ledger.ReserveAsync(s.Id, VeKind.Vm, target * next.MemoryGuaranteePercent / 100, Overhead(Math.Max(plugged, target)), ct).ConfigureAwait(false);
+        // Validate the change before anything else; then admission: a raised guarantee must fit the host first.
+        var (dimm, balloon) = newMemory is null ? (0L, target) : VmConfigRules.PlanMemoryChange(s.Config, plugged, rt.Dimms.Count, target);
+        await _ledger.ReserveAsync(s.Id, VeKind.Vm, target * next.MemoryGuaranteePercent / 100, Overhead(plugged + dimm), ct).ConfigureAwait(false);
         if (newMemory is null)
             return rt;
-        var (dimm, balloon) = VmConfigRules.PlanMemoryChange(s.Config with { MemoryHotplug = s.Config.MemoryHotplug }, plugged, rt.Dimms.Count, target);
-        var dimms = rt.Dimms;
-        var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
-        await using (qmp.ConfigureAwait(false))
+        try
         {
-            if (dimm > 0)
+            var dimms = rt.Dimms;
+            var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
+            await using (qmp.ConfigureAwait(false))
             {
-                var id = "dimm" + Inv(Enumerable.Range(0, 1024).First(i => rt.Dimms.All(d => d.Id != "dimm" + Inv(i))));
-                await qmp.ExecuteAsync("object-add", new JsonObject { ["qom-type"] = "memory-backend-ram", ["id"] = "mem-" + id, ["size"] = dimm }, QmpTimeout, ct).ConfigureAwait(false);
-                try
+                if (dimm > 0)
                 {
-                    await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "pc-dimm", ["id"] = id, ["memdev"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false);
+                    var id = "dimm" + Inv(Enumerable.Range(0, 1024).First(i => rt.Dimms.All(d => d.Id != "dimm" + Inv(i))));
+                    await qmp.ExecuteAsync("object-add", new JsonObject { ["qom-type"] = "memory-backend-ram", ["id"] = "mem-" + id, ["size"] = dimm }, QmpTimeout, ct).ConfigureAwait(false);
+                    try
+                    {
+                        await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "pc-dimm", ["id"] = id, ["memdev"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false);
+                    }
+                    catch (QmpException ex)
+                    {
+                        try { await qmp.ExecuteAsync("object-del", new JsonObject { ["id"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false); }
+                        catch (QmpException) { }
+                        throw new InvalidStateException($"The VM '{s.Config.Name}' refused a {ByteSize.FromBytes(dimm).ToHumanString()} DIMM: {ex.Description}", ex);
+                    }
+                    dimms = [.. rt.Dimms, new VmDimm(id, dimm)];
+                    _logger.LogDebug("VM {Name}: plugged DIMM {Id} of {Size} bytes", s.Config.Name, id, dimm);
+                    // Recorded at once: the DIMM stays plugged even if the balloon call below fails.
+                    s.Runtime = rt = rt with { Dimms = dimms };
+                    await WriteRuntimeAsync(s.Paths, rt, ct).ConfigureAwait(false);
                 }
-                catch (QmpException ex)
-                {
-                    try { await qmp.ExecuteAsync("object-del", new JsonObject { ["id"] = "mem-" + id }, QmpTimeout, ct).ConfigureAwait(false); }
-                    catch (QmpException) { }
-                    throw new InvalidStateException($"The VM '{s.Config.Name}' refused a {Core.ByteSize.FromBytes(dimm).ToHumanString()} DIMM: {ex.Description}", ex);
-                }
-                dimms = [.. rt.Dimms, new VmDimm(id, dimm)];
-                _logger.LogDebug("VM {Name}: plugged DIMM {Id} of {Size} bytes", s.Config.Name, id, dimm);
+                await qmp.ExecuteAsync("balloon", new JsonObject { ["value"] = balloon }, QmpTimeout, ct).ConfigureAwait(false);
             }
-            await qmp.ExecuteAsync("balloon", new JsonObject { ["value"] = balloon }, QmpTimeout, ct).ConfigureAwait(false);
+            return rt with { Dimms = dimms, TargetMemoryBytes = balloon };
         }
-        return rt with { Dimms = dimms, TargetMemoryBytes = balloon };
+        catch
+        {
+            // Put the reservation back to what the VM still has.
+            var now = rt.BaseMemoryBytes + rt.Dimms.Sum(d => d.SizeBytes);
+            await _ledger.ReserveAsync(s.Id, VeKind.Vm, rt.TargetMemoryBytes * s.Config.MemoryGuaranteePercent / 100, Overhead(now), CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
     }
 
     private async Task<VmRuntime> HotplugCpusAsync(VmSession s, VmRuntime rt, int want, string? mask, CancellationToken ct)
@@ -169,16 +182,22 @@ public sealed partial class VirtualMachineClient
                 throw new InvalidStateException($"The VM '{s.Config.Name}' has only {free.Count} free vCPU slots.");
             foreach (var slot in free.Take(add))
             {
-                var args = new JsonObject { ["driver"] = slot["type"]!.GetValue<string>(), ["id"] = "vcpu" + Guid.NewGuid().ToString("N")[..8] };
-                foreach (var (k, v) in slot["props"]!.AsObject())
-                    args[k] = v?.DeepClone();
+                var cpu = new VmHotplugCpu("vcpu" + Guid.NewGuid().ToString("N")[..8], slot["type"]!.GetValue<string>(),
+                    slot["props"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<long>()));
+                var args = new JsonObject { ["driver"] = cpu.Driver, ["id"] = cpu.Id };
+                foreach (var (k, v) in cpu.Properties)
+                    args[k] = v;
                 await qmp.ExecuteAsync("device_add", args, QmpTimeout, ct).ConfigureAwait(false);
+                rt = rt with { HotplugCpus = [.. rt.HotplugCpus, cpu] };
+                s.Runtime = rt;
+                await WriteRuntimeAsync(s.Paths, rt, ct).ConfigureAwait(false);
             }
         }
         // The guest sees new vCPUs offline: bring them online through the guest tools (best effort: a guest without
         // them, or one that onlines CPUs itself, still gets the vCPUs).
         try
         {
+            using var agentLock = await AgentLockAsync(s.Config.Id, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             var agent = await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, TimeSpan.FromSeconds(5), ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {
@@ -215,7 +234,10 @@ public sealed partial class VirtualMachineClient
         var ct = cancellationToken;
         return WithVmAsync(nameOrId, async s =>
         {
-            var name = "hdd" + Inv(Enumerable.Range(0, 64).First(i => s.Config.Disks.All(d => d.Name != "hdd" + Inv(i))));
+            var free = Enumerable.Range(0, QemuCommandLine.MaxDisks).Where(i => s.Config.Disks.All(d => d.Name != "hdd" + Inv(i))).ToList();
+            if (free.Count == 0)
+                throw new InsufficientResourcesException($"The VM '{s.Config.Name}' already has {QemuCommandLine.MaxDisks} disks, the most it can have.");
+            var name = "hdd" + Inv(free[0]);
             var d = await MakeDiskAsync(s.Paths, name, disk, ct).ConfigureAwait(false);
             var path = s.Paths.DiskPath(d);
             try
@@ -233,7 +255,7 @@ public sealed partial class VirtualMachineClient
                         }, QmpTimeout, ct).ConfigureAwait(false);
                         try
                         {
-                            await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "virtio-blk-pci", ["drive"] = name + "-fmt", ["id"] = name }, QmpTimeout, ct).ConfigureAwait(false);
+                            await qmp.ExecuteAsync("device_add", new JsonObject { ["driver"] = "virtio-blk-pci", ["drive"] = name + "-fmt", ["id"] = name, ["addr"] = QemuCommandLine.DiskSlot(name) }, QmpTimeout, ct).ConfigureAwait(false);
                         }
                         catch (QmpException)
                         {
@@ -357,7 +379,12 @@ public sealed partial class VirtualMachineClient
                 }
             }
             File.Move(tmp, path, overwrite: true);
-            s.Config = s.Config with { SuspendedStateFile = file };
+            var rt = s.Runtime!;
+            s.Config = s.Config with
+            {
+                SuspendedStateFile = file,
+                SuspendedHardware = new VmSuspendedHardware(rt.BaseMemoryBytes, rt.Dimms, rt.Cpus, rt.TargetMemoryBytes, rt.HotplugCpus, rt.BootCpus),
+            };
             await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
             await KillProcessAsync(s.Runtime!.Pid, CancellationToken.None).ConfigureAwait(false);
             await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);

@@ -377,6 +377,28 @@ public sealed partial class VirtualMachineClient
         }
     }
 
+    /// <summary>
+    /// Cleans up after VMs whose emulator is gone (a crash, a kill, a host reboot): removes their sockets and pid files,
+    /// taps and cgroups, and releases their memory guarantees. Returns how many VMs were cleaned. Other operations do
+    /// the same lazily for the VM they touch; call this at service start to settle the ledger at once.
+    /// </summary>
+    public async Task<int> ReconcileAsync(CancellationToken cancellationToken = default)
+    {
+        var cleaned = 0;
+        foreach (var c in await ReadAllConfigsAsync(cancellationToken).ConfigureAwait(false))
+        {
+            using var veLock = await _store.LockVeAsync(new VeId(c.Id), cancellationToken).ConfigureAwait(false);
+            var paths = PathsOf(c.Id);
+            var runtime = await ReadRuntimeAsync(paths, cancellationToken).ConfigureAwait(false);
+            var stale = runtime is not null ? !IsAlive(runtime) : Directory.Exists(paths.RunDirectory);
+            if (!stale)
+                continue;
+            await CleanUpAfterExitAsync(new VeId(c.Id), paths, cancellationToken).ConfigureAwait(false);
+            cleaned++;
+        }
+        return cleaned;
+    }
+
     // ------------------------------------------------------------------ start
 
     /// <summary>
@@ -437,19 +459,35 @@ public sealed partial class VirtualMachineClient
                 // Recorded before the emulator runs, so that a failed start removes the tap too.
                 await WriteRuntimeAsync(s.Paths, new VmRuntime { Pid = 0, ProcessStartTime = 0, StartedAt = DateTimeOffset.UtcNow, BaseMemoryBytes = c.MemoryBytes, TapDevice = tap }, ct).ConfigureAwait(false);
             }
-            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch { Software = software, IncomingStateFile = incoming, Paused = paused, TapDevice = tap });
+            var hw = incoming is not null ? c.SuspendedHardware : null;
+            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch
+            {
+                Software = software,
+                IncomingStateFile = incoming,
+                Paused = paused,
+                TapDevice = tap,
+                BaseMemoryBytes = hw?.BaseMemoryBytes,
+                Dimms = hw?.Dimms ?? [],
+                Cpus = hw is null ? null : hw.BootCpus > 0 ? hw.BootCpus : hw.Cpus,
+                HotplugCpus = hw?.HotplugCpus ?? [],
+            });
             _logger.LogDebug("Starting VM {Name}: {Args}", c.Name, string.Join(' ', args));
             await _host.ExecuteBufferedAsync(new Command(Emulator).WithArguments(args).WithTimeout(_options.StartTimeout), ct).ConfigureAwait(false);
+            if (!File.Exists(s.Paths.PidFile))
+                throw new InvalidStateException($"The VM '{c.Name}' exited right after it started{(incoming is not null ? " (its saved state could not be loaded; resume needs the hardware it was suspended with)" : "")}. Console log '{s.Paths.ConsoleLog}': {ConsoleTail(s.Paths)}");
             pid = int.Parse((await File.ReadAllTextAsync(s.Paths.PidFile, ct).ConfigureAwait(false)).Trim(), CultureInfo.InvariantCulture);
-            var stat = ProcessTree.ReadStat(pid) ?? throw new InvalidStateException($"The VM '{c.Name}' exited right after it started; see its console log '{s.Paths.ConsoleLog}'.");
+            var stat = ProcessTree.ReadStat(pid) ?? throw new InvalidStateException($"The VM '{c.Name}' exited right after it started. Console log '{s.Paths.ConsoleLog}': {ConsoleTail(s.Paths)}");
             var runtime = new VmRuntime
             {
                 Pid = pid,
                 ProcessStartTime = stat.StartTime,
                 StartedAt = DateTimeOffset.UtcNow,
-                BaseMemoryBytes = c.MemoryBytes,
-                TargetMemoryBytes = c.MemoryBytes,
-                Cpus = c.Cpus,
+                BaseMemoryBytes = hw?.BaseMemoryBytes ?? c.MemoryBytes,
+                Dimms = hw?.Dimms ?? [],
+                TargetMemoryBytes = hw?.TargetMemoryBytes ?? c.MemoryBytes,
+                Cpus = hw?.Cpus ?? c.Cpus,
+                BootCpus = hw is null ? c.Cpus : hw.BootCpus > 0 ? hw.BootCpus : hw.Cpus,
+                HotplugCpus = hw?.HotplugCpus ?? [],
                 Software = software,
                 TapDevice = tap,
             };
@@ -470,7 +508,7 @@ public sealed partial class VirtualMachineClient
                 await ApplyCpuMaskAsync(s, mask, ct).ConfigureAwait(false);
             if (incoming is not null)
             {
-                s.Config = c with { SuspendedStateFile = null };
+                s.Config = c with { SuspendedStateFile = null, SuspendedHardware = null };
                 await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
                 File.Delete(incoming);
             }
@@ -486,6 +524,20 @@ public sealed partial class VirtualMachineClient
                 await KillProcessAsync(pid, CancellationToken.None).ConfigureAwait(false);
             await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>The last lines of the VM's serial console, for error messages.</summary>
+    private static string ConsoleTail(VmPaths paths)
+    {
+        try
+        {
+            var lines = File.ReadAllLines(paths.ConsoleLog);
+            return lines.Length == 0 ? "(empty)" : string.Join(" | ", lines.TakeLast(5).Select(l => l.Trim()));
+        }
+        catch (IOException)
+        {
+            return "(none)";
         }
     }
 
@@ -583,6 +635,8 @@ public sealed partial class VirtualMachineClient
     {
         try
         {
+            // A busy channel (a long exec) is not waited for: the power button does the job.
+            using var agentLock = await AgentLockAsync(s.Config.Id, ct, TimeSpan.FromMilliseconds(500)).ConfigureAwait(false);
             var agent = await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, TimeSpan.FromSeconds(2), ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {
@@ -590,7 +644,7 @@ public sealed partial class VirtualMachineClient
                 return VmStopMethod.GuestTools;
             }
         }
-        catch (GuestAgentUnavailableException)
+        catch (Exception ex) when (ex is GuestAgentUnavailableException or LockTimeoutException)
         {
             await QmpAsync(s, "system_powerdown", null, ct).ConfigureAwait(false);
             return VmStopMethod.Acpi;
@@ -720,26 +774,41 @@ public sealed partial class VirtualMachineClient
         }
     }
 
+    /// <summary>
+    /// The lock of a VM's guest tools channel, which serves one client at a time. It is separate from the VM's lock so
+    /// that a long exec does not block a stop, a pause or a listing of the same VM. Order: VM lock, then this one.
+    /// </summary>
+    private Task<FileLock> AgentLockAsync(Guid id, CancellationToken ct, TimeSpan? timeout = null)
+        => FileLock.AcquireAsync(Path.Combine(_store.LocksDirectory, $"ve-{id}.agent.lock"), $"the guest tools channel of VM {id}", timeout ?? _store.LockTimeout, ct);
+
     private async Task<T> WithAgentAsync<T>(string nameOrId, TimeSpan connectTimeout, Func<VmSession, GuestAgentClient, Task<T>> action, CancellationToken ct)
-        => await WithVmAsync(nameOrId, async s =>
+    {
+        var id = await ResolveAsync(nameOrId, ct).ConfigureAwait(false);
+        VmSession s;
+        using (await _store.LockVeAsync(new VeId(id), ct).ConfigureAwait(false))
         {
-            var agent = await ConnectAgentAsync(s, connectTimeout, ct).ConfigureAwait(false);
-            await using (agent.ConfigureAwait(false))
+            s = await OpenSessionAsync(id, ct).ConfigureAwait(false)
+                ?? throw new NotFoundException($"The VM '{nameOrId}' was deleted by another operation.");
+            RequireRunning(s);
+        }
+        using var agentLock = await AgentLockAsync(id, ct).ConfigureAwait(false);
+        var agent = await ConnectAgentAsync(s, connectTimeout, ct).ConfigureAwait(false);
+        await using (agent.ConfigureAwait(false))
+        {
+            try
             {
-                try
-                {
-                    return await action(s, agent).ConfigureAwait(false);
-                }
-                catch (GuestAgentException ex)
-                {
-                    throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' refused: {ex.Description}", ex);
-                }
-                catch (GuestAgentUnavailableException ex)
-                {
-                    throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' stopped answering: {ex.Message}", ex);
-                }
+                return await action(s, agent).ConfigureAwait(false);
             }
-        }, ct).ConfigureAwait(false);
+            catch (GuestAgentException ex)
+            {
+                throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' refused: {ex.Description}", ex);
+            }
+            catch (GuestAgentUnavailableException ex)
+            {
+                throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' stopped answering (the VM may have stopped): {ex.Message}", ex);
+            }
+        }
+    }
 
     /// <summary>Waits until the guest tools in a running VM answer (the guest has booted far enough to be managed).</summary>
     /// <exception cref="TimeoutException">They did not answer within <paramref name="timeout"/>.</exception>
@@ -751,7 +820,8 @@ public sealed partial class VirtualMachineClient
         }
         catch (InvalidStateException ex) when (ex.InnerException is GuestAgentUnavailableException)
         {
-            throw new TimeoutException($"The guest tools of '{nameOrId}' did not answer within {timeout.TotalSeconds:0.#} s.", ex);
+            var paths = PathsOf(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false));
+            throw new TimeoutException($"The guest tools of '{nameOrId}' did not answer within {timeout.TotalSeconds:0.#} s. Console log '{paths.ConsoleLog}': {ConsoleTail(paths)}", ex);
         }
     }
 

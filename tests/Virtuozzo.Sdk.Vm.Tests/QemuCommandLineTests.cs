@@ -33,7 +33,7 @@ public class QemuCommandLineTests
         After(a, "-name").Should().Be("guest=web,,1,debug-threads=on", "commas are escaped for the option syntax");
         AllAfter(a, "-mon").Should().HaveCount(2).And.OnlyContain(m => m.EndsWith("mode=control"));
         AllAfter(a, "-chardev").Should().Contain(c => c.Contains("path=/data/run/id/qmp,")).And.Contain(c => c.Contains("path=/data/run/id/ev,")).And.Contain(c => c.Contains("path=/data/run/id/ga,"));
-        AllAfter(a, "-device").Should().Contain("virtserialport,bus=vser0.0,chardev=ga0,name=org.qemu.guest_agent.0").And.Contain("virtio-balloon-pci,id=balloon0");
+        AllAfter(a, "-device").Should().Contain("virtserialport,bus=vser0.0,chardev=ga0,name=org.qemu.guest_agent.0").And.Contain("virtio-balloon-pci,id=balloon0,addr=0x3");
     }
 
     [Fact]
@@ -61,7 +61,7 @@ public class QemuCommandLineTests
         AllAfter(a, "-blockdev").Should().Equal(
             "driver=file,node-name=hdd0-file,filename=/data/private/id/hdd0.qcow2,cache.direct=off",
             "driver=qcow2,node-name=hdd0-fmt,file=hdd0-file");
-        AllAfter(a, "-device").Should().Contain("virtio-blk-pci,drive=hdd0-fmt,id=hdd0,bootindex=1");
+        AllAfter(a, "-device").Should().Contain("virtio-blk-pci,drive=hdd0-fmt,id=hdd0,addr=0x6,bootindex=1");
     }
 
     [Fact]
@@ -103,11 +103,38 @@ public class QemuCommandLineTests
         {
             var a = QemuCommandLine.Build(Config() with { CdromImagePath = iso, BootOrder = [VmBootDevice.Cdrom, VmBootDevice.Disk] }, Paths, new QemuLaunch { Software = true });
             AllAfter(a, "-blockdev").Should().Contain($"driver=file,node-name=cd0-file,filename={iso},read-only=on");
-            AllAfter(a, "-device").Should().Contain("ide-cd,drive=cd0,id=cdrom0,bootindex=1").And.Contain("virtio-blk-pci,drive=hdd0-fmt,id=hdd0,bootindex=2");
+            AllAfter(a, "-device").Should().Contain("ide-cd,drive=cd0,id=cdrom0,bootindex=1").And.Contain("virtio-blk-pci,drive=hdd0-fmt,id=hdd0,addr=0x6,bootindex=2");
         }
         finally
         {
             File.Delete(iso);
         }
+    }
+
+    [Fact]
+    public void Devices_sit_in_fixed_pci_slots_so_hotplugged_disks_land_where_a_restart_puts_them()
+    {
+        QemuCommandLine.DiskSlot("hdd0").Should().Be("0x6");
+        QemuCommandLine.DiskSlot("hdd25").Should().Be("0x1f");
+        ((Action)(() => QemuCommandLine.DiskSlot("hdd26"))).Should().Throw<ArgumentOutOfRangeException>();
+        var a = QemuCommandLine.Build(Config(), Paths, new QemuLaunch { Software = true });
+        AllAfter(a, "-device").Should().Contain("virtio-serial-pci,id=vser0,addr=0x4").And.Contain(d => d.StartsWith("virtio-net-pci,") && d.EndsWith(",addr=0x5"));
+    }
+
+    [Fact]
+    public void A_resume_recreates_hotplugged_dimms_and_vcpus_on_the_command_line()
+    {
+        var c = Config(o => o with { MemorySize = ByteSize.FromGiB(1), MemoryHotplug = true });
+        var a = QemuCommandLine.Build(c, Paths, new QemuLaunch
+        {
+            Software = true,
+            IncomingStateFile = "/s",
+            BaseMemoryBytes = ByteSize.GiB,
+            Dimms = [new VmDimm("dimm0", 256 * ByteSize.MiB)],
+            Cpus = 3,
+        });
+        After(a, "-smp").Should().Be("3,maxcpus=4");
+        After(a, "-object").Should().Be("memory-backend-ram,id=mem-dimm0,size=268435456");
+        AllAfter(a, "-device").Should().Contain("pc-dimm,id=dimm0,memdev=mem-dimm0");
     }
 }

@@ -39,6 +39,15 @@ internal sealed record QemuLaunch
 
     /// <summary>Memory to boot with (defaults to the config's memory size).</summary>
     public long? BaseMemoryBytes { get; init; }
+
+    /// <summary>DIMMs to create at boot (to resume a VM that had memory hotplugged).</summary>
+    public IReadOnlyList<VmDimm> Dimms { get; init; } = [];
+
+    /// <summary>vCPUs to boot with (defaults to the config's count).</summary>
+    public int? Cpus { get; init; }
+
+    /// <summary>Hotplugged vCPUs to recreate as devices (to resume a VM that had vCPUs hotplugged).</summary>
+    public IReadOnlyList<VmHotplugCpu> HotplugCpus { get; init; } = [];
 }
 
 /// <summary>Builds the emulator's argument vector from a VM's config. Pure: unit-tested without the emulator.</summary>
@@ -65,7 +74,7 @@ internal static class QemuCommandLine
             "-serial", "file:" + p.ConsoleLog,
             "-daemonize",
             "-pidfile", p.PidFile,
-            "-smp", $"{c.Cpus},maxcpus={Math.Max(c.Cpus, c.MaxCpus)}",
+            "-smp", $"{launch.Cpus ?? c.Cpus},maxcpus={Math.Max(launch.Cpus ?? c.Cpus, c.MaxCpus)}",
         };
 
         var mib = (launch.BaseMemoryBytes ?? c.MemoryBytes) / (1024 * 1024);
@@ -74,12 +83,22 @@ internal static class QemuCommandLine
             ? $"size={Inv(mib)}M,slots={c.MemorySlots},maxmem={Inv(c.MaxMemoryBytes / (1024 * 1024))}M"
             : $"size={Inv(mib)}M");
 
+        foreach (var cpu in launch.HotplugCpus)
+        {
+            a.AddRange(["-device", $"{cpu.Driver},id={cpu.Id}," + string.Join(',', cpu.Properties.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={Inv(p.Value)}"))]);
+        }
+        foreach (var dimm in launch.Dimms)
+        {
+            a.AddRange(["-object", $"memory-backend-ram,id=mem-{dimm.Id},size={Inv(dimm.SizeBytes)}",
+                "-device", $"pc-dimm,id={dimm.Id},memdev=mem-{dimm.Id}"]);
+        }
+
         a.AddRange(["-chardev", $"socket,id=mon0,path={Escape(p.CommandSocket)},server=on,wait=off", "-mon", "chardev=mon0,mode=control"]);
         a.AddRange(["-chardev", $"socket,id=mon1,path={Escape(p.EventSocket)},server=on,wait=off", "-mon", "chardev=mon1,mode=control"]);
         a.AddRange(["-chardev", $"socket,id=ga0,path={Escape(p.AgentSocket)},server=on,wait=off",
-            "-device", "virtio-serial-pci,id=vser0",
+            "-device", "virtio-serial-pci,id=vser0,addr=0x4",
             "-device", $"virtserialport,bus=vser0.0,chardev=ga0,name={AgentPortName}"]);
-        a.AddRange(["-device", "virtio-balloon-pci,id=balloon0"]);
+        a.AddRange(["-device", "virtio-balloon-pci,id=balloon0,addr=0x3"]);
 
         var bootIndex = 1;
         var diskBoot = c.BootOrder.IndexOf(VmBootDevice.Disk);
@@ -89,7 +108,7 @@ internal static class QemuCommandLine
         {
             var d = c.Disks[i];
             a.AddRange(DiskArguments(d, p.DiskPath(d)));
-            var dev = $"virtio-blk-pci,drive={d.Name}-fmt,id={d.Name}";
+            var dev = $"virtio-blk-pci,drive={d.Name}-fmt,id={d.Name},addr={DiskSlot(d.Name)}";
             if (i == 0 && diskBoot >= 0 && c.KernelPath is null)
                 dev += $",bootindex={diskBoot + bootIndex}";
             a.AddRange(["-device", dev]);
@@ -116,7 +135,7 @@ internal static class QemuCommandLine
         }
         if (c.Network != VmNetworkMode.None)
         {
-            var dev = $"virtio-net-pci,netdev=net0,id=nic0,mac={c.MacAddress}";
+            var dev = $"virtio-net-pci,netdev=net0,id=nic0,mac={c.MacAddress},addr=0x5";
             if (netBoot >= 0 && c.KernelPath is null)
                 dev += $",bootindex={netBoot + bootIndex}";
             a.AddRange(["-device", dev]);
@@ -135,6 +154,21 @@ internal static class QemuCommandLine
         if (launch.Paused)
             a.Add("-S");
         return a;
+    }
+
+    /// <summary>The maximum number of disks (PCI slots 0x6 to 0x1f).</summary>
+    public const int MaxDisks = 26;
+
+    /// <summary>
+    /// The fixed PCI slot of disk <c>hddN</c>. Fixed slots let a disk hotplugged into a running VM sit where a restart
+    /// (or a resume from a saved state, which needs the same layout) puts it.
+    /// </summary>
+    public static string DiskSlot(string diskName)
+    {
+        var n = int.Parse(diskName.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture);
+        if (n is < 0 or >= MaxDisks)
+            throw new ArgumentOutOfRangeException(nameof(diskName), diskName, $"A VM has at most {MaxDisks} disks.");
+        return "0x" + (6 + n).ToString("x", CultureInfo.InvariantCulture);
     }
 
     public static IEnumerable<string> DiskArguments(VmDiskConfig d, string path)

@@ -40,6 +40,8 @@ internal static class VmConfigRules
         {
             throw new ArgumentException("MaxMemory and MemorySlots need MemoryHotplug.", nameof(o));
         }
+        if (o.Disks.Count > QemuCommandLine.MaxDisks)
+            throw new ArgumentException($"A VM has at most {QemuCommandLine.MaxDisks} disks.", nameof(o));
         foreach (var d in o.Disks)
         {
             if (d is null || (d.Size is null && d.SourceImagePath is null))

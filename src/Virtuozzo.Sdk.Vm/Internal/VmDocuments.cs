@@ -62,10 +62,19 @@ internal sealed record VmConfig : IVersionedDocument
     /// <summary>The saved-state file a suspended VM resumes from (relative to the private directory), or null.</summary>
     public string? SuspendedStateFile { get; init; }
 
+    /// <summary>What the suspended VM's emulator had (hotplugged memory and vCPUs): a resume must recreate it.</summary>
+    public VmSuspendedHardware? SuspendedHardware { get; init; }
+
     public List<VmSnapshotConfig> Snapshots { get; init; } = [];
 
     public Guid? CurrentSnapshotId { get; init; }
 }
+
+/// <summary>The live hardware of a VM when it was suspended.</summary>
+internal sealed record VmSuspendedHardware(long BaseMemoryBytes, List<VmDimm> Dimms, int Cpus, long TargetMemoryBytes, List<VmHotplugCpu>? HotplugCpus = null, int BootCpus = 0);
+
+/// <summary>A vCPU hotplugged into a running VM: its device id, driver and topology properties.</summary>
+internal sealed record VmHotplugCpu(string Id, string Driver, Dictionary<string, long> Properties);
 
 /// <summary>A hotplugged DIMM of a running VM.</summary>
 internal sealed record VmDimm(string Id, long SizeBytes);
@@ -94,6 +103,11 @@ internal sealed record VmRuntime : IVersionedDocument
     public long TargetMemoryBytes { get; init; }
 
     public int Cpus { get; init; }
+
+    /// <summary>The vCPUs the emulator booted with (the rest were hotplugged).</summary>
+    public int BootCpus { get; init; }
+
+    public List<VmHotplugCpu> HotplugCpus { get; init; } = [];
 
     public bool Software { get; init; }
 

@@ -40,6 +40,101 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     }
 
     [IntegrationFact("qemu-system-x86_64")]
+    public async Task Settings_changed_while_stopped_are_persisted_and_used_by_the_next_start()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("tuned"));
+        var set = await Client.SetAsync("tuned", new SetVmOptions { MemorySize = ByteSize.FromMiB(768), Cpus = 2, MemoryGuaranteePercent = 50 });
+        (set.MemorySize, set.Cpus, set.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(768), 2, 50));
+        var reread = await new VirtualMachineClient(_env.SdkOptions).GetAsync("tuned");
+        (reread.MemorySize, reread.Cpus, reread.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(768), 2, 50));
+
+        await Client.StartAsync("tuned");
+        await Client.WaitForGuestToolsAsync("tuned", TimeSpan.FromSeconds(60));
+        (await _env.ShAsync("tuned", "grep -c ^processor /proc/cpuinfo")).Trim().Should().Be("2");
+        VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tuned", "cat /proc/meminfo")).Should().BeInRange(600 * 1024, 768 * 1024);
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(384 * ByteSize.MiB);
+        await ((Func<Task>)(() => Client.SetAsync("tuned", new SetVmOptions { MemorySize = ByteSize.FromMiB(1024) })))
+            .Should().ThrowAsync<InvalidStateException>().WithMessage("*memory hotplug is off*");
+        (await Client.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(384 * ByteSize.MiB, "a refused change leaves the reservation alone");
+        (await Client.GetAsync("tuned")).MemorySize.Should().Be(ByteSize.FromMiB(768));
+        await Client.KillAsync("tuned");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_listing_during_a_long_stop_reports_the_vm_busy_instead_of_waiting()
+    {
+        await Client.CreateAsync(_env.GuestVm("slow", deaf: true));
+        await Client.StartAsync("slow");
+        await Client.WaitForGuestToolsAsync("slow", TimeSpan.FromSeconds(60));
+        var stop = Client.StopAsync("slow", new StopVmOptions { Timeout = TimeSpan.FromSeconds(5) });
+        await Task.Delay(1000);
+        var sw = Stopwatch.StartNew();
+        var listed = (await new VirtualMachineClient(_env.SdkOptions).ListAsync()).Single();
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(2));
+        listed.State.Should().Be(VmState.Busy);
+        (await stop).Should().Be(VmStopMethod.Killed);
+        (await Client.GetAsync("slow")).State.Should().Be(VmState.Stopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_memory_increase_the_ledger_cannot_guarantee_is_refused_and_plugs_nothing()
+    {
+        var total = long.Parse(System.Text.RegularExpressions.Regex.Match(File.ReadAllText("/proc/meminfo"), @"MemTotal:\s+(\d+) kB").Groups[1].Value) * 1024;
+        var small = new VirtualMachineClient(new VirtuozzoSdkOptions
+        {
+            DataRoot = _env.Root.Path,
+            HostMemoryReserve = ByteSize.FromBytes(total - 2 * ByteSize.GiB), // 2 GiB left for guarantees
+        });
+        var vm = await small.CreateAsync(_env.GuestVm("tight") with { MemorySize = ByteSize.FromGiB(1), MemoryHotplug = true });
+        await small.StartAsync("tight");
+        await small.WaitForGuestToolsAsync("tight", TimeSpan.FromSeconds(60));
+        var before = VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tight", "cat /proc/meminfo"));
+        var raise = () => small.SetAsync("tight", new SetVmOptions { MemorySize = ByteSize.FromGiB(3) });
+        await raise.Should().ThrowAsync<InsufficientResourcesException>();
+        await Task.Delay(500);
+        VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tight", "cat /proc/meminfo")).Should().Be(before);
+        var info = await small.GetAsync("tight");
+        info.MemorySize.Should().Be(ByteSize.FromGiB(1));
+        (await small.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(ByteSize.GiB * 80 / 100);
+        await small.KillAsync("tight");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_long_exec_does_not_block_pausing_or_stopping_the_vm()
+    {
+        await Client.CreateAsync(_env.GuestVm("longexec"));
+        await Client.StartAsync("longexec");
+        await Client.WaitForGuestToolsAsync("longexec", TimeSpan.FromSeconds(60));
+        var exec = Client.ExecAsync("longexec", new VmExecOptions { Command = ["/bin/sleep", "30"], Timeout = TimeSpan.FromSeconds(60) });
+        await Task.Delay(1000);
+        var sw = Stopwatch.StartNew();
+        await Client.PauseAsync("longexec");
+        await Client.ResumeAsync("longexec");
+        var method = await Client.StopAsync("longexec", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(15));
+        method.Should().Be(VmStopMethod.Acpi, "the guest tools channel was busy with the exec, so the power button was pressed");
+        await exec.Awaiting(e => e).Should().ThrowAsync<InvalidStateException>().WithMessage("*stopped answering*");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task Reset_reboots_the_guest()
+    {
+        await Client.CreateAsync(_env.GuestVm("rebooter"));
+        await Client.StartAsync("rebooter");
+        await Client.WaitForGuestToolsAsync("rebooter", TimeSpan.FromSeconds(60));
+        await Task.Delay(3000);
+        var before = double.Parse((await _env.ShAsync("rebooter", "cut -d' ' -f1 /proc/uptime")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var pid = (await Client.GetAsync("rebooter")).ProcessId;
+        await Client.ResetAsync("rebooter");
+        await Task.Delay(500);
+        await Client.WaitForGuestToolsAsync("rebooter", TimeSpan.FromSeconds(60));
+        var after = double.Parse((await _env.ShAsync("rebooter", "cut -d' ' -f1 /proc/uptime")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        after.Should().BeLessThan(before, "the guest booted again");
+        (await Client.GetAsync("rebooter")).ProcessId.Should().Be(pid, "a reset keeps the same emulator process");
+        await Client.KillAsync("rebooter");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
     public async Task Without_guest_tools_answering_a_stop_presses_the_acpi_power_button()
     {
         await Client.CreateAsync(_env.GuestVm("acpi"));
@@ -87,6 +182,27 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         var again = await Client.StartAsync("dies");
         again.State.Should().Be(VmState.Running);
         await Client.KillAsync("dies");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task Reconcile_in_a_new_client_releases_what_a_dead_vm_left_behind()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("crashed"));
+        var running = await Client.StartAsync("crashed");
+        await Client.CreateAsync(_env.GuestVm("healthy"));
+        await Client.StartAsync("healthy");
+        using (var p = Process.GetProcessById(running.ProcessId!.Value))
+        {
+            p.Kill();
+            await p.WaitForExitAsync();
+        }
+        var fresh = new VirtualMachineClient(_env.SdkOptions);
+        (await fresh.ReconcileAsync()).Should().Be(1);
+        Directory.Exists(RunDir(vm)).Should().BeFalse();
+        (await fresh.Ledger.GetSnapshotAsync()).Reservations.Should().ContainSingle().Which.VeId.Should().NotBe(vm.Id);
+        (await fresh.GetAsync("healthy")).State.Should().Be(VmState.Running);
+        (await fresh.ReconcileAsync()).Should().Be(0);
+        await fresh.KillAsync("healthy");
     }
 
     [IntegrationFact("qemu-system-x86_64")]
@@ -177,6 +293,40 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         var img = (await Client.GetAsync("snappy")).Disks[0].ImagePath;
         await Client.KillAsync("snappy");
         (await TestGuest.RunAsync("qemu-img", "snapshot", "-l", img)).Should().NotContain("vzsdk-" + snap.Id.ToString("N"));
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
+    public async Task A_snapshot_of_a_stopped_vm_holds_only_its_disks_and_switching_to_it_reverts_them()
+    {
+        var disk = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "cold", 32, new Dictionary<string, string> { ["state.txt"] = "cold\n" });
+        await Client.CreateAsync(_env.GuestVm("cold") with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
+        var snap = await Client.CreateSnapshotAsync("cold", "pristine");
+        snap.IncludesMemory.Should().BeFalse();
+        (await Client.GetAsync("cold")).State.Should().Be(VmState.Stopped, "snapshotting a stopped VM leaves it stopped");
+
+        await Client.StartAsync("cold");
+        await Client.WaitForGuestToolsAsync("cold", TimeSpan.FromSeconds(60));
+        await _env.ShAsync("cold", "echo warm > /mnt/data/state.txt; sync");
+        await ((Func<Task>)(() => Client.SwitchSnapshotAsync("cold", "pristine"))).Should().ThrowAsync<InvalidStateException>().WithMessage("*holds no memory*");
+        await Client.StopAsync("cold", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+
+        await Client.SwitchSnapshotAsync("cold", "pristine");
+        (await Client.GetAsync("cold")).State.Should().Be(VmState.Stopped);
+        await Client.StartAsync("cold");
+        await Client.WaitForGuestToolsAsync("cold", TimeSpan.FromSeconds(60));
+        (await _env.ShAsync("cold", "cat /mnt/data/state.txt")).Should().Be("cold\n");
+        await Client.KillAsync("cold");
+    }
+
+    [IntegrationFact("qemu-system-x86_64")]
+    public async Task A_running_vms_disk_is_locked_against_a_second_writer()
+    {
+        var vm = await Client.CreateAsync(_env.GuestVm("locked") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }] });
+        await Client.StartAsync("locked");
+        var open = async () => await (await Storage.Qcow2.Qcow2Image.OpenAsync(vm.Disks[0].ImagePath)).DisposeAsync();
+        await open.Should().ThrowAsync<Storage.Qcow2.Qcow2LockedException>();
+        await Client.KillAsync("locked");
+        await open.Should().NotThrowAsync("the lock goes with the emulator");
     }
 
     [IntegrationTheory("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
@@ -272,6 +422,17 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
         (await _env.Client.GetAsync("limited")).CpuLimitPercent.Should().Be(150);
         await _env.Client.KillAsync("limited");
         Directory.Exists(cg).Should().BeFalse("the cgroup goes with the VM");
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "ip", Root = true)]
+    public async Task A_bridged_start_that_fails_removes_its_tap_and_cgroup()
+    {
+        var vm = await _env.Client.CreateAsync(_env.GuestVm("badtap") with { Network = VmNetworkMode.Bridged, CpuLimitPercent = 50, Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(16) }] });
+        await File.WriteAllTextAsync(vm.Disks[0].ImagePath, "garbage");
+        await ((Func<Task>)(() => _env.Client.StartAsync("badtap"))).Should().ThrowAsync<CommandFailedException>();
+        Directory.Exists("/sys/class/net/vz" + vm.Id.ToString()[..8] + "t").Should().BeFalse();
+        Directory.Exists($"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}").Should().BeFalse();
+        Directory.Exists(Path.Combine(_env.Root.Path, "run", vm.Id.ToString())).Should().BeFalse();
     }
 
     [IntegrationFact("qemu-system-x86_64")]

@@ -163,11 +163,12 @@ public sealed class BackupClient
         }
     }
 
-    private static void CheckFreeSpace(string disk)
+    /// <summary>A backup never needs more than the disk file's own size (compressed data is smaller still).</summary>
+    private void CheckFreeSpace(string disk)
     {
-        using var image = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
         var used = new FileInfo(disk).Length;
-        var free = new DriveInfo(Path.GetDirectoryName(disk)!).AvailableFreeSpace;
+        Directory.CreateDirectory(_location);
+        var free = new DriveInfo(_location).AvailableFreeSpace;
         if (free < used)
             throw new InsufficientResourcesException($"Not enough free space for a backup: {new ByteSize(free).ToHumanString()} free, up to {new ByteSize(used).ToHumanString()} needed.", used, free);
     }

@@ -223,7 +223,7 @@ public sealed class BackupClient
             string? fallback = null;
             if (parent is not null)
             {
-                var bitmaps = await DaemonBitmapsAsync(qmp, ct).ConfigureAwait(false);
+                var bitmaps = await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false);
                 var b = bitmaps.FirstOrDefault(x => x["name"]?.GetValue<string>() == BitmapPrefix + parent);
                 fallback = b is null
                     ? $"root: the disk has no change-tracking bitmap for backup {parent} (it was replaced, restored, changed by a tool that does not track changes, or its tracking was reset)"
@@ -311,13 +311,6 @@ public sealed class BackupClient
         throw new TimeoutException($"The backup job {jobId} did not finish.");
     }
 
-    private static async Task<List<JsonNode>> DaemonBitmapsAsync(QmpClient qmp, CancellationToken ct)
-    {
-        var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false))!.AsArray();
-        var node = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == StorageDaemon.DiskNode);
-        return node?["dirty-bitmaps"]?.AsArray().Select(b => b!).ToList() ?? [];
-    }
-
     private static async Task TryQmpAsync(QmpClient qmp, string command, JsonObject args)
     {
         try { await qmp.ExecuteAsync(command, args, TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false); }
@@ -339,7 +332,7 @@ public sealed class BackupClient
             var qmp = await StorageDaemon.ConnectAsync(_containers.DaemonPaths(id), ct).ConfigureAwait(false);
             await using (qmp.ConfigureAwait(false))
             {
-                foreach (var b in await DaemonBitmapsAsync(qmp, ct).ConfigureAwait(false))
+                foreach (var b in await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false))
                 {
                     var name = b["name"]!.GetValue<string>();
                     if (name.StartsWith(BitmapPrefix, StringComparison.Ordinal) && name != BitmapPrefix + "pending")

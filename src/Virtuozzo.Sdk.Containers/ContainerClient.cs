@@ -327,17 +327,9 @@ public sealed class ContainerClient
     }
 
     private static Task<string> LoopDeviceAsync(string mountPoint)
-    {
-        var full = Path.GetFullPath(mountPoint);
-        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
-        {
-            var f = line.Split(' ');
-            var sep = Array.IndexOf(f, "-");
-            if (f.Length > 4 && f[4] == full && sep > 0 && sep + 2 < f.Length)
-                return Task.FromResult(f[sep + 2]);
-        }
-        throw new InvalidStateException($"Nothing is mounted at {mountPoint}.");
-    }
+        => StorageDaemon.MountSource(mountPoint) is { Length: > 0 } device
+            ? Task.FromResult(device)
+            : throw new InvalidStateException($"Nothing is mounted at {mountPoint}.");
 
     /// <summary>Removes everything a running (or crashed) container holds: the runtime, the mount, the disk daemon, network, cgroups and its guarantee.</summary>
     private async Task TeardownAsync(VeId id, CancellationToken ct)
@@ -585,10 +577,8 @@ public sealed class ContainerClient
         var qmp = await StorageDaemon.ConnectAsync(DaemonPaths(id), ct).ConfigureAwait(false);
         await using (qmp.ConfigureAwait(false))
         {
-            var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new System.Text.Json.Nodes.JsonObject { ["flat"] = true }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false))!.AsArray();
-            var bitmaps = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == StorageDaemon.DiskNode)?["dirty-bitmaps"]?.AsArray() ?? [];
-            foreach (var b in bitmaps.ToList())
-                await qmp.ExecuteAsync("block-dirty-bitmap-remove", new System.Text.Json.Nodes.JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = b!["name"]!.GetValue<string>() }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+            foreach (var b in await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false))
+                await qmp.ExecuteAsync("block-dirty-bitmap-remove", new System.Text.Json.Nodes.JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = b["name"]!.GetValue<string>() }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
             await qmp.ExecuteAsync("block_resize", new System.Text.Json.Nodes.JsonObject { ["node-name"] = StorageDaemon.DiskNode, ["size"] = size }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
         }
         var loop = await LoopDeviceAsync(_store.RootPath(id)).ConfigureAwait(false);

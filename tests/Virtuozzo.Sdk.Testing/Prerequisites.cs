@@ -25,6 +25,10 @@ public static class Prerequisites
         return null;
     }
 
+    /// <summary>The skip reason for a test needing these: null in CI (a missing piece then fails the test) or when all is present.</summary>
+    public static string? SkipReason(bool needsRoot, IEnumerable<string> tools)
+        => MissingReason(needsRoot, tools) is { } reason && !IsCi ? reason : null;
+
     /// <summary>The reason the given tools or root are missing, or null when everything is present.</summary>
     public static string? MissingReason(bool needsRoot, IEnumerable<string> tools)
     {
@@ -68,8 +72,7 @@ public sealed class IntegrationFactAttribute : FactAttribute
     private void Init(bool root, string[] tools)
     {
         _tools = tools;
-        var reason = Prerequisites.MissingReason(root, tools);
-        Skip = reason is not null && !Prerequisites.IsCi ? reason : null!;
+        Skip = Prerequisites.SkipReason(root, tools)!;
     }
 }
 
@@ -90,7 +93,6 @@ public sealed class IntegrationTheoryAttribute : TheoryAttribute
     private void Init(bool root, string[] tools)
     {
         _tools = tools;
-        var reason = Prerequisites.MissingReason(root, tools);
-        Skip = reason is not null && !Prerequisites.IsCi ? reason : null!;
+        Skip = Prerequisites.SkipReason(root, tools)!;
     }
 }

@@ -72,6 +72,14 @@ internal static class StorageDaemon
     public static Task<QmpClient> ConnectAsync(StorageDaemonPaths paths, CancellationToken cancellationToken)
         => QmpClient.ConnectAsync(paths.QmpSocket, TimeSpan.FromSeconds(10), cancellationToken);
 
+    /// <summary>The dirty bitmaps of the daemon's disk node, as QMP reports them (name, recording, persistent, inconsistent…).</summary>
+    public static async Task<IReadOnlyList<System.Text.Json.Nodes.JsonNode>> QueryBitmapsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new System.Text.Json.Nodes.JsonObject { ["flat"] = true }, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false))!.AsArray();
+        var node = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == DiskNode);
+        return node?["dirty-bitmaps"]?.AsArray().Select(b => b!).ToList() ?? [];
+    }
+
     /// <summary>
     /// Stops the daemon (QMP <c>quit</c>, then signals), unmounts a stale FUSE export and removes its files. Idempotent.
     /// Unmount whatever is mounted from the export first.
@@ -109,14 +117,20 @@ internal static class StorageDaemon
     }
 
     /// <summary>True when <paramref name="path"/> is a mount point (per /proc/self/mountinfo).</summary>
-    public static bool IsMounted(string path)
+    public static bool IsMounted(string path) => MountSource(path) is not null;
+
+    /// <summary>The source mounted at <paramref name="path"/> (a device such as /dev/loop0), or null when nothing is.</summary>
+    public static string? MountSource(string path)
     {
         var full = Path.GetFullPath(path);
-        return File.ReadLines("/proc/self/mountinfo").Any(l =>
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
         {
-            var f = l.Split(' ');
-            return f.Length > 4 && UnescapeMount(f[4]) == full;
-        });
+            var f = line.Split(' ');
+            var sep = Array.IndexOf(f, "-");
+            if (f.Length > 4 && UnescapeMount(f[4]) == full)
+                return sep > 0 && sep + 2 < f.Length ? UnescapeMount(f[sep + 2]) : string.Empty;
+        }
+        return null;
     }
 
     private static string UnescapeMount(string s) => s.Replace("\\040", " ", StringComparison.Ordinal).Replace("\\011", "\t", StringComparison.Ordinal).Replace("\\012", "\n", StringComparison.Ordinal).Replace("\\134", "\\", StringComparison.Ordinal);

@@ -68,30 +68,20 @@ public sealed partial class Qcow2Image
         {
             var (guest, at, m) = maps[i];
             var part = buffer.AsSpan(at, (int)m.Length);
-            switch (m.Kind)
+            if (m.Kind == MapKind.Compressed)
             {
-                case MapKind.Data:
-                    (_dataFile ?? _file).Read(m.Host, part);
-                    break;
-                case MapKind.Zero:
-                    part.Clear();
-                    break;
-                case MapKind.Unallocated:
-                    if (_backing is null)
-                        part.Clear();
-                    else
-                        _backing.Read(guest, part);
-                    break;
-                case MapKind.Compressed:
-                    var (coff, csize) = CompressedRange(m.Entry);
-                    if (coff < _cs)
-                        throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
-                    var input = new byte[csize];
-                    _file.Read(coff, input);
-                    var output = new byte[_cs];
-                    Compression.Decompress(type, input, output);
-                    output.AsSpan((int)(guest & (_cs - 1)), part.Length).CopyTo(part);
-                    break;
+                var (coff, csize) = CompressedRange(m.Entry);
+                if (coff < _cs)
+                    throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
+                var input = new byte[csize];
+                _file.Read(coff, input);
+                var output = new byte[_cs];
+                Compression.Decompress(type, input, output);
+                output.AsSpan((int)(guest & (_cs - 1)), part.Length).CopyTo(part);
+            }
+            else
+            {
+                ReadUncompressed(m, guest, part);
             }
         }
         int compressed = maps.Count(x => x.Map.Kind == MapKind.Compressed);
@@ -122,27 +112,29 @@ public sealed partial class Qcow2Image
         {
             var m = Lookup(l1, offset, dst.Length);
             var part = dst[..(int)m.Length];
-            switch (m.Kind)
-            {
-                case MapKind.Data:
-                    (_dataFile ?? _file).Read(m.Host, part);
-                    break;
-                case MapKind.Zero:
-                    part.Clear();
-                    break;
-                case MapKind.Unallocated:
-                    if (_backing is null)
-                        part.Clear();
-                    else
-                        _backing.Read(offset, part);
-                    break;
-                case MapKind.Compressed:
-                    var c = Decompress(m.Entry);
-                    c.AsSpan((int)(offset & (_cs - 1)), part.Length).CopyTo(part);
-                    break;
-            }
+            if (m.Kind == MapKind.Compressed)
+                Decompress(m.Entry).AsSpan((int)(offset & (_cs - 1)), part.Length).CopyTo(part);
+            else
+                ReadUncompressed(m, offset, part);
             offset += m.Length;
             dst = dst[(int)m.Length..];
+        }
+    }
+
+    /// <summary>Reads a data, zero or unallocated mapping (the backing file serves unallocated ranges).</summary>
+    private void ReadUncompressed(Mapping m, long guest, Span<byte> part)
+    {
+        switch (m.Kind)
+        {
+            case MapKind.Data:
+                (_dataFile ?? _file).Read(m.Host, part);
+                break;
+            case MapKind.Unallocated when _backing is not null:
+                _backing.Read(guest, part);
+                break;
+            default:
+                part.Clear();
+                break;
         }
     }
 

@@ -158,31 +158,17 @@ public sealed partial class Qcow2Image
         {
             // refuse before changing anything when a refcount would overflow (narrow refcount_bits)
             var adds = new Dictionary<long, ulong>();
-            void Count(long c) => adds[c] = adds.GetValueOrDefault(c) + (ulong)delta;
-            foreach (var l1e in l1)
-            {
-                long l2 = (long)(l1e & OffsetMask);
-                if (l2 == 0)
-                    continue;
-                var t = GetL2(l2);
-                for (int j = 0; j < _l2Entries; j++)
-                {
-                    ulong e = L2Entry(t, j);
-                    if ((e & CompressedFlag) != 0)
-                    {
-                        var (coff, csize) = CompressedRange(e);
-                        for (long c = coff >> _cb; c <= (coff + csize - 1) >> _cb; c++)
-                            Count(c);
-                    }
-                    else if ((e & OffsetMask) != 0)
-                        Count((long)(e & OffsetMask) >> _cb);
-                }
-                Count(l2 >> _cb);
-            }
+            ForEachReferencedCluster(l1, c => adds[c] = adds.GetValueOrDefault(c) + (ulong)delta);
             foreach (var (c, add) in adds)
                 if (GetRefcount(c) + add > MaxRefcount)
                     throw new Qcow2Exception($"Refcount overflow: cluster {c} would need more references than refcount_bits={_h.RefcountBits} holds. Widen the refcounts (convert with -o refcount_bits=16) to take more snapshots.");
         }
+        ForEachReferencedCluster(l1, c => AddRef(c, delta));
+    }
+
+    /// <summary>Calls <paramref name="visit"/> for every cluster an L1 table reaches: each data cluster (every host cluster a compressed one spans), then its L2 table.</summary>
+    private void ForEachReferencedCluster(ulong[] l1, Action<long> visit)
+    {
         foreach (var l1e in l1)
         {
             long l2 = (long)(l1e & OffsetMask);
@@ -196,12 +182,12 @@ public sealed partial class Qcow2Image
                 {
                     var (coff, csize) = CompressedRange(e);
                     for (long c = coff >> _cb; c <= (coff + csize - 1) >> _cb; c++)
-                        AddRef(c, delta);
+                        visit(c);
                 }
                 else if ((e & OffsetMask) != 0)
-                    AddRef((long)(e & OffsetMask) >> _cb, delta);
+                    visit((long)(e & OffsetMask) >> _cb);
             }
-            AddRef(l2 >> _cb, delta);
+            visit(l2 >> _cb);
         }
     }
 

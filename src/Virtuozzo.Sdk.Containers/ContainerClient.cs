@@ -67,22 +67,11 @@ public sealed class ContainerClient
         _host = host;
         _store = new StateStore(options.DataRoot, options.LockTimeout);
         _registry = new VeRegistry(_store);
-        _ledger = ledger ?? new ResourceLedger(_store, HostCapacity(options));
+        _ledger = ledger ?? new ResourceLedger(_store, ResourceLedger.LocalCapacity(options));
         _templates = new TemplateStore(host, _store);
         _bridge = new HostBridge(host, options.BridgeName, options.BridgeAddress, options.BridgeNat);
         _runc = new Runc(host, Path.Combine(_store.RunDirectory, "runc"));
         _logger = (ILogger?)loggerFactory?.CreateLogger<ContainerClient>() ?? NullLogger.Instance;
-    }
-
-    internal static long HostCapacity(VirtuozzoSdkOptions options)
-    {
-        var total = 0L;
-        foreach (var line in File.ReadLines("/proc/meminfo"))
-        {
-            if (line.StartsWith("MemTotal:", StringComparison.Ordinal))
-                total = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        }
-        return Math.Max(0, total - options.GetHostMemoryReserve(total));
     }
 
     internal CgroupManager Cgroups => _cgroups ??= CgroupManager.Detect();

@@ -60,8 +60,7 @@ public static class VirtuozzoSdkServiceCollectionExtensions
         services.TryAddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<VirtuozzoSdkOptions>>().Value;
-            var total = HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo"));
-            return new ResourceLedger(sp.GetRequiredService<StateStore>(), Math.Max(0, total - o.GetHostMemoryReserve(total)));
+            return new ResourceLedger(sp.GetRequiredService<StateStore>(), ResourceLedger.LocalCapacity(o));
         });
         return new VirtuozzoSdkBuilder(services);
     }

@@ -51,8 +51,7 @@ public sealed partial class VirtualMachineClient
             throw new ArgumentException(string.Join(" ", errors), nameof(sdkOptions));
         _host = new LocalHost();
         _store = new StateStore(sdkOptions.DataRoot, sdkOptions.LockTimeout);
-        var total = HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo"));
-        _ledger = new ResourceLedger(_store, Math.Max(0, total - sdkOptions.GetHostMemoryReserve(total)));
+        _ledger = new ResourceLedger(_store, ResourceLedger.LocalCapacity(sdkOptions));
         _options = options ?? new VirtualMachineClientOptions();
         _logger = logger ?? (ILogger)NullLogger.Instance;
         _disks = new Qcow2DiskImages();

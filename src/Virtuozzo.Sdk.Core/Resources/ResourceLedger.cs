@@ -68,6 +68,13 @@ public sealed class ResourceLedger
     /// <summary>Memory available to guarantees.</summary>
     public long CapacityBytes { get; }
 
+    /// <summary>The local machine's capacity for guarantees: its RAM minus the host's reserve.</summary>
+    internal static long LocalCapacity(VirtuozzoSdkOptions options)
+    {
+        var total = HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo"));
+        return Math.Max(0, total - options.GetHostMemoryReserve(total));
+    }
+
     private string FilePath => Path.Combine(_store.DataRoot, "ledger.json");
 
     /// <summary>Reads the current reservations.</summary>

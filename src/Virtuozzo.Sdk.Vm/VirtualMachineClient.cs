@@ -56,10 +56,10 @@ public sealed partial class VirtualMachineClient
         _logger = logger ?? (ILogger)NullLogger.Instance;
         _disks = new Qcow2DiskImages();
         _registry = new VeRegistry(_store);
-        _bridge = new HostBridge(_host);
+        _bridge = HostBridgeFor(_host, sdkOptions);
     }
 
-    internal VirtualMachineClient(IVirtuozzoHost host, StateStore store, ResourceLedger ledger, VirtualMachineClientOptions options, ILogger logger)
+    internal VirtualMachineClient(IVirtuozzoHost host, StateStore store, ResourceLedger ledger, VirtualMachineClientOptions options, ILogger logger, VirtuozzoSdkOptions sdkOptions)
     {
         _host = host;
         _store = store;
@@ -68,8 +68,11 @@ public sealed partial class VirtualMachineClient
         _logger = logger;
         _disks = new Qcow2DiskImages();
         _registry = new VeRegistry(_store);
-        _bridge = new HostBridge(_host);
+        _bridge = HostBridgeFor(_host, sdkOptions);
     }
+
+    /// <summary>The bridge VM taps attach to: the one the SDK's options name, shared with containers.</summary>
+    private static HostBridge HostBridgeFor(IVirtuozzoHost host, VirtuozzoSdkOptions o) => new(host, o.BridgeName, o.BridgeAddress, o.BridgeNat);
 
     private CgroupManager Cgroups => _cgroups ??= CgroupManager.Detect();
 

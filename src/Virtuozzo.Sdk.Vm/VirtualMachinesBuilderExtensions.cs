@@ -36,7 +36,8 @@ public static class VirtualMachinesBuilderExtensions
             var loggers = sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance;
             return new VirtualMachineClient(
                 host, sp.GetRequiredService<StateStore>(), sp.GetRequiredService<ResourceLedger>(),
-                sp.GetRequiredService<IOptions<VirtualMachineClientOptions>>().Value, loggers.CreateLogger<VirtualMachineClient>());
+                sp.GetRequiredService<IOptions<VirtualMachineClientOptions>>().Value, loggers.CreateLogger<VirtualMachineClient>(),
+                sp.GetRequiredService<IOptions<VirtuozzoSdkOptions>>().Value);
         });
         return builder;
     }

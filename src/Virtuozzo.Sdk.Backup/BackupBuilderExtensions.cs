@@ -3,18 +3,20 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Vm;
 
 namespace Virtuozzo.Sdk.Backup;
 
 /// <summary>Registers <see cref="BackupClient"/>.</summary>
 public static class BackupBuilderExtensions
 {
-    /// <summary>Adds <see cref="BackupClient"/> (and <see cref="ContainerClient"/>, which it uses). Idempotent.</summary>
+    /// <summary>Adds <see cref="BackupClient"/> (and <see cref="ContainerClient"/> and <see cref="VirtualMachineClient"/>, which it uses). Idempotent.</summary>
     public static VirtuozzoSdkBuilder AddBackup(this VirtuozzoSdkBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
         builder.AddContainers();
-        builder.Services.TryAddSingleton(sp => new BackupClient(sp.GetRequiredService<ContainerClient>(), null, sp.GetService<ILoggerFactory>()));
+        builder.AddVirtualMachines();
+        builder.Services.TryAddSingleton(sp => new BackupClient(sp.GetRequiredService<ContainerClient>(), sp.GetRequiredService<VirtualMachineClient>(), null, sp.GetService<ILoggerFactory>()));
         return builder;
     }
 }

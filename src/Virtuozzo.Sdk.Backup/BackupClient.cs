@@ -11,38 +11,46 @@ using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
+using Virtuozzo.Sdk.Vm;
 
 namespace Virtuozzo.Sdk.Backup;
 
 /// <summary>
-/// QCOW2 backup chains of containers: full and incremental backups found from persistent dirty bitmaps carried by the
-/// disks, deletion of any backup (merged crash-safely into its child), restore into the same or a new container,
+/// QCOW2 backup chains of containers and VMs: full and incremental backups found from persistent dirty bitmaps carried
+/// by the disks, deletion of any backup (merged crash-safely into its child), restore into the same or a new VE,
 /// verification against digests recorded while writing, and retention. The equivalent of <c>prlctl backup</c>.
 /// </summary>
 /// <remarks>
 /// A backup location holds <c>&lt;ve-uuid&gt;/&lt;backup-id&gt;/</c> with one QCOW2 file per disk and <c>backup.json</c>.
 /// A full backup has the id <c>{uuid}</c>; the incrementals after it are <c>{uuid}.1</c>, <c>{uuid}.2</c>… and no id
-/// ever changes. An incremental is made only when the disk's change-tracking bitmap for the previous backup is present
-/// and consistent; otherwise the backup is full and <see cref="BackupResult.FullReasons"/> says why.
+/// ever changes. An incremental is made only when every disk's change-tracking bitmap for the previous backup is
+/// present and consistent; otherwise the backup is full and <see cref="BackupResult.FullReasons"/> says which disk and why.
 /// </remarks>
 public sealed class BackupClient
 {
-    internal const string BitmapPrefix = "vzsdk-backup:";
-    private const string DiskFile = "root.qcow2";
+    internal const string BitmapPrefix = ChangeTracking.BitmapPrefix;
+    private const string PendingBitmap = BitmapPrefix + "pending";
+    private static readonly TimeSpan QmpTimeout = TimeSpan.FromSeconds(30);
     private readonly ContainerClient _containers;
+    private readonly VirtualMachineClient _vms;
     private readonly StateStore _store;
     private readonly string _location;
     private readonly ILogger _logger;
 
-    /// <summary>Creates a client for the local machine's containers; backups go under <c>backups/</c> in the data root unless <paramref name="location"/> is given.</summary>
+    /// <summary>Creates a client for the local machine's containers and VMs; backups go under <c>backups/</c> in the data root unless <paramref name="location"/> is given.</summary>
     public BackupClient(VirtuozzoSdkOptions? options = null, string? location = null, ILoggerFactory? loggerFactory = null)
-        : this(new ContainerClient(options ?? new VirtuozzoSdkOptions(), loggerFactory), location, loggerFactory)
+        : this(
+            new ContainerClient(options ?? new VirtuozzoSdkOptions(), loggerFactory),
+            new VirtualMachineClient(options ?? new VirtuozzoSdkOptions(), null, loggerFactory?.CreateLogger<VirtualMachineClient>()),
+            location,
+            loggerFactory)
     {
     }
 
-    internal BackupClient(ContainerClient containers, string? location, ILoggerFactory? loggerFactory)
+    internal BackupClient(ContainerClient containers, VirtualMachineClient vms, string? location, ILoggerFactory? loggerFactory)
     {
         _containers = containers;
+        _vms = vms;
         _store = containers.Store;
         _location = Path.GetFullPath(location ?? _store.BackupsDirectory);
         _logger = (ILogger?)loggerFactory?.CreateLogger<BackupClient>() ?? NullLogger.Instance;
@@ -55,86 +63,119 @@ public sealed class BackupClient
 
     private string VeDir(VeId id) => Path.Combine(_location, id.ToString());
 
+    private static string DiskFileName(string disk) => disk + ".qcow2";
+
+    // ---------------------------------------------------------------------------------------------------------
+    // What is backed up
+    // ---------------------------------------------------------------------------------------------------------
+
+    private sealed record SubjectDisk(string Name, string Path, long VirtualSize, string Node);
+
+    /// <summary>A VE as a backup sees it, read under its lock.</summary>
+    private sealed record Subject(VeId Id, string Name, VeKind Kind, bool Running, IReadOnlyList<SubjectDisk> Disks, Dictionary<string, string> Config, IReadOnlyDictionary<string, string> TrackingResets)
+    {
+        public string KindName => Kind == VeKind.Vm ? "VM" : "container";
+    }
+
+    private async Task<VeIdentity> ResolveAsync(string nameOrId, CancellationToken ct)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(nameOrId);
+        return await _containers.Registry.FindAsync(nameOrId.Trim(), ct).ConfigureAwait(false)
+               ?? throw new NotFoundException($"There is no container or VM '{nameOrId}'. List them with 'vzsdk ct list' and 'vzsdk vm list'.");
+    }
+
+    private async Task<Subject> ReadSubjectAsync(VeIdentity identity, CancellationToken ct)
+    {
+        var id = identity.VeId;
+        if (identity.Kind == VeKind.Vm)
+        {
+            var view = await _vms.GetBackupViewAsync(id, ct).ConfigureAwait(false)
+                       ?? throw new NotFoundException($"The VM '{identity.Name}' was deleted by another operation.");
+            if (view.Disks.Count == 0)
+                throw new InvalidStateException($"The VM '{view.Name}' has no disks to back up.");
+            var disks = new List<SubjectDisk>();
+            foreach (var d in view.Disks)
+                disks.Add(new SubjectDisk(d.Name, d.Path, view.Running ? d.SizeBytes : ProbeSize(d.Path), d.Node));
+            return new Subject(id, view.Name, VeKind.Vm, view.Running, disks, new Dictionary<string, string> { ["vm.json"] = view.ConfigJson }, view.TrackingResets);
+        }
+        var state = await _containers.StateOfAsync(id, ct).ConfigureAwait(false);
+        if (state == ContainerState.Mounted)
+            throw new InvalidStateException($"Container {identity.Name} is mounted; unmount it before backing it up.");
+        var disk = _containers.DiskPath(id);
+        return new Subject(id, identity.Name, VeKind.Container, state is ContainerState.Running or ContainerState.Suspended,
+            [new SubjectDisk("root", disk, ProbeSize(disk), StorageDaemon.DiskNode)],
+            new Dictionary<string, string> { ["container.json"] = await File.ReadAllTextAsync(_containers.ConfigPath(id), ct).ConfigureAwait(false) },
+            new Dictionary<string, string>());
+    }
+
+    private static long ProbeSize(string disk)
+    {
+        using var probe = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true, NoBacking = true });
+        return probe.Size;
+    }
+
     // ---------------------------------------------------------------------------------------------------------
     // Create
     // ---------------------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// Backs up a container: incremental when the chain allows it, else full. A running container is frozen only for
-    /// the instant its point in time is fixed; a stopped one is read directly. Holds the container's lock throughout.
+    /// Backs up a container or VM: incremental when the chain allows it, else full. A running VM's point in time is fixed
+    /// by one QMP transaction over all its disks, with its file systems frozen through the guest tools when they answer;
+    /// a running container is frozen only for that instant; a stopped VE is read directly. Holds the VE's lock throughout.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl backup NAME [--full]</c>.</remarks>
     public async Task<BackupResult> CreateAsync(string nameOrId, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new BackupCreateOptions();
-        var identity = await _containers.Registry.GetAsync(nameOrId, VeKind.Container, cancellationToken).ConfigureAwait(false);
+        if (!Enum.IsDefined(options.Compression))
+            throw new ArgumentOutOfRangeException(nameof(options), options.Compression, "Unknown compression (zstd, zlib or none).");
+        var identity = await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false);
         var id = identity.VeId;
         using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
         await RecoverAsync(id, cancellationToken).ConfigureAwait(false);
+        var subject = await ReadSubjectAsync(identity, cancellationToken).ConfigureAwait(false);
+        CheckFreeSpace(subject.Disks.Select(d => d.Path));
 
         var chain = await ListVeAsync(id, cancellationToken).ConfigureAwait(false);
         var last = chain.OrderBy(b => b.Created).LastOrDefault();
-        var disk = _containers.DiskPath(id);
-        var state = await _containers.StateOfAsync(id, cancellationToken).ConfigureAwait(false);
-        var running = state is ContainerState.Running or ContainerState.Suspended;
-        if (state == ContainerState.Mounted)
-            throw new InvalidStateException($"Container {identity.Name} is mounted; unmount it before backing it up.");
-
         var reasons = new List<string>();
-        long virtualSize;
-        using (var probe = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true }))
-            virtualSize = probe.Size;
-        CheckFreeSpace(disk);
-
-        string? parent = null;
         if (options.Full)
-            reasons.Add("root: a full backup was asked for (--full)");
+            reasons.Add("all disks: a full backup was asked for (--full)");
         else if (last is null)
-            reasons.Add("root: this is the first backup of the container");
-        else if (last.Disks.FirstOrDefault()?.VirtualSize != virtualSize)
-            reasons.Add($"root: the disk was resized since backup {last.Id}");
-        else if (!File.Exists(Path.Combine(_location, id.ToString(), last.Id, DiskFile)))
-            reasons.Add($"root: the file of backup {last.Id} is missing");
+            reasons.Add($"all disks: this is the first backup of the {subject.KindName}");
         else
-            parent = last.Id;
+            reasons.AddRange(await IncrementalObstaclesAsync(subject, last, cancellationToken).ConfigureAwait(false));
+        var parent = reasons.Count == 0 ? last!.Id : null;
 
-        var newId = parent is null ? "{" + Guid.NewGuid().ToString("D") + "}" : await NextIncrementalIdAsync(id, parent, cancellationToken).ConfigureAwait(false);
-        var dir = Path.Combine(VeDir(id), newId);
+        var newId = parent is null ? NewChainId() : await NextIncrementalIdAsync(id, parent, cancellationToken).ConfigureAwait(false);
         var staging = Path.Combine(VeDir(id), ".staging-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(staging);
-        var target = Path.Combine(staging, DiskFile);
-        string consistency;
-        string digest;
         var created = DateTimeOffset.UtcNow;
         try
         {
-            if (running)
+            var targets = subject.Disks.ToDictionary(d => d.Name, d => Path.Combine(staging, DiskFileName(d.Name)), StringComparer.Ordinal);
+            string consistency;
+            Dictionary<string, string> digests;
+            if (subject.Running)
             {
-                (consistency, var fallback) = await BackupRunningAsync(id, disk, target, parent, options.Compression, virtualSize, cancellationToken).ConfigureAwait(false);
-                if (fallback is not null)
+                consistency = await BackupRunningAsync(subject, targets, parent, options.Compression, cancellationToken).ConfigureAwait(false);
+                digests = [];
+                foreach (var d in subject.Disks)
                 {
-                    reasons.Add(fallback);
-                    parent = null;
-                    newId = "{" + Guid.NewGuid().ToString("D") + "}";
-                    dir = Path.Combine(VeDir(id), newId);
+                    using var written = Qcow2Image.Open(targets[d.Name], new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+                    digests[d.Name] = DiskCopier.DigestOfOwnData(written, cancellationToken);
                 }
-                using var written = Qcow2Image.Open(target, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
-                digest = DiskCopier.DigestOfOwnData(written, cancellationToken);
             }
             else
             {
                 consistency = "stopped: read directly";
-                (digest, var fallback) = BackupStopped(disk, target, parent, options.Compression, virtualSize, progress, cancellationToken);
-                if (fallback is not null)
-                {
-                    reasons.Add(fallback);
-                    parent = null;
-                    newId = "{" + Guid.NewGuid().ToString("D") + "}";
-                    dir = Path.Combine(VeDir(id), newId);
-                }
+                digests = BackupStopped(subject, targets, parent, options.Compression, progress, cancellationToken);
             }
             if (parent is not null)
-                RelinkBacking(target, parent);
+            {
+                foreach (var d in subject.Disks)
+                    RelinkBacking(targets[d.Name], parent, DiskFileName(d.Name));
+            }
 
             var meta = new BackupMetadata
             {
@@ -142,18 +183,19 @@ public sealed class BackupClient
                 Type = parent is null ? BackupType.Full : BackupType.Incremental,
                 Parent = parent,
                 VeUuid = id.ToString(),
-                VeName = identity.Name,
-                VeKind = "container",
+                VeName = subject.Name,
+                VeKind = subject.Kind == VeKind.Vm ? "vm" : "container",
                 Created = created,
-                Disks = [new BackupDiskMetadata("root", DiskFile, disk, virtualSize, new FileInfo(target).Length, digest)],
+                Disks = subject.Disks.Select(d => new BackupDiskMetadata(d.Name, DiskFileName(d.Name), d.Path, d.VirtualSize, new FileInfo(targets[d.Name]).Length, digests[d.Name])).ToList(),
                 SdkVersion = SdkVersion,
-                Config = new Dictionary<string, string> { ["container.json"] = await File.ReadAllTextAsync(_containers.ConfigPath(id), cancellationToken).ConfigureAwait(false) },
+                Config = subject.Config,
             };
             await _store.WriteDocumentAsync(Path.Combine(staging, "backup.json"), meta, BackupJson.Default.BackupMetadata, cancellationToken).ConfigureAwait(false);
+            var dir = Path.Combine(VeDir(id), newId);
             Directory.Move(staging, dir); // the backup exists from here on, whole
-            await StartTrackingAsync(id, disk, running, newId, parent, cancellationToken).ConfigureAwait(false);
+            await StartTrackingAsync(subject, newId, cancellationToken).ConfigureAwait(false);
             var info = meta.ToPublic(dir);
-            _logger.LogInformation("Backup {Id} of {Name}: {Type}, {Size} bytes", newId, identity.Name, meta.Type, info.SizeBytes);
+            _logger.LogInformation("Backup {Id} of {Name}: {Type}, {Size} bytes", newId, subject.Name, meta.Type, info.SizeBytes);
             return new BackupResult(info, consistency, parent is null ? reasons : []);
         }
         finally
@@ -163,131 +205,228 @@ public sealed class BackupClient
         }
     }
 
-    /// <summary>A backup never needs more than the disk file's own size (compressed data is smaller still).</summary>
-    private void CheckFreeSpace(string disk)
+    private static string NewChainId() => "{" + Guid.NewGuid().ToString("D") + "}";
+
+    /// <summary>Why the next backup cannot be an incremental on <paramref name="last"/>, one line per disk; empty when it can.</summary>
+    private async Task<List<string>> IncrementalObstaclesAsync(Subject subject, BackupMetadata last, CancellationToken ct)
     {
-        var used = new FileInfo(disk).Length;
+        var reasons = new List<string>();
+        foreach (var gone in last.Disks.Where(b => subject.Disks.All(d => d.Name != b.Name)))
+            reasons.Add($"{gone.Name}: the disk was removed since backup {last.Id}");
+        var bitmaps = await TrackingBitmapsAsync(subject, ct).ConfigureAwait(false);
+        foreach (var d in subject.Disks)
+        {
+            var previous = last.Disks.FirstOrDefault(b => b.Name == d.Name);
+            var expected = BitmapPrefix + last.Id;
+            if (previous is null)
+                reasons.Add($"{d.Name}: the disk was added since backup {last.Id}");
+            else if (subject.TrackingResets.TryGetValue(d.Name, out var why))
+                reasons.Add($"{d.Name}: {why} since backup {last.Id}");
+            else if (previous.VirtualSize != d.VirtualSize)
+                reasons.Add($"{d.Name}: the disk was resized since backup {last.Id}");
+            else if (!File.Exists(Path.Combine(VeDir(subject.Id), last.Id, previous.File)))
+                reasons.Add($"{d.Name}: the file of backup {last.Id} is missing");
+            else if (!bitmaps[d.Name].TryGetValue(expected, out var state))
+                reasons.Add($"{d.Name}: the disk has no change-tracking bitmap for backup {last.Id} (the {subject.KindName} stopped without closing its disks cleanly, or the disk was replaced, restored or changed by a tool that does not track changes)");
+            else if (state == TrackingState.Inconsistent)
+                reasons.Add($"{d.Name}: the change-tracking bitmap for backup {last.Id} is inconsistent (the {subject.KindName} was not stopped cleanly)");
+            else if (state == TrackingState.Disabled)
+                reasons.Add($"{d.Name}: change tracking for backup {last.Id} was disabled");
+        }
+        return reasons;
+    }
+
+    private enum TrackingState
+    {
+        Good,
+        Inconsistent,
+        Disabled,
+    }
+
+    /// <summary>The change-tracking bitmaps of each disk, from the running emulator or daemon, or from the image files.</summary>
+    private async Task<Dictionary<string, Dictionary<string, TrackingState>>> TrackingBitmapsAsync(Subject subject, CancellationToken ct)
+    {
+        var result = new Dictionary<string, Dictionary<string, TrackingState>>(StringComparer.Ordinal);
+        if (subject.Running)
+        {
+            var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
+            await using (qmp.ConfigureAwait(false))
+            {
+                foreach (var d in subject.Disks)
+                {
+                    result[d.Name] = (await StorageDaemon.QueryBitmapsAsync(qmp, ct, d.Node).ConfigureAwait(false))
+                        .Where(b => b["name"]?.GetValue<string>() is { } n && ChangeTracking.IsTrackingBitmap(n))
+                        .ToDictionary(b => b["name"]!.GetValue<string>(), b =>
+                            b["inconsistent"]?.GetValue<bool>() == true ? TrackingState.Inconsistent
+                            : b["recording"]?.GetValue<bool>() == false ? TrackingState.Disabled
+                            : TrackingState.Good, StringComparer.Ordinal);
+                }
+            }
+            return result;
+        }
+        foreach (var d in subject.Disks)
+        {
+            using var image = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+            result[d.Name] = image.Bitmaps.Where(b => ChangeTracking.IsTrackingBitmap(b.Name)).ToDictionary(b => b.Name,
+                b => b.InUse ? TrackingState.Inconsistent : !b.Enabled ? TrackingState.Disabled : TrackingState.Good, StringComparer.Ordinal);
+        }
+        return result;
+    }
+
+    private async Task<QmpClient> ConnectMonitorAsync(Subject subject, CancellationToken ct)
+        => subject.Kind == VeKind.Vm
+            ? await _vms.ConnectMonitorAsync(subject.Id, ct).ConfigureAwait(false)
+            : await StorageDaemon.ConnectAsync(_containers.DaemonPaths(subject.Id), ct).ConfigureAwait(false);
+
+    /// <summary>A backup never needs more than the disk files' own size (compressed data is smaller still).</summary>
+    private void CheckFreeSpace(IEnumerable<string> disks)
+    {
+        var used = disks.Sum(d => new FileInfo(d).Length);
         Directory.CreateDirectory(_location);
         var free = new DriveInfo(_location).AvailableFreeSpace;
         if (free < used)
-            throw new InsufficientResourcesException($"Not enough free space for a backup: {new ByteSize(free).ToHumanString()} free, up to {new ByteSize(used).ToHumanString()} needed.", used, free);
+            throw new InsufficientResourcesException($"Not enough free space for a backup in {_location}: {new ByteSize(free).ToHumanString()} free, up to {new ByteSize(used).ToHumanString()} needed.", used, free);
     }
 
     private static Qcow2CompressionType CompressionType(BackupCompression c) => c == BackupCompression.Zlib ? Qcow2CompressionType.Zlib : Qcow2CompressionType.Zstd;
 
-    private Qcow2Image CreateTarget(string target, string? parent, BackupCompression compression, long size, string veDir)
+    private Qcow2Image CreateTarget(string target, string? parent, string diskFile, BackupCompression compression, long size, VeId ve)
         => Qcow2Image.Create(target, new Qcow2CreateOptions
         {
             Size = size,
             CompressionType = CompressionType(compression),
-            BackingFile = parent is null ? null : Path.Combine(veDir, parent, DiskFile),
+            BackingFile = parent is null ? null : Path.Combine(VeDir(ve), parent, diskFile),
             BackingFormat = parent is null ? null : "qcow2",
         });
 
-    /// <summary>Stopped container: copy with the managed engine. Returns the digest, or a reason when the incremental had to become full.</summary>
-    private (string Digest, string? Fallback) BackupStopped(string disk, string target, string? parent, BackupCompression compression, long size, IProgress<OperationProgress>? progress, CancellationToken ct)
+    /// <summary>Stopped VE: copy each disk with the managed engine, hashing while writing. Returns the digests.</summary>
+    private Dictionary<string, string> BackupStopped(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, IProgress<OperationProgress>? progress, CancellationToken ct)
     {
-        using var source = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true });
-        string? fallback = null;
-        List<(long, long)> ranges;
-        if (parent is not null)
+        var digests = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var d in subject.Disks)
         {
-            var bitmap = source.Bitmaps.FirstOrDefault(b => b.Name == BitmapPrefix + parent);
-            fallback = bitmap is null
-                ? $"root: the disk has no change-tracking bitmap for backup {parent} (it was replaced, restored, changed by a tool that does not track changes, or its tracking was reset)"
-                : bitmap.InUse ? $"root: the change-tracking bitmap for backup {parent} is inconsistent (the container's disk was not closed cleanly)"
-                : !bitmap.Enabled ? $"root: change tracking for backup {parent} was disabled" : null;
+            using var source = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true });
+            var ranges = parent is not null
+                ? source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList()
+                : source.GetAllocationMap().Where(e => e.Data).Select(e => (e.Start, e.Length)).ToList();
+            using var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id);
+            var total = ranges.Sum(r => r.Item2);
+            var stage = "copying disk " + d.Name;
+            digests[d.Name] = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
+                progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
         }
-        if (parent is not null && fallback is null)
-            ranges = source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList();
-        else
-            ranges = source.GetAllocationMap().Where(e => e.Data).Select(e => (e.Start, e.Length)).ToList();
-        var veDir = Path.GetDirectoryName(Path.GetDirectoryName(target))!;
-        using var t = CreateTarget(target, fallback is null ? parent : null, compression, size, veDir);
-        var total = ranges.Sum(r => r.Item2);
-        var digest = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
-            progress is null ? null : new Progress<long>(d => progress.Report(new OperationProgress("copying disk root", d, total))), ct);
-        return (digest, fallback);
+        return digests;
     }
 
     /// <summary>
-    /// Running container: freeze it (freezer, then fsfreeze) only while a QMP transaction on its disk daemon adds the new
-    /// bitmap and starts the backup job; the daemon then copies the point in time while the container runs.
+    /// Running VE: fix the point in time with one QMP transaction over all its disks (a new bitmap plus a backup job per
+    /// disk) while the VE is frozen — a container by its freezer and fsfreeze, a VM's file systems through its guest
+    /// tools when they answer — then let the emulator or storage daemon copy while the VE runs.
     /// </summary>
-    private async Task<(string Consistency, string? Fallback)> BackupRunningAsync(VeId id, string disk, string target, string? parent, BackupCompression compression, long size, CancellationToken ct)
+    private async Task<string> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, CancellationToken ct)
     {
-        var daemon = _containers.DaemonPaths(id);
-        var qmp = await StorageDaemon.ConnectAsync(daemon, ct).ConfigureAwait(false);
+        var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
         await using (qmp.ConfigureAwait(false))
         {
-            string? fallback = null;
-            if (parent is not null)
+            var jobs = new List<(SubjectDisk Disk, string Job, string Node)>();
+            foreach (var d in subject.Disks)
             {
-                var bitmaps = await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false);
-                var b = bitmaps.FirstOrDefault(x => x["name"]?.GetValue<string>() == BitmapPrefix + parent);
-                fallback = b is null
-                    ? $"root: the disk has no change-tracking bitmap for backup {parent} (it was replaced, restored, changed by a tool that does not track changes, or its tracking was reset)"
-                    : b["inconsistent"]?.GetValue<bool>() == true ? $"root: the change-tracking bitmap for backup {parent} is inconsistent (unclean stop)" : null;
+                using (CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id)) { }
+                var node = "backup-" + d.Name;
+                await qmp.ExecuteAsync("blockdev-add", new JsonObject
+                {
+                    ["driver"] = "qcow2",
+                    ["node-name"] = node,
+                    ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = targets[d.Name] },
+                }, QmpTimeout, ct).ConfigureAwait(false);
+                jobs.Add((d, "backup-" + d.Name + "-" + Guid.NewGuid().ToString("N")[..8], node));
+                // A pending bitmap left by a killed backup would make the transaction fail: it tracks nothing useful.
+                await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
             }
-            var incremental = parent is not null && fallback is null;
-            var veDir = Path.GetDirectoryName(Path.GetDirectoryName(target))!;
-            using (CreateTarget(target, incremental ? parent : null, compression, size, veDir)) { }
-            var timeout = TimeSpan.FromSeconds(30);
-            await qmp.ExecuteAsync("blockdev-add", new JsonObject
+            var actions = new JsonArray();
+            foreach (var (d, job, node) in jobs)
             {
-                ["driver"] = "qcow2",
-                ["node-name"] = "backup-target",
-                ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = target },
-            }, timeout, ct).ConfigureAwait(false);
-            var jobId = "backup-" + Guid.NewGuid().ToString("N")[..8];
-            var frozen = false;
-            var cg = _containers.Cgroups.Open(id);
-            var root = _store.RootPath(id);
-            try
-            {
-                await cg.FreezeAsync(ct).ConfigureAwait(false);
-                var fs = await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-f", root).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
-                frozen = fs.ExitCode == 0;
+                actions.Add((JsonNode)new JsonObject { ["type"] = "block-dirty-bitmap-add", ["data"] = new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap, ["persistent"] = true } });
                 var backup = new JsonObject
                 {
-                    ["job-id"] = jobId,
-                    ["device"] = StorageDaemon.DiskNode,
-                    ["target"] = "backup-target",
-                    ["sync"] = incremental ? "incremental" : "full",
+                    ["job-id"] = job,
+                    ["device"] = d.Node,
+                    ["target"] = node,
+                    ["sync"] = parent is null ? "full" : "incremental",
                     ["compress"] = compression != BackupCompression.None,
                     ["auto-dismiss"] = false,
                 };
-                if (incremental)
+                if (parent is not null)
                     backup["bitmap"] = BitmapPrefix + parent;
-                await qmp.ExecuteAsync("transaction", new JsonObject
-                {
-                    ["actions"] = new JsonArray(
-                        new JsonObject { ["type"] = "block-dirty-bitmap-add", ["data"] = new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = BitmapPrefix + "pending", ["persistent"] = true } },
-                        new JsonObject { ["type"] = "blockdev-backup", ["data"] = backup }),
-                }, timeout, ct).ConfigureAwait(false);
+                actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = backup });
             }
-            finally
-            {
-                if (frozen)
-                    await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
-                cg.Thaw();
-            }
+            string consistency;
             try
             {
-                await WaitForJobAsync(qmp, jobId, ct).ConfigureAwait(false);
+                consistency = subject.Kind == VeKind.Vm
+                    ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false)
+                    : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
+                foreach (var (_, job, _) in jobs)
+                    await WaitForJobAsync(qmp, job, ct).ConfigureAwait(false);
             }
             catch
             {
-                await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = BitmapPrefix + "pending" }).ConfigureAwait(false);
+                foreach (var (d, job, _) in jobs)
+                {
+                    await TryQmpAsync(qmp, "job-cancel", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                    await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
+                }
                 throw;
             }
             finally
             {
-                await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = jobId }).ConfigureAwait(false);
-                await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = "backup-target" }).ConfigureAwait(false);
+                foreach (var (_, job, node) in jobs)
+                {
+                    await WaitForJobGoneOrConcludedAsync(qmp, job).ConfigureAwait(false);
+                    await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                    await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = node }).ConfigureAwait(false);
+                }
             }
-            return ((frozen ? "running: frozen (freezer and fsfreeze) while the point in time was fixed" : "running: frozen (freezer) while the point in time was fixed; fsfreeze was not available"), fallback);
+            return consistency;
         }
+    }
+
+    private async Task<string> TransactionWithContainerFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, CancellationToken ct)
+    {
+        var frozen = false;
+        var cg = _containers.Cgroups.Open(subject.Id);
+        var root = _store.RootPath(subject.Id);
+        try
+        {
+            await cg.FreezeAsync(ct).ConfigureAwait(false);
+            var fs = await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-f", root).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
+            frozen = fs.ExitCode == 0;
+            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (frozen)
+                await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
+            cg.Thaw();
+        }
+        return frozen
+            ? "running: frozen (freezer and fsfreeze) while the point in time was fixed"
+            : "running: frozen (freezer) while the point in time was fixed; fsfreeze was not available";
+    }
+
+    private async Task<string> TransactionWithGuestFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, CancellationToken ct)
+    {
+        var freeze = await _vms.TryFreezeGuestAsync(subject.Id, subject.Name, TimeSpan.FromSeconds(3), ct).ConfigureAwait(false);
+        if (freeze is null)
+        {
+            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+            return "running: crash-consistent; the guest tools did not answer, so the guest's file systems were not frozen";
+        }
+        await using (freeze.ConfigureAwait(false))
+            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+        return freeze.Count > 0
+            ? $"running: the guest's file systems were frozen through its guest tools ({freeze.Count.ToString(CultureInfo.InvariantCulture)}) while the point in time was fixed"
+            : "running: crash-consistent; the guest tools answered but had no file system to freeze";
     }
 
     private static async Task WaitForJobAsync(QmpClient qmp, string jobId, CancellationToken ct)
@@ -295,7 +434,7 @@ public sealed class BackupClient
         var deadline = DateTime.UtcNow.AddHours(12);
         while (DateTime.UtcNow < deadline)
         {
-            var jobs = (await qmp.ExecuteAsync("query-jobs", null, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false))!.AsArray();
+            var jobs = (await qmp.ExecuteAsync("query-jobs", null, QmpTimeout, ct).ConfigureAwait(false))!.AsArray();
             var job = jobs.FirstOrDefault(j => j!["id"]!.GetValue<string>() == jobId);
             if (job is null)
                 throw new CommandFailedException($"The backup job {jobId} disappeared.", "qmp query-jobs", -1, string.Empty);
@@ -311,6 +450,26 @@ public sealed class BackupClient
         throw new TimeoutException($"The backup job {jobId} did not finish.");
     }
 
+    /// <summary>After a cancel, waits (briefly) until the job has let go of its target, so that the target node can be deleted.</summary>
+    private static async Task WaitForJobGoneOrConcludedAsync(QmpClient qmp, string jobId)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            try
+            {
+                var jobs = (await qmp.ExecuteAsync("query-jobs", null, TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false))!.AsArray();
+                var job = jobs.FirstOrDefault(j => j!["id"]!.GetValue<string>() == jobId);
+                if (job is null || job["status"]!.GetValue<string>() is "concluded" or "null")
+                    return;
+            }
+            catch (Exception ex) when (ex is QmpException or TimeoutException or IOException)
+            {
+                return;
+            }
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+    }
+
     private static async Task TryQmpAsync(QmpClient qmp, string command, JsonObject args)
     {
         try { await qmp.ExecuteAsync(command, args, TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false); }
@@ -318,42 +477,52 @@ public sealed class BackupClient
     }
 
     /// <summary>Makes the incremental's backing file name relative, so that the backup location can move.</summary>
-    private static void RelinkBacking(string target, string parent)
+    private static void RelinkBacking(string target, string parent, string diskFile)
     {
         using var image = Qcow2Image.Open(target, new Qcow2OpenOptions { NoBacking = true });
-        image.Rebase(Path.Combine("..", parent, DiskFile), "qcow2", unsafeMode: true);
+        image.Rebase(Path.Combine("..", parent, diskFile), "qcow2", unsafeMode: true);
     }
 
-    /// <summary>After a backup exists: the disk tracks changes since it, under a bitmap named after it; older backup bitmaps go.</summary>
-    private async Task StartTrackingAsync(VeId id, string disk, bool running, string newId, string? parent, CancellationToken ct)
+    /// <summary>After a backup exists: each disk tracks changes since it, under a bitmap named after it; older backup bitmaps go.</summary>
+    private async Task StartTrackingAsync(Subject subject, string newId, CancellationToken ct)
     {
-        if (running)
+        if (subject.Running)
         {
-            var qmp = await StorageDaemon.ConnectAsync(_containers.DaemonPaths(id), ct).ConfigureAwait(false);
+            var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
             await using (qmp.ConfigureAwait(false))
             {
-                foreach (var b in await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false))
+                foreach (var d in subject.Disks)
                 {
-                    var name = b["name"]!.GetValue<string>();
-                    if (name.StartsWith(BitmapPrefix, StringComparison.Ordinal) && name != BitmapPrefix + "pending")
-                        await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = name }).ConfigureAwait(false);
+                    foreach (var b in await StorageDaemon.QueryBitmapsAsync(qmp, ct, d.Node).ConfigureAwait(false))
+                    {
+                        var name = b["name"]!.GetValue<string>();
+                        if (ChangeTracking.IsTrackingBitmap(name) && name != PendingBitmap)
+                            await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = name }).ConfigureAwait(false);
+                    }
+                    // Bitmap names cannot be changed in place: copy "pending" into one named after the backup.
+                    await qmp.ExecuteAsync("block-dirty-bitmap-add", new JsonObject { ["node"] = d.Node, ["name"] = BitmapPrefix + newId, ["persistent"] = true }, QmpTimeout, ct).ConfigureAwait(false);
+                    await qmp.ExecuteAsync("transaction", new JsonObject
+                    {
+                        ["actions"] = new JsonArray(
+                            new JsonObject { ["type"] = "block-dirty-bitmap-merge", ["data"] = new JsonObject { ["node"] = d.Node, ["target"] = BitmapPrefix + newId, ["bitmaps"] = new JsonArray(PendingBitmap) } },
+                            new JsonObject { ["type"] = "block-dirty-bitmap-remove", ["data"] = new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap } }),
+                    }, QmpTimeout, ct).ConfigureAwait(false);
                 }
-                // Bitmap names cannot be changed in place: copy "pending" into one named after the backup.
-                await qmp.ExecuteAsync("block-dirty-bitmap-add", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = BitmapPrefix + newId, ["persistent"] = true }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
-                await qmp.ExecuteAsync("transaction", new JsonObject
-                {
-                    ["actions"] = new JsonArray(
-                        new JsonObject { ["type"] = "block-dirty-bitmap-merge", ["data"] = new JsonObject { ["node"] = StorageDaemon.DiskNode, ["target"] = BitmapPrefix + newId, ["bitmaps"] = new JsonArray(BitmapPrefix + "pending") } },
-                        new JsonObject { ["type"] = "block-dirty-bitmap-remove", ["data"] = new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = BitmapPrefix + "pending" } }),
-                }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
             }
-            return;
         }
-        using var image = Qcow2Image.Open(disk);
-        foreach (var b in image.Bitmaps.Where(b => b.Name.StartsWith(BitmapPrefix, StringComparison.Ordinal)).ToList())
-            image.RemoveBitmap(b.Name);
-        image.AddBitmap(BitmapPrefix + newId);
-        image.Flush();
+        else
+        {
+            foreach (var d in subject.Disks)
+            {
+                using var image = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { NoBacking = true });
+                foreach (var b in image.Bitmaps.Where(b => ChangeTracking.IsTrackingBitmap(b.Name)).ToList())
+                    image.RemoveBitmap(b.Name);
+                image.AddBitmap(BitmapPrefix + newId);
+                image.Flush();
+            }
+        }
+        if (subject.Kind == VeKind.Vm)
+            await _vms.ClearTrackingResetsAsync(subject.Id, ct).ConfigureAwait(false);
     }
 
     private async Task<string> NextIncrementalIdAsync(VeId id, string parent, CancellationToken ct)
@@ -372,7 +541,7 @@ public sealed class BackupClient
     // List
     // ---------------------------------------------------------------------------------------------------------
 
-    /// <summary>Lists backups, oldest first: of one container (by name or UUID, even a deleted one by UUID), or all.</summary>
+    /// <summary>Lists backups, oldest first: of one container or VM (by name or UUID, even a deleted one by UUID), or all.</summary>
     /// <remarks>The equivalent of <c>prlctl backup-list [NAME]</c>.</remarks>
     public async Task<IReadOnlyList<BackupInfo>> ListAsync(string? nameOrId = null, CancellationToken cancellationToken = default)
     {
@@ -382,7 +551,7 @@ public sealed class BackupClient
         else if (VeId.TryParse(nameOrId, out var byId))
             ves = [byId];
         else
-            ves = [(await _containers.Registry.GetAsync(nameOrId, VeKind.Container, cancellationToken).ConfigureAwait(false)).VeId];
+            ves = [(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false)).VeId];
         var result = new List<BackupInfo>();
         foreach (var ve in ves)
             result.AddRange((await ListVeAsync(ve, cancellationToken).ConfigureAwait(false)).Select(m => m.ToPublic(Path.Combine(VeDir(ve), m.Id))));
@@ -485,16 +654,20 @@ public sealed class BackupClient
             var childMeta = (await _store.ReadDocumentAsync(Path.Combine(childDir, "backup.json"), BackupJson.Default.BackupMetadata, BackupMetadata.CurrentVersion, ct).ConfigureAwait(false))!;
             if (childMeta.Parent == pending.Target)
             {
-                string digest;
-                DiskCopier.MergeParentInto(Path.Combine(targetDir, DiskFile), Path.Combine(childDir, DiskFile),
-                    pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, DiskFile), ct);
-                using (var image = Qcow2Image.Open(Path.Combine(childDir, DiskFile), new Qcow2OpenOptions { ReadOnly = true, NoBacking = true }))
-                    digest = DiskCopier.DigestOfOwnData(image, ct);
+                var disks = new List<BackupDiskMetadata>();
+                foreach (var d in childMeta.Disks)
+                {
+                    // An incremental has the same disks as its parent (a change of disks starts a new chain).
+                    DiskCopier.MergeParentInto(Path.Combine(targetDir, d.File), Path.Combine(childDir, d.File),
+                        pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, d.File), ct);
+                    using var image = Qcow2Image.Open(Path.Combine(childDir, d.File), new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+                    disks.Add(d with { StoredSize = new FileInfo(Path.Combine(childDir, d.File)).Length, Digest = DiskCopier.DigestOfOwnData(image, ct) });
+                }
                 var updated = childMeta with
                 {
                     Parent = pending.NewParent,
                     Type = pending.NewParent is null ? BackupType.Full : BackupType.Incremental,
-                    Disks = childMeta.Disks.Select(d => d with { StoredSize = new FileInfo(Path.Combine(childDir, d.File)).Length, Digest = digest }).ToList(),
+                    Disks = disks,
                 };
                 await _store.WriteDocumentAsync(Path.Combine(childDir, "backup.json"), updated, BackupJson.Default.BackupMetadata, ct).ConfigureAwait(false);
             }
@@ -518,18 +691,23 @@ public sealed class BackupClient
     // ---------------------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// Restores a backup (any in a chain): into its original container, which must be stopped, or into a new container
-    /// with a new name and UUID. The restored disk has no change tracking, so the next backup of it is full.
+    /// Restores a backup (any in a chain): into its original container or VM, which must be stopped, or into a new one
+    /// with a new name and UUID (and, for a VM, a new MAC address). The restored disks have no change tracking, so the
+    /// next backup is full. A VM restored in place keeps the disks it has now that the backup lacks; its snapshots go.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl restore -t ID [--name NEW]</c>.</remarks>
-    /// <returns>The restored container's UUID.</returns>
+    /// <returns>The restored VE's UUID.</returns>
     public async Task<VeId> RestoreAsync(string backupId, BackupRestoreOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new BackupRestoreOptions();
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
-        var source = Path.Combine(VeDir(ve), meta.Id, meta.Disks[0].File);
+        var dir = Path.Combine(VeDir(ve), meta.Id);
+        if (meta.VeKind == "vm")
+            return await RestoreVmAsync(ve, meta, dir, options, progress, cancellationToken).ConfigureAwait(false);
+
+        var source = Path.Combine(dir, meta.Disks[0].File);
         var convert = new Qcow2ConvertOptions { SourceFormat = "qcow2", OutputFormat = "qcow2" };
-        var report = progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress("restoring disk root", p.BytesDone, p.TotalBytes)));
+        var report = ConvertProgress(progress, meta.Disks[0].Name);
         if (options.NewName is { } newName)
         {
             var newId = VeId.New();
@@ -573,15 +751,46 @@ public sealed class BackupClient
         return ve;
     }
 
-    /// <summary>Opens a backup read-only as a disk image (its chain included), for file-level access. Dispose it when done.</summary>
-    public async Task<Qcow2Image> OpenAsync(string backupId, CancellationToken cancellationToken = default)
+    private static Progress<Qcow2ConvertProgress>? ConvertProgress(IProgress<OperationProgress>? progress, string disk)
+        => progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress("restoring disk " + disk, p.BytesDone, p.TotalBytes)));
+
+    private async Task<VeId> RestoreVmAsync(VeId ve, BackupMetadata meta, string dir, BackupRestoreOptions options, IProgress<OperationProgress>? progress, CancellationToken ct)
+    {
+        if (!meta.Config.TryGetValue("vm.json", out var configJson))
+            throw new InvalidStateException($"Backup {meta.Id} carries no VM configuration; it cannot be restored as a VM.");
+        var convert = new Qcow2ConvertOptions { SourceFormat = "qcow2", OutputFormat = "qcow2" };
+        async Task WriteDisksAsync(IReadOnlyDictionary<string, string> destinations)
+        {
+            foreach (var d in meta.Disks)
+            {
+                if (!destinations.TryGetValue(d.Name, out var destination))
+                    throw new InvalidStateException($"Backup {meta.Id} holds disk {d.Name}, which its VM configuration does not list.");
+                await Qcow2Converter.ConvertAsync(Path.Combine(dir, d.File), destination, convert, ConvertProgress(progress, d.Name), ct).ConfigureAwait(false);
+            }
+        }
+        if (options.NewName is { } newName)
+            return await _vms.CreateFromBackupAsync(configJson, newName, WriteDisksAsync, ct).ConfigureAwait(false);
+        if (await _vms.Registry.FindAsync(ve.ToString(), ct).ConfigureAwait(false) is null)
+            throw new NotFoundException($"VM {ve} no longer exists: restore backup {meta.Id} into a new VM with a new name.");
+        using (await _store.LockVeAsync(ve, ct).ConfigureAwait(false))
+            await _vms.RestoreDisksAsync(ve, configJson, meta.Id, WriteDisksAsync, ct).ConfigureAwait(false);
+        return ve;
+    }
+
+    /// <summary>Opens a disk of a backup read-only as a disk image (its chain included), for file-level access. Dispose it when done.</summary>
+    /// <param name="backupId">The backup.</param>
+    /// <param name="diskName">The disk (<c>root</c> for a container, <c>hdd0</c>… for a VM); null for the first.</param>
+    /// <param name="cancellationToken">Cancels the lookup.</param>
+    public async Task<Qcow2Image> OpenAsync(string backupId, string? diskName = null, CancellationToken cancellationToken = default)
     {
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
-        return Qcow2Image.Open(Path.Combine(VeDir(ve), meta.Id, meta.Disks[0].File), new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
+        var disk = diskName is null ? meta.Disks[0] : meta.Disks.FirstOrDefault(d => d.Name == diskName)
+            ?? throw new NotFoundException($"Backup {meta.Id} has no disk '{diskName}' (it has: {string.Join(", ", meta.Disks.Select(d => d.Name))}).");
+        return Qcow2Image.Open(Path.Combine(VeDir(ve), meta.Id, disk.File), new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
     }
 
     /// <summary>
-    /// Checks backups — of one container, one backup, or all: each file's QCOW2 structure and the digest recorded while
+    /// Checks backups — of one container or VM, one backup, or all: each file's QCOW2 structure and the digest recorded while
     /// writing (a single flipped data byte is caught). Names the damaged backups and those that depend on them.
     /// </summary>
     public async Task<BackupVerifyResult> VerifyAsync(string? nameOrIdOrBackupId = null, CancellationToken cancellationToken = default)
@@ -635,7 +844,7 @@ public sealed class BackupClient
         return new BackupVerifyResult(scope.Select(b => b.Id).ToList(), damaged, affected);
     }
 
-    /// <summary>Deletes the container's backups that no retention rule keeps (each delete merges as <see cref="DeleteAsync"/> does). Returns the deleted ids.</summary>
+    /// <summary>Deletes the container's or VM's backups that no retention rule keeps (each delete merges as <see cref="DeleteAsync"/> does). Returns the deleted ids.</summary>
     public async Task<IReadOnlyList<string>> PruneAsync(string nameOrId, BackupRetention retention, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(retention);

@@ -323,10 +323,24 @@ public sealed partial class VirtualMachineClient
             var d = FindDisk(s, diskName);
             if (newSize.Bytes < d.SizeBytes)
                 throw new ArgumentOutOfRangeException(nameof(newSize), newSize, $"The disk {d.Name} has {ByteSize.FromBytes(d.SizeBytes).ToHumanString()}; shrinking a disk is not supported.");
+            // Change tracking does not survive a resize (images with persistent bitmaps cannot be resized): the
+            // bitmaps go, and the next backup is full because the disk was resized.
+            var reason = $"the disk was resized from {ByteSize.FromBytes(d.SizeBytes).ToHumanString()} to {newSize.ToHumanString()}";
             if (s.Runtime is not null)
-                await QmpAsync(s, "block_resize", new JsonObject { ["node-name"] = d.Name + "-fmt", ["size"] = newSize.Bytes }, ct, TimeSpan.FromSeconds(60)).ConfigureAwait(false);
+            {
+                var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
+                await using (qmp.ConfigureAwait(false))
+                {
+                    await ChangeTracking.RemoveBitmapsAsync(qmp, d.Name + "-fmt", ct).ConfigureAwait(false);
+                    await qmp.ExecuteAsync("block_resize", new JsonObject { ["node-name"] = d.Name + "-fmt", ["size"] = newSize.Bytes }, TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
+                }
+            }
             else
+            {
+                RemoveTrackingBitmaps(s.Paths.DiskPath(d));
                 await _disks.ResizeAsync(s.Paths.DiskPath(d), newSize.Bytes, ct).ConfigureAwait(false);
+            }
+            s.Config = WithTrackingReset(s.Config, d.Name, reason);
             var updated = d with { SizeBytes = newSize.Bytes };
             s.Config = s.Config with { Disks = s.Config.Disks.Select(x => x.Name == d.Name ? updated : x).ToList() };
             await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);

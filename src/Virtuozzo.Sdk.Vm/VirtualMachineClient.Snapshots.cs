@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Virtuozzo.Sdk.Core;
+using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Vm.Internal;
 
@@ -41,8 +42,41 @@ public sealed partial class VirtualMachineClient
         finally
         {
             if (!wasRunning && !keepRunning)
-                await StopCoreAsync(s, new StopVmOptions { Kill = true }, CancellationToken.None).ConfigureAwait(false);
+                await QuitPausedAsync(s).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Ends an emulator started paused for a monitor operation with <c>quit</c>, so that it closes its images cleanly
+    /// (a kill would leave their change-tracking bitmaps marked in use, and the next backup full); kills it if it lingers.
+    /// </summary>
+    private async Task QuitPausedAsync(VmSession s)
+    {
+        if (s.Runtime is { } rt)
+        {
+            try
+            {
+                await QmpAsync(s, "quit", null, CancellationToken.None, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is VirtuozzoException or TimeoutException or IOException)
+            {
+                _logger.LogDebug("VM {Name}: quit failed ({Error})", s.Config.Name, ex.Message);
+            }
+            for (var i = 0; i < 200 && IsAlive(rt); i++)
+                await Task.Delay(50).ConfigureAwait(false);
+        }
+        await StopCoreAsync(s, new StopVmOptions { Kill = true }, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>Removes the change-tracking bitmaps of every disk of the VM behind <paramref name="qmp"/> and records why.</summary>
+    private static async Task<VmConfig> ResetTrackingAsync(QmpClient qmp, VmConfig config, string reason, CancellationToken ct)
+    {
+        foreach (var d in config.Disks)
+        {
+            await ChangeTracking.RemoveBitmapsAsync(qmp, d.Name + "-fmt", ct).ConfigureAwait(false);
+            config = WithTrackingReset(config, d.Name, reason);
+        }
+        return config;
     }
 
     /// <summary>
@@ -91,6 +125,10 @@ public sealed partial class VirtualMachineClient
             var startedHere = s.Runtime is null;
             await WithMonitorAsync(s, async qmp =>
             {
+                // The disks change behind any change-tracking bitmap (and QEMU refuses to load a snapshot while a
+                // bitmap is active): tracking restarts, and the next backup is full and says why.
+                s.Config = await ResetTrackingAsync(qmp, s.Config, $"the VM was switched to snapshot '{snap.Name}'", ct).ConfigureAwait(false);
+                await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
                 await HmpAsync(qmp, "loadvm " + Tag(snap.Id), s.Config.Name, ct).ConfigureAwait(false);
                 if (startedHere && snap.IncludesMemory)
                     await qmp.ExecuteAsync("cont", null, QmpTimeout, ct).ConfigureAwait(false);
@@ -153,6 +191,7 @@ public sealed partial class VirtualMachineClient
                 MacAddress = s.Config.MacAddress is null ? null : VmConfigRules.NewMac(id),
                 Snapshots = [],
                 CurrentSnapshotId = null,
+                TrackingResets = null,
             };
             await _registry.RegisterAsync(new VeId(id), new VeName(options.Name), Core.Resources.VeKind.Vm, ct).ConfigureAwait(false);
             try
@@ -165,10 +204,14 @@ public sealed partial class VirtualMachineClient
                     if (!options.Linked)
                     {
                         File.Copy(src, dst);
+                        RemoveTrackingBitmaps(dst); // the source's backups are not the clone's
                         sourceDisks.Add(d);
                         continue;
                     }
                     // The source's current image becomes a read-only base; source and clone each get an overlay on it.
+                    // The new overlay has no change tracking: the source's next backup is full.
+                    RemoveTrackingBitmaps(src);
+                    s.Config = WithTrackingReset(s.Config, d.Name, $"the disk became the base of linked clone '{options.Name}'");
                     var baseFile = $"{d.Name}.base-{id:N}.qcow2";
                     var basePath = Path.Combine(s.Paths.PrivateDirectory, baseFile);
                     File.Move(src, basePath);
@@ -186,6 +229,8 @@ public sealed partial class VirtualMachineClient
                     sourceDisks.Add(d);
                 }
                 await WriteConfigAsync(paths, clone, ct).ConfigureAwait(false);
+                if (options.Linked)
+                    await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
             }
             catch
             {

@@ -626,10 +626,21 @@ public sealed partial class VirtualMachineClient
             if (IsAlive(rt))
                 method = VmStopMethod.Killed;
         }
+        var killed = false;
         if (IsAlive(rt))
+        {
             await KillProcessAsync(rt.Pid, CancellationToken.None).ConfigureAwait(false);
+            killed = true;
+        }
         await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);
         s.Runtime = null;
+        if (killed && s.Config.Disks.Count > 0)
+        {
+            // A killed emulator cannot store its change-tracking bitmaps: the next backup is full, and says why.
+            foreach (var d in s.Config.Disks)
+                s.Config = WithTrackingReset(s.Config, d.Name, "the VM was killed instead of shut down cleanly");
+            await WriteConfigAsync(s.Paths, s.Config, CancellationToken.None).ConfigureAwait(false);
+        }
         return method;
     }
 

@@ -10,7 +10,7 @@ internal static class BackupCommand
 {
     public static Command Build()
     {
-        var backup = new Command("backup", "Back up containers, and list, delete, restore, verify and prune backups.");
+        var backup = new Command("backup", "Back up containers and VMs, and list, delete, restore, verify and prune backups.");
         backup.Subcommands.Add(Create());
         backup.Subcommands.Add(List());
         backup.Subcommands.Add(Delete());
@@ -24,12 +24,12 @@ internal static class BackupCommand
 
     private static Command Create()
     {
-        var name = new Argument<string>("NAME") { Description = "The container's name or UUID." };
+        var name = new Argument<string>("NAME") { Description = "The container's or VM's name or UUID." };
         var full = new Option<bool>("--full") { Description = "Start a new chain with a full backup." };
         var compression = new Option<string>("--compression") { Description = "zstd (default), zlib or none.", DefaultValueFactory = _ => "zstd" };
         compression.AcceptOnlyFromAmong("zstd", "zlib", "none");
         var json = new Option<bool>("--json") { Description = "Print JSON." };
-        var cmd = new Command("create", "Back up a container (incremental when the chain allows it); prints the backup id last.") { name, full, compression, json };
+        var cmd = new Command("create", "Back up a container or VM (incremental when the chain allows it); prints the backup id last.") { name, full, compression, json };
         cmd.SetAction(async (p, ct) =>
         {
             var result = await Client(p).CreateAsync(p.GetValue(name)!, new BackupCreateOptions
@@ -53,7 +53,7 @@ internal static class BackupCommand
 
     private static Command List()
     {
-        var name = new Argument<string?>("NAME") { Description = "A container's name or UUID (all when omitted).", Arity = ArgumentArity.ZeroOrOne };
+        var name = new Argument<string?>("NAME") { Description = "A container's or VM's name or UUID (all when omitted).", Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "Print JSON." };
         var cmd = new Command("list", "List backups, oldest first.") { name, json };
         cmd.SetAction(async (p, ct) =>
@@ -89,8 +89,8 @@ internal static class BackupCommand
     private static Command Restore()
     {
         var id = new Argument<string>("BACKUP_ID") { Description = "The backup id." };
-        var name = new Option<string?>("--name") { Description = "Restore into a new container with this name (default: into the original, stopped container)." };
-        var cmd = new Command("restore", "Restore a backup; prints the container's UUID last.") { id, name };
+        var name = new Option<string?>("--name") { Description = "Restore into a new container or VM with this name (default: into the original, stopped one)." };
+        var cmd = new Command("restore", "Restore a backup; prints the container's or VM's UUID last.") { id, name };
         cmd.SetAction(async (p, ct) =>
         {
             var newName = p.GetValue(name) is { } n ? new VeName(n) : (VeName?)null;
@@ -104,7 +104,7 @@ internal static class BackupCommand
 
     private static Command Verify()
     {
-        var target = new Argument<string?>("NAME_OR_BACKUP_ID") { Description = "A container, a backup id, or nothing for all.", Arity = ArgumentArity.ZeroOrOne };
+        var target = new Argument<string?>("NAME_OR_BACKUP_ID") { Description = "A container or VM, a backup id, or nothing for all.", Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "Print JSON." };
         var cmd = new Command("verify", "Check backups' structure and recorded digests; exits 1 when any is damaged.") { target, json };
         cmd.SetAction(async (p, ct) =>
@@ -127,7 +127,7 @@ internal static class BackupCommand
 
     private static Command Prune()
     {
-        var name = new Argument<string>("NAME") { Description = "The container's name or UUID." };
+        var name = new Argument<string>("NAME") { Description = "The container's or VM's name or UUID." };
         var last = new Option<int>("--keep-last") { Description = "Keep the newest N." };
         var daily = new Option<int>("--keep-daily") { Description = "Keep one per day for N days." };
         var weekly = new Option<int>("--keep-weekly") { Description = "Keep one per week for N weeks." };

@@ -72,11 +72,11 @@ internal static class StorageDaemon
     public static Task<QmpClient> ConnectAsync(StorageDaemonPaths paths, CancellationToken cancellationToken)
         => QmpClient.ConnectAsync(paths.QmpSocket, TimeSpan.FromSeconds(10), cancellationToken);
 
-    /// <summary>The dirty bitmaps of the daemon's disk node, as QMP reports them (name, recording, persistent, inconsistent…).</summary>
-    public static async Task<IReadOnlyList<System.Text.Json.Nodes.JsonNode>> QueryBitmapsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    /// <summary>The dirty bitmaps of a block node (the daemon's disk node by default), as QMP reports them (name, recording, persistent, inconsistent…).</summary>
+    public static async Task<IReadOnlyList<System.Text.Json.Nodes.JsonNode>> QueryBitmapsAsync(QmpClient qmp, CancellationToken cancellationToken, string nodeName = DiskNode)
     {
         var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new System.Text.Json.Nodes.JsonObject { ["flat"] = true }, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false))!.AsArray();
-        var node = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == DiskNode);
+        var node = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == nodeName);
         return node?["dirty-bitmaps"]?.AsArray().Select(b => b!).ToList() ?? [];
     }
 

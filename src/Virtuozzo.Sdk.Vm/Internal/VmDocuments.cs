@@ -68,6 +68,12 @@ internal sealed record VmConfig : IVersionedDocument
     public List<VmSnapshotConfig> Snapshots { get; init; } = [];
 
     public Guid? CurrentSnapshotId { get; init; }
+
+    /// <summary>
+    /// Disks whose change tracking was reset outside a backup (disk name → why: a snapshot switch, a resize, a restore…),
+    /// so that the next backup can say why it is full. Cleared by that backup.
+    /// </summary>
+    public Dictionary<string, string>? TrackingResets { get; init; }
 }
 
 /// <summary>The live hardware of a VM when it was suspended.</summary>

@@ -1,0 +1,31 @@
+using System.Text.Json.Nodes;
+
+namespace Virtuozzo.Sdk.Core.Qemu;
+
+/// <summary>
+/// The persistent dirty bitmaps that backups use to track a disk's changes. Whatever changes a disk outside a bitmap's
+/// watch (a resize, a snapshot switch, a restore) removes them, so that the next backup is full rather than wrong.
+/// </summary>
+internal static class ChangeTracking
+{
+    /// <summary>The prefix of every change-tracking bitmap the SDK creates; the rest of the name is the backup id.</summary>
+    public const string BitmapPrefix = "vzsdk-backup:";
+
+    /// <summary>True for a bitmap name the SDK's backups own.</summary>
+    public static bool IsTrackingBitmap(string name) => name.StartsWith(BitmapPrefix, StringComparison.Ordinal);
+
+    /// <summary>Removes the change-tracking bitmaps of a block node of a running emulator or storage daemon; returns how many.</summary>
+    public static async Task<int> RemoveBitmapsAsync(QmpClient qmp, string nodeName, CancellationToken cancellationToken)
+    {
+        var removed = 0;
+        foreach (var b in await StorageDaemon.QueryBitmapsAsync(qmp, cancellationToken, nodeName).ConfigureAwait(false))
+        {
+            var name = b["name"]?.GetValue<string>();
+            if (name is null || !IsTrackingBitmap(name))
+                continue;
+            await qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = nodeName, ["name"] = name }, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            removed++;
+        }
+        return removed;
+    }
+}

@@ -1,0 +1,201 @@
+using System.Security.Cryptography;
+using Virtuozzo.Sdk.Backup;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.IntegrationTests.Vm;
+using Virtuozzo.Sdk.Storage.Qcow2;
+using Virtuozzo.Sdk.Testing;
+using Virtuozzo.Sdk.Vm;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Backup;
+
+/// <summary>Backups of real VMs: stopped (read by the library, every disk) and running (QMP transaction, guest frozen through its agent).</summary>
+public sealed class VmBackupTests : IAsyncLifetime
+{
+    private readonly VmTestEnvironment _env = new();
+
+    public Task InitializeAsync() => _env.InitializeAsync();
+
+    public Task DisposeAsync() => _env.DisposeAsync();
+
+    private VirtualMachineClient Vms => _env.Client;
+
+    private BackupClient Backups => new(_env.SdkOptions);
+
+    private string DiskOf(VeId id, string disk) => Path.Combine(_env.Root.Path, "private", id.ToString(), disk + ".qcow2");
+
+    /// <summary>Writes a filled range into a stopped VM's disk through the library (which sets the bits of enabled bitmaps).</summary>
+    private static void Fill(string disk, long offset, byte value, int length = 256 * 1024)
+    {
+        using var image = Qcow2Image.Open(disk);
+        var data = new byte[length];
+        Array.Fill(data, value);
+        image.Write(offset, data);
+        image.Flush();
+    }
+
+    private static string Digest(string disk)
+    {
+        using var image = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
+        using var sha = SHA256.Create();
+        var buffer = new byte[1 << 20];
+        for (long off = 0; off < image.Size; off += buffer.Length)
+        {
+            var n = (int)Math.Min(buffer.Length, image.Size - off);
+            image.Read(off, buffer.AsSpan(0, n));
+            sha.TransformBlock(buffer, 0, n, null, 0);
+        }
+        sha.TransformFinalBlock([], 0, 0);
+        return Convert.ToHexString(sha.Hash!);
+    }
+
+    private (string, string) Digests(VeId id) => (Digest(DiskOf(id, "hdd0")), Digest(DiskOf(id, "hdd1")));
+
+    private async Task<string> ToRawAsync(string qcow2)
+    {
+        var raw = Path.Combine(_env.Root.Path, Guid.NewGuid().ToString("N") + ".raw");
+        await TestGuest.RunAsync("qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", qcow2, raw);
+        return raw;
+    }
+
+    private static async Task<string> Ext4FeaturesAsync(string raw)
+        => (await TestGuest.RunAsync("dumpe2fs", "-h", raw)).Split('\n').First(l => l.StartsWith("Filesystem features:", StringComparison.Ordinal));
+
+    private static async Task<string> Ext4CatAsync(string raw, string file)
+        => (await TestGuest.RunAsync("debugfs", "-R", "cat /" + file, raw)).Trim();
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img")]
+    public async Task Stopped_vm_backups_cover_every_disk_chain_incrementally_and_each_restores_its_own_point_in_time_after_a_middle_delete()
+    {
+        var vm = await Vms.CreateAsync(_env.GuestVm("bk1") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }, new VmDiskOptions { Size = ByteSize.FromMiB(32) }] });
+        var id = vm.Id;
+        Fill(DiskOf(id, "hdd0"), 0, 0xA1);
+        Fill(DiskOf(id, "hdd1"), 1 << 20, 0xB1);
+        var d1 = Digests(id);
+        var full = await Backups.CreateAsync("bk1");
+        full.Backup.Type.Should().Be(BackupType.Full);
+        full.Backup.Disks.Select(d => d.Name).Should().Equal("hdd0", "hdd1");
+        full.Consistency.Should().Contain("stopped");
+        full.FullReasons.Should().ContainSingle().Which.Should().Contain("first backup of the VM");
+
+        Fill(DiskOf(id, "hdd0"), 8 << 20, 0xA2);
+        var d2 = Digests(id);
+        var second = await Backups.CreateAsync("bk1");
+        second.Backup.Type.Should().Be(BackupType.Incremental);
+        second.Backup.ParentId.Should().Be(full.Backup.Id);
+
+        Fill(DiskOf(id, "hdd1"), 4 << 20, 0xB3);
+        var d3 = Digests(id);
+        var third = await Backups.CreateAsync("bk1");
+        third.Backup.Type.Should().Be(BackupType.Incremental);
+        third.Backup.ParentId.Should().Be(second.Backup.Id);
+        third.Backup.SizeBytes.Should().BeLessThan(full.Backup.SizeBytes, "an incremental holds only what changed");
+        d2.Should().NotBe(d1);
+        d3.Should().NotBe(d2);
+
+        (await Backups.DeleteAsync(second.Backup.Id)).Should().Equal(second.Backup.Id);
+        var list = await Backups.ListAsync("bk1");
+        list.Select(b => b.Id).Should().Equal(full.Backup.Id, third.Backup.Id);
+        list[1].ParentId.Should().Be(full.Backup.Id, "the child of a deleted middle backup depends on its grandparent");
+        (await Backups.VerifyAsync("bk1")).IsValid.Should().BeTrue();
+        foreach (var file in list.SelectMany(b => b.Disks).Select(d => d.File))
+            await TestGuest.RunAsync("qemu-img", "check", file);
+
+        var ra = await Backups.RestoreAsync(full.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk1-a") });
+        var rc = await Backups.RestoreAsync(third.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk1-c") });
+        Digests(ra).Should().Be(d1);
+        Digests(rc).Should().Be(d3);
+        var restored = await Vms.GetAsync("bk1-c");
+        restored.Id.Should().NotBe(id);
+        restored.Disks.Should().HaveCount(2);
+
+        // In place: the VM goes back to the first backup, and its next backup is full because the disks were restored.
+        (await Backups.RestoreAsync(full.Backup.Id)).Should().Be(id);
+        Digests(id).Should().Be(d1);
+        var after = await Backups.CreateAsync("bk1");
+        after.Backup.Type.Should().Be(BackupType.Full);
+        after.FullReasons.Should().HaveCount(2).And.OnlyContain(r => r.Contains("restored from backup " + full.Backup.Id));
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img")]
+    public async Task A_snapshot_switch_a_resize_and_a_killed_vm_each_force_the_next_backup_full_and_say_why()
+    {
+        var vm = await Vms.CreateAsync(_env.GuestVm("bk2") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }] });
+        var disk = DiskOf(vm.Id, "hdd0");
+        Fill(disk, 0, 0x11);
+        await Vms.CreateSnapshotAsync("bk2", "s1");
+        var b1 = await Backups.CreateAsync("bk2");
+        b1.Backup.Type.Should().Be(BackupType.Full);
+        Fill(disk, 2 << 20, 0x22);
+        await Vms.CreateSnapshotAsync("bk2", "s2"); // the emulator that takes it closes the disk cleanly: tracking survives
+        var b2 = await Backups.CreateAsync("bk2");
+        b2.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", b2.FullReasons));
+
+        await Vms.SwitchSnapshotAsync("bk2", "s1");
+        var b3 = await Backups.CreateAsync("bk2");
+        b3.Backup.Type.Should().Be(BackupType.Full);
+        b3.FullReasons.Should().ContainSingle().Which.Should().Contain("hdd0").And.Contain("snapshot 's1'");
+
+        await Vms.ResizeDiskAsync("bk2", "hdd0", ByteSize.FromMiB(96));
+        var b4 = await Backups.CreateAsync("bk2");
+        b4.Backup.Type.Should().Be(BackupType.Full);
+        b4.FullReasons.Should().ContainSingle().Which.Should().Contain("resized");
+
+        Fill(disk, 90 << 20, 0x33);
+        var b5 = await Backups.CreateAsync("bk2");
+        b5.Backup.Type.Should().Be(BackupType.Incremental, "tracking restarts with the full backup after a reset");
+
+        await Vms.StartAsync("bk2");
+        await Vms.KillAsync("bk2");
+        var b6 = await Backups.CreateAsync("bk2");
+        b6.Backup.Type.Should().Be(BackupType.Full);
+        b6.FullReasons.Should().ContainSingle().Which.Should().Contain("killed");
+        (await Backups.VerifyAsync("bk2")).IsValid.Should().BeTrue();
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "dumpe2fs", "debugfs")]
+    public async Task A_running_vm_is_backed_up_with_its_ext4_frozen_and_thawed_through_the_guest_tools()
+    {
+        var data = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "data", 64, new Dictionary<string, string> { ["one.txt"] = "one\n" });
+        var vm = await Vms.CreateAsync(_env.GuestVm("bk3") with { Disks = [new VmDiskOptions { SourceImagePath = data }] });
+        await Vms.StartAsync("bk3");
+        await Vms.WaitForGuestToolsAsync("bk3", TimeSpan.FromSeconds(60));
+        await _env.ShAsync("bk3", "grep -q ' /mnt/data ext4 ' /proc/mounts && echo two > /mnt/data/two.txt && sync");
+
+        // A mounted, unfrozen ext4 carries needs_recovery on disk; a frozen one has its journal flushed and the flag cleared.
+        var liveRaw = await ToRawAsync(DiskOf(vm.Id, "hdd0"));
+        (await Ext4FeaturesAsync(liveRaw)).Should().Contain("needs_recovery");
+
+        var full = await Backups.CreateAsync("bk3");
+        full.Backup.Type.Should().Be(BackupType.Full);
+        full.Consistency.Should().Contain("frozen through its guest tools");
+        var fullRaw = await ToRawAsync(full.Backup.Disks[0].File);
+        (await Ext4FeaturesAsync(fullRaw)).Should().NotContain("needs_recovery", "the point in time was taken while the guest's ext4 was frozen");
+        (await Ext4CatAsync(fullRaw, "two.txt")).Should().Be("two");
+
+        // Thawed again: the agent says so, and the guest writes.
+        await using (var agent = await GuestAgentClient.ConnectAsync(Path.Combine(_env.Root.Path, "run", vm.Id.ToString(), "ga"), TimeSpan.FromSeconds(10), default))
+            (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), default)).Should().BeFalse();
+        await _env.ShAsync("bk3", "echo three > /mnt/data/three.txt && sync");
+
+        var incr = await Backups.CreateAsync("bk3");
+        incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
+        incr.Consistency.Should().Contain("frozen through its guest tools");
+        var incrRaw = await ToRawAsync(incr.Backup.Disks[0].File);
+        (await Ext4CatAsync(incrRaw, "three.txt")).Should().Be("three");
+        (await Ext4CatAsync(fullRaw, "three.txt")).Should().NotBe("three");
+
+        await Backups.Invoking(b => b.RestoreAsync(full.Backup.Id)).Should().ThrowAsync<InvalidStateException>("restore refuses a running target");
+
+        // A clean stop (through the guest tools) lets the emulator store the bitmaps: the chain goes on.
+        await Vms.StopAsync("bk3");
+        var afterStop = await Backups.CreateAsync("bk3");
+        afterStop.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", afterStop.FullReasons));
+        afterStop.Backup.ParentId.Should().Be(incr.Backup.Id);
+
+        var restored = await Backups.RestoreAsync(afterStop.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk3-r") });
+        var restoredRaw = await ToRawAsync(DiskOf(restored, "hdd0"));
+        (await Ext4CatAsync(restoredRaw, "three.txt")).Should().Be("three");
+        (await Backups.VerifyAsync("bk3")).IsValid.Should().BeTrue();
+    }
+}

@@ -111,3 +111,6 @@ internal static class Cli
 
 /// <summary>A usage mistake found after parsing (bad value for a flag); exits 2.</summary>
 internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>The operation could not be done (exit 1), e.g. it names a snapshot or bitmap the image does not have.</summary>
+internal sealed class OperationFailedException(string message) : Exception(message);

@@ -76,13 +76,17 @@ internal static partial class DiskCommand
             else if (pr.GetValue(create) is { } c)
                 img.CreateSnapshot(c);
             else if (pr.GetValue(apply) is { } a)
-                img.ApplySnapshot(a);
+                img.ApplySnapshot(RequireSnapshot(img, a));
             else
-                img.DeleteSnapshot(pr.GetValue(delete)!);
+                img.DeleteSnapshot(RequireSnapshot(img, pr.GetValue(delete)!));
             return Cli.Success;
         });
         return cmd;
     }
+
+    /// <summary>Like qemu-img, a snapshot that is not there is a failed operation (exit 1), not a usage error.</summary>
+    private static string RequireSnapshot(Qcow2Image img, string idOrName)
+        => img.Snapshots.Any(s => s.Id == idOrName || s.Name == idOrName) ? idOrName : throw new OperationFailedException($"The image has no snapshot '{idOrName}'.");
 
     // ---------------------------------------------------------------- rebase
     private static Command Rebase()
@@ -170,6 +174,8 @@ internal static partial class DiskCommand
                 throw new UsageException("Give at least one of --add, --remove, --clear, --enable, --disable, --merge SOURCE, --list.");
             bool readOnly = pr.GetValue(list) && !(pr.GetValue(add) || pr.GetValue(remove) || pr.GetValue(clear) || pr.GetValue(enable) || pr.GetValue(disable) || pr.GetValue(merge) is not null);
             using var img = Qcow2Image.Open(pr.GetValue(file)!, new Qcow2OpenOptions { ReadOnly = readOnly, NoBacking = true });
+            if (!pr.GetValue(add) && img.Bitmaps.All(b => b.Name != bitmap))
+                throw new OperationFailedException($"The image has no bitmap '{bitmap}'.");
             if (pr.GetValue(add))
                 img.AddBitmap(bitmap, pr.GetValue(gran) is { } g ? DiskArgs.ParseSize(g) : 65536, enabled: !pr.GetValue(disable));
             else if (pr.GetValue(disable))

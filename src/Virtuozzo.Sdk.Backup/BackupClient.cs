@@ -158,13 +158,7 @@ public sealed class BackupClient
             Dictionary<string, string> digests;
             if (subject.Running)
             {
-                consistency = await BackupRunningAsync(subject, targets, parent, options.Compression, cancellationToken).ConfigureAwait(false);
-                digests = [];
-                foreach (var d in subject.Disks)
-                {
-                    using var written = Qcow2Image.Open(targets[d.Name], new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
-                    digests[d.Name] = DiskCopier.DigestOfOwnData(written, cancellationToken);
-                }
+                (consistency, digests) = await BackupRunningAsync(subject, targets, parent, options.Compression, cancellationToken).ConfigureAwait(false);
             }
             else
             {
@@ -321,73 +315,104 @@ public sealed class BackupClient
     /// <summary>
     /// Running VE: fix the point in time with one QMP transaction over all its disks (a new bitmap plus a backup job per
     /// disk) while the VE is frozen — a container by its freezer and fsfreeze, a VM's file systems through its guest
-    /// tools when they answer — then let the emulator or storage daemon copy while the VE runs.
+    /// tools when they answer — then let the emulator or storage daemon copy while the VE runs. Each job writes to an
+    /// NBD server in this process, which compresses in parallel and computes the digest as the data arrives.
     /// </summary>
-    private async Task<string> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, CancellationToken ct)
+    private async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, CancellationToken ct)
     {
         var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
+        var jobs = new List<(SubjectDisk Disk, string Job, string Node, Qcow2Image Target, NbdTargetServer Server)>();
         await using (qmp.ConfigureAwait(false))
         {
-            var jobs = new List<(SubjectDisk Disk, string Job, string Node)>();
-            foreach (var d in subject.Disks)
-            {
-                using (CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id)) { }
-                var node = "backup-" + d.Name;
-                await qmp.ExecuteAsync("blockdev-add", new JsonObject
-                {
-                    ["driver"] = "qcow2",
-                    ["node-name"] = node,
-                    ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = targets[d.Name] },
-                }, QmpTimeout, ct).ConfigureAwait(false);
-                jobs.Add((d, "backup-" + d.Name + "-" + Guid.NewGuid().ToString("N")[..8], node));
-                // A pending bitmap left by a killed backup would make the transaction fail: it tracks nothing useful.
-                await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
-            }
-            var actions = new JsonArray();
-            foreach (var (d, job, node) in jobs)
-            {
-                actions.Add((JsonNode)new JsonObject { ["type"] = "block-dirty-bitmap-add", ["data"] = new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap, ["persistent"] = true } });
-                var backup = new JsonObject
-                {
-                    ["job-id"] = job,
-                    ["device"] = d.Node,
-                    ["target"] = node,
-                    ["sync"] = parent is null ? "full" : "incremental",
-                    ["compress"] = compression != BackupCompression.None,
-                    ["auto-dismiss"] = false,
-                };
-                if (parent is not null)
-                    backup["bitmap"] = BitmapPrefix + parent;
-                actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = backup });
-            }
-            string consistency;
             try
             {
-                consistency = subject.Kind == VeKind.Vm
-                    ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false)
-                    : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
-                foreach (var (_, job, _) in jobs)
-                    await WaitForJobAsync(qmp, job, ct).ConfigureAwait(false);
-            }
-            catch
-            {
-                foreach (var (d, job, _) in jobs)
+                foreach (var d in subject.Disks)
                 {
-                    await TryQmpAsync(qmp, "job-cancel", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                    var target = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id);
+                    NbdTargetServer server;
+                    try
+                    {
+                        var socket = Path.Combine(_store.RunPath(subject.Id), "bk-" + d.Name);
+                        File.Delete(socket);
+                        server = new NbdTargetServer(socket, target, compression != BackupCompression.None, _logger);
+                    }
+                    catch
+                    {
+                        target.Dispose();
+                        throw;
+                    }
+                    var node = "backup-" + d.Name;
+                    jobs.Add((d, "backup-" + d.Name + "-" + Guid.NewGuid().ToString("N")[..8], node, target, server));
+                    await qmp.ExecuteAsync("blockdev-add", new JsonObject
+                    {
+                        ["driver"] = "nbd",
+                        ["node-name"] = node,
+                        ["server"] = new JsonObject { ["type"] = "unix", ["path"] = server.SocketPath },
+                        ["export"] = "",
+                    }, QmpTimeout, ct).ConfigureAwait(false);
+                    // A pending bitmap left by a killed backup would make the transaction fail: it tracks nothing useful.
                     await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
                 }
-                throw;
+                var actions = new JsonArray();
+                foreach (var (d, job, node, _, _) in jobs)
+                {
+                    actions.Add((JsonNode)new JsonObject { ["type"] = "block-dirty-bitmap-add", ["data"] = new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap, ["persistent"] = true } });
+                    var backup = new JsonObject
+                    {
+                        ["job-id"] = job,
+                        ["device"] = d.Node,
+                        ["target"] = node,
+                        ["sync"] = parent is null ? "full" : "incremental",
+                        ["auto-dismiss"] = false,
+                    };
+                    if (parent is not null)
+                        backup["bitmap"] = BitmapPrefix + parent;
+                    actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = backup });
+                }
+                string consistency;
+                try
+                {
+                    consistency = subject.Kind == VeKind.Vm
+                        ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false)
+                        : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
+                    foreach (var (_, job, _, _, _) in jobs)
+                        await WaitForJobAsync(qmp, job, ct).ConfigureAwait(false);
+                }
+                catch
+                {
+                    foreach (var (d, job, _, _, _) in jobs)
+                    {
+                        await TryQmpAsync(qmp, "job-cancel", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                        await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
+                    }
+                    throw;
+                }
+                finally
+                {
+                    foreach (var (_, job, node, _, _) in jobs)
+                    {
+                        await WaitForJobGoneOrConcludedAsync(qmp, job).ConfigureAwait(false);
+                        await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                        await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = node }).ConfigureAwait(false); // the client hangs up
+                    }
+                }
+                var digests = new Dictionary<string, string>(StringComparer.Ordinal);
+                using (var done = CancellationTokenSource.CreateLinkedTokenSource(ct))
+                {
+                    done.CancelAfter(TimeSpan.FromMinutes(5));
+                    foreach (var (d, _, _, _, server) in jobs)
+                        digests[d.Name] = await server.CompleteAsync(done.Token).ConfigureAwait(false);
+                }
+                return (consistency, digests);
             }
             finally
             {
-                foreach (var (_, job, node) in jobs)
+                foreach (var (_, _, _, target, server) in jobs)
                 {
-                    await WaitForJobGoneOrConcludedAsync(qmp, job).ConfigureAwait(false);
-                    await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = job }).ConfigureAwait(false);
-                    await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = node }).ConfigureAwait(false);
+                    await server.DisposeAsync().ConfigureAwait(false);
+                    target.Dispose();
                 }
             }
-            return consistency;
         }
     }
 

@@ -5,9 +5,9 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 namespace Virtuozzo.Sdk.Backup.Internal;
 
 /// <summary>
-/// Copies guest data between images with the managed QCOW2 engine, hashing what it stores as it writes:
-/// SHA-256 over (offset, length, bytes) of every stored range, in offset order. The same walk over a backup
-/// file's own clusters recomputes the digest for verification.
+/// Copies guest data between images with the managed QCOW2 engine, hashing what it stores as it writes
+/// (<see cref="ClusterDigest"/>: one SHA-256 per stored cluster, summed). The same hashes over a backup file's own
+/// clusters recompute the digest for verification.
 /// </summary>
 internal static class DiskCopier
 {
@@ -20,7 +20,7 @@ internal static class DiskCopier
     /// </summary>
     public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var digest = new ClusterDigest();
         var cluster = target.GetInfo().ClusterSize;
         var queue = new System.Collections.Concurrent.BlockingCollection<(long Offset, byte[] Buffer, int Length)>(boundedCapacity: 3);
         var pool = new System.Collections.Concurrent.ConcurrentBag<byte[]>();
@@ -33,11 +33,14 @@ internal static class DiskCopier
             {
                 foreach (var (off, buffer, n) in queue.GetConsumingEnumerable(failed.Token))
                 {
+                    // Hash on another core while this one compresses and writes the same bytes.
+                    var hashing = Task.Run(() => digest.AddRun(off, buffer.AsSpan(0, n), cluster));
                     var span = buffer.AsSpan(0, n);
                     if (compress && off % cluster == 0)
                         WriteCompressedRun(target, off, span, cluster);
                     else
                         target.Write(off, span);
+                    hashing.GetAwaiter().GetResult();
                     pool.Add(buffer);
                     done += n;
                     progress?.Report(done);
@@ -59,7 +62,6 @@ internal static class DiskCopier
                     var n = (int)Math.Min(Chunk, start + length - off);
                     var buffer = pool.TryTake(out var b) ? b : new byte[Chunk];
                     source.Read(off, buffer.AsSpan(0, n));
-                    Append(hash, off, buffer.AsSpan(0, n));
                     queue.Add((off, buffer, n), failed.Token);
                 }
             }
@@ -80,7 +82,7 @@ internal static class DiskCopier
         if (writerError is not null)
             throw writerError;
         target.Flush();
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
+        return digest.Result();
     }
 
     /// <summary>Writes whole clusters compressed in one call (the engine compresses them in parallel); a partial tail uncompressed.</summary>
@@ -161,15 +163,6 @@ internal static class DiskCopier
         }
     }
 
-    private static void Append(IncrementalHash hash, long offset, ReadOnlySpan<byte> data)
-    {
-        Span<byte> header = stackalloc byte[16];
-        BinaryPrimitives.WriteInt64LittleEndian(header, offset);
-        BinaryPrimitives.WriteInt64LittleEndian(header[8..], data.Length);
-        hash.AppendData(header);
-        hash.AppendData(data);
-    }
-
     /// <summary>Rounds ranges out to whole clusters, merges overlaps, and clips to the disk.</summary>
     internal static List<(long Start, long Length)> Normalize(IEnumerable<(long Start, long Length)> ranges, long cluster, long size)
     {
@@ -196,21 +189,28 @@ internal static class DiskCopier
     public static List<(long Start, long Length)> OwnRanges(Qcow2Image image)
         => image.GetAllocationMap().Where(e => e.Depth == 0 && e.Kind != Qcow2ExtentKind.Unallocated).Select(e => (e.Start, e.Length)).ToList();
 
-    /// <summary>Recomputes the digest of what a backup file stores, as <see cref="Copy"/> computed it.</summary>
+    /// <summary>Recomputes the digest of what a backup file stores, as <see cref="Copy"/> computed it (clusters hashed in parallel).</summary>
     public static string DigestOfOwnData(Qcow2Image image, CancellationToken ct)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[Chunk];
-        foreach (var (start, length) in Normalize(OwnRanges(image), image.GetInfo().ClusterSize, image.Size))
+        var digest = new ClusterDigest();
+        var cluster = image.GetInfo().ClusterSize;
+        var buffers = new[] { new byte[Chunk], new byte[Chunk] };
+        Task hashing = Task.CompletedTask;
+        var turn = 0;
+        foreach (var (start, length) in Normalize(OwnRanges(image), cluster, image.Size))
         {
             for (long off = start; off < start + length; off += Chunk)
             {
                 ct.ThrowIfCancellationRequested();
                 var n = (int)Math.Min(Chunk, start + length - off);
-                image.Read(off, buffer.AsSpan(0, n));
-                Append(hash, off, buffer.AsSpan(0, n));
+                var buffer = buffers[turn++ & 1];
+                image.Read(off, buffer.AsSpan(0, n)); // while the previous chunk is being hashed
+                hashing.GetAwaiter().GetResult();
+                var at = off;
+                hashing = Task.Run(() => digest.AddRun(at, buffer.AsSpan(0, n), cluster), CancellationToken.None);
             }
         }
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
+        hashing.GetAwaiter().GetResult();
+        return digest.Result();
     }
 }

@@ -69,7 +69,25 @@ public sealed class BackupClient
     // What is backed up
     // ---------------------------------------------------------------------------------------------------------
 
-    private sealed record SubjectDisk(string Name, string Path, long VirtualSize, string Node);
+    private sealed record SubjectDisk(string Name, string Path, long VirtualSize, string Node)
+    {
+        /// <summary>The backing files below the disk (path, size, modification time), or null when it has none.</summary>
+        public string? BackingChain { get; } = ChainFingerprint(Path);
+    }
+
+    private static string? ChainFingerprint(string disk)
+    {
+        using var top = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
+        var parts = new List<string>();
+        for (var image = top; image is not null; image = image.Backing)
+        {
+            if (image.GetInfo().FullBackingFile is not { } backing)
+                break;
+            var file = new FileInfo(backing);
+            parts.Add(FormattableString.Invariant($"{file.FullName}|{file.Length}|{file.LastWriteTimeUtc.Ticks}"));
+        }
+        return parts.Count == 0 ? null : string.Join("\n", parts);
+    }
 
     /// <summary>A VE as a backup sees it, read under its lock.</summary>
     private sealed record Subject(VeId Id, string Name, VeKind Kind, bool Running, IReadOnlyList<SubjectDisk> Disks, Dictionary<string, string> Config, IReadOnlyDictionary<string, string> TrackingResets)
@@ -180,7 +198,7 @@ public sealed class BackupClient
                 VeName = subject.Name,
                 VeKind = subject.Kind == VeKind.Vm ? "vm" : "container",
                 Created = created,
-                Disks = subject.Disks.Select(d => new BackupDiskMetadata(d.Name, DiskFileName(d.Name), d.Path, d.VirtualSize, new FileInfo(targets[d.Name]).Length, digests[d.Name])).ToList(),
+                Disks = subject.Disks.Select(d => new BackupDiskMetadata(d.Name, DiskFileName(d.Name), d.Path, d.VirtualSize, new FileInfo(targets[d.Name]).Length, digests[d.Name], d.BackingChain)).ToList(),
                 SdkVersion = SdkVersion,
                 Config = subject.Config,
             };
@@ -218,6 +236,8 @@ public sealed class BackupClient
                 reasons.Add($"{d.Name}: {why} since backup {last.Id}");
             else if (previous.VirtualSize != d.VirtualSize)
                 reasons.Add($"{d.Name}: the disk was resized since backup {last.Id}");
+            else if (previous.BackingChain != d.BackingChain)
+                reasons.Add($"{d.Name}: the files below the disk changed since backup {last.Id} (a rebase, or a commit or write into its base)");
             else if (!File.Exists(Path.Combine(VeDir(subject.Id), last.Id, previous.File)))
                 reasons.Add($"{d.Name}: the file of backup {last.Id} is missing");
             else if (!bitmaps[d.Name].TryGetValue(expected, out var state))

@@ -38,7 +38,16 @@ internal sealed record BackupMetadata : IVersionedDocument
         SdkVersion);
 }
 
-internal sealed record BackupDiskMetadata(string Name, string File, string OriginalPath, long VirtualSize, long StoredSize, string Digest);
+/// <summary>One disk of a backup (see <see cref="BackupDisk"/> for the fields it shares).</summary>
+/// <param name="Name">The disk's name in the VE.</param>
+/// <param name="File">The backup's file for it, relative to the backup's directory.</param>
+/// <param name="OriginalPath">Where the disk lived.</param>
+/// <param name="VirtualSize">Its virtual size.</param>
+/// <param name="StoredSize">Bytes the backup file takes.</param>
+/// <param name="Digest">The digest of the data the file stores.</param>
+/// <param name="BackingChain">The disk's backing files when it was backed up (path, size, modification time), so that a
+/// rebase, a commit into a shared base or any other change below the disk forces the next backup full; null for none.</param>
+internal sealed record BackupDiskMetadata(string Name, string File, string OriginalPath, long VirtualSize, long StoredSize, string Digest, string? BackingChain = null);
 
 /// <summary>A delete in progress (<c>pending-delete.json</c>), replayed until done so that a kill at any point is safe.</summary>
 internal sealed record PendingDelete(int FormatVersion, string Target, string? Child, string? NewParent) : IVersionedDocument;

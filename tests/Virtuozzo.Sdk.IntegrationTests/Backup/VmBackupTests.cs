@@ -250,4 +250,33 @@ public sealed class VmBackupTests : IAsyncLifetime
         (await Backups.VerifyAsync("bk4")).IsValid.Should().BeTrue();
         (await Backups.ListAsync("bk4")).Should().HaveCountGreaterThanOrEqualTo(2);
     }
+
+    [IntegrationFact("qemu-img")]
+    public async Task A_linked_clone_is_backed_up_through_its_base_and_a_commit_into_the_base_forces_its_next_backup_full()
+    {
+        var source = await Vms.CreateAsync(_env.GuestVm("bk5") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }] });
+        Fill(DiskOf(source.Id, "hdd0"), 0, 0x51);
+        var clone = await Vms.CloneAsync("bk5", new CloneVmOptions { Name = "bk5-c", Linked = true });
+        var disk = DiskOf(clone.Id, "hdd0");
+        Fill(disk, 1 << 20, 0x52);
+        var full = await Backups.CreateAsync("bk5-c");
+        full.Backup.Type.Should().Be(BackupType.Full);
+        Fill(disk, 2 << 20, 0x53);
+        var incr = await Backups.CreateAsync("bk5-c");
+        incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
+        var expected = Digest(disk);
+
+        // The source writes and commits into the shared base: the clone's view changes with no write to its own disk.
+        Fill(DiskOf(source.Id, "hdd0"), 3 << 20, 0x54);
+        await TestGuest.RunAsync("qemu-img", "commit", DiskOf(source.Id, "hdd0"));
+        Digest(disk).Should().NotBe(expected, "the clone sees its base's new data");
+        var after = await Backups.CreateAsync("bk5-c");
+        after.Backup.Type.Should().Be(BackupType.Full, "an incremental would miss the base's change");
+        after.FullReasons.Should().ContainSingle().Which.Should().Contain("below the disk");
+
+        var before = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk5-r1") });
+        Digest(DiskOf(before, "hdd0")).Should().Be(expected, "a backup of a linked clone holds its base's data too");
+        var now = await Backups.RestoreAsync(after.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk5-r2") });
+        Digest(DiskOf(now, "hdd0")).Should().Be(Digest(disk));
+    }
 }

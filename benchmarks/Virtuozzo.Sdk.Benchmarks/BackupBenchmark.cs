@@ -83,6 +83,43 @@ internal static class BackupBenchmark
                 foreach (var b in await backups.ListAsync("bench-bk"))
                     await backups.DeleteAsync(b.Id);
             }
+            // A running container: the same amount of data written inside its file system; its disk daemon's backup job
+            // writes to the SDK's NBD target while the container runs.
+            var running = await containers.CreateAsync(new ContainerCreateOptions { Name = new VeName("bench-bk-run"), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("2G") } });
+            await containers.StartAsync("bench-bk-run");
+            var gen = await containers.ExecAsync("bench-bk-run", new ContainerExecOptions
+            {
+                Arguments = ["sh", "-c", "head -c 805306368 /dev/urandom > /root/random && yes 'line: the quick brown fox jumps over the lazy dog 12345' | head -c 268435456 > /root/text && sync"],
+                Timeout = TimeSpan.FromMinutes(10),
+            });
+            if (gen.ExitCode != 0)
+                throw new InvalidOperationException("could not write the data inside the container: " + gen.StandardError);
+            var runDisk = Path.Combine(root, "private", running.Id.ToString(), "root.qcow2");
+            var runTimes = new List<double>();
+            var runQemuTimes = new List<double>();
+            long runSize = 0, runQemuSize = 0;
+            for (var round = 0; round < rounds; round++)
+            {
+                var qemuOut = Path.Combine(root, $"qemu-run-{round}.qcow2");
+                async Task Qemu()
+                {
+                    var sw = Stopwatch.StartNew();
+                    await host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-c", "-O", "qcow2", "-o", "compression_type=zstd", runDisk, qemuOut));
+                    runQemuTimes.Add(sw.Elapsed.TotalSeconds);
+                    runQemuSize = new FileInfo(qemuOut).Length;
+                }
+                async Task Sdk()
+                {
+                    var sw = Stopwatch.StartNew();
+                    var b = await backups.CreateAsync("bench-bk-run", new BackupCreateOptions { Full = true });
+                    runTimes.Add(sw.Elapsed.TotalSeconds);
+                    runSize = b.Backup.SizeBytes;
+                }
+                if (round % 2 == 0) { await Qemu(); await Sdk(); } else { await Sdk(); await Qemu(); }
+                File.Delete(qemuOut);
+            }
+            await containers.StopAsync("bench-bk-run");
+
             double M(List<double> v) => v.OrderBy(x => x).ElementAt(v.Count / 2);
             Console.WriteLine();
             Console.WriteLine($"Backup: 2 GiB disk with 1 GiB of data (768 MiB random + 256 MiB text), zstd, median of {rounds} rounds");
@@ -90,6 +127,7 @@ internal static class BackupBenchmark
             Console.WriteLine($"incremental (1 %)  {M(incrTimes),7:0.00} s  = {M(incrTimes) / M(fullTimes) * 100:0.0} % of the full (target <= 5 %)   size {incrSize / 1048576.0:0.0} MiB");
             Console.WriteLine($"restore (chain)    {M(restoreTimes),7:0.00} s  vs qemu-img convert -O qcow2 {M(qemuRestoreTimes),7:0.00} s   ratio {M(restoreTimes) / M(qemuRestoreTimes):0.00}");
             Console.WriteLine($"delete-merge       {M(mergeTimes),7:0.00} s  for a full of {fullSize / 1048576.0:0} MiB merged into its child");
+            Console.WriteLine($"full, running      {M(runTimes),7:0.00} s  vs qemu-img convert -U -c zstd of the live disk {M(runQemuTimes),7:0.00} s   ratio {M(runTimes) / M(runQemuTimes):0.00}   sizes {runSize / 1048576.0:0} MiB vs {runQemuSize / 1048576.0:0} MiB");
             return 0;
         }
         finally

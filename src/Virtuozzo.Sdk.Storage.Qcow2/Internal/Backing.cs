@@ -53,9 +53,14 @@ internal sealed class RawBacking(FileStorage file) : IBacking
         long inFile = Math.Clamp(Size - offset, 0, length);
         if (inFile > 0)
             into.Add(new Qcow2Extent(offset, inFile, Qcow2ExtentKind.Data, depth, offset));
+        // QEMU sees a raw file in whole sectors: the rest of its last, partial sector reads as zeroes from this layer
+        long sectorEnd = (Size + 511) / 512 * 512;
+        long tail = Math.Clamp(Math.Min(sectorEnd, offset + length) - Math.Max(Size, offset), 0, length - inFile);
+        if (tail > 0)
+            into.Add(new Qcow2Extent(offset + inFile, tail, Qcow2ExtentKind.Zero, depth, offset + inFile));
         // past the end of a shorter backing file, qemu-img map reports the layer above it
-        if (length > inFile)
-            into.Add(new Qcow2Extent(offset + inFile, length - inFile, Qcow2ExtentKind.Unallocated, depth - 1, null));
+        if (length > inFile + tail)
+            into.Add(new Qcow2Extent(offset + inFile + tail, length - inFile - tail, Qcow2ExtentKind.Unallocated, depth - 1, null));
     }
 
     public void Dispose() => file.Dispose();

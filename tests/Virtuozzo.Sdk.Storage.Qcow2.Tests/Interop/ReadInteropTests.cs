@@ -125,6 +125,33 @@ public class ReadInteropTests
         ours.Should().Equal(qemu);
     }
 
+    [IntegrationTheory("qemu-img")]
+    [InlineData(1000, false)]
+    [InlineData(1, false)]
+    [InlineData(513, true)]
+    [InlineData((256 << 10) + 100, true)]
+    public void The_allocation_map_over_a_raw_base_of_partial_sectors_matches_qemu_img_map(int baseSize, bool twoLevels)
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("r.raw"), TestData.Pattern(baseSize, 5));
+        var top = dir.File("top.qcow2");
+        if (twoLevels)
+        {
+            Qemu.Img("create", "-f", "qcow2", "-b", "r.raw", "-F", "raw", dir.File("mid.qcow2"), "1M").Ok();
+            Qemu.Img("create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top).Ok();
+        }
+        else
+        {
+            Qemu.Img("create", "-f", "qcow2", "-b", "r.raw", "-F", "raw", top, "1M").Ok();
+        }
+        var qemu = Qemu.Json("map", "--output=json", top).EnumerateArray()
+            .Select(e => (e.GetProperty("start").GetInt64(), e.GetProperty("length").GetInt64(), e.GetProperty("depth").GetInt32(), e.GetProperty("data").GetBoolean(), e.GetProperty("zero").GetBoolean(), e.GetProperty("present").GetBoolean(),
+                e.TryGetProperty("offset", out var o) ? o.GetInt64() : (long?)null)).ToList();
+        using var img = Qcow2Image.Open(top, new Qcow2OpenOptions { ReadOnly = true });
+        var ours = img.GetAllocationMap().Select(e => (e.Start, e.Length, e.Depth, e.Data, e.Zero, e.Present, e.Offset)).ToList();
+        ours.Should().Equal(qemu);
+    }
+
     [IntegrationFact("qemu-img")]
     public void Images_backing_each_other_are_refused_as_a_loop()
     {

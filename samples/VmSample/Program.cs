@@ -1,11 +1,12 @@
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Vm;
 
 // A tour of virtual machines with Virtuozzo.Sdk: create a VM that boots a small Linux guest, start it, run a
-// command in it through its guest tools, hotplug memory, stop and delete it.
+// command in it through its guest tools, hotplug memory, back it up while it runs, stop and delete it.
 // Usage: VmSample DATA_ROOT GUEST_DIR   (GUEST_DIR holds VMLINUZ and INITRD, as tests/guest/build-guest.sh makes them)
 if (args.Length != 2)
 {
@@ -19,9 +20,11 @@ var initrd = Path.Combine(args[1], "INITRD");
 #region Snippet:Register
 var services = new ServiceCollection().AddLogging(b => b.AddConsole().SetMinimumLevel(LogLevel.Warning));
 services.AddVirtuozzoSdk(o => o.DataRoot = dataRoot)
-        .AddVirtualMachines(o => o.StartTimeout = TimeSpan.FromSeconds(30));
+        .AddVirtualMachines(o => o.StartTimeout = TimeSpan.FromSeconds(30))
+        .AddBackup();
 await using var provider = services.BuildServiceProvider();
 var vms = provider.GetRequiredService<VirtualMachineClient>();
+var backups = provider.GetRequiredService<BackupClient>();
 #endregion
 
 try
@@ -65,6 +68,12 @@ try
         after = await GuestMemTotalMiB(vms);
     }
     Console.WriteLine($"Guest memory: {before} MiB before the hotplug, {after} MiB after");
+    #endregion
+
+    #region Snippet:Backup
+    // Running: one point in time for all disks, the guest's file systems frozen through its agent for that instant.
+    var backup = await backups.CreateAsync("demo-vm");
+    Console.WriteLine($"Backed up: {backup.Backup.Id} ({backup.Backup.Type}, {backup.Backup.Disks.Count} disk); {backup.Consistency}");
     #endregion
 
     #region Snippet:StopAndDelete

@@ -92,7 +92,7 @@ public sealed class VmCliTests
 public sealed class VmSampleTests
 {
     [IntegrationFact("qemu-system-x86_64")]
-    public async Task The_vm_sample_boots_execs_hotplugs_memory_and_deletes_its_vm()
+    public async Task The_vm_sample_boots_execs_hotplugs_memory_backs_up_and_deletes_its_vm()
     {
         var guest = await TestGuest.GetAsync();
         using var dir = new TempDirectory("vzsdk-vmsample");
@@ -101,6 +101,7 @@ public sealed class VmSampleTests
             .WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(3)));
         r.ExitCode.Should().Be(0, r.StandardError);
         r.StandardOutput.Should().Contain("The guest runs Linux 6.").And.Contain("(exit code 0)").And.Contain("Deleted demo-vm");
+        r.StandardOutput.Should().MatchRegex(@"Backed up: \{[0-9a-f-]{36}\} \(Full, 1 disk\); running: ", "the running VM is backed up");
         var m = System.Text.RegularExpressions.Regex.Match(r.StandardOutput, @"Guest memory: (\d+) MiB before the hotplug, (\d+) MiB after");
         m.Success.Should().BeTrue(r.StandardOutput);
         (long.Parse(m.Groups[2].Value) - long.Parse(m.Groups[1].Value)).Should().BeGreaterThan(400);

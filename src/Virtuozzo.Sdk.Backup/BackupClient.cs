@@ -344,6 +344,7 @@ public sealed class BackupClient
         var jobs = new List<(SubjectDisk Disk, string Job, string Node, Qcow2Image Target, NbdTargetServer Server)>();
         await using (qmp.ConfigureAwait(false))
         {
+            await RemoveLeftoversAsync(qmp, subject).ConfigureAwait(false);
             try
             {
                 foreach (var d in subject.Disks)
@@ -370,8 +371,6 @@ public sealed class BackupClient
                         ["server"] = new JsonObject { ["type"] = "unix", ["path"] = server.SocketPath },
                         ["export"] = "",
                     }, QmpTimeout, ct).ConfigureAwait(false);
-                    // A pending bitmap left by a killed backup would make the transaction fail: it tracks nothing useful.
-                    await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
                 }
                 var actions = new JsonArray();
                 foreach (var (d, job, node, _, _) in jobs)
@@ -402,7 +401,7 @@ public sealed class BackupClient
                 {
                     foreach (var (d, job, _, _, _) in jobs)
                     {
-                        await TryQmpAsync(qmp, "job-cancel", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                        await TryQmpAsync(qmp, "block-job-cancel", new JsonObject { ["device"] = job, ["force"] = true }).ConfigureAwait(false);
                         await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
                     }
                     throw;
@@ -436,11 +435,50 @@ public sealed class BackupClient
         }
     }
 
+    /// <summary>
+    /// A backup killed half-way leaves its job (failing: nobody serves its target any more), its target node and its
+    /// pending bitmap in the emulator or daemon, and one killed at the instant of its freeze a frozen VE. All are
+    /// undone before the next backup starts.
+    /// </summary>
+    private async Task RemoveLeftoversAsync(QmpClient qmp, Subject subject)
+    {
+        if (subject.Kind == VeKind.Vm)
+        {
+            await _vms.ThawGuestIfFrozenAsync(subject.Id, subject.Name, CancellationToken.None).ConfigureAwait(false);
+        }
+        else if (File.Exists(ContainerFreezeMarker(subject.Id)))
+        {
+            _logger.LogWarning("Container {Name} was left frozen by an interrupted backup; thawing it", subject.Name);
+            await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", _store.RootPath(subject.Id)).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
+            _containers.Cgroups.Open(subject.Id).Thaw();
+            File.Delete(ContainerFreezeMarker(subject.Id));
+        }
+        var jobs = (await qmp.ExecuteAsync("query-jobs", null, QmpTimeout, CancellationToken.None).ConfigureAwait(false))!.AsArray();
+        foreach (var job in jobs)
+        {
+            var id = job!["id"]!.GetValue<string>();
+            if (!id.StartsWith("backup-", StringComparison.Ordinal))
+                continue;
+            await TryQmpAsync(qmp, "block-job-cancel", new JsonObject { ["device"] = id, ["force"] = true }).ConfigureAwait(false);
+            await WaitForJobGoneOrConcludedAsync(qmp, id).ConfigureAwait(false);
+            await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = id }).ConfigureAwait(false);
+        }
+        foreach (var d in subject.Disks)
+        {
+            await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = "backup-" + d.Name }).ConfigureAwait(false);
+            await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
+        }
+    }
+
+    private string ContainerFreezeMarker(VeId id) => Path.Combine(_store.RunPath(id), "frozen-by-backup");
+
     private async Task<string> TransactionWithContainerFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, CancellationToken ct)
     {
         var frozen = false;
         var cg = _containers.Cgroups.Open(subject.Id);
         var root = _store.RootPath(subject.Id);
+        // Marked before freezing: if this process dies before the thaw, the next backup finds the mark and thaws.
+        await File.WriteAllTextAsync(ContainerFreezeMarker(subject.Id), DateTimeOffset.UtcNow.ToString("O"), ct).ConfigureAwait(false);
         try
         {
             await cg.FreezeAsync(ct).ConfigureAwait(false);
@@ -453,6 +491,7 @@ public sealed class BackupClient
             if (frozen)
                 await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
             cg.Thaw();
+            File.Delete(ContainerFreezeMarker(subject.Id));
         }
         return frozen
             ? "running: frozen (freezer and fsfreeze) while the point in time was fixed"

@@ -21,7 +21,7 @@ internal sealed record VmBackupDisk(string Name, string Path, long SizeBytes, st
 internal sealed record VmBackupView(VeId Id, string Name, bool Running, bool Suspended, IReadOnlyList<VmBackupDisk> Disks, string ConfigJson, IReadOnlyDictionary<string, string> TrackingResets);
 
 /// <summary>The guest's file systems frozen through its guest tools; disposing thaws them and releases the channel.</summary>
-internal sealed class GuestFreeze(GuestAgentClient agent, FileLock agentLock, int count, ILogger logger, string vmName) : IAsyncDisposable
+internal sealed class GuestFreeze(GuestAgentClient agent, FileLock agentLock, int count, ILogger logger, string vmName, string marker) : IAsyncDisposable
 {
     /// <summary>How many file systems the guest froze.</summary>
     public int Count => count;
@@ -36,6 +36,7 @@ internal sealed class GuestFreeze(GuestAgentClient agent, FileLock agentLock, in
                 try
                 {
                     await agent.ThawFileSystemsAsync(TimeSpan.FromSeconds(30), CancellationToken.None).ConfigureAwait(false);
+                    File.Delete(marker);
                     break;
                 }
                 catch (Exception ex) when (attempt < 3 && ex is GuestAgentException or GuestAgentUnavailableException or TimeoutException or IOException)
@@ -97,8 +98,11 @@ public sealed partial class VirtualMachineClient
         {
             agentLock = await AgentLockAsync(id.Value, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             agent = await GuestAgentClient.ConnectAsync(PathsOf(id.Value).AgentSocket, connectTimeout, ct).ConfigureAwait(false);
+            // Marked before freezing: if this process dies before the thaw, the next backup finds the mark and thaws.
+            var marker = FreezeMarker(id);
+            await File.WriteAllTextAsync(marker, DateTimeOffset.UtcNow.ToString("O"), ct).ConfigureAwait(false);
             var count = await agent.FreezeFileSystemsAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
-            return new GuestFreeze(agent, agentLock, count, _logger, vmName);
+            return new GuestFreeze(agent, agentLock, count, _logger, vmName, marker);
         }
         catch (Exception ex) when (ex is GuestAgentUnavailableException or GuestAgentException or LockTimeoutException or TimeoutException)
         {
@@ -107,6 +111,33 @@ public sealed partial class VirtualMachineClient
                 await agent.DisposeAsync().ConfigureAwait(false);
             agentLock?.Dispose();
             return null;
+        }
+    }
+
+    private string FreezeMarker(VeId id) => Path.Combine(PathsOf(id.Value).RunDirectory, "frozen-by-backup");
+
+    /// <summary>Thaws the guest's file systems if a backup killed at the instant of its freeze left them frozen.</summary>
+    internal async Task ThawGuestIfFrozenAsync(VeId id, string vmName, CancellationToken ct)
+    {
+        if (!File.Exists(FreezeMarker(id)))
+            return;
+        try
+        {
+            using var agentLock = await AgentLockAsync(id.Value, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            var agent = await GuestAgentClient.ConnectAsync(PathsOf(id.Value).AgentSocket, TimeSpan.FromSeconds(3), ct).ConfigureAwait(false);
+            await using (agent.ConfigureAwait(false))
+            {
+                if (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), ct).ConfigureAwait(false))
+                {
+                    _logger.LogWarning("VM {Name}: its file systems were left frozen by an interrupted backup; thawing them", vmName);
+                    await agent.ThawFileSystemsAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+                }
+            }
+            File.Delete(FreezeMarker(id));
+        }
+        catch (Exception ex) when (ex is GuestAgentUnavailableException or GuestAgentException or LockTimeoutException or TimeoutException)
+        {
+            // no guest tools: nothing can have been frozen through them
         }
     }
 

@@ -279,4 +279,47 @@ public sealed class VmBackupTests : IAsyncLifetime
         var now = await Backups.RestoreAsync(after.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk5-r2") });
         Digest(DiskOf(now, "hdd0")).Should().Be(Digest(disk));
     }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img")]
+    public async Task A_running_vm_backup_killed_at_any_point_leaves_the_vm_running_and_the_next_backup_whole()
+    {
+        // hdd0: ext4, mounted by the guest (so backups freeze it); hdd1: 192 MiB of random data the guest never touches.
+        var data = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "fs", 64, new Dictionary<string, string> { ["a.txt"] = "a\n" });
+        var vm = await Vms.CreateAsync(_env.GuestVm("bk6") with { Disks = [new VmDiskOptions { SourceImagePath = data }, new VmDiskOptions { Size = ByteSize.FromMiB(256) }] });
+        var disk = DiskOf(vm.Id, "hdd1");
+        using (var image = Qcow2Image.Open(disk))
+        {
+            var blob = new byte[4 << 20];
+            var random = new Random(6);
+            for (long off = 0; off < 192 << 20; off += blob.Length)
+            {
+                random.NextBytes(blob);
+                image.Write(off, blob);
+            }
+            image.Flush();
+        }
+        await Vms.StartAsync("bk6");
+        await Vms.WaitForGuestToolsAsync("bk6", TimeSpan.FromSeconds(60));
+        foreach (var delay in new[] { 300, 500, 600, 700, 800, 900, 1000, 1200, 1500 })
+        {
+            var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { VzsdkTool.DllPath, "--data-root", _env.Root.Path, "backup", "create", "bk6", "--full" })
+                psi.ArgumentList.Add(a);
+            using var p = Process.Start(psi)!;
+            await Task.Delay(delay);
+            try { p.Kill(); } catch (InvalidOperationException) { }
+            await p.WaitForExitAsync();
+            (await Vms.GetAsync("bk6")).State.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms)", delay);
+        }
+        var expected = Digest(disk); // the guest does not write to this disk
+        var backup = await Backups.CreateAsync("bk6", new BackupCreateOptions { Full = true });
+        backup.Consistency.Should().Contain("frozen through its guest tools");
+        await using (var agent = await GuestAgentClient.ConnectAsync(Path.Combine(_env.Root.Path, "run", vm.Id.ToString(), "ga"), TimeSpan.FromSeconds(10), default))
+            (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), default)).Should().BeFalse();
+        var incr = await Backups.CreateAsync("bk6");
+        incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
+        (await Backups.VerifyAsync("bk6")).IsValid.Should().BeTrue();
+        var restored = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk6-r") });
+        Digest(DiskOf(restored, "hdd1")).Should().Be(expected);
+    }
 }

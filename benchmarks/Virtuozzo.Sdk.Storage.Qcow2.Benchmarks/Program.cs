@@ -3,9 +3,12 @@ using System.Globalization;
 using Virtuozzo.Sdk.Storage.Qcow2;
 
 // Usage: dotnet run -c Release -- [--size-mib N] [--data-mib N] [--vzsdk PATH] [--requests N]
-//                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops]
+//                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops] [--flush both|end|none]
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
 // --rounds N repeats every convert N times, alternating which tool goes first, and prints the median.
+// --flush: every convert is timed like for like, with the output flushed to disk at the end by both tools
+// (qemu-img -t writeback; the library's default FlushAtEnd; vzsdk's default) and/or without that flush
+// (qemu-img convert's default, which is -t unsafe; FlushAtEnd = false; vzsdk -t unsafe).
 var argsList = args.ToList();
 int Arg(string name, int def) => argsList.IndexOf(name) is var i and >= 0 ? int.Parse(argsList[i + 1], CultureInfo.InvariantCulture) : def;
 string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList[i + 1] : null;
@@ -14,6 +17,12 @@ int requests = Arg("--requests", 200_000);
 int rounds = Math.Max(1, Arg("--rounds", 1));
 string? vzsdk = SArg("--vzsdk");
 var only = SArg("--only")?.Split(',').ToHashSet() ?? ["raw", "qcow2", "zlib", "zstd", "iops"];
+bool[] flushModes = (SArg("--flush") ?? "both") switch
+{
+    "end" => [true],
+    "none" => [false],
+    _ => [false, true],
+};
 
 var dir = Directory.CreateTempSubdirectory("qcow2-bench").FullName;
 try
@@ -26,14 +35,20 @@ try
     string srcQcow2 = Path.Combine(dir, "src.qcow2");
     if (only.Contains("qcow2") || only.Contains("iops"))
         Run("qemu-img", "convert", "-O", "qcow2", raw, srcQcow2);
-    if (only.Contains("raw"))
-        Compare("raw -> qcow2", raw, "qcow2", compress: false, type: "zlib");
-    if (only.Contains("qcow2"))
-        Compare("qcow2 -> raw", srcQcow2, "raw", compress: false, type: "zlib");
-    if (only.Contains("zlib"))
-        Compare("compressed convert (zlib)", raw, "qcow2", compress: true, type: "zlib");
-    if (only.Contains("zstd"))
-        Compare("compressed convert (zstd)", raw, "qcow2", compress: true, type: "zstd");
+    foreach (bool flush in flushModes)
+    {
+        Console.WriteLine(flush
+            ? "-- output flushed at the end (qemu-img -t writeback, library default, vzsdk default)"
+            : "-- no flush at the end (qemu-img default = -t unsafe, library FlushAtEnd=false, vzsdk -t unsafe)");
+        if (only.Contains("raw"))
+            Compare("raw -> qcow2", raw, "qcow2", compress: false, type: "zlib", flush);
+        if (only.Contains("qcow2"))
+            Compare("qcow2 -> raw", srcQcow2, "raw", compress: false, type: "zlib", flush);
+        if (only.Contains("zlib"))
+            Compare("compressed convert (zlib)", raw, "qcow2", compress: true, type: "zlib", flush);
+        if (only.Contains("zstd"))
+            Compare("compressed convert (zstd)", raw, "qcow2", compress: true, type: "zstd", flush);
+    }
     if (only.Contains("iops"))
         RandomIo(srcQcow2, requests);
 }
@@ -42,10 +57,10 @@ finally
     Directory.Delete(dir, recursive: true);
 }
 
-void Compare(string name, string src, string outFmt, bool compress, string type)
+void Compare(string name, string src, string outFmt, bool compress, string type, bool flush)
 {
     string q = Path.Combine(dir, $"qemu-{name}.{outFmt}"), l = Path.Combine(dir, $"lib-{name}.{outFmt}"), v = Path.Combine(dir, $"vz-{name}.{outFmt}");
-    var qa = new List<string> { "convert", "-O", outFmt };
+    var qa = new List<string> { "convert", "-O", outFmt, "-t", flush ? "writeback" : "unsafe" };
     if (compress)
         qa.AddRange(["-c", "-o", $"compression_type={type}"]);
     qa.AddRange([src, q]);
@@ -59,6 +74,7 @@ void Compare(string name, string src, string outFmt, bool compress, string type)
         {
             OutputFormat = outFmt,
             Compress = compress,
+            FlushAtEnd = flush,
             Create = new Qcow2CreateOptions { CompressionType = type == "zstd" ? Qcow2CompressionType.Zstd : Qcow2CompressionType.Zlib },
         })),
     };

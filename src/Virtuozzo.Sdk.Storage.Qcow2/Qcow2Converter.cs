@@ -227,6 +227,35 @@ public static class Qcow2Converter
         public Qcow2Image.CompressedClusters? Compressed;
     }
 
+    /// <summary>
+    /// When the output is flushed at the end, starts writing it back behind the writer (from the worker
+    /// threads), so that the disk works while the conversion does and the final fsync has little left.
+    /// </summary>
+    private sealed class EarlyWriteback(Microsoft.Win32.SafeHandles.SafeFileHandle? handle)
+    {
+        private const long Step = 32 << 20;
+        private long _started;
+        private long _written;
+
+        /// <summary>Everything below <paramref name="upTo"/> has been written (writer thread).</summary>
+        public void Written(long upTo)
+        {
+            if (upTo > Volatile.Read(ref _written))
+                Volatile.Write(ref _written, upTo);
+        }
+
+        /// <summary>Starts writeback of what was written since the last call, in steps (worker threads).</summary>
+        public void Kick()
+        {
+            if (handle is null)
+                return;
+            long w = Volatile.Read(ref _written), s = Volatile.Read(ref _started);
+            if (w - s < Step || Interlocked.CompareExchange(ref _started, w, s) != s)
+                return;
+            Native.StartWriteback(handle, s, w - s);
+        }
+    }
+
     private static int Workers(bool cpuBound) => cpuBound ? Math.Clamp(Environment.ProcessorCount, 1, 8) : 1;
 
     /// <summary>
@@ -253,6 +282,7 @@ public static class Qcow2Converter
         var handle = fs.SafeFileHandle;
         int chunk = ChunkSize;
         var steps = Plan(src.Map(topOnly: false), src.Size, RawZeroBlock, chunk, zeroes: false);
+        var writeback = new EarlyWriteback(o.FlushAtEnd ? handle : null);
         int depth = Workers(src.CpuBound) * 2 + 1;
         var buffers = new byte[depth][];
         var zeroFlags = new bool[depth][];
@@ -260,6 +290,7 @@ public static class Qcow2Converter
         {
             var buf = buffers[slot] ??= GC.AllocateUninitializedArray<byte>(chunk);
             var zero = zeroFlags[slot] ??= new bool[chunk / RawZeroBlock];
+            writeback.Kick();
             src.Read(step.Start, buf, step.Length);
             for (int i = 0, b = 0; i < step.Length; i += RawZeroBlock, b++)
                 zero[b] = !buf.AsSpan(i, Math.Min(RawZeroBlock, step.Length - i)).ContainsAnyExcept((byte)0);
@@ -282,6 +313,7 @@ public static class Qcow2Converter
                 RandomAccess.Write(handle, data[from..to], p.Step.Start + from);
                 b = e;
             }
+            writeback.Written(p.Step.Start + p.Step.Length);
         }, src.Size, progress, ct);
         progress?.Report(new Qcow2ConvertProgress(src.Size, src.Size));
         if (o.FlushAtEnd)
@@ -303,10 +335,12 @@ public static class Qcow2Converter
         var buffers = new byte[depth][];
         var zeroFlags = new bool[depth][];
         var packed = new Qcow2Image.CompressedClusters?[depth];
+        var writeback = new EarlyWriteback(o.FlushAtEnd ? dst.FileHandle : null);
         RunPipeline(steps, cpuBound, (step, slot) =>
         {
             if (!step.Copy)
                 return new Prepared { Step = step };
+            writeback.Kick();
             var buf = buffers[slot] ??= GC.AllocateUninitializedArray<byte>(chunk);
             src.Read(step.Start, buf, step.Length);
             var data = buf.AsSpan(0, step.Length);
@@ -323,6 +357,8 @@ public static class Qcow2Converter
         }, p =>
         {
             var step = p.Step;
+            if (o.FlushAtEnd)
+                writeback.Written(dst.FileLength);
             if (!step.Copy)
             {
                 dst.WriteZeroes(step.Start, step.Length);

@@ -349,6 +349,12 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
     /// </summary>
     internal bool SyncOnClose { get; set; } = true;
 
+    /// <summary>The image file's handle (null for images not backed by a file).</summary>
+    internal Microsoft.Win32.SafeHandles.SafeFileHandle? FileHandle => (_file as FileStorage)?.Handle;
+
+    /// <summary>The image file's current length.</summary>
+    internal long FileLength => _file.Length;
+
     /// <summary>Closes the image (see <see cref="Dispose"/>).</summary>
     /// <returns>A completed task.</returns>
     public ValueTask DisposeAsync()

@@ -412,7 +412,7 @@ public sealed partial class Qcow2Image
     private void CheckCompressedRange(long offset, long length)
     {
         if ((offset & (_cs - 1)) != 0 || ((length & (_cs - 1)) != 0 && offset + length != Size))
-            throw new ArgumentException("Compressed writes must cover whole clusters.", nameof(length));
+            throw new ArgumentException("Compressed writes must cover whole clusters.", "data");
         CheckRange(offset, length);
     }
 

@@ -258,7 +258,7 @@ public static class Qcow2Converter
 
     /// <summary>
     /// Chunks in flight: one per worker, one being written and one spare, so that memory stays bounded by
-    /// (workers + 2) chunk buffers (twice that when compressing): 8 MiB for a plain convert, 16 MiB for a
+    /// (workers + 2) chunk buffers (twice that when compressing): 6 MiB for a plain convert, 16 MiB for a
     /// compressed one on 2 cores, 40 MiB with 8 workers.
     /// </summary>
     private static int Depth(int workers) => workers + 2;

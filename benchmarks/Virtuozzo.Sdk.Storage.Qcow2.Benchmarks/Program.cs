@@ -3,59 +3,130 @@ using System.Globalization;
 using Virtuozzo.Sdk.Storage.Qcow2;
 
 // Usage: dotnet run -c Release -- [--size-mib N] [--data-mib N] [--vzsdk PATH] [--requests N]
+//                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops] [--flush both|end|none] [--verbose]
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
+// --rounds N repeats every convert N times (after one uncounted warm-up round), alternating which tool goes
+// first, and prints the median and the fastest round.
+// --flush: every convert is timed like for like, with the output flushed to disk at the end by both tools
+// (qemu-img -t writeback; the library's default FlushAtEnd; vzsdk's default) and/or without that flush
+// (qemu-img convert's default, which is -t unsafe; FlushAtEnd = false; vzsdk -t unsafe).
 var argsList = args.ToList();
 int Arg(string name, int def) => argsList.IndexOf(name) is var i and >= 0 ? int.Parse(argsList[i + 1], CultureInfo.InvariantCulture) : def;
 string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList[i + 1] : null;
 long sizeMiB = Arg("--size-mib", 2048), dataMiB = Arg("--data-mib", 1024);
 int requests = Arg("--requests", 200_000);
+int rounds = Math.Max(1, Arg("--rounds", 1));
 string? vzsdk = SArg("--vzsdk");
+var only = SArg("--only")?.Split(',').ToHashSet() ?? ["raw", "qcow2", "zlib", "zstd", "iops"];
+bool[] flushModes = (SArg("--flush") ?? "both") switch
+{
+    "end" => [true],
+    "none" => [false],
+    _ => [false, true],
+};
 
 var dir = Directory.CreateTempSubdirectory("qcow2-bench").FullName;
 try
 {
     string raw = Path.Combine(dir, "src.raw");
     MakeSource(raw, sizeMiB << 20, dataMiB << 20);
-    Console.WriteLine($"source: {sizeMiB} MiB raw with {dataMiB} MiB of data (3/4 random, 1/4 text), cache hot");
+    Console.WriteLine($"source: {sizeMiB} MiB raw with {dataMiB} MiB of data (3/4 random, 1/4 text), cache hot; {rounds} round(s), medians");
     Console.WriteLine($"{"operation",-28} {"qemu-img",10} {"library",10} {"ratio",7} {"vzsdk",10} {"ratio",7}");
 
-    Compare("raw -> qcow2", raw, "qcow2", compress: false, type: "zlib");
-    Compare("qcow2 -> raw", Path.Combine(dir, "lib-raw -> qcow2.qcow2"), "raw", compress: false, type: "zlib");
-    Compare("compressed convert (zlib)", raw, "qcow2", compress: true, type: "zlib");
-    Compare("compressed convert (zstd)", raw, "qcow2", compress: true, type: "zstd");
-    RandomIo(Path.Combine(dir, "lib-raw -> qcow2.qcow2"), requests);
+    string srcQcow2 = Path.Combine(dir, "src.qcow2");
+    if (only.Contains("qcow2") || only.Contains("iops"))
+        Run("qemu-img", "convert", "-O", "qcow2", raw, srcQcow2);
+    foreach (bool flush in flushModes)
+    {
+        Console.WriteLine(flush
+            ? "-- output flushed at the end (qemu-img -t writeback, library default, vzsdk default)"
+            : "-- no flush at the end (qemu-img default = -t unsafe, library FlushAtEnd=false, vzsdk -t unsafe)");
+        if (only.Contains("raw"))
+            Compare("raw -> qcow2", raw, "qcow2", compress: false, type: "zlib", flush);
+        if (only.Contains("qcow2"))
+            Compare("qcow2 -> raw", srcQcow2, "raw", compress: false, type: "zlib", flush);
+        if (only.Contains("zlib"))
+            Compare("compressed convert (zlib)", raw, "qcow2", compress: true, type: "zlib", flush);
+        if (only.Contains("zstd"))
+            Compare("compressed convert (zstd)", raw, "qcow2", compress: true, type: "zstd", flush);
+    }
+    if (only.Contains("iops"))
+        RandomIo(srcQcow2, requests);
 }
 finally
 {
     Directory.Delete(dir, recursive: true);
 }
 
-void Compare(string name, string src, string outFmt, bool compress, string type)
+void Compare(string name, string src, string outFmt, bool compress, string type, bool flush)
 {
     string q = Path.Combine(dir, $"qemu-{name}.{outFmt}"), l = Path.Combine(dir, $"lib-{name}.{outFmt}"), v = Path.Combine(dir, $"vz-{name}.{outFmt}");
-    var qa = new List<string> { "convert", "-O", outFmt };
+    var qa = new List<string> { "convert", "-O", outFmt, "-t", flush ? "writeback" : "unsafe" };
     if (compress)
         qa.AddRange(["-c", "-o", $"compression_type={type}"]);
     qa.AddRange([src, q]);
-    double tq = Time(() => Run("qemu-img", [.. qa]));
-    double tl = Time(() => Qcow2Converter.Convert(src, l, new Qcow2ConvertOptions
+    var va = new List<string> { "disk" };
+    va.AddRange(qa.Take(qa.Count - 2));
+    va.AddRange([src, v]);
+    var steps = new List<(int Column, Action Action)>
     {
-        OutputFormat = outFmt,
-        Compress = compress,
-        Create = new Qcow2CreateOptions { CompressionType = type == "zstd" ? Qcow2CompressionType.Zstd : Qcow2CompressionType.Zlib },
-    }));
+        (0, () => Run("qemu-img", [.. qa])),
+        (1, () => Qcow2Converter.Convert(src, l, new Qcow2ConvertOptions
+        {
+            OutputFormat = outFmt,
+            Compress = compress,
+            FlushAtEnd = flush,
+            Create = new Qcow2CreateOptions { CompressionType = type == "zstd" ? Qcow2CompressionType.Zstd : Qcow2CompressionType.Zlib },
+        })),
+    };
+    if (vzsdk is not null)
+        steps.Add((2, () => Run(vzsdk, [.. va])));
+    var times = new List<double>[] { [], [], [] };
+    // with several rounds, a first round warms up and is not counted
+    int warmup = rounds > 1 ? 1 : 0;
+    for (int r = 0; r < rounds + warmup; r++)
+    {
+        // alternate the order between rounds so that neither tool always runs right after the other
+        var order = r % 2 == 0 ? steps : Enumerable.Reverse(steps).ToList();
+        foreach (var (column, action) in order)
+        {
+            // the previous steps' outputs are written back first, so that background writeback does not
+            // take the other core from whichever tool runs next; then each tool deletes its own previous
+            // output and starts at once, so each writes into the memory its last output freed (on a VM,
+            // memory left free for a few seconds may go back to the host and be slow to touch again)
+            Run("sync");
+            File.Delete(new[] { q, l, v }[column]);
+            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+            double t = Time(action);
+            if (argsList.Contains("--verbose") && column == 1)
+                Console.WriteLine($"    library round {r}: {t:0.000}s, cpu {(Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds:0.000}s");
+            if (r >= warmup)
+                times[column].Add(t);
+        }
+    }
+    static double Median(List<double> xs) => xs.Order().ElementAt(xs.Count / 2);
+    double tq = Median(times[0]), tl = Median(times[1]);
     string tv = "-", rv = "-";
     if (vzsdk is not null)
     {
-        var va = new List<string> { "disk" };
-        va.AddRange(qa.Take(qa.Count - 2));
-        va.AddRange([src, v]);
-        double t = Time(() => Run(vzsdk, [.. va]));
+        double t = Median(times[2]);
         tv = $"{t:0.000}s";
         rv = $"{t / tq:0.00}";
     }
     string sizes = compress ? $"  sizes qemu {new FileInfo(q).Length >> 20} MiB, library {new FileInfo(l).Length >> 20} MiB" : "";
     Console.WriteLine($"{name,-28} {tq,9:0.000}s {tl,9:0.000}s {tl / tq,7:0.00} {tv,10} {rv,7}{sizes}");
+    if (rounds > 1)
+    {
+        // on a VM, a run that gets memory the host has to fault in again is slowed down at random: the
+        // fastest round of each tool shows its own cost, the median what a user typically sees
+        double mq = times[0].Min(), ml = times[1].Min();
+        string mv = vzsdk is null ? "-" : $"{times[2].Min():0.000}s", mrv = vzsdk is null ? "-" : $"{times[2].Min() / mq:0.00}";
+        Console.WriteLine($"{"  (fastest round)",-28} {mq,9:0.000}s {ml,9:0.000}s {ml / mq,7:0.00} {mv,10} {mrv,7}");
+        if (argsList.Contains("--verbose"))
+            for (int c = 0; c < 3; c++)
+                if (times[c].Count > 0)
+                    Console.WriteLine($"    {new[] { "qemu-img", "library", "vzsdk" }[c]}: {string.Join(" ", times[c].Select(t => t.ToString("0.000", CultureInfo.InvariantCulture)))}");
+    }
 }
 
 void RandomIo(string image, int n)

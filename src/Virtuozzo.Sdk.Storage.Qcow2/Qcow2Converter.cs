@@ -38,6 +38,9 @@ public static class Qcow2Converter
 {
     private const int ChunkSize = 2 << 20;
 
+    /// <summary>Zero detection granularity of raw output: runs of zeros this long stay holes (qemu-img's default -S 4k).</summary>
+    private const int RawZeroBlock = 4096;
+
     /// <summary>Converts <paramref name="source"/> into <paramref name="destination"/>.</summary>
     /// <param name="source">The source image file.</param>
     /// <param name="destination">The output file (replaced atomically at the end).</param>
@@ -93,10 +96,14 @@ public static class Qcow2Converter
     private sealed class Source : IDisposable
     {
         public Qcow2Image? Image;
-        public FileStream? Raw;
+        public Microsoft.Win32.SafeHandles.SafeFileHandle? Raw;
         public string? Snapshot;
         public long Size;
 
+        /// <summary>True when reading needs CPU (decompression), so that more reader threads help.</summary>
+        public bool CpuBound;
+
+        /// <summary>Reads <paramref name="count"/> bytes at <paramref name="off"/>; safe to call from several threads at once.</summary>
         public void Read(long off, byte[] array, int count)
         {
             var buf = array.AsSpan(0, count);
@@ -105,11 +112,18 @@ public static class Qcow2Converter
                 if (Snapshot is not null)
                     Image.ReadSnapshot(Snapshot, off, buf);
                 else
-                    Image.ReadBulk(off, array, count);
+                    Image.ReadBulk(off, array, count, parallel: false);
                 return;
             }
-            int n = RandomAccess.Read(Raw!.SafeFileHandle, buf, off);
-            buf[Math.Max(0, n)..].Clear();
+            int done = 0;
+            while (done < count)
+            {
+                int n = RandomAccess.Read(Raw!, buf[done..], off + done);
+                if (n <= 0)
+                    break;
+                done += n;
+            }
+            buf[done..].Clear();
         }
 
         /// <summary>Extents: (start, length, kind). Raw files and snapshots are all "data" (zero detection applies).</summary>
@@ -120,7 +134,7 @@ public static class Qcow2Converter
                 // holes of a sparse raw file read as zeros: skip them without reading
                 var list = new List<Qcow2Extent>();
                 long pos = 0;
-                foreach (var (start, length) in Native.DataExtents(Raw!.SafeFileHandle, Size))
+                foreach (var (start, length) in Native.DataExtents(Raw!, Size))
                 {
                     if (start > pos)
                         list.Add(new Qcow2Extent(pos, start - pos, Qcow2ExtentKind.Zero, 0, null));
@@ -134,9 +148,10 @@ public static class Qcow2Converter
             if (Snapshot is not null)
                 return [new Qcow2Extent(0, Size, Qcow2ExtentKind.Data, 0, null)];
             var map = Image.GetAllocationMap();
+            CpuBound = map.Any(e => e.Kind == Qcow2ExtentKind.Compressed);
             if (!topOnly)
                 return map;
-            return map.Select(e => e.Depth > 0 ? e with { Kind = Qcow2ExtentKind.Unallocated } : e);
+            return map.Select(e => e.Depth > 0 ? e with { Kind = Qcow2ExtentKind.Unallocated } : e).ToList();
         }
 
         public void Dispose()
@@ -159,55 +174,157 @@ public static class Qcow2Converter
             throw new ArgumentException($"Source format '{format}' is not supported (qcow2 or raw).", nameof(format));
         if (o.SnapshotName is not null)
             throw new ArgumentException("Raw images have no snapshots.", nameof(o));
-        var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.RandomAccess);
-        return new Source { Raw = fs, Size = fs.Length };
+        var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return new Source { Raw = h, Size = RandomAccess.GetLength(h) };
+    }
+
+    /// <summary>A unit of the conversion, in guest order: a range to copy (read and prepared by a worker) or to zero.</summary>
+    private readonly record struct Step(long Start, int Length, bool Copy);
+
+    /// <summary>
+    /// The ranges to copy, aligned to <paramref name="align"/> and merged so that no output cluster is written
+    /// twice, cut into chunks of at most <paramref name="chunk"/> bytes; plus, when <paramref name="zeroes"/>,
+    /// the zero ranges that must be written explicitly (over a backing file).
+    /// </summary>
+    private static List<Step> Plan(IEnumerable<Qcow2Extent> extents, long size, int align, int chunk, bool zeroes)
+    {
+        var copy = new List<(long Start, long End)>();
+        var zero = new List<(long Start, long End)>();
+        foreach (var e in extents)
+        {
+            if (e.Kind is Qcow2ExtentKind.Data or Qcow2ExtentKind.Compressed)
+            {
+                long s = e.Start / align * align, end = Math.Min(size, (e.Start + e.Length + align - 1) / align * align);
+                if (copy.Count > 0 && s <= copy[^1].End)
+                    copy[^1] = (copy[^1].Start, Math.Max(copy[^1].End, end));
+                else
+                    copy.Add((s, end));
+            }
+            else if (zeroes && e.Kind == Qcow2ExtentKind.Zero)
+                zero.Add((e.Start, e.Start + e.Length));
+        }
+        var steps = new List<Step>();
+        foreach (var (s, end) in copy)
+            for (long off = s; off < end; off += chunk)
+                steps.Add(new Step(off, (int)Math.Min(chunk, end - off), true));
+        foreach (var (s, end) in zero)
+            for (long off = s; off < end; off += 1L << 30)
+                steps.Add(new Step(off, (int)Math.Min(1L << 30, end - off), false));
+        steps.Sort((a, b) => a.Start.CompareTo(b.Start));
+        return steps;
+    }
+
+    /// <summary>What a worker hands to the writer for one step.</summary>
+    private sealed class Prepared
+    {
+        public required Step Step;
+        public byte[] Data = [];
+
+        /// <summary>Uncompressed qcow2 and raw output: which units (clusters, or raw zero blocks) hold only zeros.</summary>
+        public bool[] Zero = [];
+
+        /// <summary>Compressed output.</summary>
+        public Qcow2Image.CompressedClusters? Compressed;
+    }
+
+    /// <summary>
+    /// When the output is flushed at the end, starts writing it back behind the writer (from the worker
+    /// threads), so that the disk works while the conversion does and the final fsync has little left.
+    /// </summary>
+    private sealed class EarlyWriteback(Microsoft.Win32.SafeHandles.SafeFileHandle? handle)
+    {
+        private const long Step = 32 << 20;
+        private long _started;
+        private long _written;
+
+        /// <summary>Everything below <paramref name="upTo"/> has been written (writer thread).</summary>
+        public void Written(long upTo)
+        {
+            if (upTo > Volatile.Read(ref _written))
+                Volatile.Write(ref _written, upTo);
+        }
+
+        /// <summary>Starts writeback of what was written since the last call, in steps (worker threads).</summary>
+        public void Kick()
+        {
+            if (handle is null)
+                return;
+            long w = Volatile.Read(ref _written), s = Volatile.Read(ref _started);
+            if (w - s < Step || Interlocked.CompareExchange(ref _started, w, s) != s)
+                return;
+            Native.StartWriteback(handle, s, w - s);
+        }
+    }
+
+    /// <summary>
+    /// Chunks in flight: one per worker, one being written and one spare, so that memory stays bounded by
+    /// (workers + 2) chunk buffers (twice that when compressing): 6 MiB for a plain convert, 16 MiB for a
+    /// compressed one on 2 cores, 40 MiB with 8 workers.
+    /// </summary>
+    private static int Depth(int workers) => workers + 2;
+
+    private static int Workers(bool cpuBound) => cpuBound ? Math.Clamp(Environment.ProcessorCount, 1, 8) : 1;
+
+    /// <summary>
+    /// Runs a conversion as a pipeline: workers read (and decompress, detect zeros, compress) chunks in
+    /// parallel while the calling thread writes them in guest order. Reading from the page cache and
+    /// writing to it each cost a memory copy, so even uncompressed converts gain from the overlap.
+    /// </summary>
+    private static void RunPipeline(List<Step> steps, bool cpuBound, Func<Step, int, Prepared> prepare, Action<Prepared> write, long total, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
+    {
+        int workers = Workers(cpuBound);
+        using var pipeline = new OrderedPipeline<Prepared>(steps.Count, workers, Depth(workers), (i, slot) => prepare(steps[(int)i], slot), ct);
+        foreach (var p in pipeline.Consume())
+        {
+            ct.ThrowIfCancellationRequested();
+            write(p);
+            progress?.Report(new Qcow2ConvertProgress(p.Step.Start + p.Step.Length, total));
+        }
     }
 
     private static void ToRaw(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
         using var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1);
         fs.SetLength(src.Size);
-        var buf = new byte[ChunkSize];
-        long done = 0;
-        foreach (var e in src.Map(topOnly: false))
+        var handle = fs.SafeFileHandle;
+        int chunk = ChunkSize;
+        var steps = Plan(src.Map(topOnly: false), src.Size, RawZeroBlock, chunk, zeroes: false);
+        var writeback = new EarlyWriteback(o.FlushAtEnd ? handle : null);
+        int depth = Depth(Workers(src.CpuBound));
+        var buffers = new byte[depth][];
+        var zeroFlags = new bool[depth][];
+        RunPipeline(steps, src.CpuBound, (step, slot) =>
         {
-            if (e.Kind is Qcow2ExtentKind.Data or Qcow2ExtentKind.Compressed)
+            var buf = buffers[slot] ??= GC.AllocateUninitializedArray<byte>(chunk);
+            var zero = zeroFlags[slot] ??= new bool[chunk / RawZeroBlock];
+            writeback.Kick();
+            src.Read(step.Start, buf, step.Length);
+            for (int i = 0, b = 0; i < step.Length; i += RawZeroBlock, b++)
+                zero[b] = !buf.AsSpan(i, Math.Min(RawZeroBlock, step.Length - i)).ContainsAnyExcept((byte)0);
+            return new Prepared { Step = step, Data = buf, Zero = zero };
+        }, p =>
+        {
+            var data = p.Data.AsSpan(0, p.Step.Length);
+            int blocks = (p.Step.Length + RawZeroBlock - 1) / RawZeroBlock;
+            for (int b = 0; b < blocks;)
             {
-                for (long off = e.Start; off < e.Start + e.Length; off += ChunkSize)
+                if (p.Zero[b])
                 {
-                    ct.ThrowIfCancellationRequested();
-                    int n = (int)Math.Min(ChunkSize, e.Start + e.Length - off);
-                    var span = buf.AsSpan(0, n);
-                    src.Read(off, buf, n);
-                    WriteNonZero(fs, off, span);
-                    progress?.Report(new Qcow2ConvertProgress(off + n, src.Size));
+                    b++;
+                    continue;
                 }
+                int e = b + 1;
+                while (e < blocks && !p.Zero[e])
+                    e++;
+                int from = b * RawZeroBlock, to = Math.Min(e * RawZeroBlock, data.Length);
+                RandomAccess.Write(handle, data[from..to], p.Step.Start + from);
+                b = e;
             }
-            done = e.Start + e.Length;
-            progress?.Report(new Qcow2ConvertProgress(done, src.Size));
-        }
+            writeback.Written(p.Step.Start + p.Step.Length);
+        }, src.Size, progress, ct);
+        progress?.Report(new Qcow2ConvertProgress(src.Size, src.Size));
         if (o.FlushAtEnd)
             fs.Flush(flushToDisk: true);
-    }
-
-    private static void WriteNonZero(FileStream fs, long off, ReadOnlySpan<byte> data)
-    {
-        const int block = 4096;
-        int i = 0;
-        while (i < data.Length)
-        {
-            int n = Math.Min(block, data.Length - i);
-            if (data.Slice(i, n).IndexOfAnyExcept((byte)0) < 0)
-            {
-                i += n;
-                continue;
-            }
-            int j = i + n;
-            while (j < data.Length && data.Slice(j, Math.Min(block, data.Length - j)).IndexOfAnyExcept((byte)0) >= 0)
-                j += Math.Min(block, data.Length - j);
-            RandomAccess.Write(fs.SafeFileHandle, data[i..j], off + i);
-            i = j;
-        }
     }
 
     private static void ToQcow2(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
@@ -217,62 +334,71 @@ public static class Qcow2Converter
         using var dst = Qcow2Image.Create(temp, create, new Qcow2OpenOptions { CacheMode = Qcow2CacheMode.Unsafe });
         int cs = dst.ClusterSize;
         int chunk = Math.Max(cs, ChunkSize / cs * cs);
-        var buf = new byte[chunk];
-        foreach (var e in src.Map(topOnly: hasBacking))
+        // chunk boundaries fall on clusters, so that compressed writes cover whole clusters
+        var steps = Plan(src.Map(topOnly: hasBacking), src.Size, cs, chunk, zeroes: hasBacking);
+        bool compress = o.Compress;
+        bool cpuBound = compress || src.CpuBound;
+        int depth = Depth(Workers(cpuBound));
+        var buffers = new byte[depth][];
+        var zeroFlags = new bool[depth][];
+        var packed = new Qcow2Image.CompressedClusters?[depth];
+        var writeback = new EarlyWriteback(o.FlushAtEnd ? dst.FileHandle : null);
+        RunPipeline(steps, cpuBound, (step, slot) =>
         {
-            if (e.Kind is Qcow2ExtentKind.Data or Qcow2ExtentKind.Compressed)
+            if (!step.Copy)
+                return new Prepared { Step = step };
+            writeback.Kick();
+            var buf = buffers[slot] ??= GC.AllocateUninitializedArray<byte>(chunk);
+            src.Read(step.Start, buf, step.Length);
+            var data = buf.AsSpan(0, step.Length);
+            if (compress)
             {
-                // align chunk boundaries to clusters so that compressed writes cover whole clusters
-                long off = e.Start;
-                long end = e.Start + e.Length;
-                while (off < end)
-                {
-                    ct.ThrowIfCancellationRequested();
-                    long alignedStart = off / cs * cs;
-                    long stop = Math.Min(Math.Min(alignedStart + chunk, src.Size), ((end + cs - 1) / cs) * cs);
-                    stop = Math.Min(stop, src.Size);
-                    var span = buf.AsSpan(0, (int)(stop - alignedStart));
-                    src.Read(alignedStart, buf, span.Length);
-                    WriteClusters(dst, alignedStart, span, o.Compress, hasBacking);
-                    off = stop;
-                    progress?.Report(new Qcow2ConvertProgress(off, src.Size));
-                }
+                var c = packed[slot] ??= dst.NewCompressedClusters(chunk / cs);
+                dst.CompressClusters(data, c, skipZero: true);
+                return new Prepared { Step = step, Data = buf, Compressed = c };
             }
-            else if (hasBacking && e.Kind == Qcow2ExtentKind.Zero)
+            var zero = zeroFlags[slot] ??= new bool[chunk / cs];
+            for (int i = 0, k = 0; i < data.Length; i += cs, k++)
+                zero[k] = !data.Slice(i, Math.Min(cs, data.Length - i)).ContainsAnyExcept((byte)0);
+            return new Prepared { Step = step, Data = buf, Zero = zero };
+        }, p =>
+        {
+            var step = p.Step;
+            if (o.FlushAtEnd)
+                writeback.Written(dst.FileLength);
+            if (!step.Copy)
             {
-                dst.WriteZeroes(e.Start, e.Length);
+                dst.WriteZeroes(step.Start, step.Length);
+                return;
             }
-            progress?.Report(new Qcow2ConvertProgress(e.Start + e.Length, src.Size));
-        }
+            var data = p.Data.AsSpan(0, step.Length);
+            if (p.Compressed is { } c)
+            {
+                dst.WriteCompressedClusters(step.Start, data, c);
+                if (hasBacking)
+                    for (int k = 0; k < c.Count; k++)
+                        if (c.Lengths[k] == 0)
+                            dst.WriteZeroes(step.Start + (long)k * cs, Math.Min(cs, step.Length - k * cs));
+                return;
+            }
+            int clusters = (step.Length + cs - 1) / cs;
+            for (int k = 0; k < clusters;)
+            {
+                int e = k + 1;
+                while (e < clusters && p.Zero[e] == p.Zero[k])
+                    e++;
+                int from = k * cs, to = Math.Min(e * cs, data.Length);
+                if (!p.Zero[k])
+                    dst.Write(step.Start + from, data[from..to]);
+                else if (hasBacking)
+                    dst.WriteZeroes(step.Start + from, to - from);
+                k = e;
+            }
+        }, src.Size, progress, ct);
+        progress?.Report(new Qcow2ConvertProgress(src.Size, src.Size));
         if (o.FlushAtEnd)
             dst.Flush();
-    }
-
-    private static void WriteClusters(Qcow2Image dst, long start, ReadOnlySpan<byte> data, bool compress, bool hasBacking)
-    {
-        int cs = dst.ClusterSize;
-        int i = 0;
-        while (i < data.Length)
-        {
-            int n = Math.Min(cs, data.Length - i);
-            var c = data.Slice(i, n);
-            bool zero = c.IndexOfAnyExcept((byte)0) < 0;
-            if (zero)
-            {
-                if (hasBacking)
-                    dst.WriteZeroes(start + i, n);
-                i += n;
-                continue;
-            }
-            // group consecutive non-zero clusters into one write
-            int j = i + n;
-            while (j < data.Length && data.Slice(j, Math.Min(cs, data.Length - j)).IndexOfAnyExcept((byte)0) >= 0)
-                j += Math.Min(cs, data.Length - j);
-            if (compress)
-                dst.WriteCompressed(start + i, data[i..j]);
-            else
-                dst.Write(start + i, data[i..j]);
-            i = j;
-        }
+        else
+            dst.SyncOnClose = false;
     }
 }

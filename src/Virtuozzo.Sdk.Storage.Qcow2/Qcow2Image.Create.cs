@@ -26,7 +26,9 @@ public sealed partial class Qcow2Image
             // like qemu-img create: never truncate an image another process (QEMU) has open
             FileLock.Acquire(fs.Handle, write: true, full);
             WriteSkeleton(fs, header);
-            fs.Flush();
+            // unsafe mode (the converter's temporary output) makes the file durable only when asked
+            if (openOptions.CacheMode != Qcow2CacheMode.Unsafe)
+                fs.Flush();
         }
         Qcow2Image? img = null;
         try
@@ -165,7 +167,7 @@ public sealed partial class Qcow2Image
             if (prealloc != Qcow2Preallocation.Off)
                 Preallocate(prealloc == Qcow2Preallocation.Full);
             FlushMetadata();
-            _file.Flush();
+            Barrier();
         }
     }
 

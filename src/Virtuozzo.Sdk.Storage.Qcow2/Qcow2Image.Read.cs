@@ -41,7 +41,7 @@ public sealed partial class Qcow2Image
     /// clusters are then read and decompressed in parallel outside it. Read-only opens hold QEMU's lock that
     /// denies writers, so no cluster can be freed and reused meanwhile.
     /// </summary>
-    internal void ReadBulk(long offset, byte[] buffer, int count)
+    internal void ReadBulk(long offset, byte[] buffer, int count, bool parallel = true)
     {
         if (!_options.ReadOnly)
         {
@@ -85,7 +85,7 @@ public sealed partial class Qcow2Image
             }
         }
         int compressed = maps.Count(x => x.Map.Kind == MapKind.Compressed);
-        if (compressed > 1 && Environment.ProcessorCount > 1)
+        if (parallel && compressed > 1 && Environment.ProcessorCount > 1)
             Parallel.For(0, maps.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, One);
         else
             for (int i = 0; i < maps.Count; i++)

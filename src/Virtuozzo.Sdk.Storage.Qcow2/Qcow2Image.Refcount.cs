@@ -236,6 +236,7 @@ public sealed partial class Qcow2Image
     private long AllocateClusters(long n)
     {
         long c = _freeHint;
+        bool skippedFree = false;
         while (true)
         {
             long k = 0;
@@ -243,9 +244,11 @@ public sealed partial class Qcow2Image
                 k++;
             if (k == n)
                 break;
+            skippedFree |= k > 0;
             c += k + 1;
         }
-        if (c == _freeHint)
+        // every cluster from the hint up to c is in use: the next search may start after this run
+        if (!skippedFree)
             _freeHint = c + n;
         _resStart = c;
         _resEnd = c + n;

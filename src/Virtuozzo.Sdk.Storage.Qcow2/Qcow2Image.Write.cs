@@ -385,62 +385,191 @@ public sealed partial class Qcow2Image
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
-        if ((offset & (_cs - 1)) != 0 || ((data.Length & (_cs - 1)) != 0 && offset + data.Length != Size))
-            throw new ArgumentException("Compressed writes must cover whole clusters.", nameof(data));
-        CheckRange(offset, data.Length);
+        CheckCompressedRange(offset, data.Length);
+        // compress outside the lock, clusters in parallel (qemu-img uses up to 4 threads per image)
+        int count = (data.Length + _cs - 1) / _cs;
+        var run = NewCompressedClusters(count);
+        if (count > 1 && Environment.ProcessorCount > 1)
+        {
+            int parts = Math.Min(count, Math.Min(Environment.ProcessorCount, 8));
+            var input = data.ToArray();
+            var outputs = new CompressedClusters[parts];
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            {
+                int first = (int)((long)count * p / parts), last = (int)((long)count * (p + 1) / parts);
+                int from = first * _cs, to = Math.Min(input.Length, last * _cs);
+                var part = NewCompressedClusters(last - first);
+                CompressClusters(input.AsSpan(from, to - from), part, skipZero: false);
+                outputs[p] = part;
+            });
+            run.Concat(outputs);
+        }
+        else
+            CompressClusters(data, run, skipZero: false);
+        WriteCompressedClusters(offset, data, run);
+    }
+
+    private void CheckCompressedRange(long offset, long length)
+    {
+        if ((offset & (_cs - 1)) != 0 || ((length & (_cs - 1)) != 0 && offset + length != Size))
+            throw new ArgumentException("Compressed writes must cover whole clusters.", "data");
+        CheckRange(offset, length);
+    }
+
+    /// <summary>Clusters compressed ahead of writing (outside the image lock, on any thread): their bytes back to back, and per cluster the length, -1 (store uncompressed) or 0 (all zero, skipped).</summary>
+    internal sealed class CompressedClusters(int capacity, int clusterSize)
+    {
+        public byte[] Packed = GC.AllocateUninitializedArray<byte>(capacity * clusterSize);
+        public int[] Lengths = new int[capacity];
+        public int[] Offsets = new int[capacity];
+        public int Count;
+
+        /// <summary>Joins parts compressed separately, in order.</summary>
+        public void Concat(CompressedClusters[] parts)
+        {
+            int n = 0, pos = 0;
+            foreach (var part in parts)
+            {
+                int bytes = part.Count == 0 ? 0 : part.Offsets[part.Count - 1] + Math.Max(0, part.Lengths[part.Count - 1]);
+                part.Packed.AsSpan(0, bytes).CopyTo(Packed.AsSpan(pos));
+                for (int i = 0; i < part.Count; i++)
+                {
+                    Lengths[n + i] = part.Lengths[i];
+                    Offsets[n + i] = part.Offsets[i] + pos;
+                }
+                n += part.Count;
+                pos += bytes;
+            }
+            Count = n;
+        }
+    }
+
+    internal CompressedClusters NewCompressedClusters(int clusters) => new(clusters, _cs);
+
+    [ThreadStatic] private static byte[]? t_clusterScratch;
+
+    /// <summary>
+    /// Compresses the clusters of <paramref name="data"/> (the last may be short: it is padded with zeros, as
+    /// QEMU compresses whole clusters) into <paramref name="into"/>. Thread-safe and lock-free: it only reads
+    /// the image's cluster size and compression type.
+    /// </summary>
+    internal void CompressClusters(ReadOnlySpan<byte> data, CompressedClusters into, bool skipZero)
+    {
         var type = (Qcow2CompressionType)_h.CompressionType;
         if (type == Qcow2CompressionType.Zstd)
             Compression.Zstd.EnsureAvailable();
-        // compress outside the lock, clusters in parallel (qemu-img uses up to 4 threads per image)
         int count = (data.Length + _cs - 1) / _cs;
-        var input = data.ToArray();
-        var outputs = new byte[count][];
-        var lengths = new int[count];
-        void CompressOne(int i)
+        if (count > into.Lengths.Length)
+            throw new ArgumentException("Too many clusters for the buffer.", nameof(data));
+        int pos = 0;
+        for (int i = 0; i < count; i++)
         {
-            int n = Math.Min(_cs, input.Length - i * _cs);
-            var full = new byte[_cs];
-            input.AsSpan(i * _cs, n).CopyTo(full);
-            var comp = new byte[_cs];
-            lengths[i] = Compression.Compress(type, full, comp, _cs);
-            outputs[i] = lengths[i] < 0 ? full : comp;
+            var c = data.Slice(i * _cs, Math.Min(_cs, data.Length - i * _cs));
+            into.Offsets[i] = pos;
+            if (skipZero && !c.ContainsAnyExcept((byte)0))
+            {
+                into.Lengths[i] = 0;
+                continue;
+            }
+            if (c.Length < _cs)
+            {
+                var full = t_clusterScratch is { } sc && sc.Length == _cs ? sc : t_clusterScratch = new byte[_cs];
+                c.CopyTo(full);
+                full.AsSpan(c.Length).Clear();
+                c = full;
+            }
+            int n = Compression.Compress(type, c, into.Packed.AsSpan(pos, _cs), _cs);
+            into.Lengths[i] = n;
+            if (n > 0)
+                pos += n;
         }
-        if (count > 1 && Environment.ProcessorCount > 1)
-            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, CompressOne);
-        else
-            for (int i = 0; i < count; i++)
-                CompressOne(i);
+        into.Count = count;
+    }
+
+    /// <summary>
+    /// Writes clusters compressed by <see cref="CompressClusters"/>: compressed ones packed back to back, in as
+    /// few writes as their placement allows; those that did not shrink as normal clusters, runs of them
+    /// allocated together and written straight from <paramref name="data"/>.
+    /// </summary>
+    internal void WriteCompressedClusters(long offset, ReadOnlySpan<byte> data, CompressedClusters run)
+    {
         lock (_lock)
         {
             ThrowIfDisposed();
-            CheckRange(offset, data.Length);
+            ThrowIfReadOnly();
+            CheckCompressedRange(offset, data.Length);
+            if ((Qcow2CompressionType)_h.CompressionType == Qcow2CompressionType.Zstd)
+                Compression.Zstd.EnsureAvailable();
             MarkDirty(offset, data.Length);
             var pending = new List<PendingEntry>();
             var frees = new List<ulong>();
-            for (int i = 0; i < count; i++)
+            int shift = 62 - (_cb - 8);
+            // a write of packed compressed bytes not issued yet: host offset, packed offset, length
+            long stageHost = -1;
+            int stageFrom = 0, stageLen = 0;
+            void FlushStage(ReadOnlySpan<byte> packed)
             {
+                if (stageLen > 0)
+                    _file.Write(stageHost, packed.Slice(stageFrom, stageLen));
+                stageLen = 0;
+                stageHost = -1;
+            }
+            for (int i = 0; i < run.Count;)
+            {
+                int clen = run.Lengths[i];
+                if (clen == 0)
+                {
+                    i++;
+                    continue;
+                }
                 long vcl = (offset >> _cb) + i;
                 long l2Off = GetWritableL2(vcl / _l2Entries);
                 int idx = (int)(vcl % _l2Entries);
-                ulong old = L2Entry(GetL2(l2Off), idx);
-                int clen = lengths[i];
+                var table = GetL2(l2Off);
                 if (clen < 0)
                 {
-                    long target = AllocateClusters(1);
-                    _file.Write(target, outputs[i]);
-                    pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
+                    // a run of clusters that stay uncompressed, within this L2 table
+                    int k = 1;
+                    while (i + k < run.Count && run.Lengths[i + k] < 0 && idx + k < _l2Entries)
+                        k++;
+                    int from = i * _cs, to = Math.Min(data.Length, (i + k) * _cs);
+                    long target = AllocateClusters(k);
+                    if (to - from == k * _cs)
+                        _file.Write(target, data[from..to]);
+                    else
+                    {
+                        // the last cluster ends at the virtual size: store it padded to a whole cluster
+                        var full = new byte[k * _cs];
+                        data[from..to].CopyTo(full);
+                        _file.Write(target, full);
+                    }
+                    for (int j = 0; j < k; j++)
+                    {
+                        ulong old = L2Entry(table, idx + j);
+                        if ((old & CompressedFlag) != 0 || (old & OffsetMask) != 0)
+                            frees.Add(old);
+                        pending.Add(new PendingEntry(l2Off, idx + j, (ulong)(target + (long)j * _cs) | Copied, _eb == 16 ? 0xffff_ffffUL : 0));
+                    }
+                    i += k;
+                    continue;
                 }
-                else
+                long coff = PlaceCompressed(clen);
+                if (stageLen > 0 && (coff != stageHost + stageLen || run.Offsets[i] != stageFrom + stageLen))
+                    FlushStage(run.Packed);
+                if (stageLen == 0)
                 {
-                    long coff = PlaceCompressed(clen);
-                    _file.Write(coff, outputs[i].AsSpan(0, clen));
-                    long nb = ((coff + clen - 1) >> 9) - (coff >> 9);
-                    int shift = 62 - (_cb - 8);
-                    pending.Add(new PendingEntry(l2Off, idx, CompressedFlag | ((ulong)nb << shift) | (ulong)coff, 0));
+                    stageHost = coff;
+                    stageFrom = run.Offsets[i];
                 }
-                if ((old & CompressedFlag) != 0 || (old & OffsetMask) != 0)
-                    frees.Add(old);
+                stageLen += clen;
+                long nb = ((coff + clen - 1) >> 9) - (coff >> 9);
+                ulong prev = L2Entry(table, idx);
+                if ((prev & CompressedFlag) != 0 || (prev & OffsetMask) != 0)
+                    frees.Add(prev);
+                pending.Add(new PendingEntry(l2Off, idx, CompressedFlag | ((ulong)nb << shift) | (ulong)coff, 0));
+                i++;
             }
+            FlushStage(run.Packed);
             Commit(pending, frees, true);
         }
     }

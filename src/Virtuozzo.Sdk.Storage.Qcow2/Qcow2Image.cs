@@ -329,7 +329,8 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
                 if (!_options.ReadOnly)
                 {
                     FlushMetadata();
-                    _file.Flush();
+                    if (SyncOnClose)
+                        _file.Flush();
                 }
             }
             finally
@@ -341,6 +342,18 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// False when closing should write the delayed metadata without making it durable: the converter's
+    /// unsafe mode (qemu-img convert's default <c>-t unsafe</c>), whose output is a fresh temporary file.
+    /// </summary>
+    internal bool SyncOnClose { get; set; } = true;
+
+    /// <summary>The image file's handle (null for images not backed by a file).</summary>
+    internal Microsoft.Win32.SafeHandles.SafeFileHandle? FileHandle => (_file as FileStorage)?.Handle;
+
+    /// <summary>The image file's current length.</summary>
+    internal long FileLength => _file.Length;
 
     /// <summary>Closes the image (see <see cref="Dispose"/>).</summary>
     /// <returns>A completed task.</returns>

@@ -42,17 +42,51 @@ internal static partial class Compression
     }
 
     /// <summary>Compresses a cluster; returns the compressed length, or -1 when the result would not be smaller than <paramref name="maxLength"/>.</summary>
-    public static int Compress(Qcow2CompressionType type, ReadOnlySpan<byte> input, Span<byte> output, int maxLength)
+    /// <remarks>zlib: raw deflate at zlib level 6 (QEMU's Z_DEFAULT_COMPRESSION), written straight into <paramref name="output"/>. zstd: level 3 (ZSTD_CLEVEL_DEFAULT, as QEMU) with a per-thread context.</remarks>
+    public static unsafe int Compress(Qcow2CompressionType type, ReadOnlySpan<byte> input, Span<byte> output, int maxLength)
     {
-        if (type == Qcow2CompressionType.Zstd)
-            return Zstd.Compress(input, output, maxLength);
-        using var ms = new MemoryStream(input.Length);
-        using (var ds = new DeflateStream(ms, new ZLibCompressionOptions { CompressionLevel = 6 }, leaveOpen: true))
-            ds.Write(input);
-        if (ms.Length >= maxLength || ms.Length > output.Length)
+        int cap = Math.Min(output.Length, maxLength - 1);
+        if (cap <= 0)
             return -1;
-        ms.GetBuffer().AsSpan(0, (int)ms.Length).CopyTo(output);
-        return (int)ms.Length;
+        if (type == Qcow2CompressionType.Zstd)
+            return Zstd.Compress(input, output[..cap]);
+        fixed (byte* po = output)
+        {
+            var sink = new PointerSink(po, cap);
+            using (var ds = new DeflateStream(sink, new ZLibCompressionOptions { CompressionLevel = 6 }, leaveOpen: true))
+                ds.Write(input);
+            return sink.Overflowed ? -1 : sink.Written;
+        }
+    }
+
+    /// <summary>A write-only stream into fixed memory that remembers, instead of throwing, when it ran out of room.</summary>
+    private sealed unsafe class PointerSink(byte* start, int capacity) : Stream
+    {
+        public int Written { get; private set; }
+
+        public bool Overflowed { get; private set; }
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => Written;
+        public override long Position { get => Written; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            if (Overflowed || buffer.Length > capacity - Written)
+            {
+                Overflowed = true;
+                return;
+            }
+            buffer.CopyTo(new Span<byte>(start + Written, capacity - Written));
+            Written += buffer.Length;
+        }
     }
 
     /// <summary>zstd via P/Invoke to libzstd.so.1; a missing library raises <see cref="Qcow2NotSupportedException"/>.</summary>
@@ -109,9 +143,25 @@ internal static partial class Compression
         [LibraryImport(Lib)] private static partial nuint ZSTD_freeDCtx(nint ctx);
         [LibraryImport(Lib)] private static partial nuint ZSTD_decompressStream(nint ctx, ref Buffer output, ref Buffer input);
         [LibraryImport(Lib)] private static partial uint ZSTD_isError(nuint code);
-        [LibraryImport(Lib)] private static partial nuint ZSTD_compress(nint dst, nuint dstCapacity, nint src, nuint srcSize, int level);
+        [LibraryImport(Lib)] private static partial nint ZSTD_createCCtx();
+        [LibraryImport(Lib)] private static partial nuint ZSTD_compressCCtx(nint ctx, nint dst, nuint dstCapacity, nint src, nuint srcSize, int level);
 
         [ThreadStatic] private static nint t_dctx;
+        [ThreadStatic] private static CompressContext? t_cctx;
+
+        /// <summary>A compression context per thread, freed when the thread ends (the finalizer runs once the thread-static is gone).</summary>
+        private sealed class CompressContext
+        {
+            public readonly nint Handle = ZSTD_createCCtx();
+
+            ~CompressContext()
+            {
+                if (Handle != 0)
+                    _ = ZSTD_freeCCtx(Handle);
+            }
+        }
+
+        [LibraryImport(Lib)] private static partial nuint ZSTD_freeCCtx(nint ctx);
 
         public static unsafe void Decompress(ReadOnlySpan<byte> input, Span<byte> output)
         {
@@ -155,14 +205,18 @@ internal static partial class Compression
             t_dctx = ZSTD_createDCtx();
         }
 
-        public static unsafe int Compress(ReadOnlySpan<byte> input, Span<byte> output, int maxLength)
+        /// <summary>Compresses at level 3 into <paramref name="output"/>; -1 when it does not fit (the data does not shrink enough).</summary>
+        public static unsafe int Compress(ReadOnlySpan<byte> input, Span<byte> output)
         {
             EnsureAvailable();
+            var ctx = t_cctx ??= new CompressContext();
+            if (ctx.Handle == 0)
+                throw new OutOfMemoryException("ZSTD_createCCtx failed.");
             fixed (byte* pi = input)
             fixed (byte* po = output)
             {
-                nuint r = ZSTD_compress((nint)po, (nuint)output.Length, (nint)pi, (nuint)input.Length, 3);
-                if (ZSTD_isError(r) != 0 || (int)r >= maxLength)
+                nuint r = ZSTD_compressCCtx(ctx.Handle, (nint)po, (nuint)output.Length, (nint)pi, (nuint)input.Length, 3);
+                if (ZSTD_isError(r) != 0)
                     return -1;
                 return (int)r;
             }

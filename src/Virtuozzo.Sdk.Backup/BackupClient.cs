@@ -308,6 +308,7 @@ public sealed class BackupClient
         => Qcow2Image.Create(target, new Qcow2CreateOptions
         {
             Size = size,
+            ClusterSize = DiskCopier.ClusterSize,
             CompressionType = CompressionType(compression),
             BackingFile = parent is null ? null : Path.Combine(VeDir(ve), parent, diskFile),
             BackingFormat = parent is null ? null : "qcow2",
@@ -319,13 +320,27 @@ public sealed class BackupClient
         var digests = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var d in subject.Disks)
         {
+            var stage = "copying disk " + d.Name;
+            if (parent is null)
+            {
+                // A full backup is a compressed convert of the whole disk (read, zero detection and compression on
+                // every core), hashing each cluster as it is stored.
+                var digest = new ClusterDigest();
+                var report = progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress(stage, p.BytesDone, p.TotalBytes)));
+                Qcow2Converter.Convert(d.Path, targets[d.Name], new Qcow2ConvertOptions
+                {
+                    SourceFormat = "qcow2",
+                    Compress = compression != BackupCompression.None,
+                    Create = new Qcow2CreateOptions { CompressionType = CompressionType(compression), ClusterSize = DiskCopier.ClusterSize },
+                    StoredDataObserver = (offset, data) => digest.AddRun(offset, data, DiskCopier.ClusterSize),
+                }, report, ct);
+                digests[d.Name] = digest.Result();
+                continue;
+            }
             using var source = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true });
-            var ranges = parent is not null
-                ? source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList()
-                : source.GetAllocationMap().Where(e => e.Data).Select(e => (e.Start, e.Length)).ToList();
+            var ranges = source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList();
             using var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id);
             var total = ranges.Sum(r => r.Item2);
-            var stage = "copying disk " + d.Name;
             digests[d.Name] = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
                 progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
         }

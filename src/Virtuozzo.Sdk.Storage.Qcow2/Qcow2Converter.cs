@@ -25,7 +25,20 @@ public sealed record Qcow2ConvertOptions
 
     /// <summary>Flush the output to disk before it replaces the destination (default true; qemu-img's <c>-t</c> writeback vs unsafe only changes whether that final flush happens).</summary>
     public bool FlushAtEnd { get; init; } = true;
+
+    /// <summary>
+    /// Sees every guest range a QCOW2 output stores — data, and zeroes stored as zero clusters — once, as it is
+    /// stored: to hash or index the output without reading it again. Called from worker threads, concurrently and in
+    /// no particular order, with whole clusters (the image's last cluster may be short); ranges the output leaves
+    /// unallocated are not passed. Not called for raw output.
+    /// </summary>
+    public Qcow2StoredDataObserver? StoredDataObserver { get; init; }
 }
+
+/// <summary>Receives a guest range a conversion stores; see <see cref="Qcow2ConvertOptions.StoredDataObserver"/>.</summary>
+/// <param name="guestOffset">Where the range starts in the guest (cluster-aligned).</param>
+/// <param name="data">Its bytes (all zero for zero clusters); valid only during the call.</param>
+public delegate void Qcow2StoredDataObserver(long guestOffset, ReadOnlySpan<byte> data);
 
 /// <summary>Progress of a conversion.</summary>
 /// <param name="BytesDone">Guest bytes processed.</param>
@@ -327,6 +340,25 @@ public static class Qcow2Converter
             fs.Flush(flushToDisk: true);
     }
 
+    /// <summary>Passes the runs of a chunk the output stores to the observer: data clusters, and zero clusters when an output with a backing file stores them.</summary>
+    private static void Observe(Qcow2StoredDataObserver see, long start, ReadOnlySpan<byte> data, int cs, Func<int, bool> isZero, bool zeroesStored)
+    {
+        int clusters = (data.Length + cs - 1) / cs;
+        for (int k = 0; k < clusters;)
+        {
+            bool zero = isZero(k);
+            int e = k + 1;
+            while (e < clusters && isZero(e) == zero)
+                e++;
+            if (!zero || zeroesStored)
+            {
+                int from = k * cs, to = Math.Min(e * cs, data.Length);
+                see(start + from, data[from..to]); // zero clusters hold zeroes: their bytes are the data's
+            }
+            k = e;
+        }
+    }
+
     private static void ToQcow2(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
         var create = o.Create with { Size = src.Size, Overwrite = false, Preallocation = Qcow2Preallocation.Off };
@@ -355,11 +387,15 @@ public static class Qcow2Converter
             {
                 var c = packed[slot] ??= dst.NewCompressedClusters(chunk / cs);
                 dst.CompressClusters(data, c, skipZero: true);
+                if (o.StoredDataObserver is { } seeCompressed)
+                    Observe(seeCompressed, step.Start, data, cs, k => c.Lengths[k] == 0, hasBacking);
                 return new Prepared { Step = step, Data = buf, Compressed = c };
             }
             var zero = zeroFlags[slot] ??= new bool[chunk / cs];
             for (int i = 0, k = 0; i < data.Length; i += cs, k++)
                 zero[k] = !data.Slice(i, Math.Min(cs, data.Length - i)).ContainsAnyExcept((byte)0);
+            if (o.StoredDataObserver is { } see)
+                Observe(see, step.Start, data, cs, k => zero[k], hasBacking);
             return new Prepared { Step = step, Data = buf, Zero = zero };
         }, p =>
         {
@@ -369,6 +405,12 @@ public static class Qcow2Converter
             if (!step.Copy)
             {
                 dst.WriteZeroes(step.Start, step.Length);
+                if (o.StoredDataObserver is { } seeZeroes)
+                {
+                    var zeroes = new byte[Math.Min(chunk, step.Length)];
+                    for (long at = 0; at < step.Length; at += zeroes.Length)
+                        seeZeroes(step.Start + at, zeroes.AsSpan(0, (int)Math.Min(zeroes.Length, step.Length - at)));
+                }
                 return;
             }
             var data = p.Data.AsSpan(0, step.Length);

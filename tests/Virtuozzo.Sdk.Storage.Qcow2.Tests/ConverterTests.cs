@@ -75,6 +75,60 @@ public class ConverterTests
         copy.GetAllocationMap().Where(e => e.Depth == 0 && e.Present).Sum(e => e.Length).Should().Be(2 * 65536);
     }
 
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public void The_stored_data_observer_sees_exactly_the_clusters_the_output_stores_with_their_bytes(bool compress, bool withBacking)
+    {
+        using var dir = new Virtuozzo.Sdk.Testing.TempDirectory();
+        string source;
+        var create = new Qcow2CreateOptions();
+        if (withBacking)
+        {
+            using (var b = Qcow2Image.Create(dir.File("base.qcow2"), new Qcow2CreateOptions { Size = 8 << 20 }))
+                b.Write(0, TestData.Pattern(8 << 20, 1));
+            using (var t = Qcow2Image.Create(dir.File("top.qcow2"), new Qcow2CreateOptions { BackingFile = "base.qcow2", BackingFormat = "qcow2" }))
+            {
+                t.Write(65536, TestData.Pattern(3 * 65536, 2));
+                t.Write(5 << 20, new byte[65536]); // data that happens to be zero, over non-zero base data
+                t.WriteZeroes(6 << 20, 2 * 65536);
+            }
+            source = dir.File("top.qcow2");
+            create = new Qcow2CreateOptions { BackingFile = "base.qcow2", BackingFormat = "qcow2" };
+        }
+        else
+        {
+            source = MakeRaw(dir.Path, 3, (8 << 20) + 1000); // a short last cluster
+        }
+        var seen = new System.Collections.Concurrent.ConcurrentDictionary<long, byte[]>();
+        var output = dir.File("out.qcow2");
+        Qcow2Converter.Convert(source, output, new Qcow2ConvertOptions
+        {
+            Compress = compress,
+            Create = create,
+            StoredDataObserver = (offset, data) =>
+            {
+                for (var at = 0; at < data.Length; at += 65536)
+                    seen.TryAdd(offset + at, data.Slice(at, Math.Min(65536, data.Length - at)).ToArray()).Should().BeTrue("each cluster is passed once");
+            },
+        });
+        using var img = Qcow2Image.Open(output, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
+        var stored = new List<long>();
+        foreach (var e in img.GetAllocationMap().Where(e => e.Kind != Qcow2ExtentKind.Unallocated))
+            for (var off = e.Start; off < e.Start + e.Length; off += 65536)
+                stored.Add(off);
+        seen.Keys.Order().Should().Equal(stored, "the observer sees the clusters the output stores, and no others");
+        foreach (var (offset, bytes) in seen)
+        {
+            var actual = new byte[bytes.Length];
+            img.Read(offset, actual);
+            actual.Should().Equal(bytes, "the observed bytes at {0} are what the output holds", offset);
+        }
+        seen.Should().NotBeEmpty();
+    }
+
     private sealed class SyncProgress(Action<Qcow2ConvertProgress> on) : IProgress<Qcow2ConvertProgress>
     {
         public void Report(Qcow2ConvertProgress value) => on(value);

@@ -13,6 +13,9 @@ internal static class DiskCopier
 {
     private const int Chunk = 4 << 20;
 
+    /// <summary>The cluster size of backup files (QEMU's default).</summary>
+    public const int ClusterSize = 65536;
+
     /// <summary>
     /// Copies the given guest ranges of <paramref name="source"/> into <paramref name="target"/>; returns the digest.
     /// Reading and hashing (in offset order) run on one thread while the previous chunks are compressed and written on

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -24,6 +25,12 @@ internal static class Cli
 
     /// <summary>The SDK options for this invocation.</summary>
     public static Virtuozzo.Sdk.Core.VirtuozzoSdkOptions Options(ParseResult parse) => new() { DataRoot = Path.GetFullPath(parse.GetValue(DataRoot)!) };
+
+    /// <summary>Debug logs to standard error with --verbose; none otherwise.</summary>
+    public static ILoggerFactory? Loggers(ParseResult parse)
+        => parse.GetValue(Verbose)
+            ? LoggerFactory.Create(b => b.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace).SetMinimumLevel(LogLevel.Debug))
+            : null;
 
     /// <summary>Parses a size flag (bare number = MiB, as prlctl), as a usage error when malformed.</summary>
     public static Virtuozzo.Sdk.Core.ByteSize? ResourceSize(ParseResult parse, Option<string?> option)

@@ -147,11 +147,14 @@ public sealed class BackupClient
         options ??= new BackupCreateOptions();
         if (!Enum.IsDefined(options.Compression))
             throw new ArgumentOutOfRangeException(nameof(options), options.Compression, "Unknown compression (zstd, zlib or none).");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        void Phase(string what) => _logger.LogDebug("Backup of {Name}: {Phase} at {Ms} ms", nameOrId, what, clock.ElapsedMilliseconds);
         var identity = await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false);
         var id = identity.VeId;
         using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
         await RecoverAsync(id, cancellationToken).ConfigureAwait(false);
         var subject = await ReadSubjectAsync(identity, cancellationToken).ConfigureAwait(false);
+        Phase("locked and read the VE");
         CheckFreeSpace(subject.Disks.Select(d => d.Path));
 
         var chain = await ListVeAsync(id, cancellationToken).ConfigureAwait(false);
@@ -165,6 +168,7 @@ public sealed class BackupClient
             reasons.AddRange(await IncrementalObstaclesAsync(subject, last, cancellationToken).ConfigureAwait(false));
         var parent = reasons.Count == 0 ? last!.Id : null;
 
+        Phase(parent is null ? "decided: full" : "decided: incremental");
         var newId = parent is null ? NewChainId() : await NextIncrementalIdAsync(id, parent, cancellationToken).ConfigureAwait(false);
         var staging = Path.Combine(VeDir(id), ".staging-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(staging);
@@ -183,11 +187,7 @@ public sealed class BackupClient
                 consistency = "stopped: read directly";
                 digests = BackupStopped(subject, targets, parent, options.Compression, progress, cancellationToken);
             }
-            if (parent is not null)
-            {
-                foreach (var d in subject.Disks)
-                    RelinkBacking(targets[d.Name], parent, DiskFileName(d.Name));
-            }
+            Phase("copied");
 
             var meta = new BackupMetadata
             {
@@ -205,7 +205,9 @@ public sealed class BackupClient
             await _store.WriteDocumentAsync(Path.Combine(staging, "backup.json"), meta, BackupJson.Default.BackupMetadata, cancellationToken).ConfigureAwait(false);
             var dir = Path.Combine(VeDir(id), newId);
             Directory.Move(staging, dir); // the backup exists from here on, whole
+            Phase("published");
             await StartTrackingAsync(subject, newId, cancellationToken).ConfigureAwait(false);
+            Phase("tracking changes since it");
             var info = meta.ToPublic(dir);
             _logger.LogInformation("Backup {Id} of {Name}: {Type}, {Size} bytes", newId, subject.Name, meta.Type, info.SizeBytes);
             return new BackupResult(info, consistency, parent is null ? reasons : []);
@@ -304,15 +306,23 @@ public sealed class BackupClient
 
     private static Qcow2CompressionType CompressionType(BackupCompression c) => c == BackupCompression.Zlib ? Qcow2CompressionType.Zlib : Qcow2CompressionType.Zstd;
 
-    private Qcow2Image CreateTarget(string target, string? parent, string diskFile, BackupCompression compression, long size, VeId ve)
+    /// <summary>
+    /// Creates a backup file in the staging directory, open without flush barriers: nothing reads it before the final
+    /// flush, and a crash before that leaves only a staging directory, which is discarded.
+    /// </summary>
+    /// <remarks>
+    /// An incremental's backing file is named relative to it (<c>../{parent}/hddN.qcow2</c>), so that the backup
+    /// location can move; the staging directory sits beside the backups, so the name resolves there too.
+    /// </remarks>
+    private static Qcow2Image CreateTarget(string target, string? parent, string diskFile, BackupCompression compression, long size)
         => Qcow2Image.Create(target, new Qcow2CreateOptions
         {
             Size = size,
             ClusterSize = DiskCopier.ClusterSize,
             CompressionType = CompressionType(compression),
-            BackingFile = parent is null ? null : Path.Combine(VeDir(ve), parent, diskFile),
+            BackingFile = parent is null ? null : Path.Combine("..", parent, diskFile),
             BackingFormat = parent is null ? null : "qcow2",
-        });
+        }, new Qcow2OpenOptions { CacheMode = Qcow2CacheMode.Unsafe });
 
     /// <summary>Stopped VE: copy each disk with the managed engine, hashing while writing. Returns the digests.</summary>
     private Dictionary<string, string> BackupStopped(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, IProgress<OperationProgress>? progress, CancellationToken ct)
@@ -339,7 +349,7 @@ public sealed class BackupClient
             }
             using var source = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true });
             var ranges = source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList();
-            using var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id);
+            using var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize);
             var total = ranges.Sum(r => r.Item2);
             digests[d.Name] = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
                 progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
@@ -364,7 +374,7 @@ public sealed class BackupClient
             {
                 foreach (var d in subject.Disks)
                 {
-                    var target = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize, subject.Id);
+                    var target = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize);
                     NbdTargetServer server;
                     try
                     {
@@ -404,13 +414,16 @@ public sealed class BackupClient
                     actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = backup });
                 }
                 string consistency;
+                var clock = System.Diagnostics.Stopwatch.StartNew();
                 try
                 {
                     consistency = subject.Kind == VeKind.Vm
                         ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false)
                         : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
+                    _logger.LogDebug("Backup of {Name}: point in time fixed in {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
                     foreach (var (_, job, _, _, _) in jobs)
                         await WaitForJobAsync(qmp, job, ct).ConfigureAwait(false);
+                    _logger.LogDebug("Backup of {Name}: jobs done at {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
                 }
                 catch
                 {
@@ -437,6 +450,7 @@ public sealed class BackupClient
                     foreach (var (d, _, _, _, server) in jobs)
                         digests[d.Name] = await server.CompleteAsync(done.Token).ConfigureAwait(false);
                 }
+                _logger.LogDebug("Backup of {Name}: targets complete at {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
                 return (consistency, digests);
             }
             finally
@@ -573,13 +587,6 @@ public sealed class BackupClient
     {
         try { await qmp.ExecuteAsync(command, args, TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false); }
         catch (Exception ex) when (ex is QmpException or TimeoutException or IOException) { }
-    }
-
-    /// <summary>Makes the incremental's backing file name relative, so that the backup location can move.</summary>
-    private static void RelinkBacking(string target, string parent, string diskFile)
-    {
-        using var image = Qcow2Image.Open(target, new Qcow2OpenOptions { NoBacking = true });
-        image.Rebase(Path.Combine("..", parent, diskFile), "qcow2", unsafeMode: true);
     }
 
     /// <summary>After a backup exists: each disk tracks changes since it, under a bitmap named after it; older backup bitmaps go.</summary>

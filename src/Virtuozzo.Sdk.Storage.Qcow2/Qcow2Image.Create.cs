@@ -13,10 +13,18 @@ public sealed partial class Qcow2Image
     /// <remarks>Like <c>qemu-img create -f qcow2 -o … [-b BACKING -F FMT] FILE SIZE</c>.</remarks>
     public static Qcow2Image Create(string path, Qcow2CreateOptions options) => Create(path, options, new Qcow2OpenOptions());
 
-    internal static Qcow2Image Create(string path, Qcow2CreateOptions options, Qcow2OpenOptions openOptions)
+    /// <summary>Creates a QCOW2 image and opens it with <paramref name="openOptions"/>.</summary>
+    /// <param name="path">The file to create.</param>
+    /// <param name="options">Size, cluster size, version, features and backing file.</param>
+    /// <param name="openOptions">How to open it; with <see cref="Qcow2CacheMode.Unsafe"/> nothing, the new file included, is durable before <see cref="Flush"/> — for scratch and staging images that are published only after a final flush.</param>
+    /// <returns>The open image; dispose it to close.</returns>
+    public static Qcow2Image Create(string path, Qcow2CreateOptions options, Qcow2OpenOptions openOptions)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(openOptions);
+        if (openOptions.ReadOnly)
+            throw new ArgumentException("A new image is opened read-write.", nameof(openOptions));
         var full = System.IO.Path.GetFullPath(path);
         var header = BuildHeader(full, options, out long size);
         if (!options.Overwrite && File.Exists(full))

@@ -48,6 +48,7 @@ internal sealed class NbdTargetServer : IAsyncDisposable
     private bool _rewritten;
     private Exception? _failure;
     private Socket? _client;
+    private long _writes, _writtenBytes, _zeroRequests;
 
     public NbdTargetServer(string socketPath, Qcow2Image target, bool compress, ILogger logger)
     {
@@ -78,6 +79,7 @@ internal sealed class NbdTargetServer : IAsyncDisposable
         if (_failure is not null)
             throw new IOException($"Writing the backup failed: {_failure.Message}", _failure);
         _target.Flush();
+        _logger.LogDebug("NBD backup target: {Writes} writes ({Bytes} bytes), {Zeroes} zero requests", _writes, _writtenBytes, _zeroRequests);
         // A cluster written twice (a retried request) was hashed twice: hash what the file holds instead.
         return _rewritten ? DiskCopier.DigestOfOwnData(_target, ct) : _digest.Result();
     }
@@ -210,6 +212,8 @@ internal sealed class NbdTargetServer : IAsyncDisposable
             {
                 case CmdWrite:
                 {
+                    _writes++;
+                    _writtenBytes += length;
                     var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, length));
                     ReadExactly(s, buffer.AsSpan(0, length));
                     if (!valid)
@@ -226,6 +230,7 @@ internal sealed class NbdTargetServer : IAsyncDisposable
                     break;
                 }
                 case CmdWriteZeroes:
+                    _zeroRequests++;
                     if (!valid)
                         Reply(s, cookie, EINVAL);
                     else

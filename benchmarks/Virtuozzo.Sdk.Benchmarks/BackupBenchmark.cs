@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Logging;
 using System.Text;
 using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
@@ -23,7 +24,11 @@ internal static class BackupBenchmark
         var root = Path.Combine(Path.GetTempPath(), $"vzsdk-bench-bk-{Guid.NewGuid():N}");
         var options = new VirtuozzoSdkOptions { DataRoot = root, LockTimeout = TimeSpan.FromMinutes(10) };
         var containers = new ContainerClient(options);
-        var backups = new BackupClient(options);
+        // VZSDK_BENCH_VERBOSE=1 prints the backup client's debug log (the phases of each backup) to standard error.
+        var loggers = Environment.GetEnvironmentVariable("VZSDK_BENCH_VERBOSE") == "1"
+            ? Microsoft.Extensions.Logging.LoggerFactory.Create(b => Microsoft.Extensions.Logging.ConsoleLoggerExtensions.AddConsole(b, o => o.LogToStandardErrorThreshold = Microsoft.Extensions.Logging.LogLevel.Trace).SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Debug))
+            : null;
+        var backups = new BackupClient(options, null, loggers);
         var host = new LocalHost();
         try
         {

@@ -169,7 +169,8 @@ public sealed class BackupClient
         var parent = reasons.Count == 0 ? last!.Id : null;
 
         Phase(parent is null ? "decided: full" : "decided: incremental");
-        var newId = parent is null ? NewChainId() : await NextIncrementalIdAsync(id, parent, cancellationToken).ConfigureAwait(false);
+        // The id is handed out (durably) while the data is copied; a failed backup leaves a gap, never a reused number.
+        var newIdTask = parent is null ? Task.FromResult(NewChainId()) : NextIncrementalIdAsync(id, parent, cancellationToken);
         var staging = Path.Combine(VeDir(id), ".staging-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(staging);
         var created = DateTimeOffset.UtcNow;
@@ -187,6 +188,7 @@ public sealed class BackupClient
                 consistency = "stopped: read directly";
                 digests = BackupStopped(subject, targets, parent, options.Compression, progress, cancellationToken);
             }
+            var newId = await newIdTask.ConfigureAwait(false);
             Phase("copied");
 
             var meta = new BackupMetadata
@@ -214,6 +216,8 @@ public sealed class BackupClient
         }
         finally
         {
+            // Never leave the id's hand-out running past the VE's lock (the next backup would read the sequence under it).
+            await newIdTask.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
             if (Directory.Exists(staging))
                 Directory.Delete(staging, recursive: true);
         }
@@ -347,12 +351,16 @@ public sealed class BackupClient
                 digests[d.Name] = digest.Result();
                 continue;
             }
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             using var source = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true });
             var ranges = source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList();
             using var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize);
             var total = ranges.Sum(r => r.Item2);
+            var opened = clock.ElapsedMilliseconds;
             digests[d.Name] = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
                 progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
+            _logger.LogDebug("Backup of {Name}, disk {Disk}: {Bytes} changed bytes in {Ranges} ranges; opened in {Opened} ms, copied and flushed in {Copied} ms",
+                subject.Name, d.Name, total, ranges.Count, opened, clock.ElapsedMilliseconds - opened);
         }
         return digests;
     }

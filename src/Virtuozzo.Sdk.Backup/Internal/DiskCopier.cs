@@ -18,72 +18,46 @@ internal static class DiskCopier
 
     /// <summary>
     /// Copies the given guest ranges of <paramref name="source"/> into <paramref name="target"/>; returns the digest.
-    /// Reading and hashing (in offset order) run on one thread while the previous chunks are compressed and written on
-    /// another, through a small bounded queue.
+    /// Chunks of up to 4 MiB are read, hashed, compressed and written on every core at once (the digest does not
+    /// depend on their order; the engine takes concurrent reads and writes).
     /// </summary>
     public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct)
     {
         var digest = new ClusterDigest();
         var cluster = target.GetInfo().ClusterSize;
-        var queue = new System.Collections.Concurrent.BlockingCollection<(long Offset, byte[] Buffer, int Length)>(boundedCapacity: 3);
-        var pool = new System.Collections.Concurrent.ConcurrentBag<byte[]>();
-        using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        Exception? writerError = null;
-        long done = 0;
-        var writer = Task.Run(() =>
+        var chunks = new List<(long Start, int Length)>();
+        foreach (var (start, length) in Normalize(ranges, cluster, source.Size))
         {
-            try
-            {
-                foreach (var (off, buffer, n) in queue.GetConsumingEnumerable(failed.Token))
-                {
-                    // Hash on another core while this one compresses and writes the same bytes.
-                    var hashing = Task.Run(() => digest.AddRun(off, buffer.AsSpan(0, n), cluster));
-                    var span = buffer.AsSpan(0, n);
-                    if (compress && off % cluster == 0)
-                        WriteCompressedRun(target, off, span, cluster);
-                    else
-                        target.Write(off, span);
-                    hashing.GetAwaiter().GetResult();
-                    pool.Add(buffer);
-                    done += n;
-                    progress?.Report(done);
-                }
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                writerError = ex;
-                failed.Cancel();
-            }
-        }, CancellationToken.None);
+            for (long off = start; off < start + length; off += Chunk)
+                chunks.Add((off, (int)Math.Min(Chunk, start + length - off)));
+        }
+        long done = 0;
         try
         {
-            foreach (var (start, length) in Normalize(ranges, cluster, source.Size))
+            Parallel.ForEach(chunks, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = ct }, c =>
             {
-                for (long off = start; off < start + length; off += Chunk)
+                var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(c.Length);
+                try
                 {
-                    failed.Token.ThrowIfCancellationRequested();
-                    var n = (int)Math.Min(Chunk, start + length - off);
-                    var buffer = pool.TryTake(out var b) ? b : new byte[Chunk];
-                    source.Read(off, buffer.AsSpan(0, n));
-                    queue.Add((off, buffer, n), failed.Token);
+                    var span = buffer.AsSpan(0, c.Length);
+                    source.Read(c.Start, span);
+                    digest.AddRun(c.Start, span, cluster);
+                    if (compress)
+                        WriteCompressedRun(target, c.Start, span, cluster);
+                    else
+                        target.Write(c.Start, span);
+                    progress?.Report(Interlocked.Add(ref done, c.Length));
                 }
-            }
-            queue.CompleteAdding();
-            writer.GetAwaiter().GetResult();
+                finally
+                {
+                    System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+                }
+            });
         }
-        catch (OperationCanceledException) when (writerError is not null)
+        catch (AggregateException ex) when (ex.InnerExceptions.Count > 0)
         {
-            throw writerError;
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
         }
-        finally
-        {
-            queue.CompleteAdding();
-            try { writer.Wait(CancellationToken.None); }
-            catch (AggregateException) { }
-            queue.Dispose();
-        }
-        if (writerError is not null)
-            throw writerError;
         target.Flush();
         return digest.Result();
     }

@@ -174,6 +174,7 @@ public sealed class BackupClient
         var staging = Path.Combine(VeDir(id), ".staging-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(staging);
         var created = DateTimeOffset.UtcNow;
+        var unflushed = new List<Qcow2Image>();
         try
         {
             var targets = subject.Disks.ToDictionary(d => d.Name, d => Path.Combine(staging, DiskFileName(d.Name)), StringComparer.Ordinal);
@@ -186,7 +187,7 @@ public sealed class BackupClient
             else
             {
                 consistency = "stopped: read directly";
-                digests = BackupStopped(subject, targets, parent, options.Compression, progress, cancellationToken);
+                digests = BackupStopped(subject, targets, parent, options.Compression, progress, unflushed, cancellationToken);
             }
             var newId = await newIdTask.ConfigureAwait(false);
             Phase("copied");
@@ -204,7 +205,16 @@ public sealed class BackupClient
                 SdkVersion = SdkVersion,
                 Config = subject.Config,
             };
-            await _store.WriteDocumentAsync(Path.Combine(staging, "backup.json"), meta, BackupJson.Default.BackupMetadata, cancellationToken).ConfigureAwait(false);
+            // The new files reach the disk while the metadata is written; both before the backup is published.
+            var flushing = Task.Run(() => unflushed.ForEach(t => t.Flush()), CancellationToken.None);
+            try
+            {
+                await _store.WriteDocumentAsync(Path.Combine(staging, "backup.json"), meta, BackupJson.Default.BackupMetadata, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                await flushing.ConfigureAwait(false);
+            }
             var dir = Path.Combine(VeDir(id), newId);
             Directory.Move(staging, dir); // the backup exists from here on, whole
             Phase("published");
@@ -216,6 +226,7 @@ public sealed class BackupClient
         }
         finally
         {
+            unflushed.ForEach(t => t.Dispose());
             // Never leave the id's hand-out running past the VE's lock (the next backup would read the sequence under it).
             await newIdTask.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
             if (Directory.Exists(staging))
@@ -329,7 +340,8 @@ public sealed class BackupClient
         }, new Qcow2OpenOptions { CacheMode = Qcow2CacheMode.Unsafe });
 
     /// <summary>Stopped VE: copy each disk with the managed engine, hashing while writing. Returns the digests.</summary>
-    private Dictionary<string, string> BackupStopped(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, IProgress<OperationProgress>? progress, CancellationToken ct)
+    /// <remarks>An incremental's files are left open and unflushed in <paramref name="unflushed"/>: the caller flushes them while it writes the metadata.</remarks>
+    private Dictionary<string, string> BackupStopped(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, IProgress<OperationProgress>? progress, List<Qcow2Image> unflushed, CancellationToken ct)
     {
         var digests = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var d in subject.Disks)
@@ -354,11 +366,12 @@ public sealed class BackupClient
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var source = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true });
             var ranges = source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList();
-            using var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize);
+            var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize);
+            unflushed.Add(t);
             var total = ranges.Sum(r => r.Item2);
             var opened = clock.ElapsedMilliseconds;
             digests[d.Name] = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
-                progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
+                progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct, flush: false);
             _logger.LogDebug("Backup of {Name}, disk {Disk}: {Bytes} changed bytes in {Ranges} ranges; opened in {Opened} ms, copied and flushed in {Copied} ms",
                 subject.Name, d.Name, total, ranges.Count, opened, clock.ElapsedMilliseconds - opened);
         }

@@ -21,7 +21,8 @@ internal static class DiskCopier
     /// Chunks of up to 4 MiB are read, hashed, compressed and written on every core at once (the digest does not
     /// depend on their order; the engine takes concurrent reads and writes).
     /// </summary>
-    public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct)
+    /// <remarks>With <paramref name="flush"/> false the caller flushes the target (concurrently with other work).</remarks>
+    public static string Copy(Qcow2Image source, Qcow2Image target, IEnumerable<(long Start, long Length)> ranges, bool compress, IProgress<long>? progress, CancellationToken ct, bool flush = true)
     {
         var digest = new ClusterDigest();
         var cluster = target.GetInfo().ClusterSize;
@@ -58,7 +59,8 @@ internal static class DiskCopier
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
         }
-        target.Flush();
+        if (flush)
+            target.Flush();
         return digest.Result();
     }
 

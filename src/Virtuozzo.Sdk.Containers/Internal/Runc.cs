@@ -15,6 +15,9 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
     /// <summary>runc's status of the container ("running", "paused", "stopped", "created"), or null when runc does not know it.</summary>
     public async Task<string?> StatusAsync(VeId id, CancellationToken ct)
     {
+        // runc keeps a directory per container it knows: without one there is nothing to ask (and no process to start).
+        if (host.IsLocal && !Directory.Exists(Path.Combine(StateRoot, id.ToString())))
+            return null;
         var r = await host.ExecuteBufferedAsync(Cmd("state", id.ToString()).WithValidation(CommandResultValidation.None), ct).ConfigureAwait(false);
         if (r.ExitCode != 0)
             return null;

@@ -89,7 +89,7 @@ case "$cmd" in
     setup; build
     log "running the quick start sample"
     dotnet run --project samples/QuickStart/QuickStart.csproj -c "$CONFIG" --no-build
-    log "building the test guest and running the VM sample (boot, exec through the guest tools, memory hotplug, delete)"
+    log "building the test guest and running the VM sample (boot, exec through the guest tools, memory hotplug, a live backup, delete)"
     guest=$(tests/guest/build-guest.sh | tail -n1)
     vmroot=$(mktemp -d /tmp/vzsdk-demo-vm.XXXXXX)
     dotnet run --project samples/VmSample/VmSample.csproj -c "$CONFIG" -- "$vmroot" "$guest"

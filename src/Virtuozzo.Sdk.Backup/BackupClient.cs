@@ -147,6 +147,8 @@ public sealed class BackupClient
         options ??= new BackupCreateOptions();
         if (!Enum.IsDefined(options.Compression))
             throw new ArgumentOutOfRangeException(nameof(options), options.Compression, "Unknown compression (zstd, zlib or none).");
+        if (options.GuestToolsTimeout <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(options), options.GuestToolsTimeout, "The guest tools timeout must be positive.");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         void Phase(string what) => _logger.LogDebug("Backup of {Name}: {Phase} at {Ms} ms", nameOrId, what, clock.ElapsedMilliseconds);
         var identity = await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false);
@@ -182,7 +184,7 @@ public sealed class BackupClient
             Dictionary<string, string> digests;
             if (subject.Running)
             {
-                (consistency, digests) = await BackupRunningAsync(subject, targets, parent, options.Compression, cancellationToken).ConfigureAwait(false);
+                (consistency, digests) = await BackupRunningAsync(subject, targets, parent, options, cancellationToken).ConfigureAwait(false);
             }
             else
             {
@@ -384,13 +386,14 @@ public sealed class BackupClient
     /// tools when they answer — then let the emulator or storage daemon copy while the VE runs. Each job writes to an
     /// NBD server in this process, which compresses in parallel and computes the digest as the data arrives.
     /// </summary>
-    private async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, CancellationToken ct)
+    private async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCreateOptions options, CancellationToken ct)
     {
+        var compression = options.Compression;
         var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
         var jobs = new List<(SubjectDisk Disk, string Job, string Node, Qcow2Image Target, NbdTargetServer Server)>();
         await using (qmp.ConfigureAwait(false))
         {
-            await RemoveLeftoversAsync(qmp, subject).ConfigureAwait(false);
+            await RemoveLeftoversAsync(qmp, subject, options.GuestToolsTimeout).ConfigureAwait(false);
             try
             {
                 foreach (var d in subject.Disks)
@@ -439,7 +442,7 @@ public sealed class BackupClient
                 try
                 {
                     consistency = subject.Kind == VeKind.Vm
-                        ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false)
+                        ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, options.GuestToolsTimeout, ct).ConfigureAwait(false)
                         : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
                     _logger.LogDebug("Backup of {Name}: point in time fixed in {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
                     foreach (var (_, job, _, _, _) in jobs)
@@ -490,11 +493,11 @@ public sealed class BackupClient
     /// pending bitmap in the emulator or daemon, and one killed at the instant of its freeze a frozen VE. All are
     /// undone before the next backup starts.
     /// </summary>
-    private async Task RemoveLeftoversAsync(QmpClient qmp, Subject subject)
+    private async Task RemoveLeftoversAsync(QmpClient qmp, Subject subject, TimeSpan guestToolsTimeout)
     {
         if (subject.Kind == VeKind.Vm)
         {
-            await _vms.ThawGuestIfFrozenAsync(subject.Id, subject.Name, CancellationToken.None).ConfigureAwait(false);
+            await _vms.ThawGuestIfFrozenAsync(subject.Id, subject.Name, guestToolsTimeout, CancellationToken.None).ConfigureAwait(false);
         }
         else if (File.Exists(ContainerFreezeMarker(subject.Id)))
         {
@@ -548,9 +551,9 @@ public sealed class BackupClient
             : "running: frozen (freezer) while the point in time was fixed; fsfreeze was not available";
     }
 
-    private async Task<string> TransactionWithGuestFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, CancellationToken ct)
+    private async Task<string> TransactionWithGuestFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, TimeSpan guestToolsTimeout, CancellationToken ct)
     {
-        var freeze = await _vms.TryFreezeGuestAsync(subject.Id, subject.Name, TimeSpan.FromSeconds(3), ct).ConfigureAwait(false);
+        var freeze = await _vms.TryFreezeGuestAsync(subject.Id, subject.Name, guestToolsTimeout, ct).ConfigureAwait(false);
         if (freeze is null)
         {
             await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);

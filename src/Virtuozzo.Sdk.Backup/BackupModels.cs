@@ -33,6 +33,12 @@ public sealed record BackupCreateOptions
 
     /// <summary>Compression of the stored data. Default zstd.</summary>
     public BackupCompression Compression { get; init; } = BackupCompression.Zstd;
+
+    /// <summary>
+    /// How long a running VM's guest tools get to answer before the backup goes ahead without freezing the guest's file
+    /// systems (the result then says it is crash-consistent). Default 10 s.
+    /// </summary>
+    public TimeSpan GuestToolsTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }
 
 /// <summary>One disk in a backup.</summary>

@@ -117,14 +117,14 @@ public sealed partial class VirtualMachineClient
     private string FreezeMarker(VeId id) => Path.Combine(PathsOf(id.Value).RunDirectory, "frozen-by-backup");
 
     /// <summary>Thaws the guest's file systems if a backup killed at the instant of its freeze left them frozen.</summary>
-    internal async Task ThawGuestIfFrozenAsync(VeId id, string vmName, CancellationToken ct)
+    internal async Task ThawGuestIfFrozenAsync(VeId id, string vmName, TimeSpan connectTimeout, CancellationToken ct)
     {
         if (!File.Exists(FreezeMarker(id)))
             return;
         try
         {
             using var agentLock = await AgentLockAsync(id.Value, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-            var agent = await GuestAgentClient.ConnectAsync(PathsOf(id.Value).AgentSocket, TimeSpan.FromSeconds(3), ct).ConfigureAwait(false);
+            var agent = await GuestAgentClient.ConnectAsync(PathsOf(id.Value).AgentSocket, connectTimeout, ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {
                 if (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), ct).ConfigureAwait(false))

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
@@ -37,13 +36,7 @@ public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<Contain
         for (var round = 0; round < delays.Length; round++)
         {
             var victim = (await Backups.ListAsync(name)).Select(b => b.Id).Skip(1).First(); // a middle backup with a child
-            var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { VzsdkTool.DllPath, "--data-root", fx.Root.Path, "backup", "delete", victim })
-                psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            await Task.Delay(delays[round]);
-            try { p.Kill(); } catch (InvalidOperationException) { }
-            await p.WaitForExitAsync();
+            await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delays[round]), "--data-root", fx.Root.Path, "backup", "delete", victim);
 
             foreach (var b in await Backups.ListAsync(name))
             {

@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
@@ -31,20 +30,6 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
     private async Task<string> ReadAsync(string name, string file)
         => (await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", $"cat /root/{file} 2>/dev/null || echo MISSING"] })).StandardOutput.Trim();
 
-    private static string DiskDigest(string path)
-    {
-        using var image = Qcow2Image.Open(path, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
-        using var sha = SHA256.Create();
-        var buffer = new byte[1 << 20];
-        for (long off = 0; off < image.Size; off += buffer.Length)
-        {
-            var n = (int)Math.Min(buffer.Length, image.Size - off);
-            image.Read(off, buffer.AsSpan(0, n));
-            sha.TransformBlock(buffer, 0, n, null, 0);
-        }
-        sha.TransformFinalBlock([], 0, 0);
-        return Convert.ToHexString(sha.Hash!);
-    }
 
     private string DiskOf(VeId id) => Path.Combine(fx.Root.Path, "private", id.ToString(), "root.qcow2");
 
@@ -56,7 +41,7 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
         await Containers.StartAsync(name);
         await WriteAsync(name, "a", "first");
         await Containers.StopAsync(name);
-        var digestA = DiskDigest(DiskOf(id));
+        var digestA = DiskContent.Digest(DiskOf(id));
         var full = await Backups.CreateAsync(name);
         full.Backup.Type.Should().Be(BackupType.Full);
         full.Backup.Id.Should().MatchRegex(@"^\{[0-9a-f-]{36}\}$");
@@ -65,7 +50,7 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
         await Containers.StartAsync(name);
         await WriteAsync(name, "b", "second");
         await Containers.StopAsync(name);
-        var digestB = DiskDigest(DiskOf(id));
+        var digestB = DiskContent.Digest(DiskOf(id));
         var incr = await Backups.CreateAsync(name);
         incr.Backup.Type.Should().Be(BackupType.Incremental);
         incr.Backup.ParentId.Should().Be(full.Backup.Id);
@@ -75,8 +60,8 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
 
         var restoredA = await Backups.RestoreAsync(full.Backup.Id, new BackupRestoreOptions { NewName = new VeName(name + "-ra") });
         var restoredB = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName(name + "-rb") });
-        DiskDigest(DiskOf(restoredA)).Should().Be(digestA);
-        DiskDigest(DiskOf(restoredB)).Should().Be(digestB);
+        DiskContent.Digest(DiskOf(restoredA)).Should().Be(digestA);
+        DiskContent.Digest(DiskOf(restoredB)).Should().Be(digestB);
         await Containers.StartAsync(name + "-rb");
         (await ReadAsync(name + "-rb", "a")).Should().Be("first");
         (await ReadAsync(name + "-rb", "b")).Should().Be("second");
@@ -124,7 +109,7 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
             await Containers.StartAsync(name);
             await WriteAsync(name, $"f{i}", $"v{i}");
             await Containers.StopAsync(name);
-            digests.Add(DiskDigest(DiskOf(id)));
+            digests.Add(DiskContent.Digest(DiskOf(id)));
             ids.Add((await Backups.CreateAsync(name, new BackupCreateOptions { Compression = i % 2 == 0 ? BackupCompression.Zstd : BackupCompression.Zlib })).Backup.Id);
         }
         await Backups.DeleteAsync(ids[1]);
@@ -135,7 +120,7 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
         foreach (var i in new[] { 0, 3 })
         {
             var r = await Backups.RestoreAsync(ids[i], new BackupRestoreOptions { NewName = new VeName($"{name}-r{i}") });
-            DiskDigest(DiskOf(r)).Should().Be(digests[i], $"backup {i} restores exactly its own point in time");
+            DiskContent.Digest(DiskOf(r)).Should().Be(digests[i], $"backup {i} restores exactly its own point in time");
         }
         (await Backups.VerifyAsync(name)).IsValid.Should().BeTrue();
         var next = await Backups.CreateAsync(name);

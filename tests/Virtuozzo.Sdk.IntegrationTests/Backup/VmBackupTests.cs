@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Security.Cryptography;
 using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Qemu;
@@ -36,22 +34,8 @@ public sealed class VmBackupTests : IAsyncLifetime
         image.Flush();
     }
 
-    private static string Digest(string disk)
-    {
-        using var image = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
-        using var sha = SHA256.Create();
-        var buffer = new byte[1 << 20];
-        for (long off = 0; off < image.Size; off += buffer.Length)
-        {
-            var n = (int)Math.Min(buffer.Length, image.Size - off);
-            image.Read(off, buffer.AsSpan(0, n));
-            sha.TransformBlock(buffer, 0, n, null, 0);
-        }
-        sha.TransformFinalBlock([], 0, 0);
-        return Convert.ToHexString(sha.Hash!);
-    }
 
-    private (string, string) Digests(VeId id) => (Digest(DiskOf(id, "hdd0")), Digest(DiskOf(id, "hdd1")));
+    private (string, string) Digests(VeId id) => (DiskContent.Digest(DiskOf(id, "hdd0")), DiskContent.Digest(DiskOf(id, "hdd1")));
 
     private async Task<string> ToRawAsync(string qcow2)
     {
@@ -224,13 +208,7 @@ public sealed class VmBackupTests : IAsyncLifetime
         for (var round = 0; round < delays.Length; round++)
         {
             var victim = (await Backups.ListAsync("bk4")).Select(b => b.Id).Skip(1).First(); // a middle backup with a child
-            var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { VzsdkTool.DllPath, "--data-root", _env.Root.Path, "backup", "delete", victim })
-                psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            await Task.Delay(delays[round]);
-            try { p.Kill(); } catch (InvalidOperationException) { }
-            await p.WaitForExitAsync();
+            await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delays[round]), "--data-root", _env.Root.Path, "backup", "delete", victim);
 
             foreach (var b in await Backups.ListAsync("bk4"))
             {
@@ -264,20 +242,20 @@ public sealed class VmBackupTests : IAsyncLifetime
         Fill(disk, 2 << 20, 0x53);
         var incr = await Backups.CreateAsync("bk5-c");
         incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
-        var expected = Digest(disk);
+        var expected = DiskContent.Digest(disk);
 
         // The source writes and commits into the shared base: the clone's view changes with no write to its own disk.
         Fill(DiskOf(source.Id, "hdd0"), 3 << 20, 0x54);
         await TestGuest.RunAsync("qemu-img", "commit", DiskOf(source.Id, "hdd0"));
-        Digest(disk).Should().NotBe(expected, "the clone sees its base's new data");
+        DiskContent.Digest(disk).Should().NotBe(expected, "the clone sees its base's new data");
         var after = await Backups.CreateAsync("bk5-c");
         after.Backup.Type.Should().Be(BackupType.Full, "an incremental would miss the base's change");
         after.FullReasons.Should().ContainSingle().Which.Should().Contain("below the disk");
 
         var before = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk5-r1") });
-        Digest(DiskOf(before, "hdd0")).Should().Be(expected, "a backup of a linked clone holds its base's data too");
+        DiskContent.Digest(DiskOf(before, "hdd0")).Should().Be(expected, "a backup of a linked clone holds its base's data too");
         var now = await Backups.RestoreAsync(after.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk5-r2") });
-        Digest(DiskOf(now, "hdd0")).Should().Be(Digest(disk));
+        DiskContent.Digest(DiskOf(now, "hdd0")).Should().Be(DiskContent.Digest(disk));
     }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img")]
@@ -302,16 +280,10 @@ public sealed class VmBackupTests : IAsyncLifetime
         await Vms.WaitForGuestToolsAsync("bk6", TimeSpan.FromSeconds(60));
         foreach (var delay in new[] { 300, 500, 600, 700, 800, 900, 1000, 1200, 1500 })
         {
-            var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { VzsdkTool.DllPath, "--data-root", _env.Root.Path, "backup", "create", "bk6", "--full" })
-                psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            await Task.Delay(delay);
-            try { p.Kill(); } catch (InvalidOperationException) { }
-            await p.WaitForExitAsync();
+            await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", _env.Root.Path, "backup", "create", "bk6", "--full");
             (await Vms.GetAsync("bk6")).State.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms)", delay);
         }
-        var expected = Digest(disk); // the guest does not write to this disk
+        var expected = DiskContent.Digest(disk); // the guest does not write to this disk
         var backup = await Backups.CreateAsync("bk6", new BackupCreateOptions { Full = true });
         backup.Consistency.Should().Contain("frozen through its guest tools");
         await using (var agent = await GuestAgentClient.ConnectAsync(Path.Combine(_env.Root.Path, "run", vm.Id.ToString(), "ga"), TimeSpan.FromSeconds(10), default))
@@ -320,6 +292,6 @@ public sealed class VmBackupTests : IAsyncLifetime
         incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
         (await Backups.VerifyAsync("bk6")).IsValid.Should().BeTrue();
         var restored = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk6-r") });
-        Digest(DiskOf(restored, "hdd1")).Should().Be(expected);
+        DiskContent.Digest(DiskOf(restored, "hdd1")).Should().Be(expected);
     }
 }

@@ -688,6 +688,23 @@ public sealed class BackupClient
         return result.OrderBy(b => b.CreatedAt).ToList();
     }
 
+    /// <summary>Lists backups as chains (a full backup, then the incrementals built on it), oldest chain first: of one container or VM, or all.</summary>
+    public async Task<IReadOnlyList<BackupChain>> ListChainsAsync(string? nameOrId = null, CancellationToken cancellationToken = default)
+        => Chains(await ListAsync(nameOrId, cancellationToken).ConfigureAwait(false));
+
+    internal static List<BackupChain> Chains(IReadOnlyList<BackupInfo> backups)
+    {
+        var chains = new List<BackupChain>();
+        foreach (var root in backups.Where(b => b.ParentId is null || backups.All(p => p.Id != b.ParentId)))
+        {
+            var members = new List<BackupInfo> { root };
+            for (var i = 0; i < members.Count; i++)
+                members.AddRange(backups.Where(b => b.ParentId == members[i].Id));
+            chains.Add(new BackupChain(root.VeId, members[^1].VeName, members));
+        }
+        return chains.OrderBy(c => c.Backups[0].CreatedAt).ToList();
+    }
+
     private async Task<List<BackupMetadata>> ListVeAsync(VeId id, CancellationToken ct)
     {
         var dir = VeDir(id);

@@ -65,6 +65,16 @@ public sealed record BackupInfo(string Id, BackupType Type, string? ParentId, Ve
     public long SizeBytes => Disks.Sum(d => d.StoredSize);
 }
 
+/// <summary>A chain of backups: a full backup and the incrementals that depend on it, oldest first.</summary>
+/// <param name="VeId">The VE backed up.</param>
+/// <param name="VeName">The VE's name at the newest backup of the chain.</param>
+/// <param name="Backups">The full backup first, then each incremental after its parent.</param>
+public sealed record BackupChain(VeId VeId, string VeName, IReadOnlyList<BackupInfo> Backups)
+{
+    /// <summary>Bytes the chain's files take.</summary>
+    public long SizeBytes => Backups.Sum(b => b.SizeBytes);
+}
+
 /// <summary>What <see cref="BackupClient.CreateAsync"/> did.</summary>
 /// <param name="Backup">The new backup.</param>
 /// <param name="Consistency">How the point in time was fixed.</param>

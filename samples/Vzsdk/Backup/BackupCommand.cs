@@ -64,9 +64,13 @@ internal static class BackupCommand
                 Cli.WriteJson(list.Select(ToJson).ToList());
                 return Cli.Success;
             }
+            // Text: one block per chain, the full backup first and each incremental after its parent.
             Console.Out.WriteLine($"{"ID",-42}{"TYPE",-13}{"CREATED",-22}{"SIZE",-11}VE");
-            foreach (var b in list)
-                Console.Out.WriteLine($"{b.Id,-42}{b.Type.ToString().ToLowerInvariant(),-13}{b.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-22}{new ByteSize(b.SizeBytes).ToHumanString(),-11}{b.VeName}");
+            foreach (var chain in await Client(p).ListChainsAsync(p.GetValue(name), ct))
+            {
+                foreach (var b in chain.Backups)
+                    Console.Out.WriteLine($"{b.Id,-42}{b.Type.ToString().ToLowerInvariant(),-13}{b.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-22}{new ByteSize(b.SizeBytes).ToHumanString(),-11}{b.VeName}");
+            }
             return Cli.Success;
         });
         return cmd;

@@ -83,6 +83,8 @@ public sealed class VmBackupTests : IAsyncLifetime
         var list = await Backups.ListAsync("bk1");
         list.Select(b => b.Id).Should().Equal(full.Backup.Id, third.Backup.Id);
         list[1].ParentId.Should().Be(full.Backup.Id, "the child of a deleted middle backup depends on its grandparent");
+        var chains = await Backups.ListChainsAsync("bk1");
+        chains.Should().ContainSingle().Which.Backups.Select(b => b.Id).Should().Equal(full.Backup.Id, third.Backup.Id);
         (await Backups.VerifyAsync("bk1")).IsValid.Should().BeTrue();
         foreach (var file in list.SelectMany(b => b.Disks).Select(d => d.File))
             await TestGuest.RunAsync("qemu-img", "check", file);
@@ -100,6 +102,7 @@ public sealed class VmBackupTests : IAsyncLifetime
         Digests(id).Should().Be(d1);
         var after = await Backups.CreateAsync("bk1");
         after.Backup.Type.Should().Be(BackupType.Full);
+        (await Backups.ListChainsAsync("bk1")).Select(c => c.Backups[0].Id).Should().Equal([full.Backup.Id, after.Backup.Id], "a full backup starts a new chain");
         after.FullReasons.Should().HaveCount(2).And.OnlyContain(r => r.Contains("restored from backup " + full.Backup.Id));
     }
 

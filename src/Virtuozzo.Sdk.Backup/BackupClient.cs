@@ -69,15 +69,24 @@ public sealed class BackupClient
     // What is backed up
     // ---------------------------------------------------------------------------------------------------------
 
-    private sealed record SubjectDisk(string Name, string Path, long VirtualSize, string Node)
+    /// <summary>A disk being backed up.</summary>
+    /// <param name="Name">Its name in the VE.</param>
+    /// <param name="Path">Its image file.</param>
+    /// <param name="VirtualSize">Its virtual size.</param>
+    /// <param name="Node">The block node of its format layer in the running emulator or daemon.</param>
+    /// <param name="BackingChain">The backing files below the disk (path, size, modification time), or null when it has none.</param>
+    private sealed record SubjectDisk(string Name, string Path, long VirtualSize, string Node, string? BackingChain)
     {
-        /// <summary>The backing files below the disk (path, size, modification time), or null when it has none.</summary>
-        public string? BackingChain { get; } = ChainFingerprint(Path);
+        /// <summary>Reads the disk's size (unless <paramref name="knownSize"/> gives it) and its backing chain, with one open.</summary>
+        public static SubjectDisk Read(string name, string path, string node, long? knownSize = null)
+        {
+            using var top = Qcow2Image.Open(path, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
+            return new SubjectDisk(name, path, knownSize ?? top.Size, node, ChainFingerprint(top));
+        }
     }
 
-    private static string? ChainFingerprint(string disk)
+    private static string? ChainFingerprint(Qcow2Image top)
     {
-        using var top = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
         var parts = new List<string>();
         for (var image = top; image is not null; image = image.Backing)
         {
@@ -113,7 +122,7 @@ public sealed class BackupClient
                 throw new InvalidStateException($"The VM '{view.Name}' has no disks to back up.");
             var disks = new List<SubjectDisk>();
             foreach (var d in view.Disks)
-                disks.Add(new SubjectDisk(d.Name, d.Path, view.Running ? d.SizeBytes : ProbeSize(d.Path), d.Node));
+                disks.Add(SubjectDisk.Read(d.Name, d.Path, d.Node, view.Running ? d.SizeBytes : null));
             return new Subject(id, view.Name, VeKind.Vm, view.Running, disks, new Dictionary<string, string> { ["vm.json"] = view.ConfigJson }, view.TrackingResets);
         }
         var state = await _containers.StateOfAsync(id, ct).ConfigureAwait(false);
@@ -121,15 +130,9 @@ public sealed class BackupClient
             throw new InvalidStateException($"Container {identity.Name} is mounted; unmount it before backing it up.");
         var disk = _containers.DiskPath(id);
         return new Subject(id, identity.Name, VeKind.Container, state is ContainerState.Running or ContainerState.Suspended,
-            [new SubjectDisk("root", disk, ProbeSize(disk), StorageDaemon.DiskNode)],
+            [SubjectDisk.Read("root", disk, StorageDaemon.DiskNode)],
             new Dictionary<string, string> { ["container.json"] = await File.ReadAllTextAsync(_containers.ConfigPath(id), ct).ConfigureAwait(false) },
             new Dictionary<string, string>());
-    }
-
-    private static long ProbeSize(string disk)
-    {
-        using var probe = Qcow2Image.Open(disk, new Qcow2OpenOptions { ReadOnly = true, ForceShare = true, NoBacking = true });
-        return probe.Size;
     }
 
     // ---------------------------------------------------------------------------------------------------------

@@ -41,10 +41,9 @@ internal sealed class NbdTargetServer : IAsyncDisposable
     private readonly SemaphoreSlim _inflight;
     private readonly object _sendLock = new();
     private readonly ILogger _logger;
-    private readonly CancellationTokenSource _stop = new();
     private readonly Task _serving;
     private readonly List<Task> _work = [];
-    private long[]? _written; // one bit per cluster: a second write of a cluster spoils the running digest
+    private readonly long[] _written; // one bit per cluster: a second write of a cluster spoils the running digest
     private bool _rewritten;
     private Exception? _failure;
     private Socket? _client;
@@ -327,7 +326,7 @@ internal sealed class NbdTargetServer : IAsyncDisposable
         for (var c = offset / _cluster; c * _cluster < offset + length; c++)
         {
             var mask = 1L << (int)(c % 64);
-            var old = Interlocked.Or(ref _written![c / 64], mask);
+            var old = Interlocked.Or(ref _written[c / 64], mask);
             if ((old & mask) != 0)
                 _rewritten = true;
         }
@@ -393,13 +392,11 @@ internal sealed class NbdTargetServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _stop.Cancel();
         _listener.Dispose();
         _client?.Dispose(); // a client that never hung up (a failed job) is cut off
         try { await _serving.ConfigureAwait(false); }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException) { }
         File.Delete(SocketPath);
         _inflight.Dispose();
-        _stop.Dispose();
     }
 }

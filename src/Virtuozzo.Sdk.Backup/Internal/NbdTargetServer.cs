@@ -29,7 +29,7 @@ internal sealed class NbdTargetServer : IAsyncDisposable
     private const ushort InfoExport = 0, InfoBlockSize = 3;
     private const ushort FlagHasFlags = 1 << 0, FlagSendFlush = 1 << 2, FlagSendTrim = 1 << 5, FlagSendWriteZeroes = 1 << 6;
     private const ushort CmdRead = 0, CmdWrite = 1, CmdDisc = 2, CmdFlush = 3, CmdTrim = 4, CmdWriteZeroes = 6;
-    private const uint EIO = 5, EINVAL = 22, ENOSPC = 28;
+    private const uint EIO = 5, EINVAL = 22;
     private const int MaxPayload = 32 << 20;
 
     private readonly Qcow2Image _target;
@@ -280,7 +280,9 @@ internal sealed class NbdTargetServer : IAsyncDisposable
             catch (Exception ex)
             {
                 Interlocked.CompareExchange(ref _failure, ex, null);
-                error = ex is IOException io && io.Message.Contains("space", StringComparison.OrdinalIgnoreCase) ? ENOSPC : EIO;
+                // Always EIO: QEMU stops the guest on ENOSPC from a disk (werror=enospc), and a guest write that copies
+                // old data here first (copy-before-write) would carry it; a failing backup must fail only the backup.
+                error = EIO;
                 _logger.LogWarning("NBD backup target: a write failed: {Error}", ex.Message);
             }
             finally

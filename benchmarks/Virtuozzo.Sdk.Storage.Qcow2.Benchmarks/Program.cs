@@ -3,19 +3,26 @@ using System.Globalization;
 using Virtuozzo.Sdk.Storage.Qcow2;
 
 // Usage: dotnet run -c Release -- [--size-mib N] [--data-mib N] [--vzsdk PATH] [--requests N]
-//                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops] [--flush both|end|none] [--verbose]
+//                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops] [--flush both|end|none]
+//                                  [--settle-ms N] [--verbose]
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
 // --rounds N repeats every convert N times (after one uncounted warm-up round), alternating which tool goes
 // first, and prints the median and the fastest round.
 // --flush: every convert is timed like for like, with the output flushed to disk at the end by both tools
 // (qemu-img -t writeback; the library's default FlushAtEnd; vzsdk's default) and/or without that flush
 // (qemu-img convert's default, which is -t unsafe; FlushAtEnd = false; vzsdk -t unsafe).
+// --settle-ms N: wait N ms between deleting a tool's previous output and starting the tool. By default (0)
+// each tool starts at once and writes into the memory its previous output just freed; on a VM whose freed
+// memory goes back to the host (free page reporting), a tool that starts faster is more likely to get that
+// memory before it is handed back, so start-up time decides which mode a round lands in. With a settle time
+// of a second or two every tool writes into memory the host has to fault in again: the cold-memory case.
 var argsList = args.ToList();
 int Arg(string name, int def) => argsList.IndexOf(name) is var i and >= 0 ? int.Parse(argsList[i + 1], CultureInfo.InvariantCulture) : def;
 string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList[i + 1] : null;
 long sizeMiB = Arg("--size-mib", 2048), dataMiB = Arg("--data-mib", 1024);
 int requests = Arg("--requests", 200_000);
 int rounds = Math.Max(1, Arg("--rounds", 1));
+int settleMs = Math.Max(0, Arg("--settle-ms", 0));
 string? vzsdk = SArg("--vzsdk");
 var only = SArg("--only")?.Split(',').ToHashSet() ?? ["raw", "qcow2", "zlib", "zstd", "iops"];
 bool[] flushModes = (SArg("--flush") ?? "both") switch
@@ -30,7 +37,7 @@ try
 {
     string raw = Path.Combine(dir, "src.raw");
     MakeSource(raw, sizeMiB << 20, dataMiB << 20);
-    Console.WriteLine($"source: {sizeMiB} MiB raw with {dataMiB} MiB of data (3/4 random, 1/4 text), cache hot; {rounds} round(s), medians");
+    Console.WriteLine($"source: {sizeMiB} MiB raw with {dataMiB} MiB of data (3/4 random, 1/4 text), cache hot; {rounds} round(s), medians; settle {settleMs} ms");
     Console.WriteLine($"{"operation",-28} {"qemu-img",10} {"library",10} {"ratio",7} {"vzsdk",10} {"ratio",7}");
 
     string srcQcow2 = Path.Combine(dir, "src.qcow2");
@@ -96,6 +103,8 @@ void Compare(string name, string src, string outFmt, bool compress, string type,
             // memory left free for a few seconds may go back to the host and be slow to touch again)
             Run("sync");
             File.Delete(new[] { q, l, v }[column]);
+            if (settleMs > 0)
+                Thread.Sleep(settleMs);
             var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
             double t = Time(action);
             if (argsList.Contains("--verbose") && column == 1)

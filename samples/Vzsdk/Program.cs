@@ -5,7 +5,7 @@ using Vzsdk;
 // the other command trees load the container, VM and backup assemblies, tens of milliseconds of start-up.
 // `vzsdk disk VERB …` builds only that verb.
 return await Cli.RunAsync(args, args is ["disk", .. var rest]
-    ? Cli.BuildRoot(Vzsdk.Disk.DiskCommand.Build(rest is [var verb, ..] ? verb : null))
+    ? Cli.BuildRoot(lean: !Cli.AsksForHelp(args), Vzsdk.Disk.DiskCommand.Build(rest is [var verb, ..] ? verb : null))
     : Cli.BuildRoot(
         HostCommand.Build(),
         Vzsdk.Disk.DiskCommand.Build(),

@@ -70,7 +70,7 @@ public static class Qcow2Converter
         if (options.Compress && options.OutputFormat != "qcow2")
             throw new ArgumentException("Compression needs qcow2 output.", nameof(options));
         var destFull = Path.GetFullPath(destination);
-        var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Guid.NewGuid():N}.tmp");
+        var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Random.Shared.NextInt64():x16}.tmp");
         if (File.Exists(destFull))
         {
             // like qemu-img: refuse to replace an image that another process (QEMU) has open
@@ -297,9 +297,8 @@ public static class Qcow2Converter
 
     private static void ToRaw(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
-        using var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1);
-        fs.SetLength(src.Size);
-        var handle = fs.SafeFileHandle;
+        using var handle = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        RandomAccess.SetLength(handle, src.Size);
         int chunk = ChunkSize;
         var steps = Plan(src.Map(topOnly: false), src.Size, RawZeroBlock, chunk, zeroes: false);
         var writeback = new EarlyWriteback(o.FlushAtEnd ? handle : null);
@@ -337,7 +336,10 @@ public static class Qcow2Converter
         }, src.Size, progress, ct);
         progress?.Report(new Qcow2ConvertProgress(src.Size, src.Size));
         if (o.FlushAtEnd)
+        {
+            using var fs = new FileStream(handle, FileAccess.ReadWrite, 1);
             fs.Flush(flushToDisk: true);
+        }
     }
 
     /// <summary>Passes the runs of a chunk the output stores to the observer: data clusters, and zero clusters when an output with a backing file stores them.</summary>

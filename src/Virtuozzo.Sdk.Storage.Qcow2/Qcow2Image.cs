@@ -177,8 +177,8 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
     public static bool IsQcow2(string path)
     {
         Span<byte> b = stackalloc byte[4];
-        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        return fs.Read(b) == 4 && BinaryPrimitives.ReadUInt32BigEndian(b) == Header.Magic;
+        using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return RandomAccess.Read(h, b, 0) == 4 && BinaryPrimitives.ReadUInt32BigEndian(b) == Header.Magic;
     }
 
     /// <summary>The image file's full path (null for images not backed by a file).</summary>

@@ -22,7 +22,7 @@ internal static partial class DiskCommand
         var src = new Argument<string>("SOURCE");
         var dst = new Argument<string>("DESTINATION");
         var cmd = new Command("convert", "Convert an image to another format or layout (qemu-img convert).") { fmt, outFmt, compress, o, cache, snap, backing, backingFmt, progress, force, src, dst };
-        cmd.SetAction(async (pr, ct) =>
+        cmd.SetAction((pr, ct) =>
         {
             var opts = DiskArgs.ParseOptions(pr.GetValue(o));
             var create = DiskArgs.ApplyCreateOptions(new Qcow2CreateOptions(), opts);
@@ -54,10 +54,12 @@ internal static partial class DiskCommand
             IProgress<Qcow2ConvertProgress>? p = pr.GetValue(progress) && !Console.IsErrorRedirected
                 ? new SyncProgress(v => Console.Error.Write(string.Create(CultureInfo.InvariantCulture, $"\r    ({(v.TotalBytes == 0 ? 100 : 100.0 * v.BytesDone / v.TotalBytes):0.00}/100%)")))
                 : null;
-            await Qcow2Converter.ConvertAsync(path, pr.GetValue(dst)!, options, p, ct);
+            // on this thread: the converter starts its own workers, and a thread-pool hop would only add
+            // the pool's start-up to every call
+            Qcow2Converter.Convert(path, pr.GetValue(dst)!, options, p, ct);
             if (p is not null)
                 Console.Error.WriteLine();
-            return Cli.Success;
+            return Task.FromResult(Cli.Success);
         });
         return cmd;
     }

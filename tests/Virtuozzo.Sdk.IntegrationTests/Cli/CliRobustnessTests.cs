@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Virtuozzo.Sdk.Testing;
 
 namespace Virtuozzo.Sdk.IntegrationTests.Cli;
@@ -35,5 +36,82 @@ public class CliRobustnessTests
         var r = await VzsdkTool.RunAsync(full);
         r.ExitCode.Should().BeInRange(1, 123, $"'vzsdk {string.Join(' ', args)}' fails cleanly: {r.StandardError}");
         r.StandardError.Should().StartWith("vzsdk: ").And.NotContain("   at ", "no stack trace without --verbose");
+    }
+
+    // `vzsdk disk VERB` builds a lean command tree (only that verb, no help option unless asked for): its
+    // errors must read like everyone else's, and help must still work
+    public static TheoryData<string[]> BadDiskInvocations() => new()
+    {
+        new[] { "disk", "info", "/etc" },
+        new[] { "disk", "info" },
+        new[] { "disk", "convert" },
+        new[] { "disk", "convert", "--bogus", "a", "b" },
+        new[] { "disk", "convert", "-O", "vmdk", "/no/such/a", "/tmp/b" },
+        new[] { "disk", "nosuchverb", "x" },
+        new[] { "disk", "check", "/dev/null", "extra" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadDiskInvocations))]
+    public async Task Bad_disk_verb_input_gets_a_one_line_error_too(string[] args)
+    {
+        var r = await VzsdkTool.RunAsync(args);
+        r.ExitCode.Should().BeInRange(1, 2, $"'vzsdk {string.Join(' ', args)}' fails cleanly: {r.StandardError}");
+        r.StandardError.Should().StartWith("vzsdk: ").And.NotContain("   at ", "no stack trace without --verbose");
+    }
+
+    [Theory]
+    [InlineData("disk", "convert", "--help")]
+    [InlineData("disk", "info", "-h")]
+    [InlineData("disk", "--help")]
+    public async Task Disk_verbs_still_answer_help(params string[] args)
+    {
+        var r = await VzsdkTool.RunAsync(args);
+        r.ExitCode.Should().Be(0, r.StandardError);
+        r.StandardOutput.Should().Contain("Usage:").And.Contain("vzsdk disk");
+    }
+
+    [Fact]
+    public async Task Ctrl_C_stops_a_convert_and_leaves_neither_the_output_nor_a_temporary_file()
+    {
+        using var dir = new TempDirectory();
+        var src = dir.File("src.raw");
+        using (var fs = File.Create(src))
+        {
+            // 512 MiB of random data: compressing it with zlib takes seconds
+            var rnd = new Random(7);
+            var buf = new byte[1 << 20];
+            for (int i = 0; i < 512; i++)
+            {
+                rnd.NextBytes(buf);
+                fs.Write(buf);
+            }
+        }
+        var dst = dir.File("out.qcow2");
+        // env --default-signal=INT: a test host started in the background by a non-interactive shell has
+        // SIGINT ignored, and a child would inherit that
+        var psi = new ProcessStartInfo("env") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "--default-signal=INT", "dotnet", VzsdkTool.DllPath, "disk", "convert", "-c", "-O", "qcow2", src, dst })
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        // the temporary output appears once the conversion runs
+        var until = DateTime.UtcNow.AddSeconds(60);
+        while (Directory.GetFiles(dir.Path, ".out.qcow2.*.tmp").Length == 0)
+        {
+            p.HasExited.Should().BeFalse("the convert should still be running: {0}", await Task.WhenAny(stderr, Task.Delay(1)) == stderr ? await stderr : "");
+            DateTime.UtcNow.Should().BeBefore(until, "vzsdk should start converting within a minute");
+            await Task.Delay(20);
+        }
+        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            await kill.WaitForExitAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await p.WaitForExitAsync(timeout.Token);
+        await stdout;
+        p.ExitCode.Should().Be(1, "a cancelled verb fails (CLI.md): {0}", await stderr);
+        (await stderr).Should().StartWith("vzsdk: ").And.Contain("cancel");
+        File.Exists(dst).Should().BeFalse("a cancelled convert publishes nothing");
+        Directory.GetFiles(dir.Path, "*.tmp").Should().BeEmpty("the temporary output is removed");
     }
 }

@@ -8,8 +8,8 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
 // --rounds N repeats every convert N times (after one uncounted warm-up round), alternating which tool goes
 // first, and prints the median, the fastest round, and the medians of the fast and of the slow rounds
-// (a round is slow when it took over 1.5 × the fastest round of any tool: on the reference VM the times are
-// bimodal, and which mode a round lands in is chance, not the tool).
+// (a round of a tool is slow when it took over 1.5 × that tool's fastest round: on the reference VM the times
+// are bimodal).
 // --flush: every convert is timed like for like, with the output flushed to disk at the end by both tools
 // (qemu-img -t writeback; the library's default FlushAtEnd; vzsdk's default) and/or without that flush
 // (qemu-img convert's default, which is -t unsafe; FlushAtEnd = false; vzsdk -t unsafe).
@@ -136,21 +136,23 @@ void Compare(string name, string src, string outFmt, bool compress, string type,
         double mq = times[0].Min(), ml = times[1].Min();
         string mv = vzsdk is null ? "-" : $"{times[2].Min():0.000}s", mrv = vzsdk is null ? "-" : $"{times[2].Min() / mq:0.00}";
         Console.WriteLine($"{"  (fastest round)",-28} {mq,9:0.000}s {ml,9:0.000}s {ml / mq,7:0.00} {mv,10} {mrv,7}");
-        // The times are bimodal here (see docs/performance.md, "Rounds"): a round is "slow" when it took more
-        // than 1.5 times the fastest round of any tool. Comparing each mode's median separately shows each
-        // tool's cost in that mode; the overall median mostly shows how many rounds of each tool were slow.
-        double cut = 1.5 * times.Where(t => t.Count > 0).Min(t => t.Min());
+        // The times are bimodal here (see docs/performance.md, "Rounds"): a round of a tool is "slow" when it took
+        // more than 1.5 times that tool's fastest round. The median of each mode, compared tool by tool, shows
+        // each tool's cost in that mode; the overall median mostly shows how many rounds of each landed slow.
         foreach (bool slow in new[] { false, true })
         {
-            string Cell(int c, out double? median)
+            double? ModeMedian(int c)
             {
+                if (times[c].Count == 0)
+                    return null;
+                double cut = 1.5 * times[c].Min();
                 var xs = times[c].Where(t => t > cut == slow).ToList();
-                median = xs.Count > 0 ? Median(xs) : null;
-                return times[c].Count == 0 ? "-" : median is { } m ? $"{m:0.000}s/{xs.Count}" : $"-/0";
+                return xs.Count > 0 ? Median(xs) : null;
             }
-            string cq = Cell(0, out var q0), cl = Cell(1, out var l0), cv = Cell(2, out var v0);
-            string Ratio(double? a) => a is { } x && q0 is { } y ? $"{x / y:0.00}" : "-";
-            Console.WriteLine($"{(slow ? "  (slow rounds: median/count)" : "  (fast rounds: median/count)"),-28} {cq,10} {cl,10} {Ratio(l0),7} {(vzsdk is null ? "-" : cv),10} {(vzsdk is null ? "-" : Ratio(v0)),7}");
+            string Cell(int c) => times[c].Count == 0 ? "-"
+                : $"{(ModeMedian(c) is { } m ? $"{m:0.000}s" : "-")}/{times[c].Count(t => t > 1.5 * times[c].Min() == slow)}";
+            string Ratio(int c) => ModeMedian(c) is { } x && ModeMedian(0) is { } y ? $"{x / y:0.00}" : "-";
+            Console.WriteLine($"{(slow ? "  (slow rounds: median/count)" : "  (fast rounds: median/count)"),-28} {Cell(0),10} {Cell(1),10} {Ratio(1),7} {(vzsdk is null ? "-" : Cell(2)),10} {(vzsdk is null ? "-" : Ratio(2)),7}");
         }
         if (argsList.Contains("--verbose"))
             for (int c = 0; c < 3; c++)

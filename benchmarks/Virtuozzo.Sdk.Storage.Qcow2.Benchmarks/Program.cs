@@ -14,10 +14,9 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 // (qemu-img -t writeback; the library's default FlushAtEnd; vzsdk's default) and/or without that flush
 // (qemu-img convert's default, which is -t unsafe; FlushAtEnd = false; vzsdk -t unsafe).
 // --settle-ms N: wait N ms between deleting a tool's previous output and starting the tool. By default (0)
-// each tool starts at once and writes into the memory its previous output just freed; on a VM whose freed
-// memory goes back to the host (free page reporting), a tool that starts faster is more likely to get that
-// memory before it is handed back, so start-up time decides which mode a round lands in. With a settle time
-// of a second or two every tool writes into memory the host has to fault in again: the cold-memory case.
+// each tool starts at once and may write into the memory its previous output just freed; on a VM whose freed
+// memory goes back to the host (free page reporting), a settle time of a second or two makes every tool write
+// into memory the host has to fault in again: the cold-memory case.
 var argsList = args.ToList();
 int Arg(string name, int def) => argsList.IndexOf(name) is var i and >= 0 ? int.Parse(argsList[i + 1], CultureInfo.InvariantCulture) : def;
 string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList[i + 1] : null;
@@ -141,16 +140,9 @@ void Compare(string name, string src, string outFmt, bool compress, string type,
         // each tool's cost in that mode; the overall median mostly shows how many rounds of each landed slow.
         foreach (bool slow in new[] { false, true })
         {
-            double? ModeMedian(int c)
-            {
-                if (times[c].Count == 0)
-                    return null;
-                double cut = 1.5 * times[c].Min();
-                var xs = times[c].Where(t => t > cut == slow).ToList();
-                return xs.Count > 0 ? Median(xs) : null;
-            }
-            string Cell(int c) => times[c].Count == 0 ? "-"
-                : $"{(ModeMedian(c) is { } m ? $"{m:0.000}s" : "-")}/{times[c].Count(t => t > 1.5 * times[c].Min() == slow)}";
+            var mode = times.Select(ts => ts.Where(t => t > 1.5 * ts.Min() == slow).ToList()).ToArray();
+            double? ModeMedian(int c) => mode[c].Count > 0 ? Median(mode[c]) : null;
+            string Cell(int c) => times[c].Count == 0 ? "-" : $"{(ModeMedian(c) is { } m ? $"{m:0.000}s" : "-")}/{mode[c].Count}";
             string Ratio(int c) => ModeMedian(c) is { } x && ModeMedian(0) is { } y ? $"{x / y:0.00}" : "-";
             Console.WriteLine($"{(slow ? "  (slow rounds: median/count)" : "  (fast rounds: median/count)"),-28} {Cell(0),10} {Cell(1),10} {Ratio(1),7} {(vzsdk is null ? "-" : Cell(2)),10} {(vzsdk is null ? "-" : Ratio(2)),7}");
         }

@@ -336,10 +336,7 @@ public static class Qcow2Converter
         }, src.Size, progress, ct);
         progress?.Report(new Qcow2ConvertProgress(src.Size, src.Size));
         if (o.FlushAtEnd)
-        {
-            using var fs = new FileStream(handle, FileAccess.ReadWrite, 1);
-            fs.Flush(flushToDisk: true);
-        }
+            RandomAccess.FlushToDisk(handle);
     }
 
     /// <summary>Passes the runs of a chunk the output stores to the observer: data clusters, and zero clusters when an output with a backing file stores them.</summary>

@@ -54,6 +54,15 @@ internal static partial class FileLock
             Set(fd, 200 + p, F_RDLCK);
     }
 
+    /// <summary>Releases every lock this open file description holds on the lock bytes (a no-op when it holds none).</summary>
+    public static void Release(SafeFileHandle fd)
+    {
+        if (!Supported)
+            return;
+        var lk = new Flock { Type = F_UNLCK, Whence = 0, Start = 100, Len = 200 };
+        _ = Fcntl(fd, F_OFD_SETLK, ref lk);
+    }
+
     private static int Conflict(SafeFileHandle fd, int[] perms, int[] denied)
     {
         foreach (var p in perms)

@@ -66,7 +66,15 @@ internal sealed partial class FileStorage : ImageStorage
 
     public override void SetLength(long length) => RandomAccess.SetLength(_handle, length);
 
-    public override void Dispose() => _handle.Dispose();
+    public override void Dispose()
+    {
+        // Release the image locks before closing: a child process another thread forks while the file is
+        // open shares its open file description until it execs, and the description's locks would live
+        // on in it for that moment, long enough for a QEMU started right after this to be refused.
+        if (!_handle.IsClosed)
+            FileLock.Release(_handle);
+        _handle.Dispose();
+    }
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int Fsync(SafeFileHandle fd);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Virtuozzo.Sdk.Testing;
 
 namespace Virtuozzo.Sdk.Storage.Qcow2.Tests.Interop;
@@ -57,5 +58,35 @@ public class LockingTests
         }
         using var after = Qcow2Image.Open(file);
         after.Write(0, new byte[1]);
+    }
+
+    [DllImport("libc", EntryPoint = "dup", SetLastError = true)]
+    private static extern int Dup(int fd);
+
+    [DllImport("libc", EntryPoint = "close")]
+    private static extern int Close(int fd);
+
+    [IntegrationFact("qemu-img")]
+    public void Closing_an_image_releases_its_locks_even_while_a_forked_child_still_shares_the_descriptor()
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("f.qcow2");
+        Qemu.Img("create", "-f", "qcow2", file, "1M").Ok();
+        int copy;
+        using (var img = Qcow2Image.Open(file))
+        {
+            // what a child forked by another thread holds until it execs: the same open file description
+            copy = Dup((int)img.FileHandle!.DangerousGetHandle());
+            copy.Should().BeGreaterThan(0);
+        }
+        try
+        {
+            var r = Qemu.Img("info", file);
+            r.ExitCode.Should().Be(0, "the image is closed, so QEMU must get its locks: {0}", r.StdErr);
+        }
+        finally
+        {
+            Close(copy);
+        }
     }
 }

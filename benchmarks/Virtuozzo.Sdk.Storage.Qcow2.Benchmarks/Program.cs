@@ -4,7 +4,7 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 
 // Usage: dotnet run -c Release -- [--size-mib N] [--data-mib N] [--vzsdk PATH] [--requests N]
 //                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops] [--flush both|end|none]
-//                                  [--settle-ms N] [--verbose]
+//                                  [--settle-ms N] [--verbose] [--vmstat]
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
 // --rounds N repeats every convert N times (after one uncounted warm-up round), alternating which tool goes
 // first, and prints the median, the fastest round, and the medians of the fast and of the slow rounds
@@ -17,6 +17,8 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 // each tool starts at once and may write into the memory its previous output just freed; on a VM whose freed
 // memory goes back to the host (free page reporting), a settle time of a second or two makes every tool write
 // into memory the host has to fault in again: the cold-memory case.
+// --vmstat: after every timed round, print what it cost the kernel: CPU time of this process and its children
+// (user/system), the machine's steal time, and the /proc/vmstat and free-page-reporting counters that moved.
 var argsList = args.ToList();
 int Arg(string name, int def) => argsList.IndexOf(name) is var i and >= 0 ? int.Parse(argsList[i + 1], CultureInfo.InvariantCulture) : def;
 string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList[i + 1] : null;
@@ -109,10 +111,10 @@ void Compare(string name, string src, string outFmt, bool compress, string type,
             Warm(src, src.EndsWith(".raw", StringComparison.Ordinal) ? dataMiB << 20 : long.MaxValue);
             if (settleMs > 0)
                 Thread.Sleep(settleMs);
-            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+            var before = argsList.Contains("--vmstat") ? Probe.Take() : null;
             double t = Time(action);
-            if (argsList.Contains("--verbose") && column == 1)
-                Console.WriteLine($"    library round {r}: {t:0.000}s, cpu {(Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds:0.000}s");
+            if (before is not null)
+                Console.WriteLine($"    {new[] { "qemu-img", "library", "vzsdk" }[column],-8} round {r,2}: {t:0.000}s  {Probe.Take().Since(before)}");
             if (r >= warmup)
                 times[column].Add(t);
         }
@@ -251,4 +253,46 @@ static void MakeSource(string path, long size, long data)
     var tb = System.Text.Encoding.ASCII.GetBytes(text.ToString(0, buf.Length));
     for (long off = random; off < data; off += tb.Length)
         fs.Write(tb);
+}
+
+/// <summary>Kernel counters around one timed round (--vmstat): where a slow round's time went.</summary>
+sealed class Probe
+{
+    private static readonly string[] Counters = ["pgfault", "pgmajfault", "pgalloc_normal", "pgfree", "thp_fault_alloc", "workingset_refault_file", "pgsteal_kswapd", "pgsteal_direct", "nr_free_pages", "nr_file_pages", "nr_dirty"];
+    private readonly Dictionary<string, long> _vm = [];
+    private long _userTicks, _sysTicks, _steal, _reportedKib;
+
+    public static Probe Take()
+    {
+        var p = new Probe();
+        foreach (var line in File.ReadLines("/proc/vmstat"))
+        {
+            var parts = line.Split(' ');
+            if (Array.IndexOf(Counters, parts[0]) >= 0)
+                p._vm[parts[0]] = long.Parse(parts[1], CultureInfo.InvariantCulture);
+        }
+        // /proc/self/stat fields 14-17: utime stime cutime cstime (children once reaped), in clock ticks
+        var stat = File.ReadAllText("/proc/self/stat");
+        var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        p._userTicks = long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[13], CultureInfo.InvariantCulture);
+        p._sysTicks = long.Parse(f[12], CultureInfo.InvariantCulture) + long.Parse(f[14], CultureInfo.InvariantCulture);
+        var cpu = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        p._steal = long.Parse(cpu[8], CultureInfo.InvariantCulture);
+        const string reported = "/sys/module/page_reporting/parameters/reported_kib";
+        p._reportedKib = File.Exists(reported) ? long.Parse(File.ReadAllText(reported).Trim(), CultureInfo.InvariantCulture) : 0;
+        return p;
+    }
+
+    public string Since(Probe before)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"user {(_userTicks - before._userTicks) * 10}ms sys {(_sysTicks - before._sysTicks) * 10}ms steal {(_steal - before._steal) * 10}ms reported {(_reportedKib - before._reportedKib) >> 10}MiB");
+        foreach (var (k, v) in _vm)
+        {
+            long d = v - before._vm.GetValueOrDefault(k);
+            if (d != 0)
+                sb.Append(CultureInfo.InvariantCulture, $" {k} {(k.StartsWith("nr_", StringComparison.Ordinal) ? d * 4 >> 10 : d)}{(k.StartsWith("nr_", StringComparison.Ordinal) ? "MiB" : "")}");
+        }
+        return sb.ToString();
+    }
 }

@@ -22,6 +22,26 @@ public sealed class VmBackupTests : IAsyncLifetime
 
     private BackupClient Backups => new(_env.SdkOptions);
 
+    /// <summary>For failure messages: the emulator's run state, its disks' I/O status and its block jobs.</summary>
+    private async Task<string> EmulatorReportAsync(VeId id)
+    {
+        try
+        {
+            await using var qmp = await QmpClient.ConnectAsync(Path.Combine(_env.Root.Path, "run", id.ToString(), "qmp"), TimeSpan.FromSeconds(10), default);
+            var status = await qmp.ExecuteAsync("query-status", null, TimeSpan.FromSeconds(10), default);
+            var block = await qmp.ExecuteAsync("query-block", null, TimeSpan.FromSeconds(10), default);
+            var jobs = await qmp.ExecuteAsync("query-jobs", null, TimeSpan.FromSeconds(10), default);
+            var io = string.Join(", ", block!.AsArray().Select(b => $"{b!["device"]}: {b["io-status"]}"));
+            var console = Path.Combine(_env.Root.Path, "private", id.ToString(), "console.log");
+            var tail = File.Exists(console) ? string.Join(" | ", File.ReadLines(console).TakeLast(20)) : "(no console log)";
+            return $"status {status?.ToJsonString()}; io-status {io}; jobs {jobs?.ToJsonString()}; guest console: {tail}";
+        }
+        catch (Exception ex)
+        {
+            return "(no report: " + ex.Message + ")";
+        }
+    }
+
     private string DiskOf(VeId id, string disk) => Path.Combine(_env.Root.Path, "private", id.ToString(), disk + ".qcow2");
 
     /// <summary>Writes a filled range into a stopped VM's disk through the library (which sets the bits of enabled bitmaps).</summary>
@@ -284,11 +304,12 @@ public sealed class VmBackupTests : IAsyncLifetime
         foreach (var delay in new[] { 300, 500, 600, 700, 800, 900, 1000, 1200, 1500 })
         {
             await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", _env.Root.Path, "backup", "create", "bk6", "--full");
-            (await Vms.GetAsync("bk6")).State.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms)", delay);
+            var state = (await Vms.GetAsync("bk6")).State;
+            state.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms); the emulator reports {1}", delay, state == VmState.Running ? "" : await EmulatorReportAsync(vm.Id));
         }
         var expected = DiskContent.Digest(disk); // the guest does not write to this disk
         var backup = await Backups.CreateAsync("bk6", new BackupCreateOptions { Full = true });
-        backup.Consistency.Should().Contain("frozen through its guest tools");
+        backup.Consistency.Should().Contain("frozen through its guest tools", "the guest tools answer after nine killed backups; {0}", await EmulatorReportAsync(vm.Id));
         await using (var agent = await GuestAgentClient.ConnectAsync(Path.Combine(_env.Root.Path, "run", vm.Id.ToString(), "ga"), TimeSpan.FromSeconds(10), default))
             (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), default)).Should().BeFalse();
         var incr = await Backups.CreateAsync("bk6");

@@ -423,31 +423,27 @@ public sealed class BackupClient
                         ["server"] = new JsonObject { ["type"] = "unix", ["path"] = server.SocketPath },
                         ["export"] = "",
                     }, QmpTimeout, ct).ConfigureAwait(false);
+                    if (subject.Kind == VeKind.Vm)
+                        await AddFleecingFilterAsync(qmp, subject, d, ct).ConfigureAwait(false);
                 }
                 var actions = new JsonArray();
                 foreach (var (d, job, node, _, _) in jobs)
                 {
                     actions.Add((JsonNode)new JsonObject { ["type"] = "block-dirty-bitmap-add", ["data"] = new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap, ["persistent"] = true } });
-                    var backup = new JsonObject
-                    {
-                        ["job-id"] = job,
-                        ["device"] = d.Node,
-                        ["target"] = node,
-                        ["sync"] = parent is null ? "full" : "incremental",
-                        ["auto-dismiss"] = false,
-                    };
-                    if (parent is not null)
-                        backup["bitmap"] = BitmapPrefix + parent;
-                    actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = backup });
+                    if (subject.Kind != VeKind.Vm)
+                        actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = BackupJobArguments(job, d.Node, node, parent is null ? null : BitmapPrefix + parent) });
                 }
                 string consistency;
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 try
                 {
                     consistency = subject.Kind == VeKind.Vm
-                        ? await TransactionWithGuestFrozenAsync(subject, qmp, actions, options.GuestToolsTimeout, ct).ConfigureAwait(false)
+                        ? await FixVmPointInTimeAsync(subject, qmp, actions, options.GuestToolsTimeout, ct).ConfigureAwait(false)
                         : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
                     _logger.LogDebug("Backup of {Name}: point in time fixed in {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
+                    if (subject.Kind == VeKind.Vm)
+                        foreach (var (d, job, node, _, _) in jobs)
+                            await StartFleecedBackupJobAsync(qmp, d, job, node, parent, ct).ConfigureAwait(false);
                     foreach (var (_, job, _, _, _) in jobs)
                         await WaitForJobAsync(qmp, job, ct).ConfigureAwait(false);
                     _logger.LogDebug("Backup of {Name}: jobs done at {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
@@ -463,10 +459,12 @@ public sealed class BackupClient
                 }
                 finally
                 {
-                    foreach (var (_, job, node, _, _) in jobs)
+                    foreach (var (d, job, node, _, _) in jobs)
                     {
                         await WaitForJobGoneOrConcludedAsync(qmp, job).ConfigureAwait(false);
                         await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = job }).ConfigureAwait(false);
+                        if (subject.Kind == VeKind.Vm)
+                            await RemoveFleecingAsync(qmp, subject, d).ConfigureAwait(false);
                         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = node }).ConfigureAwait(false); // the client hangs up
                     }
                 }
@@ -521,8 +519,21 @@ public sealed class BackupClient
         }
         foreach (var d in subject.Disks)
         {
+            if (subject.Kind == VeKind.Vm)
+                await RemoveFleecingAsync(qmp, subject, d).ConfigureAwait(false);
             await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = "backup-" + d.Name }).ConfigureAwait(false);
             await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
+        }
+        if (subject.Kind == VeKind.Vm && File.Exists(VmPauseMarker(subject.Id)))
+        {
+            // killed while the VM was paused for a multi-disk cut: resume it, unless something else paused it too
+            var status = await qmp.ExecuteAsync("query-status", null, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
+            if (status?["status"]?.GetValue<string>() == "paused")
+            {
+                _logger.LogWarning("VM {Name} was left paused by an interrupted backup; resuming it", subject.Name);
+                await qmp.ExecuteAsync("cont", null, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
+            }
+            File.Delete(VmPauseMarker(subject.Id));
         }
     }
 
@@ -554,19 +565,145 @@ public sealed class BackupClient
             : "running: frozen (freezer) while the point in time was fixed; fsfreeze was not available";
     }
 
-    private async Task<string> TransactionWithGuestFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, TimeSpan guestToolsTimeout, CancellationToken ct)
+    /// <summary>
+    /// Fixes a running VM's point in time: with its file systems frozen through its guest tools when they answer, one
+    /// transaction starts the change tracking of every disk, then each disk's device is switched onto its
+    /// copy-before-write filter. Without a freeze and with several disks the VM is paused for those few
+    /// milliseconds, so that the disks share one instant (a marker lets the next backup resume a VM whose backup was
+    /// killed in between).
+    /// </summary>
+    private async Task<string> FixVmPointInTimeAsync(Subject subject, QmpClient qmp, JsonArray actions, TimeSpan guestToolsTimeout, CancellationToken ct)
     {
         var freeze = await _vms.TryFreezeGuestAsync(subject.Id, subject.Name, guestToolsTimeout, ct).ConfigureAwait(false);
         if (freeze is null)
         {
-            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+            var pause = subject.Disks.Count > 1;
+            if (pause)
+            {
+                await File.WriteAllTextAsync(VmPauseMarker(subject.Id), DateTimeOffset.UtcNow.ToString("O"), ct).ConfigureAwait(false);
+                await qmp.ExecuteAsync("stop", null, QmpTimeout, ct).ConfigureAwait(false);
+            }
+            try
+            {
+                await SwitchOntoFleecingAsync(qmp, subject, actions, ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (pause)
+                {
+                    await qmp.ExecuteAsync("cont", null, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
+                    File.Delete(VmPauseMarker(subject.Id));
+                }
+            }
             return "running: crash-consistent; the guest tools did not answer, so the guest's file systems were not frozen";
         }
         await using (freeze.ConfigureAwait(false))
-            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+            await SwitchOntoFleecingAsync(qmp, subject, actions, ct).ConfigureAwait(false);
         return freeze.Count > 0
             ? $"running: the guest's file systems were frozen through its guest tools ({freeze.Count.ToString(CultureInfo.InvariantCulture)}) while the point in time was fixed"
             : "running: crash-consistent; the guest tools answered but had no file system to freeze";
+    }
+
+    private static async Task SwitchOntoFleecingAsync(QmpClient qmp, Subject subject, JsonArray actions, CancellationToken ct)
+    {
+        await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+        foreach (var d in subject.Disks)
+            await qmp.ExecuteAsync("qom-set", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive", ["value"] = CbwNode(d) }, QmpTimeout, ct).ConfigureAwait(false);
+    }
+
+    // A running VM's disk is backed up through a fleecing graph rather than a plain backup job, so that a backup
+    // that fails or is killed never fails a guest write (QEMU 7.2's backup job has no on-cbw-error; its built-in
+    // filter fails the guest's write when the target does, and the target is an NBD server in this process):
+    //   device -> cbw-hddN (copy-before-write, on-cbw-error=break-snapshot, old data to fleece-hddN, a sparse file
+    //   next to the disk) -> hddN-fmt; snap-hddN (snapshot-access over cbw-hddN) is the point-in-time view, which a
+    //   backup job copies into the NBD target. A failing target fails only that job.
+
+    private static string CbwNode(SubjectDisk d) => "cbw-" + d.Name;
+
+    private static string SnapshotNode(SubjectDisk d) => "snap-" + d.Name;
+
+    private static string FleeceNode(SubjectDisk d) => "fleece-" + d.Name;
+
+    private static string DevicePath(SubjectDisk d) => "/machine/peripheral/" + d.Name;
+
+    private string FleeceFile(Subject subject, SubjectDisk d) => Path.Combine(_vms.PrivateDirectoryOf(subject.Id), ".backup-fleece-" + d.Name);
+
+    private string VmPauseMarker(VeId id) => Path.Combine(_store.RunPath(id), "paused-by-backup");
+
+    private async Task AddFleecingFilterAsync(QmpClient qmp, Subject subject, SubjectDisk d, CancellationToken ct)
+    {
+        var file = FleeceFile(subject, d);
+        using (var h = File.OpenHandle(file, FileMode.Create, FileAccess.ReadWrite))
+            RandomAccess.SetLength(h, d.VirtualSize); // sparse: it grows only by what the guest overwrites during the backup
+        await qmp.ExecuteAsync("blockdev-add", new JsonObject { ["driver"] = "file", ["node-name"] = FleeceNode(d), ["filename"] = file }, QmpTimeout, ct).ConfigureAwait(false);
+        await qmp.ExecuteAsync("blockdev-add", new JsonObject
+        {
+            ["driver"] = "copy-before-write",
+            ["node-name"] = CbwNode(d),
+            ["file"] = d.Node,
+            ["target"] = FleeceNode(d),
+            ["on-cbw-error"] = "break-snapshot",
+        }, QmpTimeout, ct).ConfigureAwait(false);
+    }
+
+    private static JsonObject BackupJobArguments(string job, string device, string target, string? bitmap)
+    {
+        var backup = new JsonObject
+        {
+            ["job-id"] = job,
+            ["device"] = device,
+            ["target"] = target,
+            ["sync"] = bitmap is null ? "full" : "incremental",
+            ["auto-dismiss"] = false,
+        };
+        if (bitmap is not null)
+            backup["bitmap"] = bitmap;
+        return backup;
+    }
+
+    /// <summary>
+    /// Starts the job that copies the point-in-time view into the target: all of it, or (incremental) the clusters
+    /// of the parent's tracking bitmap, copied onto the view's node after the cut — a superset of what changed before
+    /// it (the bitmap kept recording), which is all an incremental needs.
+    /// </summary>
+    private static async Task StartFleecedBackupJobAsync(QmpClient qmp, SubjectDisk d, string job, string target, string? parent, CancellationToken ct)
+    {
+        await qmp.ExecuteAsync("blockdev-add", new JsonObject { ["driver"] = "snapshot-access", ["node-name"] = SnapshotNode(d), ["file"] = CbwNode(d) }, QmpTimeout, ct).ConfigureAwait(false);
+        string? bitmap = null;
+        if (parent is not null)
+        {
+            var source = (await StorageDaemon.QueryBitmapsAsync(qmp, ct, d.Node).ConfigureAwait(false)).FirstOrDefault(b => b["name"]?.GetValue<string>() == BitmapPrefix + parent)
+                ?? throw new InvalidStateException($"The change tracking of disk {d.Name} since backup {parent} disappeared from the running VM; make a full backup.");
+            bitmap = BitmapPrefix + parent;
+            await qmp.ExecuteAsync("block-dirty-bitmap-add", new JsonObject { ["node"] = SnapshotNode(d), ["name"] = bitmap, ["granularity"] = source["granularity"]!.DeepClone() }, QmpTimeout, ct).ConfigureAwait(false);
+            await qmp.ExecuteAsync("block-dirty-bitmap-merge", new JsonObject
+            {
+                ["node"] = SnapshotNode(d),
+                ["target"] = bitmap,
+                ["bitmaps"] = new JsonArray(new JsonObject { ["node"] = d.Node, ["name"] = bitmap }),
+            }, QmpTimeout, ct).ConfigureAwait(false);
+        }
+        await qmp.ExecuteAsync("blockdev-backup", BackupJobArguments(job, SnapshotNode(d), target, bitmap), QmpTimeout, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Takes a disk's fleecing graph down (idempotent): the device back onto the disk first, then the nodes and the file.</summary>
+    private async Task RemoveFleecingAsync(QmpClient qmp, Subject subject, SubjectDisk d)
+    {
+        await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = SnapshotNode(d) }).ConfigureAwait(false);
+        try
+        {
+            var drive = await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive" }, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
+            if (drive?.GetValue<string>() == CbwNode(d))
+                await qmp.ExecuteAsync("qom-set", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive", ["value"] = d.Node }, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (QmpException ex)
+        {
+            _logger.LogWarning("VM {Name}: could not move disk {Disk} off its backup filter: {Error}", subject.Name, d.Name, ex.Message);
+            return; // keep the filter (and its file): the guest's writes go through it
+        }
+        await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = CbwNode(d) }).ConfigureAwait(false);
+        await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = FleeceNode(d) }).ConfigureAwait(false);
+        File.Delete(FleeceFile(subject, d));
     }
 
     private static async Task WaitForJobAsync(QmpClient qmp, string jobId, CancellationToken ct)

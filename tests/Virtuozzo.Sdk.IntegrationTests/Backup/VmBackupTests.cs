@@ -22,6 +22,20 @@ public sealed class VmBackupTests : IAsyncLifetime
 
     private BackupClient Backups => new(_env.SdkOptions);
 
+    /// <summary>Writes <paramref name="length"/> bytes of random data at the start of a stopped VM's disk.</summary>
+    private static void FillRandom(string disk, long length)
+    {
+        using var image = Qcow2Image.Open(disk);
+        var blob = new byte[4 << 20];
+        var random = new Random(6);
+        for (long off = 0; off < length; off += blob.Length)
+        {
+            random.NextBytes(blob);
+            image.Write(off, blob);
+        }
+        image.Flush();
+    }
+
     /// <summary>For failure messages: the emulator's run state, its disks' I/O status and its block jobs.</summary>
     private async Task<string> EmulatorReportAsync(VeId id)
     {
@@ -288,17 +302,7 @@ public sealed class VmBackupTests : IAsyncLifetime
         var data = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "fs", 64, new Dictionary<string, string> { ["a.txt"] = "a\n" });
         var vm = await Vms.CreateAsync(_env.GuestVm("bk6") with { Disks = [new VmDiskOptions { SourceImagePath = data }, new VmDiskOptions { Size = ByteSize.FromMiB(256) }] });
         var disk = DiskOf(vm.Id, "hdd1");
-        using (var image = Qcow2Image.Open(disk))
-        {
-            var blob = new byte[4 << 20];
-            var random = new Random(6);
-            for (long off = 0; off < 192 << 20; off += blob.Length)
-            {
-                random.NextBytes(blob);
-                image.Write(off, blob);
-            }
-            image.Flush();
-        }
+        FillRandom(disk, 192 << 20);
         await Vms.StartAsync("bk6");
         await Vms.WaitForGuestToolsAsync("bk6", TimeSpan.FromSeconds(60));
         foreach (var delay in new[] { 300, 500, 600, 700, 800, 900, 1000, 1200, 1500 })
@@ -317,5 +321,50 @@ public sealed class VmBackupTests : IAsyncLifetime
         (await Backups.VerifyAsync("bk6")).IsValid.Should().BeTrue();
         var restored = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk6-r") });
         DiskContent.Digest(DiskOf(restored, "hdd1")).Should().Be(expected);
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img")]
+    public async Task The_guest_writes_without_an_error_while_backups_of_its_running_vm_are_killed()
+    {
+        var vm = await Vms.CreateAsync(_env.GuestVm("bk7") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(256) }] });
+        FillRandom(DiskOf(vm.Id, "hdd0"), 192 << 20); // enough data that the backups are killed while they copy
+        await Vms.StartAsync("bk7");
+        await Vms.WaitForGuestToolsAsync("bk7", TimeSpan.FromSeconds(60));
+        // The guest overwrites random 64 KiB blocks of the disk, bypassing its cache, and counts its successes and failures.
+        for (var writer = 0; writer < 4; writer++)
+            await _env.ShAsync("bk7", "(while :; do if dd if=/dev/urandom of=/dev/vda bs=64k count=1 seek=$((RANDOM % 4096)) oflag=direct conv=notrunc 2>/dev/null; then echo >> /tmp/ok; else echo >> /tmp/failed; fi; done) </dev/null >/dev/null 2>&1 &");
+        foreach (var delay in new[] { 600, 750, 900, 1050, 1200, 1400, 1600, 1800, 2100, 2500 })
+        {
+            await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", _env.Root.Path, "backup", "create", "bk7", "--full");
+            var state = (await Vms.GetAsync("bk7")).State;
+            state.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms); the emulator reports {1}", delay, state == VmState.Running ? "" : await EmulatorReportAsync(vm.Id));
+        }
+        var backup = await Backups.CreateAsync("bk7", new BackupCreateOptions { Full = true });
+        (await Backups.VerifyAsync("bk7")).IsValid.Should().BeTrue();
+        var counts = await Vms.ExecAsync("bk7", new VmExecOptions { Command = ["wc -l < /tmp/ok; cat /tmp/failed 2>/dev/null | wc -l; dmesg | grep -c 'I/O error'"], Shell = true });
+        var n = counts.StandardOutputText.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(x => int.Parse(x.Trim(), System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        n[0].Should().BeGreaterThan(20, "the guest kept writing through the backups");
+        (n[1], n[2]).Should().Be((0, 0), "no guest write failed, and the guest's kernel logged no I/O error, whatever the killed backups left behind");
+        Directory.GetFiles(Path.Combine(_env.Root.Path, "private", vm.Id.ToString()), ".backup-fleece-*").Should().BeEmpty("the last backup took down what the killed ones left");
+        backup.Backup.Disks.Should().ContainSingle();
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img")]
+    public async Task A_running_vm_without_guest_tools_is_backed_up_crash_consistent_across_its_disks_and_keeps_running()
+    {
+        var vm = await Vms.CreateAsync(_env.GuestVm("bk8", deaf: true) with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }, new VmDiskOptions { Size = ByteSize.FromMiB(64) }] });
+        FillRandom(DiskOf(vm.Id, "hdd0"), 8 << 20);
+        FillRandom(DiskOf(vm.Id, "hdd1"), 4 << 20);
+        var expected = (DiskContent.Digest(DiskOf(vm.Id, "hdd0")), DiskContent.Digest(DiskOf(vm.Id, "hdd1")));
+        await Vms.StartAsync("bk8");
+        var full = await Backups.CreateAsync("bk8", new BackupCreateOptions { GuestToolsTimeout = TimeSpan.FromSeconds(1) });
+        full.Consistency.Should().Contain("crash-consistent");
+        (await Vms.GetAsync("bk8")).State.Should().Be(VmState.Running, "the VM paused for the cut across its two disks runs again");
+        File.Exists(Path.Combine(_env.Root.Path, "run", vm.Id.ToString(), "paused-by-backup")).Should().BeFalse();
+        var incr = await Backups.CreateAsync("bk8", new BackupCreateOptions { GuestToolsTimeout = TimeSpan.FromSeconds(1) });
+        incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
+        (await Backups.VerifyAsync("bk8")).IsValid.Should().BeTrue();
+        var restored = await Backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName("bk8-r") });
+        (DiskContent.Digest(DiskOf(restored, "hdd0")), DiskContent.Digest(DiskOf(restored, "hdd1"))).Should().Be(expected, "the deaf guest does not write to its disks");
     }
 }

@@ -192,6 +192,9 @@ public sealed class BackupClient
             else
             {
                 consistency = "stopped: read directly";
+                if (subject.Kind == VeKind.Vm)
+                    foreach (var d in subject.Disks)
+                        File.Delete(FleeceFile(subject, d)); // left by a backup killed while the VM ran, then stopped
                 digests = BackupStopped(subject, targets, parent, options.Compression, progress, unflushed, cancellationToken);
             }
             var newId = await newIdTask.ConfigureAwait(false);

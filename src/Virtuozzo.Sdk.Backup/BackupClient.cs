@@ -192,9 +192,8 @@ public sealed class BackupClient
             else
             {
                 consistency = "stopped: read directly";
-                if (subject.Kind == VeKind.Vm)
-                    foreach (var d in subject.Disks)
-                        File.Delete(FleeceFile(subject, d)); // left by a backup killed while the VM ran, then stopped
+                foreach (var d in subject.Disks)
+                    File.Delete(FleeceFile(d)); // left by a backup killed while the VE ran, then stopped
                 digests = BackupStopped(subject, targets, parent, options.Compression, progress, unflushed, cancellationToken);
             }
             var newId = await newIdTask.ConfigureAwait(false);
@@ -399,7 +398,10 @@ public sealed class BackupClient
         var jobs = new List<(SubjectDisk Disk, string Job, string Node, Qcow2Image Target, NbdTargetServer Server)>();
         await using (qmp.ConfigureAwait(false))
         {
-            await RemoveLeftoversAsync(qmp, subject, options.GuestToolsTimeout).ConfigureAwait(false);
+            // Fleecing needs a node to switch: a VM's device, or the raw layer a container's storage daemon exports
+            // (daemons started by an older SDK export the disk directly and get QEMU's plain backup job).
+            var fleecing = subject.Kind == VeKind.Vm || await HasNodeAsync(qmp, StorageDaemon.ExportNode, ct).ConfigureAwait(false);
+            await RemoveLeftoversAsync(qmp, subject, fleecing, options.GuestToolsTimeout).ConfigureAwait(false);
             try
             {
                 foreach (var d in subject.Disks)
@@ -426,14 +428,14 @@ public sealed class BackupClient
                         ["server"] = new JsonObject { ["type"] = "unix", ["path"] = server.SocketPath },
                         ["export"] = "",
                     }, QmpTimeout, ct).ConfigureAwait(false);
-                    if (subject.Kind == VeKind.Vm)
-                        await AddFleecingFilterAsync(qmp, subject, d, ct).ConfigureAwait(false);
+                    if (fleecing)
+                        await AddFleecingFilterAsync(qmp, d, ct).ConfigureAwait(false);
                 }
                 var actions = new JsonArray();
                 foreach (var (d, job, node, _, _) in jobs)
                 {
                     actions.Add((JsonNode)new JsonObject { ["type"] = "block-dirty-bitmap-add", ["data"] = new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap, ["persistent"] = true } });
-                    if (subject.Kind != VeKind.Vm)
+                    if (!fleecing)
                         actions.Add((JsonNode)new JsonObject { ["type"] = "blockdev-backup", ["data"] = BackupJobArguments(job, d.Node, node, parent is null ? null : BitmapPrefix + parent) });
                 }
                 string consistency;
@@ -442,9 +444,9 @@ public sealed class BackupClient
                 {
                     consistency = subject.Kind == VeKind.Vm
                         ? await FixVmPointInTimeAsync(subject, qmp, actions, options.GuestToolsTimeout, ct).ConfigureAwait(false)
-                        : await TransactionWithContainerFrozenAsync(subject, qmp, actions, ct).ConfigureAwait(false);
+                        : await TransactionWithContainerFrozenAsync(subject, qmp, actions, fleecing, ct).ConfigureAwait(false);
                     _logger.LogDebug("Backup of {Name}: point in time fixed in {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
-                    if (subject.Kind == VeKind.Vm)
+                    if (fleecing)
                         foreach (var (d, job, node, _, _) in jobs)
                             await StartFleecedBackupJobAsync(qmp, d, job, node, parent, ct).ConfigureAwait(false);
                     foreach (var (_, job, _, _, _) in jobs)
@@ -466,7 +468,7 @@ public sealed class BackupClient
                     {
                         await WaitForJobGoneOrConcludedAsync(qmp, job).ConfigureAwait(false);
                         await TryQmpAsync(qmp, "job-dismiss", new JsonObject { ["id"] = job }).ConfigureAwait(false);
-                        if (subject.Kind == VeKind.Vm)
+                        if (fleecing)
                             await RemoveFleecingAsync(qmp, subject, d).ConfigureAwait(false);
                         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = node }).ConfigureAwait(false); // the client hangs up
                     }
@@ -497,7 +499,7 @@ public sealed class BackupClient
     /// pending bitmap in the emulator or daemon, and one killed at the instant of its freeze a frozen VE. All are
     /// undone before the next backup starts.
     /// </summary>
-    private async Task RemoveLeftoversAsync(QmpClient qmp, Subject subject, TimeSpan guestToolsTimeout)
+    private async Task RemoveLeftoversAsync(QmpClient qmp, Subject subject, bool fleecing, TimeSpan guestToolsTimeout)
     {
         if (subject.Kind == VeKind.Vm)
         {
@@ -522,7 +524,7 @@ public sealed class BackupClient
         }
         foreach (var d in subject.Disks)
         {
-            if (subject.Kind == VeKind.Vm)
+            if (fleecing)
                 await RemoveFleecingAsync(qmp, subject, d).ConfigureAwait(false);
             await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = "backup-" + d.Name }).ConfigureAwait(false);
             await TryQmpAsync(qmp, "block-dirty-bitmap-remove", new JsonObject { ["node"] = d.Node, ["name"] = PendingBitmap }).ConfigureAwait(false);
@@ -542,19 +544,30 @@ public sealed class BackupClient
 
     private string ContainerFreezeMarker(VeId id) => Path.Combine(_store.RunPath(id), "frozen-by-backup");
 
-    private async Task<string> TransactionWithContainerFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, CancellationToken ct)
+    private async Task<string> TransactionWithContainerFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, bool fleecing, CancellationToken ct)
     {
         var frozen = false;
         var cg = _containers.Cgroups.Open(subject.Id);
         var root = _store.RootPath(subject.Id);
         // Marked before freezing: if this process dies before the thaw, the next backup finds the mark and thaws.
         await File.WriteAllTextAsync(ContainerFreezeMarker(subject.Id), DateTimeOffset.UtcNow.ToString("O"), ct).ConfigureAwait(false);
+        // And a guardian child holds the thaw in the meantime: its standard input is a pipe from this process, which
+        // the kernel closes when this process dies, however it dies; on end of input the guardian thaws.
+        var (thawFile, thawValue) = cg.ThawWrite();
+        var release = new System.IO.Pipelines.Pipe();
+        var guardian = _containers.Host.ExecuteAsync(new Command("sh")
+            .WithArguments("-c", "read -r _; fsfreeze -u \"$1\" 2>/dev/null; echo \"$3\" > \"$2\" 2>/dev/null; exit 0", "sh", root, thawFile, thawValue)
+            .WithStandardInput(release.Reader.AsStream())
+            .WithValidation(CommandResultValidation.None), CancellationToken.None);
         try
         {
             await cg.FreezeAsync(ct).ConfigureAwait(false);
             var fs = await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-f", root).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
             frozen = fs.ExitCode == 0;
-            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
+            if (fleecing)
+                await SwitchOntoFleecingAsync(qmp, subject, actions, ct).ConfigureAwait(false);
+            else
+                await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
         }
         finally
         {
@@ -562,6 +575,8 @@ public sealed class BackupClient
                 await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
             cg.Thaw();
             File.Delete(ContainerFreezeMarker(subject.Id));
+            await release.Writer.CompleteAsync().ConfigureAwait(false); // the guardian's thaw is then a no-op
+            await guardian.ConfigureAwait(false);
         }
         return frozen
             ? "running: frozen (freezer and fsfreeze) while the point in time was fixed"
@@ -611,7 +626,19 @@ public sealed class BackupClient
     {
         await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, QmpTimeout, ct).ConfigureAwait(false);
         foreach (var d in subject.Disks)
-            await qmp.ExecuteAsync("qom-set", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive", ["value"] = CbwNode(d) }, QmpTimeout, ct).ConfigureAwait(false);
+            await SwitchAsync(qmp, subject, d, CbwNode(d), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Puts a disk's consumer (a VM's device, a container daemon's export layer) onto <paramref name="node"/>.</summary>
+    private static Task SwitchAsync(QmpClient qmp, Subject subject, SubjectDisk d, string node, CancellationToken ct)
+        => subject.Kind == VeKind.Vm
+            ? qmp.ExecuteAsync("qom-set", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive", ["value"] = node }, QmpTimeout, ct)
+            : qmp.ExecuteAsync("blockdev-reopen", new JsonObject { ["options"] = new JsonArray(new JsonObject { ["driver"] = "raw", ["node-name"] = StorageDaemon.ExportNode, ["file"] = node }) }, QmpTimeout, ct);
+
+    private static async Task<bool> HasNodeAsync(QmpClient qmp, string node, CancellationToken ct)
+    {
+        var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, QmpTimeout, ct).ConfigureAwait(false))!.AsArray();
+        return nodes.Any(n => n?["node-name"]?.GetValue<string>() == node);
     }
 
     // A running VM's disk is backed up through a fleecing graph rather than a plain backup job, so that a backup
@@ -629,13 +656,13 @@ public sealed class BackupClient
 
     private static string DevicePath(SubjectDisk d) => "/machine/peripheral/" + d.Name;
 
-    private string FleeceFile(Subject subject, SubjectDisk d) => Path.Combine(_vms.PrivateDirectoryOf(subject.Id), ".backup-fleece-" + d.Name);
+    private static string FleeceFile(SubjectDisk d) => Path.Combine(Path.GetDirectoryName(d.Path)!, ".backup-fleece-" + d.Name);
 
     private string VmPauseMarker(VeId id) => Path.Combine(_store.RunPath(id), "paused-by-backup");
 
-    private async Task AddFleecingFilterAsync(QmpClient qmp, Subject subject, SubjectDisk d, CancellationToken ct)
+    private static async Task AddFleecingFilterAsync(QmpClient qmp, SubjectDisk d, CancellationToken ct)
     {
-        var file = FleeceFile(subject, d);
+        var file = FleeceFile(d);
         using (var h = File.OpenHandle(file, FileMode.Create, FileAccess.ReadWrite))
             RandomAccess.SetLength(h, d.VirtualSize); // sparse: it grows only by what the guest overwrites during the backup
         await qmp.ExecuteAsync("blockdev-add", new JsonObject { ["driver"] = "file", ["node-name"] = FleeceNode(d), ["filename"] = file }, QmpTimeout, ct).ConfigureAwait(false);
@@ -693,20 +720,29 @@ public sealed class BackupClient
     private async Task RemoveFleecingAsync(QmpClient qmp, Subject subject, SubjectDisk d)
     {
         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = SnapshotNode(d) }).ConfigureAwait(false);
+        if (!await HasNodeAsync(qmp, CbwNode(d), CancellationToken.None).ConfigureAwait(false))
+        {
+            await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = FleeceNode(d) }).ConfigureAwait(false);
+            File.Delete(FleeceFile(d));
+            return;
+        }
         try
         {
-            var drive = await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive" }, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
-            if (drive?.GetValue<string>() == CbwNode(d))
-                await qmp.ExecuteAsync("qom-set", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive", ["value"] = d.Node }, QmpTimeout, CancellationToken.None).ConfigureAwait(false);
+            // A VM's device is moved back only when it is on the filter: QEMU 7.2 aborts (assertion old_bs != new_bs)
+            // on a qom-set of the drive it already has. A raw layer's reopen onto its current child is a no-op.
+            var onFilter = subject.Kind != VeKind.Vm
+                || (await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive" }, QmpTimeout, CancellationToken.None).ConfigureAwait(false))?.GetValue<string>() == CbwNode(d);
+            if (onFilter)
+                await SwitchAsync(qmp, subject, d, d.Node, CancellationToken.None).ConfigureAwait(false);
         }
         catch (QmpException ex)
         {
-            _logger.LogWarning("VM {Name}: could not move disk {Disk} off its backup filter: {Error}", subject.Name, d.Name, ex.Message);
-            return; // keep the filter (and its file): the guest's writes go through it
+            _logger.LogWarning("{Kind} {Name}: could not move disk {Disk} off its backup filter: {Error}", subject.KindName, subject.Name, d.Name, ex.Message);
+            return; // keep the filter (and its file): the VE's writes go through it
         }
         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = CbwNode(d) }).ConfigureAwait(false);
         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = FleeceNode(d) }).ConfigureAwait(false);
-        File.Delete(FleeceFile(subject, d));
+        File.Delete(FleeceFile(d));
     }
 
     private static async Task WaitForJobAsync(QmpClient qmp, string jobId, CancellationToken ct)

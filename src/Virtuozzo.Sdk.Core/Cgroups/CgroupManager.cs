@@ -329,6 +329,10 @@ internal sealed class VeCgroup
         catch (UnsupportedOnHostException) { }
     }
 
+    /// <summary>The file and the value that thaw the payload (for a process that must thaw it without this one).</summary>
+    internal (string File, string Value) ThawWrite()
+        => _manager.IsV2 ? (Path.Combine(Dir(""), "cgroup.freeze"), "0") : (Path.Combine(Dir("freezer"), "freezer.state"), "THAWED");
+
     /// <summary>True when the payload is frozen.</summary>
     public bool IsFrozen()
     {

@@ -20,6 +20,13 @@ internal sealed record StorageDaemonPaths(string DiskPath, string ExportPath, st
 internal static class StorageDaemon
 {
     public const string DiskNode = "disk0";
+
+    /// <summary>
+    /// The node the FUSE export serves: a raw layer over <see cref="DiskNode"/>, whose child a backup can switch onto
+    /// a copy-before-write filter (<c>blockdev-reopen</c>) and back. Daemons started before it existed export
+    /// <see cref="DiskNode"/> directly.
+    /// </summary>
+    public const string ExportNode = "top0";
     public const string ExportId = "export0";
 
     /// <summary>Starts the daemon; returns when the export is mounted and the monitor answers.</summary>
@@ -37,7 +44,8 @@ internal static class StorageDaemon
             "qemu-storage-daemon", "--daemonize", "--pidfile", paths.PidFile,
             "--blockdev", $"driver=file,node-name=file0,filename={EscapeOption(paths.DiskPath)}",
             "--blockdev", $"driver=qcow2,node-name={DiskNode},file=file0",
-            "--export", $"type=fuse,id={ExportId},node-name={DiskNode},mountpoint={EscapeOption(paths.ExportPath)},writable=on",
+            "--blockdev", $"driver=raw,node-name={ExportNode},file={DiskNode}",
+            "--export", $"type=fuse,id={ExportId},node-name={ExportNode},mountpoint={EscapeOption(paths.ExportPath)},writable=on",
             "--chardev", $"socket,id=mon0,path={EscapeOption(paths.QmpSocket)},server=on,wait=off",
             "--monitor", "chardev=mon0",
         ];

@@ -57,6 +57,34 @@ public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<Contain
     }
 
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task The_container_writes_without_an_error_while_backups_of_it_are_killed()
+    {
+        var name = ContainerFixture.UniqueName("bkw");
+        await Containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("1G") } });
+        await Containers.StartAsync(name);
+        var fill = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "head -c 400000000 /dev/urandom > /root/blob && sync"] });
+        fill.ExitCode.Should().Be(0, fill.StandardError); // enough data that the backups are killed while they copy
+        // The container rewrites files with fsync and counts its successes and failures.
+        for (var writer = 0; writer < 2; writer++)
+        {
+            var start = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "(while :; do if dd if=/dev/urandom of=/root/w$((RANDOM % 8)) bs=64k count=16 conv=fsync 2>/dev/null; then echo >> /root/ok; else echo >> /root/failed; fi; done) </dev/null >/dev/null 2>&1 &"] });
+            start.ExitCode.Should().Be(0, start.StandardError);
+        }
+        foreach (var delay in new[] { 500, 700, 900, 1100, 1300, 1500, 1800, 2100 })
+        {
+            await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", fx.Root.Path, "backup", "create", name, "--full");
+            (await Containers.GetAsync(name)).State.Should().Be(ContainerState.Running, "a killed backup leaves the container running (kill after {0} ms)", delay);
+        }
+        await Backups.CreateAsync(name, new BackupCreateOptions { Full = true });
+        (await Backups.VerifyAsync(name)).IsValid.Should().BeTrue();
+        var counts = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "wc -l < /root/ok; cat /root/failed 2>/dev/null | wc -l; touch /root/still-writable && echo yes"] });
+        var lines = counts.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(x => x.Trim()).ToArray();
+        int.Parse(lines[0], System.Globalization.CultureInfo.InvariantCulture).Should().BeGreaterThan(20, "the container kept writing through the backups");
+        (lines[1], lines.ElementAtOrDefault(2)).Should().Be(("0", "yes"), "no write failed and the file system stayed writable, whatever the killed backups left behind; stderr: {0}", counts.StandardError);
+        Directory.GetFiles(Path.Combine(fx.Root.Path, "private", (await Containers.GetAsync(name)).Id.ToString()), ".backup-fleece-*", SearchOption.AllDirectories).Should().BeEmpty("the last backup took down what the killed ones left");
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
     public async Task The_backup_verbs_follow_the_cli_contract()
     {
         var root = fx.Root.Path;

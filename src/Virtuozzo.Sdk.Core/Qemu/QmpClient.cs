@@ -49,8 +49,15 @@ internal sealed class QmpClient : IAsyncDisposable
     private readonly Channel<QmpEvent> _events = Channel.CreateBounded<QmpEvent>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest });
     private readonly CancellationTokenSource _closing = new();
     private readonly Task _reader;
-    private TaskCompletionSource<JsonObject>? _pending;
+    private Pending? _pending;
     private long _nextId;
+
+    // Ids are unique to this connection: QEMU's monitor belongs to the socket, not to a connection, so a reply to a
+    // command of a client that went away (killed mid-command) can arrive on the next connection; it carries that
+    // client's id and must not be taken for this one's answer.
+    private readonly string _idPrefix = Random.Shared.NextInt64().ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
+
+    private sealed record Pending(string Id, TaskCompletionSource<JsonObject> Reply);
 
     private QmpClient(Socket socket, ILogger logger)
     {
@@ -139,12 +146,12 @@ internal sealed class QmpClient : IAsyncDisposable
         await _commandGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var id = Interlocked.Increment(ref _nextId).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var id = _idPrefix + "-" + Interlocked.Increment(ref _nextId).ToString(System.Globalization.CultureInfo.InvariantCulture);
             var message = new JsonObject { ["execute"] = command, ["id"] = id };
             if (arguments is not null)
                 message["arguments"] = arguments.DeepClone();
             var tcs = new TaskCompletionSource<JsonObject>(TaskCreationOptions.RunContinuationsAsynchronously);
-            Volatile.Write(ref _pending, tcs);
+            Volatile.Write(ref _pending, new Pending(id, tcs));
             if (_reader.IsCompleted)
                 throw new QmpException($"The QMP connection is closed; cannot run '{command}'.");
             var bytes = Encoding.UTF8.GetBytes(message.ToJsonString() + "\n");
@@ -207,7 +214,12 @@ internal sealed class QmpClient : IAsyncDisposable
                 }
                 else if (msg.ContainsKey("return") || msg.ContainsKey("error"))
                 {
-                    Volatile.Read(ref _pending)?.TrySetResult(msg);
+                    var pending = Volatile.Read(ref _pending);
+                    // A reply without an id answers a request QEMU could not parse: ours, if anybody's.
+                    if (msg["id"] is not { } replyId || (replyId is JsonValue v && v.TryGetValue<string>(out var text) && text == pending?.Id))
+                        pending?.Reply.TrySetResult(msg);
+                    else
+                        _logger.LogDebug("QMP: ignoring a reply to another connection's command {Id}", replyId.ToJsonString());
                 }
             }
         }
@@ -219,7 +231,7 @@ internal sealed class QmpClient : IAsyncDisposable
             _events.Writer.TryComplete();
             var closed = new QmpException("The QMP connection closed.");
             Greeting.TrySetException(closed);
-            Volatile.Read(ref _pending)?.TrySetException(closed);
+            Volatile.Read(ref _pending)?.Reply.TrySetException(closed);
         }
     }
 

@@ -74,4 +74,49 @@ public class QmpClientTests
         var act = () => qmp.ExecuteAsync("query-version", null, TimeSpan.FromSeconds(5), CancellationToken.None);
         await act.Should().ThrowAsync<Exception>().Where(e => e is QmpException || e is IOException);
     }
+
+    [Fact]
+    public async Task A_reply_left_for_a_previous_connection_is_not_taken_for_this_ones_answer()
+    {
+        // QEMU's monitor belongs to its socket: when a client is killed mid-command, the reply can arrive on the next
+        // connection, carrying the dead client's id (ids start at 1 in every client). This monitor sends such a reply
+        // before each real one.
+        var dir = Directory.CreateTempSubdirectory("qmp-stale");
+        try
+        {
+            var path = Path.Combine(dir.FullName, "qmp");
+            using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+            listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+            listener.Listen(1);
+            var server = Task.Run(async () =>
+            {
+                using var socket = await listener.AcceptAsync();
+                await using var stream = new System.Net.Sockets.NetworkStream(socket);
+                using var reader = new StreamReader(stream);
+                await using var writer = new StreamWriter(stream) { AutoFlush = true, NewLine = "\n" };
+                await writer.WriteLineAsync("""{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}""");
+                var stale = 0;
+                while (await reader.ReadLineAsync() is { } line)
+                {
+                    var request = JsonNode.Parse(line)!;
+                    await writer.WriteLineAsync($$"""{"return": {}, "id": "{{++stale}}"}""");
+                    var result = request["execute"]!.GetValue<string>() == "query-status" ? """{"status": "running", "singlestep": false, "running": true}""" : "{}";
+                    await writer.WriteLineAsync($$"""{"return": {{result}}, "id": {{request["id"]!.ToJsonString()}}}""");
+                }
+            });
+            await using (var qmp = await QmpClient.ConnectAsync(path, TimeSpan.FromSeconds(10), CancellationToken.None))
+            {
+                for (var i = 0; i < 3; i++)
+                {
+                    var status = (await qmp.ExecuteAsync("query-status", null, TimeSpan.FromSeconds(10), CancellationToken.None))?["status"]?.GetValue<string>();
+                    status.Should().Be("running", "the answer to this connection's query-status is taken, not an older reply (round {0})", i);
+                }
+            }
+            await server.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
 }

@@ -641,12 +641,13 @@ public sealed class BackupClient
         return nodes.Any(n => n?["node-name"]?.GetValue<string>() == node);
     }
 
-    // A running VM's disk is backed up through a fleecing graph rather than a plain backup job, so that a backup
-    // that fails or is killed never fails a guest write (QEMU 7.2's backup job has no on-cbw-error; its built-in
-    // filter fails the guest's write when the target does, and the target is an NBD server in this process):
-    //   device -> cbw-hddN (copy-before-write, on-cbw-error=break-snapshot, old data to fleece-hddN, a sparse file
-    //   next to the disk) -> hddN-fmt; snap-hddN (snapshot-access over cbw-hddN) is the point-in-time view, which a
-    //   backup job copies into the NBD target. A failing target fails only that job.
+    // A running VE's disk is backed up through a fleecing graph rather than a plain backup job, so that a backup
+    // that fails or is killed never fails a write of the VE (QEMU 7.2's backup job has no on-cbw-error; its built-in
+    // filter fails the VE's write when the target does, and the target is an NBD server in this process):
+    //   consumer (a VM's device, or the raw layer a container's daemon exports) -> cbw-NAME (copy-before-write,
+    //   on-cbw-error=break-snapshot, old data to fleece-NAME, a sparse file next to the disk) -> the disk's format
+    //   node; snap-NAME (snapshot-access over cbw-NAME) is the point-in-time view, which a backup job copies into
+    //   the NBD target. A failing target fails only that job.
 
     private static string CbwNode(SubjectDisk d) => "cbw-" + d.Name;
 
@@ -703,7 +704,7 @@ public sealed class BackupClient
         if (parent is not null)
         {
             var source = (await StorageDaemon.QueryBitmapsAsync(qmp, ct, d.Node).ConfigureAwait(false)).FirstOrDefault(b => b["name"]?.GetValue<string>() == BitmapPrefix + parent)
-                ?? throw new InvalidStateException($"The change tracking of disk {d.Name} since backup {parent} disappeared from the running VM; make a full backup.");
+                ?? throw new InvalidStateException($"The change tracking of disk {d.Name} since backup {parent} disappeared from the running emulator or storage daemon; make a full backup.");
             bitmap = BitmapPrefix + parent;
             await qmp.ExecuteAsync("block-dirty-bitmap-add", new JsonObject { ["node"] = SnapshotNode(d), ["name"] = bitmap, ["granularity"] = source["granularity"]!.DeepClone() }, QmpTimeout, ct).ConfigureAwait(false);
             await qmp.ExecuteAsync("block-dirty-bitmap-merge", new JsonObject
@@ -720,27 +721,24 @@ public sealed class BackupClient
     private async Task RemoveFleecingAsync(QmpClient qmp, Subject subject, SubjectDisk d)
     {
         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = SnapshotNode(d) }).ConfigureAwait(false);
-        if (!await HasNodeAsync(qmp, CbwNode(d), CancellationToken.None).ConfigureAwait(false))
+        if (await HasNodeAsync(qmp, CbwNode(d), CancellationToken.None).ConfigureAwait(false))
         {
-            await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = FleeceNode(d) }).ConfigureAwait(false);
-            File.Delete(FleeceFile(d));
-            return;
+            try
+            {
+                // A VM's device is moved back only when it is on the filter: QEMU 7.2 aborts (assertion old_bs != new_bs)
+                // on a qom-set of the drive it already has. A raw layer's reopen onto its current child is a no-op.
+                var onFilter = subject.Kind != VeKind.Vm
+                    || (await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive" }, QmpTimeout, CancellationToken.None).ConfigureAwait(false))?.GetValue<string>() == CbwNode(d);
+                if (onFilter)
+                    await SwitchAsync(qmp, subject, d, d.Node, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (QmpException ex)
+            {
+                _logger.LogWarning("{Kind} {Name}: could not move disk {Disk} off its backup filter: {Error}", subject.KindName, subject.Name, d.Name, ex.Message);
+                return; // keep the filter (and its file): the VE's writes go through it
+            }
+            await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = CbwNode(d) }).ConfigureAwait(false);
         }
-        try
-        {
-            // A VM's device is moved back only when it is on the filter: QEMU 7.2 aborts (assertion old_bs != new_bs)
-            // on a qom-set of the drive it already has. A raw layer's reopen onto its current child is a no-op.
-            var onFilter = subject.Kind != VeKind.Vm
-                || (await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = DevicePath(d), ["property"] = "drive" }, QmpTimeout, CancellationToken.None).ConfigureAwait(false))?.GetValue<string>() == CbwNode(d);
-            if (onFilter)
-                await SwitchAsync(qmp, subject, d, d.Node, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (QmpException ex)
-        {
-            _logger.LogWarning("{Kind} {Name}: could not move disk {Disk} off its backup filter: {Error}", subject.KindName, subject.Name, d.Name, ex.Message);
-            return; // keep the filter (and its file): the VE's writes go through it
-        }
-        await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = CbwNode(d) }).ConfigureAwait(false);
         await TryQmpAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = FleeceNode(d) }).ConfigureAwait(false);
         File.Delete(FleeceFile(d));
     }

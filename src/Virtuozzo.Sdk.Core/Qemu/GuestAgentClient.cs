@@ -64,6 +64,14 @@ internal sealed class GuestAgentClient : IAsyncDisposable
     private readonly Task _reader;
     private bool _synced;
     private long _nextSyncId = Random.Shared.NextInt64(1, int.MaxValue);
+    private long _nextId;
+
+    // Sync requests are re-sent until one is answered; the answers to the others arrive later, without an id (the
+    // sync's return value is its id), and must not be taken for a command's reply.
+    private readonly HashSet<long> _sentSyncIds = [];
+
+    // Commands carry ids unique to this client; the agent echoes them, so a reply to anything else is skipped.
+    private readonly string _idPrefix = Random.Shared.NextInt64().ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
 
     private GuestAgentClient(Socket socket)
     {
@@ -145,6 +153,7 @@ internal sealed class GuestAgentClient : IAsyncDisposable
         while (true)
         {
             var id = Interlocked.Increment(ref _nextSyncId);
+            _sentSyncIds.Add(id);
             var request = new JsonObject { ["execute"] = "guest-sync-delimited", ["arguments"] = new JsonObject { ["id"] = id } };
             var bytes = Encoding.UTF8.GetBytes(request.ToJsonString() + "\n");
             var buffer = new byte[bytes.Length + 1];
@@ -199,7 +208,8 @@ internal sealed class GuestAgentClient : IAsyncDisposable
             var deadline = DateTimeOffset.UtcNow + timeout;
             if (!_synced)
                 await SyncLockedAsync(timeout, cancellationToken).ConfigureAwait(false);
-            var request = new JsonObject { ["execute"] = command };
+            var requestId = _idPrefix + "-" + (++_nextId).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var request = new JsonObject { ["execute"] = command, ["id"] = requestId };
             if (arguments is not null)
                 request["arguments"] = arguments.DeepClone();
             await WriteAsync(Encoding.UTF8.GetBytes(request.ToJsonString() + "\n"), cancellationToken).ConfigureAwait(false);
@@ -212,7 +222,7 @@ internal sealed class GuestAgentClient : IAsyncDisposable
                     _synced = false; // a late reply must not be taken for the next command's
                     throw new GuestAgentUnavailableException($"The guest agent did not answer '{command}' within {timeout.TotalSeconds:0.#} s.");
                 }
-                if (TryParse(line) is not { } msg)
+                if (TryParse(line) is not { } msg || !IsReplyTo(msg, requestId))
                     continue;
                 if (msg["error"] is JsonObject error)
                     throw new GuestAgentException(command, error["class"]?.GetValue<string>() ?? "GenericError", error["desc"]?.GetValue<string>() ?? "unknown error");
@@ -229,6 +239,14 @@ internal sealed class GuestAgentClient : IAsyncDisposable
         {
             _gate.Release();
         }
+    }
+
+    private bool IsReplyTo(JsonObject msg, string requestId)
+    {
+        if (msg["id"] is { } id)
+            return id is JsonValue v && v.TryGetValue<string>(out var text) && text == requestId;
+        // no id: an agent that does not echo ids, or the late answer to a re-sent sync
+        return !(msg["return"] is JsonValue r && r.TryGetValue<long>(out var n) && _sentSyncIds.Contains(n));
     }
 
     /// <summary>Sends a command the agent does not answer on success (<c>guest-shutdown</c>, <c>guest-suspend-*</c>).</summary>

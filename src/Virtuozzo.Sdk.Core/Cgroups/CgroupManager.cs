@@ -320,10 +320,8 @@ internal sealed class VeCgroup
     {
         try
         {
-            if (_manager.IsV2)
-                File.WriteAllText(Path.Combine(Dir(""), "cgroup.freeze"), "0");
-            else
-                File.WriteAllText(Path.Combine(Dir("freezer"), "freezer.state"), "THAWED");
+            var (file, value) = ThawWrite();
+            File.WriteAllText(file, value);
         }
         catch (IOException) { }
         catch (UnsupportedOnHostException) { }

@@ -4,7 +4,7 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 
 // Usage: dotnet run -c Release -- [--size-mib N] [--data-mib N] [--vzsdk PATH] [--requests N]
 //                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops,rawraw] [--flush both|end|none]
-//                                  [--settle-ms N] [--verbose] [--vmstat]
+//                                  [--memory hold|as-is|cold] [--settle-ms N] [--verbose] [--vmstat]
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
 // --rounds N repeats every convert N times (after one uncounted warm-up round), alternating which tool goes
 // first, and prints the median, the fastest round, and the medians of the fast and of the slow rounds
@@ -13,10 +13,19 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 // --flush: every convert is timed like for like, with the output flushed to disk at the end by both tools
 // (qemu-img -t writeback; the library's default FlushAtEnd; vzsdk's default) and/or without that flush
 // (qemu-img convert's default, which is -t unsafe; FlushAtEnd = false; vzsdk -t unsafe).
-// --settle-ms N: wait N ms between deleting a tool's previous output and starting the tool. By default (0)
-// each tool starts at once and may write into the memory its previous output just freed; on a VM whose freed
-// memory goes back to the host (free page reporting), a settle time of a second or two makes every tool write
-// into memory the host has to fault in again: the cold-memory case.
+// --memory: the state of the memory each convert writes its output into. Before a round, each tool's previous
+// output is deleted, which frees about 1 GiB of page cache; the tool then writes its new output into free memory.
+// On a VM with free page reporting (the reference VM: /sys/module/page_reporting), freed memory goes back to the
+// host within milliseconds and is slow to touch again, so whether a round is fast or slow is a race between the
+// tool's start and the reporting: a tool that starts 30 ms later loses it more often (docs/performance.md,
+// "Memory regimes").
+//   hold (default): while the benchmark runs, freed memory stays in the guest for a minute (page_reporting's
+//     min_free_ms, restored at the end), so every round of every tool writes into warm memory. Without that
+//     knob, hold is as-is.
+//   as-is: the machine as it is: the race above.
+//   cold: wait 3 s between deleting the previous output and starting the tool, so that every round of every
+//     tool writes into memory the host has to fault in again.
+// --settle-ms N: wait N ms between deleting a tool's previous output and starting the tool (cold: 3000).
 // --vmstat: after every timed round, print what it cost the kernel: CPU time of this process and its children
 // (user/system), the machine's steal time, and the /proc/vmstat and free-page-reporting counters that moved.
 var argsList = args.ToList();
@@ -25,7 +34,10 @@ string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList
 long sizeMiB = Arg("--size-mib", 2048), dataMiB = Arg("--data-mib", 1024);
 int requests = Arg("--requests", 200_000);
 int rounds = Math.Max(1, Arg("--rounds", 1));
-int settleMs = Math.Max(0, Arg("--settle-ms", 0));
+string memory = SArg("--memory") ?? "hold";
+if (memory is not ("hold" or "as-is" or "cold"))
+    throw new ArgumentException($"--memory must be hold, as-is or cold, not '{memory}'");
+int settleMs = Math.Max(0, Arg("--settle-ms", memory == "cold" ? 3000 : 0));
 string? vzsdk = SArg("--vzsdk");
 var only = SArg("--only")?.Split(',').ToHashSet() ?? ["raw", "qcow2", "zlib", "zstd", "iops"];
 bool[] flushModes = (SArg("--flush") ?? "both") switch
@@ -36,6 +48,8 @@ bool[] flushModes = (SArg("--flush") ?? "both") switch
 };
 
 var dir = Directory.CreateTempSubdirectory("qcow2-bench").FullName;
+using var hold = memory == "hold" ? FreedMemoryHold.Start() : null;
+Console.WriteLine($"memory: {memory}{(memory == "hold" ? hold is null ? " (no free page reporting knob here: as-is)" : " (free page reporting's min_free_ms " + hold.Previous + " -> " + FreedMemoryHold.HoldMs + " for this run)" : "")}");
 try
 {
     string raw = Path.Combine(dir, "src.raw");
@@ -257,10 +271,67 @@ static void MakeSource(string path, long size, long data)
         fs.Write(tb);
 }
 
+/// <summary>
+/// Keeps freed memory in the guest while the benchmark runs (--memory hold), through the reference VM's free page
+/// reporting knob, and puts the previous value back when disposed or when the process is interrupted.
+/// </summary>
+sealed class FreedMemoryHold : IDisposable
+{
+    public const int HoldMs = 60_000; // the knob's maximum is about 100 s; a round takes seconds
+    private const string Knob = "/sys/module/page_reporting/parameters/min_free_ms";
+    private readonly List<System.Runtime.InteropServices.PosixSignalRegistration> _signals = [];
+    private int _restored;
+
+    public string Previous { get; }
+
+    private FreedMemoryHold(string previous) => Previous = previous;
+
+    /// <summary>Null when this machine has no such knob or it cannot be written (not root).</summary>
+    public static FreedMemoryHold? Start()
+    {
+        string previous;
+        try
+        {
+            previous = File.ReadAllText(Knob).Trim();
+            Write(HoldMs.ToString(CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"memory hold unavailable: {e.Message}");
+            return null;
+        }
+        var hold = new FreedMemoryHold(previous);
+        foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGINT, System.Runtime.InteropServices.PosixSignal.SIGTERM })
+            hold._signals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, _ => hold.Restore()));
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => hold.Restore();
+        return hold;
+    }
+
+    private void Restore()
+    {
+        if (Interlocked.Exchange(ref _restored, 1) == 0)
+            Write(Previous);
+    }
+
+    // a sysfs attribute: written in place, without File.WriteAllText's truncation
+    private static void Write(string value)
+    {
+        using var f = new FileStream(Knob, FileMode.Open, FileAccess.Write);
+        f.Write(System.Text.Encoding.ASCII.GetBytes(value));
+    }
+
+    public void Dispose()
+    {
+        Restore();
+        foreach (var s in _signals)
+            s.Dispose();
+    }
+}
+
 /// <summary>Kernel counters around one timed round (--vmstat): where a slow round's time went.</summary>
 sealed class Probe
 {
-    private static readonly string[] Counters = ["pgfault", "pgmajfault", "pgalloc_normal", "pgfree", "thp_fault_alloc", "workingset_refault_file", "pgsteal_kswapd", "pgsteal_direct", "nr_free_pages", "nr_file_pages", "nr_dirty"];
+    private static readonly string[] Counters = ["pgfault", "pgmajfault", "pgalloc_normal", "pgfree", "thp_fault_alloc", "workingset_refault_file", "pgsteal_kswapd", "pgsteal_direct", "nr_free_pages", "nr_free_pages_blocks", "nr_file_pages", "nr_dirty"];
     private readonly Dictionary<string, long> _vm = [];
     private long _userTicks, _sysTicks, _steal, _reportedKib;
 

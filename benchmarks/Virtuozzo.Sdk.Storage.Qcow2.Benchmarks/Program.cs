@@ -6,8 +6,9 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 //                                  [--rounds N] [--only raw,qcow2,zlib,zstd,iops,rawraw] [--flush both|end|none]
 //                                  [--memory hold|as-is|cold] [--settle-ms N] [--verbose] [--vmstat]
 // Defaults follow issue 3: a 2 GiB image holding 1 GiB of data (768 MiB random + 256 MiB text).
-// --rounds N repeats every convert N times (after one uncounted warm-up round), alternating which tool goes
-// first, and prints the median, the fastest round, and the medians of the fast and of the slow rounds
+// --rounds N repeats every convert N times (after one uncounted warm-up round; default 9 for plain converts,
+// which take a fraction of a second, and 1 for compressed ones, which take up to half a minute), alternating
+// which tool goes first, and prints the median, the fastest round, and the medians of the fast and of the slow rounds
 // (a round of a tool is slow when it took over 1.5 × that tool's fastest round: on the reference VM the times
 // are bimodal).
 // --flush: every convert is timed like for like, with the output flushed to disk at the end by both tools
@@ -33,12 +34,14 @@ int Arg(string name, int def) => argsList.IndexOf(name) is var i and >= 0 ? int.
 string? SArg(string name) => argsList.IndexOf(name) is var i and >= 0 ? argsList[i + 1] : null;
 long sizeMiB = Arg("--size-mib", 2048), dataMiB = Arg("--data-mib", 1024);
 int requests = Arg("--requests", 200_000);
-int rounds = Math.Max(1, Arg("--rounds", 1));
+int roundsArg = Arg("--rounds", 0);
+int Rounds(bool compress) => roundsArg > 0 ? roundsArg : compress ? 1 : 9;
 string memory = SArg("--memory") ?? "hold";
 if (memory is not ("hold" or "as-is" or "cold"))
     throw new ArgumentException($"--memory must be hold, as-is or cold, not '{memory}'");
 int settleMs = Math.Max(0, Arg("--settle-ms", memory == "cold" ? 3000 : 0));
-string? vzsdk = SArg("--vzsdk");
+// without --vzsdk, the tool `./build.sh build` publishes, when run from the repository root (as build.sh does)
+string? vzsdk = SArg("--vzsdk") ?? (File.Exists("artifacts/vzsdk/vzsdk") ? Path.GetFullPath("artifacts/vzsdk/vzsdk") : null);
 var only = SArg("--only")?.Split(',').ToHashSet() ?? ["raw", "qcow2", "zlib", "zstd", "iops"];
 bool[] flushModes = (SArg("--flush") ?? "both") switch
 {
@@ -54,7 +57,7 @@ try
 {
     string raw = Path.Combine(dir, "src.raw");
     MakeSource(raw, sizeMiB << 20, dataMiB << 20);
-    Console.WriteLine($"source: {sizeMiB} MiB raw with {dataMiB} MiB of data (3/4 random, 1/4 text), cache hot; {rounds} round(s), medians; settle {settleMs} ms");
+    Console.WriteLine($"source: {sizeMiB} MiB raw with {dataMiB} MiB of data (3/4 random, 1/4 text), cache hot; {(roundsArg > 0 ? $"{roundsArg} round(s)" : "9 rounds of plain converts, 1 of compressed ones")}, medians; settle {settleMs} ms");
     Console.WriteLine($"{"operation",-28} {"qemu-img",10} {"library",10} {"ratio",7} {"vzsdk",10} {"ratio",7}");
 
     string srcQcow2 = Path.Combine(dir, "src.qcow2");
@@ -108,6 +111,7 @@ void Compare(string name, string src, string outFmt, bool compress, string type,
     if (vzsdk is not null)
         steps.Add((2, () => Run(vzsdk, [.. va])));
     var times = new List<double>[] { [], [], [] };
+    int rounds = Rounds(compress);
     // with several rounds, a first round warms up and is not counted
     int warmup = rounds > 1 ? 1 : 0;
     for (int r = 0; r < rounds + warmup; r++)

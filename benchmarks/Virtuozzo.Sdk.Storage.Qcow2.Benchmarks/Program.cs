@@ -24,8 +24,9 @@ using Virtuozzo.Sdk.Storage.Qcow2;
 //     min_free_ms, restored at the end), so every round of every tool writes into warm memory. Without that
 //     knob, hold is as-is.
 //   as-is: the machine as it is: the race above.
-//   cold: wait 3 s between deleting the previous output and starting the tool, so that every round of every
-//     tool writes into memory the host has to fault in again.
+//   cold: wait 3 s between deleting the previous output and starting the tool, meant to make every round of
+//     every tool write into memory the host has to fault in again (it does not reliably: the kernel still
+//     hands some processes warm pages, see docs/performance.md).
 // --settle-ms N: wait N ms between deleting a tool's previous output and starting the tool (cold: 3000).
 // --vmstat: after every timed round, print what it cost the kernel: CPU time of this process and its children
 // (user/system), the machine's steal time, and the /proc/vmstat and free-page-reporting counters that moved.
@@ -52,7 +53,10 @@ bool[] flushModes = (SArg("--flush") ?? "both") switch
 
 var dir = Directory.CreateTempSubdirectory("qcow2-bench").FullName;
 using var hold = memory == "hold" ? FreedMemoryHold.Start() : null;
-Console.WriteLine($"memory: {memory}{(memory == "hold" ? hold is null ? " (no free page reporting knob here: as-is)" : " (free page reporting's min_free_ms " + hold.Previous + " -> " + FreedMemoryHold.HoldMs + " for this run)" : "")}");
+string holdNote = memory != "hold" ? ""
+    : hold is null ? " (no free page reporting knob here: as-is)"
+    : $" (free page reporting's min_free_ms {hold.Previous} -> {FreedMemoryHold.HoldMs} for this run)";
+Console.WriteLine($"memory: {memory}{holdNote}");
 try
 {
     string raw = Path.Combine(dir, "src.raw");

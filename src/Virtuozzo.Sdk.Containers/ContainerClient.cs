@@ -320,10 +320,27 @@ public sealed class ContainerClient
             ? Task.FromResult(device)
             : throw new InvalidStateException($"Nothing is mounted at {mountPoint}.");
 
+    /// <summary>Thaws the container's root file system if it is frozen (<c>fsfreeze -f</c>); does nothing when it is not mounted or not frozen.</summary>
+    private async Task ThawRootAsync(VeId id)
+    {
+        var root = _store.RootPath(id);
+        if (!StorageDaemon.IsMounted(root))
+            return;
+        try
+        {
+            await _host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (ToolNotFoundException)
+        {
+            // without util-linux's fsfreeze nothing here froze it
+        }
+    }
+
     /// <summary>Removes everything a running (or crashed) container holds: the runtime, the mount, the disk daemon, network, cgroups and its guarantee.</summary>
     private async Task TeardownAsync(VeId id, CancellationToken ct)
     {
         await _runc.DeleteAsync(id, ct).ConfigureAwait(false);
+        await ThawRootAsync(id).ConfigureAwait(false);
         var root = _store.RootPath(id);
         for (var i = 0; i < 20 && StorageDaemon.IsMounted(root); i++)
         {
@@ -382,6 +399,9 @@ public sealed class ContainerClient
             await _runc.ResumeAsync(id, ct).ConfigureAwait(false);
         if (status is "running" or "paused" or "created")
         {
+            // a root left frozen (fsfreeze) by a backup that died with its guardian would keep every process that
+            // writes to it in uninterruptible sleep: no signal would stop them and the unmount would fail
+            await ThawRootAsync(id).ConfigureAwait(false);
             if (!options.Kill)
             {
                 await _runc.KillAsync(id, config.StopSignal, all: false, ct).ConfigureAwait(false);

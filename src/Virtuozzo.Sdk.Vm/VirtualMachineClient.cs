@@ -602,6 +602,9 @@ public sealed partial class VirtualMachineClient
                 var state = await QueryStateAsync(s, ct).ConfigureAwait(false);
                 if (state == VmState.Paused)
                     await QmpAsync(s, "cont", null, ct).ConfigureAwait(false);
+                // A guest left frozen by a backup that died refuses guest-shutdown, and its own shutdown would hang
+                // writing to the frozen file systems until it is killed: thaw it first (only when the marker says so).
+                await ThawGuestIfFrozenAsync(s.Id, s.Config.Name, TimeSpan.FromSeconds(2), ct).ConfigureAwait(false);
                 method = await RequestPowerOffAsync(s, ct).ConfigureAwait(false);
                 var acpiAt = method == VmStopMethod.GuestTools ? DateTimeOffset.UtcNow + TimeSpan.FromTicks(Math.Min(timeout.Ticks / 2, TimeSpan.FromSeconds(15).Ticks)) : DateTimeOffset.MaxValue;
                 while (IsAlive(rt) && DateTimeOffset.UtcNow < deadline)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Testing;
 using Virtuozzo.Sdk.Vm;
 
@@ -37,6 +38,29 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         Directory.Exists(RunDir(vm)).Should().BeFalse();
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
         (await Client.StopAsync("polite")).Should().Be(VmStopMethod.AlreadyStopped);
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "mkfs.ext4")]
+    public async Task A_guest_left_frozen_by_a_dead_backup_is_thawed_and_shut_down_through_its_guest_tools_not_killed()
+    {
+        var data = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "data", 64, new Dictionary<string, string> { ["one.txt"] = "one\n" });
+        var vm = await Client.CreateAsync(_env.GuestVm("leftfrozen") with { Disks = [new VmDiskOptions { SourceImagePath = data }] });
+        await Client.StartAsync("leftfrozen");
+        await Client.WaitForGuestToolsAsync("leftfrozen", TimeSpan.FromSeconds(60));
+        await _env.ShAsync("leftfrozen", "grep -q ' /mnt/data ext4 ' /proc/mounts");
+
+        // What a backup killed between its freeze and its thaw leaves: its marker, and the guest's file systems frozen.
+        File.WriteAllText(Path.Combine(RunDir(vm), "frozen-by-backup"), DateTimeOffset.UtcNow.ToString("O"));
+        await using (var agent = await GuestAgentClient.ConnectAsync(Path.Combine(RunDir(vm), "ga"), TimeSpan.FromSeconds(10), default))
+        {
+            (await agent.FreezeFileSystemsAsync(TimeSpan.FromSeconds(30), default)).Should().BeGreaterThanOrEqualTo(1);
+            (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), default)).Should().BeTrue();
+        }
+
+        var method = await Client.StopAsync("leftfrozen", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
+        method.Should().Be(VmStopMethod.GuestTools, "the stop thawed the guest, whose tools then shut it down cleanly");
+        (await Client.GetAsync("leftfrozen")).State.Should().Be(VmState.Stopped);
+        (await Client.GetBackupViewAsync(vm.Id, default))!.TrackingResets.Should().BeEmpty("a clean shutdown keeps change tracking; a kill would have reset it");
     }
 
     [IntegrationFact("qemu-system-x86_64")]

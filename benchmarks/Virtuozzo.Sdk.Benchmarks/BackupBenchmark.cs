@@ -23,12 +23,13 @@ internal static class BackupBenchmark
         var rounds = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
         var root = Path.Combine(Path.GetTempPath(), $"vzsdk-bench-bk-{Guid.NewGuid():N}");
         var options = new VirtuozzoSdkOptions { DataRoot = root, LockTimeout = TimeSpan.FromMinutes(10) };
-        var containers = new ContainerClient(options);
         // VZSDK_BENCH_VERBOSE=1 prints the backup client's debug log (the phases of each backup) to standard error.
         var loggers = Environment.GetEnvironmentVariable("VZSDK_BENCH_VERBOSE") == "1"
             ? Microsoft.Extensions.Logging.LoggerFactory.Create(b => Microsoft.Extensions.Logging.ConsoleLoggerExtensions.AddConsole(b, o => o.LogToStandardErrorThreshold = Microsoft.Extensions.Logging.LogLevel.Trace).SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Debug))
             : null;
-        var backups = new BackupClient(options, null, loggers);
+        var runtime = VirtuozzoRuntime.CreateLocal(options, loggers);
+        var containers = new ContainerClient(runtime);
+        var backups = new BackupClient(runtime);
         var host = new LocalHost();
         try
         {
@@ -86,9 +87,9 @@ internal static class BackupBenchmark
             // writes to the SDK's NBD target while the container runs.
             var running = await containers.CreateAsync(new ContainerCreateOptions { Name = new VeName("bench-bk-run"), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("2G") } });
             await containers.StartAsync("bench-bk-run");
-            var gen = await containers.ExecAsync("bench-bk-run", new ContainerExecOptions
+            var gen = await containers.ExecAsync("bench-bk-run", new VeExecOptions
             {
-                Arguments = ["sh", "-c", "head -c 805306368 /dev/urandom > /root/random && yes 'line: the quick brown fox jumps over the lazy dog 12345' | head -c 268435456 > /root/text && sync"],
+                Command = ["sh", "-c", "head -c 805306368 /dev/urandom > /root/random && yes 'line: the quick brown fox jumps over the lazy dog 12345' | head -c 268435456 > /root/text && sync"],
                 Timeout = TimeSpan.FromMinutes(10),
             });
             if (gen.ExitCode != 0)

@@ -22,9 +22,9 @@ internal static class ContainerBenchmark
         var running = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 50;
         var root = Path.Combine(Path.GetTempPath(), $"vzsdk-bench-{Guid.NewGuid():N}");
         var options = new VirtuozzoSdkOptions { DataRoot = root, LockTimeout = TimeSpan.FromMinutes(5) };
-        var client = new ContainerClient(options);
+        var client = new ContainerClient(VirtuozzoRuntime.CreateLocal(options));
         var host = new LocalHost();
-        var small = new ContainerResources { MemSize = ByteSize.Parse("128M"), DiskSpace = ByteSize.Parse("128M") };
+        var small = new ContainerResources { MemorySize = ByteSize.Parse("128M"), DiskSpace = ByteSize.Parse("128M") };
         try
         {
             await client.ListTemplatesAsync(); // builds the busybox template outside the timings

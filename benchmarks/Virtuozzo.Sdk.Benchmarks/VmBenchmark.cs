@@ -44,10 +44,10 @@ internal static class VmBenchmark
         var host = new LocalHost();
         var guest = await GuestDirectoryAsync(host);
         var root = Path.Combine(Path.GetTempPath(), $"vzsdk-vmbench-{Guid.NewGuid():N}");
-        var client = new VirtualMachineClient(new VirtuozzoSdkOptions { DataRoot = root, LockTimeout = TimeSpan.FromMinutes(5) });
-        var guestVm = new CreateVmOptions
+        var client = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = root, LockTimeout = TimeSpan.FromMinutes(5) }));
+        var guestVm = new VmCreateOptions
         {
-            Name = "bench",
+            Name = new VeName("bench"),
             MemorySize = ByteSize.FromGiB(1),
             MemoryHotplug = true,
             MaxMemory = ByteSize.FromGiB(2),
@@ -102,8 +102,8 @@ internal static class VmBenchmark
             var seen = new List<double>();
             async Task<long> MemTotalKiB()
             {
-                var r = await client.ExecAsync("bench", new VmExecOptions { Command = ["/bin/cat", "/proc/meminfo"] });
-                return long.Parse(Regex.Match(r.StandardOutputText, @"MemTotal:\s+(\d+) kB").Groups[1].Value, CultureInfo.InvariantCulture);
+                var r = await client.ExecAsync("bench", new VeExecOptions { Command = ["/bin/cat", "/proc/meminfo"] });
+                return long.Parse(Regex.Match(r.StandardOutput, @"MemTotal:\s+(\d+) kB").Groups[1].Value, CultureInfo.InvariantCulture);
             }
             var size = ByteSize.GiB;
             for (var i = 0; i < 8 && size + 128 * ByteSize.MiB <= 2 * ByteSize.GiB; i++)
@@ -111,7 +111,7 @@ internal static class VmBenchmark
                 var before = await MemTotalKiB();
                 size += 128 * ByteSize.MiB;
                 var sw = Stopwatch.StartNew();
-                await client.SetAsync("bench", new SetVmOptions { MemorySize = ByteSize.FromBytes(size) });
+                await client.SetAsync("bench", new VmSetOptions { MemorySize = ByteSize.FromBytes(size) });
                 call.Add(sw.Elapsed.TotalSeconds);
                 while (await MemTotalKiB() < before + 100 * 1024)
                     await Task.Delay(5);
@@ -121,7 +121,7 @@ internal static class VmBenchmark
 
             // 3. ListAsync with 100 defined VMs.
             for (var i = 1; i < 100; i++)
-                await client.CreateAsync(guestVm with { Name = $"bench-{i}", MemoryHotplug = false, MaxMemory = null });
+                await client.CreateAsync(guestVm with { Name = new VeName($"bench-{i}"), MemoryHotplug = false, MaxMemory = null });
             var list = new List<double>();
             for (var i = 0; i < 5; i++)
             {
@@ -147,7 +147,7 @@ internal static class VmBenchmark
         {
             foreach (var v in await client.ListAsync())
             {
-                if (v.ProcessId is not null)
+                if (v.IsRunning)
                     await client.KillAsync(v.Id.ToString());
             }
             Directory.Delete(root, true);

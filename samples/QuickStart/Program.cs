@@ -79,7 +79,7 @@ ContainerInfo ct = await containers.CreateAsync(new ContainerCreateOptions
     Name = name,
     Template = ContainerClient.BusyboxTemplate,   // built from the host's busybox-static
     Hostname = "demo",
-    Resources = new ContainerResources { MemSize = ByteSize.Parse("256M"), CpuLimit = 50, DiskSpace = ByteSize.Parse("256M") },
+    Resources = new ContainerResources { MemorySize = ByteSize.Parse("256M"), CpuLimitPercent = 50, DiskSpace = ByteSize.Parse("256M") },
 });
 Console.WriteLine($"Created container {ct.Name} ({ct.Id}), state {ct.State}");
 await containers.StartAsync(name.Value);
@@ -88,30 +88,30 @@ await containers.StartAsync(name.Value);
 try
 {
     #region Snippet:ContainerExec
-    var ps = await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["ps", "-o", "pid,comm"] });
+    var ps = await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["ps", "-o", "pid,comm"] });
     Console.WriteLine("Processes inside (its own PID 1, no host process visible):");
     Console.Write(ps.StandardOutput);
-    var hostname = await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["hostname"] });
+    var hostname = await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["hostname"] });
     Console.WriteLine($"hostname inside: {hostname.StandardOutput.Trim()}");
     #endregion
 
     #region Snippet:ContainerSetLive
-    var changed = await containers.SetAsync(name.Value, new ContainerSetOptions { MemSize = ByteSize.Parse("512M"), CpuLimit = 100 });
-    Console.WriteLine($"Live change: memsize {changed.Resources.MemSize}, cpulimit {changed.Resources.CpuLimit}% while {changed.State}");
+    var changed = await containers.SetAsync(name.Value, new ContainerSetOptions { MemorySize = ByteSize.Parse("512M"), CpuLimitPercent = 100 });
+    Console.WriteLine($"Live change: memsize {changed.Resources.MemorySize}, cpulimit {changed.Resources.CpuLimitPercent}% while {changed.State}");
     #endregion
 
     #region Snippet:BackupChain
     var backups = provider.GetRequiredService<BackupClient>();
-    await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["sh", "-c", "echo before > /root/note && sync"] });
+    await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["sh", "-c", "echo before > /root/note && sync"] });
     BackupResult first = await backups.CreateAsync(name.Value);      // full: the first backup of the container
-    await containers.ExecAsync(name.Value, new ContainerExecOptions { Arguments = ["sh", "-c", "echo after > /root/note && sync"] });
+    await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["sh", "-c", "echo after > /root/note && sync"] });
     BackupResult second = await backups.CreateAsync(name.Value);     // incremental: only what changed
     Console.WriteLine($"Backups: {first.Backup.Id} ({first.Backup.Type}), {second.Backup.Id} ({second.Backup.Type}, parent {second.Backup.ParentId})");
 
     await backups.DeleteAsync(first.Backup.Id);                      // the second becomes a standalone full, same id
     VeId restored = await backups.RestoreAsync(second.Backup.Id, new BackupRestoreOptions { NewName = new VeName(name.Value + "-restored") });
     await containers.StartAsync(restored.ToString());
-    var note = await containers.ExecAsync(restored.ToString(), new ContainerExecOptions { Arguments = ["cat", "/root/note"] });
+    var note = await containers.ExecAsync(restored.ToString(), new VeExecOptions { Command = ["cat", "/root/note"] });
     Console.WriteLine($"Restored {second.Backup.Id} into {name.Value}-restored: /root/note says '{note.StandardOutput.Trim()}'");
     await containers.DeleteAsync(restored.ToString());
     foreach (var b in await backups.ListAsync(name.Value))
@@ -121,7 +121,7 @@ try
 finally
 {
     #region Snippet:ContainerDelete
-    await containers.StopAsync(name.Value, new ContainerStopOptions { Timeout = TimeSpan.FromSeconds(5) });
+    await containers.StopAsync(name.Value, new VeStopOptions { Timeout = TimeSpan.FromSeconds(5) });
     await containers.DeleteAsync(name.Value);
     Console.WriteLine($"Deleted container {name}");
     #endregion

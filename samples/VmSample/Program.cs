@@ -30,9 +30,9 @@ var backups = provider.GetRequiredService<BackupClient>();
 try
 {
     #region Snippet:Create
-    var vm = await vms.CreateAsync(new CreateVmOptions
+    var vm = await vms.CreateAsync(new VmCreateOptions
     {
-        Name = "demo-vm",
+        Name = new VeName("demo-vm"),
         Cpus = 1,
         MemorySize = ByteSize.FromGiB(1),
         MemoryHotplug = true,                 // needs at least 1 GiB; the maximum defaults to 4 x memsize
@@ -48,19 +48,19 @@ try
     #region Snippet:StartAndExec
     await vms.StartAsync("demo-vm");
     await vms.WaitForGuestToolsAsync("demo-vm", TimeSpan.FromMinutes(1));
-    var uname = await vms.ExecAsync("demo-vm", new VmExecOptions { Command = ["/bin/uname", "-sr"] });
-    Console.WriteLine($"The guest runs {uname.StandardOutputText.Trim()} (exit code {uname.ExitCode})");
+    var uname = await vms.ExecAsync("demo-vm", new VeExecOptions { Command = ["/bin/uname", "-sr"] });
+    Console.WriteLine($"The guest runs {uname.StandardOutput.Trim()} (exit code {uname.ExitCode})");
     #endregion
 
     #region Snippet:Hotplug
     static async Task<long> GuestMemTotalMiB(VirtualMachineClient vms)
     {
-        var meminfo = await vms.ExecAsync("demo-vm", new VmExecOptions { Command = ["/bin/cat", "/proc/meminfo"] });
-        return long.Parse(Regex.Match(meminfo.StandardOutputText, @"MemTotal:\s+(\d+) kB").Groups[1].Value) / 1024;
+        var meminfo = await vms.ExecAsync("demo-vm", new VeExecOptions { Command = ["/bin/cat", "/proc/meminfo"] });
+        return long.Parse(Regex.Match(meminfo.StandardOutput, @"MemTotal:\s+(\d+) kB").Groups[1].Value) / 1024;
     }
 
     var before = await GuestMemTotalMiB(vms);
-    await vms.SetAsync("demo-vm", new SetVmOptions { MemorySize = ByteSize.FromMiB(1536) }); // plugs a 512 MiB DIMM
+    await vms.SetAsync("demo-vm", new VmSetOptions { MemorySize = ByteSize.FromMiB(1536) }); // plugs a 512 MiB DIMM
     var after = before;
     for (var i = 0; i < 50 && after < before + 400; i++)
     {
@@ -77,7 +77,7 @@ try
     #endregion
 
     #region Snippet:StopAndDelete
-    var how = await vms.StopAsync("demo-vm", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
+    var how = await vms.StopAsync("demo-vm", new VeStopOptions { Timeout = TimeSpan.FromSeconds(30) });
     Console.WriteLine($"Stopped ({how})");
     await vms.DeleteAsync("demo-vm");
     #endregion

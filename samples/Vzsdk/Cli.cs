@@ -26,6 +26,12 @@ internal static class Cli
     /// <summary>The SDK options for this invocation.</summary>
     public static Virtuozzo.Sdk.Core.VirtuozzoSdkOptions Options(ParseResult parse) => new() { DataRoot = Path.GetFullPath(parse.GetValue(DataRoot)!) };
 
+    /// <summary>The SDK's local runtime for this invocation: one per process, shared by every client the verb uses.</summary>
+    public static Virtuozzo.Sdk.Core.VirtuozzoRuntime Runtime(ParseResult parse)
+        => s_runtime ??= Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateLocal(Options(parse), Loggers(parse));
+
+    private static Virtuozzo.Sdk.Core.VirtuozzoRuntime? s_runtime;
+
     /// <summary>Debug logs to standard error with --verbose; none otherwise.</summary>
     public static ILoggerFactory? Loggers(ParseResult parse)
         => parse.GetValue(Verbose)

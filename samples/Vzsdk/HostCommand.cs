@@ -49,7 +49,7 @@ internal static class HostCommand
         var cmd = new Command("autostart", "Start every container marked --autostart on (run at boot; see docs/articles/containers/autostart.md).");
         cmd.SetAction(async (parse, ct) =>
         {
-            var started = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Options(parse)).StartAutostartAsync(ct);
+            var started = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Runtime(parse)).StartAutostartAsync(ct);
             foreach (var c in started)
                 Console.WriteLine($"Started container {c.Name}");
             return Cli.Success;
@@ -62,8 +62,8 @@ internal static class HostCommand
         var cmd = new Command("reconcile", "Clean up what a crash or reboot left behind (mounts, disk daemons, links, cgroups, temp files).");
         cmd.SetAction(async (parse, ct) =>
         {
-            var removed = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Options(parse)).ReconcileAsync(ct);
-            removed += await new Virtuozzo.Sdk.Vm.VirtualMachineClient(Cli.Options(parse)).ReconcileAsync(ct);
+            var removed = await new Virtuozzo.Sdk.Containers.ContainerClient(Cli.Runtime(parse)).ReconcileAsync(ct);
+            removed += await new Virtuozzo.Sdk.Vm.VirtualMachineClient(Cli.Runtime(parse)).ReconcileAsync(ct);
             Console.WriteLine($"Removed {removed} leftover(s)");
             return Cli.Success;
         });

@@ -12,6 +12,8 @@ using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Vm;
+using Virtuozzo.Sdk.Vm.Runtime.Local;
+using Virtuozzo.Sdk.Containers.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Backup;
 
@@ -26,34 +28,46 @@ namespace Virtuozzo.Sdk.Backup;
 /// ever changes. An incremental is made only when every disk's change-tracking bitmap for the previous backup is
 /// present and consistent; otherwise the backup is full and <see cref="BackupResult.FullReasons"/> says which disk and why.
 /// </remarks>
-public sealed class BackupClient
+public class BackupClient
 {
     internal const string BitmapPrefix = ChangeTracking.BitmapPrefix;
     private const string PendingBitmap = BitmapPrefix + "pending";
     private static readonly TimeSpan QmpTimeout = TimeSpan.FromSeconds(30);
-    private readonly ContainerClient _containers;
-    private readonly VirtualMachineClient _vms;
+    private readonly VirtuozzoRuntime? _runtime;
+    private readonly LocalContainerDriver _containers;
+    private readonly LocalVmDriver _vms;
     private readonly StateStore _store;
     private readonly string _location;
     private readonly ILogger _logger;
 
-    /// <summary>Creates a client for the local machine's containers and VMs; backups go under <c>backups/</c> in the data root unless <paramref name="location"/> is given.</summary>
-    public BackupClient(VirtuozzoSdkOptions? options = null, string? location = null, ILoggerFactory? loggerFactory = null)
-        : this(
-            new ContainerClient(options ?? new VirtuozzoSdkOptions(), loggerFactory),
-            new VirtualMachineClient(options ?? new VirtuozzoSdkOptions(), null, loggerFactory?.CreateLogger<VirtualMachineClient>()),
-            location,
-            loggerFactory)
+    /// <summary>
+    /// Creates a client over an SDK runtime, for its containers and VMs; backups go under <c>backups/</c> in the data root
+    /// unless <see cref="BackupClientOptions.Location"/> says otherwise.
+    /// </summary>
+    /// <exception cref="UnsupportedOnHostException">The runtime cannot back up VEs yet.</exception>
+    public BackupClient(VirtuozzoRuntime runtime, BackupClientOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(runtime);
+        if (runtime.Kind != RuntimeKind.Local)
+            throw new UnsupportedOnHostException($"Backups are not available on the {runtime.Kind} runtime yet.");
+        _runtime = runtime;
+        // The local runtime's backup sources and restore targets are its container and VM drivers (shared with the
+        // runtime's other clients: one ledger, one registry).
+        _containers = (LocalContainerDriver)runtime.GetDriver<Containers.Runtime.IContainerDriver>(VeKind.Container, ContainerClient.CreateDriver);
+        _vms = (LocalVmDriver)runtime.GetDriver<Vm.Runtime.IVmDriver>(VeKind.Vm, rt => VirtualMachineClient.CreateDriver(rt, new VirtualMachineClientOptions()));
+        _store = runtime.Store;
+        _location = Path.GetFullPath(options?.Location ?? _store.BackupsDirectory);
+        _logger = runtime.CreateLogger<BackupClient>();
     }
 
-    internal BackupClient(ContainerClient containers, VirtualMachineClient vms, string? location, ILoggerFactory? loggerFactory)
+    /// <summary>For mocking frameworks: a client with no runtime behind it.</summary>
+    protected BackupClient()
     {
-        _containers = containers;
-        _vms = vms;
-        _store = containers.Store;
-        _location = Path.GetFullPath(location ?? _store.BackupsDirectory);
-        _logger = (ILogger?)loggerFactory?.CreateLogger<BackupClient>() ?? NullLogger.Instance;
+        _containers = null!;
+        _vms = null!;
+        _store = null!;
+        _location = string.Empty;
+        _logger = NullLogger.Instance;
     }
 
     /// <summary>The directory backups are kept in.</summary>
@@ -107,8 +121,8 @@ public sealed class BackupClient
     private async Task<VeIdentity> ResolveAsync(string nameOrId, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(nameOrId);
-        return await _containers.Registry.FindAsync(nameOrId.Trim(), ct).ConfigureAwait(false)
-               ?? throw new NotFoundException($"There is no container or VM '{nameOrId}'. List them with 'vzsdk ct list' and 'vzsdk vm list'.");
+        return await _runtime!.Registry.FindAsync(nameOrId.Trim(), ct).ConfigureAwait(false)
+               ?? throw new NotFoundException($"There is no container or VM named '{nameOrId}'.");
     }
 
     private async Task<Subject> ReadSubjectAsync(VeIdentity identity, CancellationToken ct)
@@ -126,10 +140,10 @@ public sealed class BackupClient
             return new Subject(id, view.Name, VeKind.Vm, view.Running, disks, new Dictionary<string, string> { ["vm.json"] = view.ConfigJson }, view.TrackingResets);
         }
         var state = await _containers.StateOfAsync(id, ct).ConfigureAwait(false);
-        if (state == ContainerState.Mounted)
+        if (state == VeState.Mounted)
             throw new InvalidStateException($"Container {identity.Name} is mounted; unmount it before backing it up.");
         var disk = _containers.DiskPath(id);
-        return new Subject(id, identity.Name, VeKind.Container, state is ContainerState.Running or ContainerState.Suspended,
+        return new Subject(id, identity.Name, VeKind.Container, state is VeState.Running or VeState.Suspended,
             [SubjectDisk.Read("root", disk, StorageDaemon.DiskNode)],
             new Dictionary<string, string> { ["container.json"] = await File.ReadAllTextAsync(_containers.ConfigPath(id), ct).ConfigureAwait(false) },
             new Dictionary<string, string>());
@@ -508,8 +522,8 @@ public sealed class BackupClient
         else if (File.Exists(ContainerFreezeMarker(subject.Id)))
         {
             _logger.LogWarning("Container {Name} was left frozen by an interrupted backup; thawing it", subject.Name);
-            await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", _store.RootPath(subject.Id)).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
-            _containers.Cgroups.Open(subject.Id).Thaw();
+            await _runtime!.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", _store.RootPath(subject.Id)).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
+            _runtime!.Cgroups.Open(subject.Id).Thaw();
             File.Delete(ContainerFreezeMarker(subject.Id));
         }
         var jobs = (await qmp.ExecuteAsync("query-jobs", null, QmpTimeout, CancellationToken.None).ConfigureAwait(false))!.AsArray();
@@ -547,7 +561,7 @@ public sealed class BackupClient
     private async Task<string> TransactionWithContainerFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, bool fleecing, CancellationToken ct)
     {
         var frozen = false;
-        var cg = _containers.Cgroups.Open(subject.Id);
+        var cg = _runtime!.Cgroups.Open(subject.Id);
         var root = _store.RootPath(subject.Id);
         // Marked before freezing: if this process dies before the thaw, the next backup finds the mark and thaws.
         await File.WriteAllTextAsync(ContainerFreezeMarker(subject.Id), DateTimeOffset.UtcNow.ToString("O"), ct).ConfigureAwait(false);
@@ -555,14 +569,14 @@ public sealed class BackupClient
         // the kernel closes when this process dies, however it dies; on end of input the guardian thaws.
         var (thawFile, thawValue) = cg.ThawWrite();
         var release = new System.IO.Pipelines.Pipe();
-        var guardian = _containers.Host.ExecuteAsync(new Command("sh")
+        var guardian = _runtime!.Host.ExecuteAsync(new Command("sh")
             .WithArguments("-c", "read -r _; fsfreeze -u \"$1\" 2>/dev/null; echo \"$3\" > \"$2\" 2>/dev/null; exit 0", "sh", root, thawFile, thawValue)
             .WithStandardInput(release.Reader.AsStream())
             .WithValidation(CommandResultValidation.None), CancellationToken.None);
         try
         {
             await cg.FreezeAsync(ct).ConfigureAwait(false);
-            var fs = await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-f", root).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
+            var fs = await _runtime!.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-f", root).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
             frozen = fs.ExitCode == 0;
             if (fleecing)
                 await SwitchOntoFleecingAsync(qmp, subject, actions, ct).ConfigureAwait(false);
@@ -572,7 +586,7 @@ public sealed class BackupClient
         finally
         {
             if (frozen)
-                await _containers.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
+                await _runtime!.Host.ExecuteAsync(new Command("fsfreeze").WithArguments("-u", root).WithValidation(CommandResultValidation.None), CancellationToken.None).ConfigureAwait(false);
             cg.Thaw();
             File.Delete(ContainerFreezeMarker(subject.Id));
             await release.Writer.CompleteAsync().ConfigureAwait(false); // the guardian's thaw is then a no-op
@@ -910,7 +924,7 @@ public sealed class BackupClient
                     return (VeId.Parse(Path.GetFileName(ve)), meta);
             }
         }
-        throw new NotFoundException($"There is no backup {backupId} in {_location}. List them with 'vzsdk backup list'.");
+        throw new NotFoundException($"There is no backup {backupId} in {_location}; BackupClient.ListAsync lists the backups there.");
     }
 
     // ---------------------------------------------------------------------------------------------------------
@@ -1035,7 +1049,7 @@ public sealed class BackupClient
         if (options.NewName is { } newName)
         {
             var newId = VeId.New();
-            await _containers.Registry.RegisterAsync(newId, newName, VeKind.Container, cancellationToken).ConfigureAwait(false);
+            await _runtime!.Registry.RegisterAsync(newId, newName, VeKind.Container, cancellationToken).ConfigureAwait(false);
             try
             {
                 using var veLock = await _store.LockVeAsync(newId, cancellationToken).ConfigureAwait(false);
@@ -1047,18 +1061,18 @@ public sealed class BackupClient
             }
             catch
             {
-                await _containers.Registry.UnregisterAsync(newId, CancellationToken.None).ConfigureAwait(false);
+                await _runtime!.Registry.UnregisterAsync(newId, CancellationToken.None).ConfigureAwait(false);
                 throw;
             }
             return newId;
         }
 
-        var identity = await _containers.Registry.FindAsync(ve.ToString(), cancellationToken).ConfigureAwait(false)
+        var identity = await _runtime!.Registry.FindAsync(ve.ToString(), cancellationToken).ConfigureAwait(false)
             ?? throw new NotFoundException($"Container {ve} no longer exists: restore backup {backupId} into a new container with a new name.");
         using (await _store.LockVeAsync(ve, cancellationToken).ConfigureAwait(false))
         {
             var state = await _containers.StateOfAsync(ve, cancellationToken).ConfigureAwait(false);
-            if (state != ContainerState.Stopped)
+            if (state != VeState.Stopped)
                 throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; stop it before restoring into it.");
             var disk = _containers.DiskPath(ve);
             var temp = disk + ".restore-" + Guid.NewGuid().ToString("N")[..8];
@@ -1094,7 +1108,7 @@ public sealed class BackupClient
         }
         if (options.NewName is { } newName)
             return await _vms.CreateFromBackupAsync(configJson, newName, WriteDisksAsync, ct).ConfigureAwait(false);
-        if (await _vms.Registry.FindAsync(ve.ToString(), ct).ConfigureAwait(false) is null)
+        if (await _runtime!.Registry.FindAsync(ve.ToString(), ct).ConfigureAwait(false) is null)
             throw new NotFoundException($"VM {ve} no longer exists: restore backup {meta.Id} into a new VM with a new name.");
         using (await _store.LockVeAsync(ve, ct).ConfigureAwait(false))
             await _vms.RestoreDisksAsync(ve, configJson, meta.Id, WriteDisksAsync, ct).ConfigureAwait(false);

@@ -113,3 +113,10 @@ public sealed record BackupRetention
     /// <summary>Keep the newest backup of each of the last N months that have one.</summary>
     public int KeepMonthly { get; init; }
 }
+
+/// <summary>Options of the <see cref="BackupClient"/>.</summary>
+public sealed record BackupClientOptions
+{
+    /// <summary>The directory backups are kept in; null for <c>backups/</c> in the SDK's data root.</summary>
+    public string? Location { get; init; }
+}

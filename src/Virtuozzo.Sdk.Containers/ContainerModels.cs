@@ -2,39 +2,23 @@ using Virtuozzo.Sdk.Core;
 
 namespace Virtuozzo.Sdk.Containers;
 
-/// <summary>The state of a container (as <c>prlctl list</c> reports it).</summary>
-public enum ContainerState
-{
-    /// <summary>Not running; its disk is not mounted.</summary>
-    Stopped,
-
-    /// <summary>Running.</summary>
-    Running,
-
-    /// <summary>Frozen by <see cref="ContainerClient.SuspendAsync"/>; resumes where it stopped.</summary>
-    Suspended,
-
-    /// <summary>Not running, with its disk mounted on the host by <see cref="ContainerClient.MountAsync"/>.</summary>
-    Mounted,
-}
-
 /// <summary>A container's resources; names as <c>prlctl set</c> uses them.</summary>
 public sealed record ContainerResources
 {
     /// <summary>Memory hard limit (<c>--memsize</c>). Default 512 MiB.</summary>
-    public ByteSize MemSize { get; init; } = ByteSize.FromMiB(512);
+    public ByteSize MemorySize { get; init; } = ByteSize.FromMiB(512);
 
-    /// <summary>Swap the container may use beyond <see cref="MemSize"/> (<c>--swap</c>). Default 0.</summary>
+    /// <summary>Swap the container may use beyond <see cref="MemorySize"/> (<c>--swap</c>). Default 0.</summary>
     public ByteSize Swap { get; init; } = ByteSize.Zero;
 
-    /// <summary>Memory guaranteed while running, in percent of <see cref="MemSize"/> (<c>--memguarantee</c>). Containers default to 0.</summary>
-    public int MemGuaranteePercent { get; init; }
+    /// <summary>Memory guaranteed while running, in percent of <see cref="MemorySize"/> (<c>--memguarantee</c>). Containers default to 0.</summary>
+    public int MemoryGuaranteePercent { get; init; }
 
     /// <summary>CPUs' worth of time the container may use (<c>--cpus</c>); null for all.</summary>
     public int? Cpus { get; init; }
 
     /// <summary>CPU limit in percent, 100 = one CPU (<c>--cpulimit</c>); null for none.</summary>
-    public int? CpuLimit { get; init; }
+    public int? CpuLimitPercent { get; init; }
 
     /// <summary>CPU weight relative to other VEs (<c>--cpuunits</c>). Default 1000.</summary>
     public int CpuUnits { get; init; } = 1000;
@@ -45,11 +29,11 @@ public sealed record ContainerResources
     /// <summary>Disk quota = the size of the container's disk (<c>--diskspace</c>; thin). Default 2 GiB.</summary>
     public ByteSize DiskSpace { get; init; } = ByteSize.FromGiB(2);
 
-    /// <summary>The most processes the container may have. Default 4096.</summary>
-    public long Pids { get; init; } = 4096;
+    /// <summary>The most processes the container may have (<c>--numproc</c>). Default 4096.</summary>
+    public long MaxProcesses { get; init; } = 4096;
 
     /// <summary>The guaranteed memory in bytes.</summary>
-    public long GuaranteeBytes => MemSize.Bytes / 100 * MemGuaranteePercent + MemSize.Bytes % 100 * MemGuaranteePercent / 100;
+    public long GuaranteeBytes => MemorySize.Bytes / 100 * MemoryGuaranteePercent + MemorySize.Bytes % 100 * MemoryGuaranteePercent / 100;
 }
 
 /// <summary>Options of <see cref="ContainerClient.CreateAsync"/>.</summary>
@@ -81,19 +65,19 @@ public sealed record ContainerCreateOptions
 public sealed record ContainerSetOptions
 {
     /// <summary>New memory limit (live).</summary>
-    public ByteSize? MemSize { get; init; }
+    public ByteSize? MemorySize { get; init; }
 
     /// <summary>New swap (live).</summary>
     public ByteSize? Swap { get; init; }
 
     /// <summary>New guarantee in percent (admitted by the resource ledger while running).</summary>
-    public int? MemGuaranteePercent { get; init; }
+    public int? MemoryGuaranteePercent { get; init; }
 
     /// <summary>New CPU count (live); 0 for all.</summary>
     public int? Cpus { get; init; }
 
     /// <summary>New CPU limit in percent (live); 0 for none.</summary>
-    public int? CpuLimit { get; init; }
+    public int? CpuLimitPercent { get; init; }
 
     /// <summary>New CPU weight (live).</summary>
     public int? CpuUnits { get; init; }
@@ -105,69 +89,24 @@ public sealed record ContainerSetOptions
     public ByteSize? DiskSpace { get; init; }
 
     /// <summary>New process limit (live).</summary>
-    public long? Pids { get; init; }
+    public long? MaxProcesses { get; init; }
 
-    /// <summary>New host name (applies at next start).</summary>
+    /// <summary>New host name: written into a running container's <c>/etc/hostname</c> and applied to its UTS namespace at once, and persisted.</summary>
     public string? Hostname { get; init; }
 
     /// <summary>Autostart on or off.</summary>
     public bool? Autostart { get; init; }
 }
 
-/// <summary>A container as the SDK knows it.</summary>
-/// <param name="Id">Its UUID.</param>
-/// <param name="Name">Its name.</param>
-/// <param name="State">Its state now.</param>
-/// <param name="Template">The OS template it was created from.</param>
-/// <param name="Hostname">Its host name.</param>
-/// <param name="IpAddresses">Its addresses.</param>
-/// <param name="Resources">Its configured resources.</param>
-/// <param name="Autostart">Whether it starts at boot.</param>
-/// <param name="CreatedAt">When it was created.</param>
-public sealed record ContainerInfo(
-    VeId Id, VeName Name, ContainerState State, string Template, string Hostname,
-    IReadOnlyList<string> IpAddresses, ContainerResources Resources, bool Autostart, DateTimeOffset CreatedAt);
-
-/// <summary>Options of <see cref="ContainerClient.StopAsync"/>.</summary>
-public sealed record ContainerStopOptions
+/// <summary>A container as the SDK knows it: the common <see cref="VeInfo"/> plus the container's template and resources.</summary>
+public sealed record ContainerInfo : VeInfo
 {
-    /// <summary>Kill at once instead of asking the init process to stop.</summary>
-    public bool Kill { get; init; }
+    /// <summary>The OS template it was created from.</summary>
+    public required string Template { get; init; }
 
-    /// <summary>How long to wait after the stop signal before killing. Default 10 s.</summary>
-    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Its configured resources.</summary>
+    public required ContainerResources Resources { get; init; }
 }
-
-/// <summary>A command to run inside a container (<see cref="ContainerClient.ExecAsync"/>).</summary>
-public sealed record ContainerExecOptions
-{
-    /// <summary>The argument vector; the first element is the program. Run as is, no shell.</summary>
-    public required IReadOnlyList<string> Arguments { get; init; }
-
-    /// <summary>Extra environment variables.</summary>
-    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
-
-    /// <summary>The working directory inside the container. Default <c>/</c>.</summary>
-    public string WorkingDirectory { get; init; } = "/";
-
-    /// <summary>Standard input; null for none.</summary>
-    public Stream? StandardInput { get; init; }
-
-    /// <summary>Where standard output goes as it is produced; null to buffer it into the result.</summary>
-    public Stream? StandardOutput { get; init; }
-
-    /// <summary>Where standard error goes as it is produced; null to buffer it into the result.</summary>
-    public Stream? StandardError { get; init; }
-
-    /// <summary>Kill the command after this long; null for no limit.</summary>
-    public TimeSpan? Timeout { get; init; }
-}
-
-/// <summary>The outcome of a command run in a container.</summary>
-/// <param name="ExitCode">Its exit code (126 not executable, 127 not found, as shells report).</param>
-/// <param name="StandardOutput">Buffered standard output (empty when it was streamed).</param>
-/// <param name="StandardError">Buffered standard error (empty when it was streamed).</param>
-public sealed record ContainerExecResult(int ExitCode, string StandardOutput, string StandardError);
 
 /// <summary>An OS template: a root file system tarball and its manifest.</summary>
 /// <param name="Name">The template's name (<c>busybox</c>, <c>debian-12</c>…).</param>

@@ -1,18 +1,17 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Resources;
-using Virtuozzo.Sdk.Core.State;
+using Virtuozzo.Sdk.Core.Runtime;
 
 namespace Virtuozzo.Sdk.Core;
 
 /// <summary>
-/// Returned by <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk"/>; the SDK's other packages extend it
-/// (<c>.AddContainers()</c>, <c>.AddVirtualMachines()</c>, <c>.AddBackup()</c>…).
+/// Returned by <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk"/>; chooses the runtime
+/// (<see cref="UseLocalRuntime"/>) and is extended by the SDK's other packages (<c>.AddContainers()</c>,
+/// <c>.AddVirtualMachines()</c>, <c>.AddBackup()</c>…).
 /// </summary>
 public sealed class VirtuozzoSdkBuilder
 {
@@ -20,19 +19,38 @@ public sealed class VirtuozzoSdkBuilder
 
     /// <summary>The service collection the SDK is registered in.</summary>
     public IServiceCollection Services { get; }
+
+    /// <summary>
+    /// Chooses the local runtime: this machine, managed by the SDK itself (the default when no runtime is chosen).
+    /// </summary>
+    public VirtuozzoSdkBuilder UseLocalRuntime()
+    {
+        Services.Configure<VirtuozzoSdkOptions>(o => o.Runtime = RuntimeKind.Local);
+        return this;
+    }
+
+    /// <summary>Makes a VE kind's driver part of every runtime this container builds (used by the kind packages). Idempotent.</summary>
+    internal VirtuozzoSdkBuilder AddVeKind(VeKind kind, Func<VirtuozzoRuntime, IServiceProvider, IVeDriver> factory)
+    {
+        if (!Services.Any(d => d.ServiceType == typeof(VeDriverRegistration) && d.ImplementationInstance is VeDriverRegistration r && r.Kind == kind))
+            Services.AddSingleton(new VeDriverRegistration(kind, factory));
+        return this;
+    }
 }
 
 /// <summary>Registers the SDK with Microsoft.Extensions.DependencyInjection.</summary>
 public static class VirtuozzoSdkServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers the SDK's core services: <see cref="IVirtuozzoHost"/> (the local machine, or a remote one when
-    /// <see cref="VirtuozzoSdkOptions.RemoteHost"/> is set) and the <see cref="ResourceLedger"/>. Idempotent: calling it
-    /// again only adds the extra configuration. Options are validated when first resolved (and at start with a generic host).
+    /// Registers the SDK's root: one <see cref="VirtuozzoRuntime"/> (the local runtime unless another is chosen on the
+    /// returned builder), its <see cref="IVirtuozzoHost"/> and <see cref="ResourceLedger"/>, and
+    /// <see cref="VirtualEnvironmentClient"/>. Every client resolved from the container shares that runtime. Idempotent:
+    /// calling it again only adds the extra configuration. Options are validated when first resolved (and at start with a
+    /// generic host).
     /// </summary>
     /// <example>
     /// <code>
-    /// services.AddVirtuozzoSdk(o => o.DataRoot = "/srv/vzsdk");
+    /// services.AddVirtuozzoSdk(o => o.DataRoot = "/srv/vzsdk").UseLocalRuntime().AddContainers().AddVirtualMachines();
     /// </code>
     /// </example>
     public static VirtuozzoSdkBuilder AddVirtuozzoSdk(this IServiceCollection services, Action<VirtuozzoSdkOptions>? configure = null)
@@ -44,24 +62,21 @@ public static class VirtuozzoSdkServiceCollectionExtensions
         options.ValidateOnStart();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<VirtuozzoSdkOptions>, VirtuozzoSdkOptionsValidator>());
 
-        services.TryAddSingleton<IVirtuozzoHost>(sp =>
-        {
-            var o = sp.GetRequiredService<IOptions<VirtuozzoSdkOptions>>().Value;
-            var loggers = sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance;
-            return o.RemoteHost is { } remote
-                ? new SshHost(remote, loggers.CreateLogger<SshHost>())
-                : new LocalHost(loggers.CreateLogger<LocalHost>());
-        });
         services.TryAddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<VirtuozzoSdkOptions>>().Value;
-            return new StateStore(o.DataRoot, o.LockTimeout);
+            var runtime = o.Runtime switch
+            {
+                RuntimeKind.Local => VirtuozzoRuntime.CreateLocal(o, sp.GetService<ILoggerFactory>()),
+                _ => throw new UnsupportedOnHostException($"The {o.Runtime} runtime is not available yet; use UseLocalRuntime()."),
+            };
+            foreach (var registration in sp.GetServices<VeDriverRegistration>())
+                runtime.GetDriver(registration.Kind, rt => registration.Factory(rt, sp));
+            return runtime;
         });
-        services.TryAddSingleton(sp =>
-        {
-            var o = sp.GetRequiredService<IOptions<VirtuozzoSdkOptions>>().Value;
-            return new ResourceLedger(sp.GetRequiredService<StateStore>(), ResourceLedger.LocalCapacity(o));
-        });
+        services.TryAddSingleton(sp => sp.GetRequiredService<VirtuozzoRuntime>().Host);
+        services.TryAddSingleton(sp => sp.GetRequiredService<VirtuozzoRuntime>().Ledger);
+        services.TryAddSingleton(sp => new VirtualEnvironmentClient(sp.GetRequiredService<VirtuozzoRuntime>()));
         return new VirtuozzoSdkBuilder(services);
     }
 }

@@ -29,8 +29,17 @@ public sealed class VirtuozzoSdkOptions
     /// <summary>Masquerade the bridge's subnet so that VEs reach other networks through the host. Default off (no NAT).</summary>
     public bool BridgeNat { get; set; }
 
-    /// <summary>Manage a remote host over SSH instead of the local machine; null (the default) for the local machine.</summary>
+    /// <summary>
+    /// A remote host to manage over SSH; null (the default) for this machine. The local runtime refuses a remote host
+    /// (<see cref="UnsupportedOnHostException"/>); the Virtuozzo runtime will manage nodes through it.
+    /// </summary>
     public SshHostOptions? RemoteHost { get; set; }
+
+    /// <summary>Which runtime does the work. Default <see cref="RuntimeKind.Local"/>; chosen on the builder with <c>UseLocalRuntime()</c>.</summary>
+    public RuntimeKind Runtime { get; set; } = RuntimeKind.Local;
+
+    /// <summary>Settings of the local runtime (the programs it runs).</summary>
+    public LocalRuntimeOptions Local { get; set; } = new();
 
     /// <summary>The host memory reserve for a host with <paramref name="totalMemoryBytes"/> of RAM.</summary>
     public long GetHostMemoryReserve(long totalMemoryBytes)
@@ -57,4 +66,11 @@ public sealed class VirtuozzoSdkOptions
         }
         return errors;
     }
+}
+
+/// <summary>Settings of the local runtime.</summary>
+public sealed class LocalRuntimeOptions
+{
+    /// <summary>The program that runs VMs; null (the default) looks up <c>qemu-system-x86_64</c> on PATH.</summary>
+    public string? EmulatorPath { get; set; }
 }

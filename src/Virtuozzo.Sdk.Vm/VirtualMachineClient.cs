@@ -1,407 +1,80 @@
-using System.Globalization;
-using System.Text.Json.Nodes;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Cgroups;
-using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Network;
-using Virtuozzo.Sdk.Core.Internal;
-using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.Core.Qemu;
-using Virtuozzo.Sdk.Core.Resources;
-using Virtuozzo.Sdk.Core.State;
-using Virtuozzo.Sdk.Vm.Internal;
+using Virtuozzo.Sdk.Vm.Runtime;
+using Virtuozzo.Sdk.Vm.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm;
 
 /// <summary>
-/// Creates and runs virtual machines on a host: lifecycle (create, start, stop, pause, suspend, delete), live changes
-/// (memory, CPU and disk hotplug, disk resize), guest operations through the guest tools (exec, passwords, network
-/// information), snapshots and clones. Every operation on one VM holds that VM's lock; memory guarantees are admitted
-/// by the host's <see cref="ResourceLedger"/>, the same account containers use.
+/// Creates and runs virtual machines: lifecycle (create, start, stop, pause, suspend, delete), live changes (memory,
+/// CPU and disk hotplug, disk resize), guest operations through the guest tools (exec, passwords, network information),
+/// snapshots and clones. Memory guarantees are admitted by the runtime's ledger, the same account containers use.
 /// </summary>
 /// <remarks>
-/// The equivalent of <c>prlctl</c> for VMs. On the local runtime each VM is an emulator process the SDK starts and
-/// controls; a new process using the SDK finds running VMs again through their control sockets.
+/// The equivalent of <c>prlctl</c> for VMs. The runtime chosen for the SDK does the work (<see cref="VirtuozzoRuntime"/>;
+/// the local runtime by default). The verbs every VE has (start, stop, exec…) have the same names, options and results
+/// here as on <see cref="VirtualEnvironmentClient"/> and the container client. Every operation on one VM holds that VM's
+/// lock. Every member is virtual so that SDK users can mock the client in their tests.
 /// </remarks>
-public sealed partial class VirtualMachineClient
+public class VirtualMachineClient
 {
-    private static readonly TimeSpan QmpTimeout = TimeSpan.FromSeconds(15);
-    private readonly IVirtuozzoHost _host;
-    private readonly StateStore _store;
-    private readonly ResourceLedger _ledger;
-    private readonly VirtualMachineClientOptions _options;
-    private readonly ILogger _logger;
-    private readonly IDiskImages _disks;
-    private readonly VeRegistry _registry;
-    private readonly HostBridge _bridge;
-    private CgroupManager? _cgroups;
-    private HostCapabilities? _capabilities;
+    private readonly IVmDriver? _driver;
 
-    /// <summary>Creates a client for the local machine.</summary>
-    /// <param name="sdkOptions">The SDK's options (data root, host memory reserve, lock timeout).</param>
-    /// <param name="options">The client's own options; null for the defaults.</param>
-    /// <param name="logger">Receives what the client does at Debug level.</param>
-    public VirtualMachineClient(VirtuozzoSdkOptions sdkOptions, VirtualMachineClientOptions? options = null, ILogger<VirtualMachineClient>? logger = null)
+    /// <summary>Creates a client over an SDK runtime, sharing its state, ledger and drivers with every other client of that runtime.</summary>
+    /// <param name="runtime">The SDK's runtime.</param>
+    /// <param name="options">Timeouts of the runtime's VM driver; the first VM client created on a runtime sets them. Null for the defaults.</param>
+    /// <exception cref="UnsupportedOnHostException">The runtime cannot run VMs.</exception>
+    public VirtualMachineClient(VirtuozzoRuntime runtime, VirtualMachineClientOptions? options = null)
     {
-        ArgumentNullException.ThrowIfNull(sdkOptions);
-        var errors = sdkOptions.Validate();
-        if (errors.Count > 0)
-            throw new ArgumentException(string.Join(" ", errors), nameof(sdkOptions));
-        _host = new LocalHost();
-        _store = new StateStore(sdkOptions.DataRoot, sdkOptions.LockTimeout);
-        _ledger = new ResourceLedger(_store, ResourceLedger.LocalCapacity(sdkOptions));
-        _options = options ?? new VirtualMachineClientOptions();
-        _logger = logger ?? (ILogger)NullLogger.Instance;
-        _disks = new Qcow2DiskImages();
-        _registry = new VeRegistry(_store);
-        _bridge = HostBridgeFor(_host, sdkOptions);
+        ArgumentNullException.ThrowIfNull(runtime);
+        var o = options ?? new VirtualMachineClientOptions();
+        _driver = runtime.GetDriver<IVmDriver>(VeKind.Vm, rt => CreateDriver(rt, o));
     }
 
-    internal VirtualMachineClient(IVirtuozzoHost host, StateStore store, ResourceLedger ledger, VirtualMachineClientOptions options, ILogger logger, VirtuozzoSdkOptions sdkOptions)
+    /// <summary>For mocking frameworks: a client with no runtime behind it.</summary>
+    protected VirtualMachineClient()
     {
-        _host = host;
-        _store = store;
-        _ledger = ledger;
-        _options = options;
-        _logger = logger;
-        _disks = new Qcow2DiskImages();
-        _registry = new VeRegistry(_store);
-        _bridge = HostBridgeFor(_host, sdkOptions);
     }
 
-    /// <summary>The bridge VM taps attach to: the one the SDK's options name, shared with containers.</summary>
-    private static HostBridge HostBridgeFor(IVirtuozzoHost host, VirtuozzoSdkOptions o) => new(host, o.BridgeName, o.BridgeAddress, o.BridgeNat);
+    internal VirtualMachineClient(IVmDriver driver) => _driver = driver;
 
-    private CgroupManager Cgroups => _cgroups ??= CgroupManager.Detect();
-
-    /// <summary>The resource ledger that admits this client's memory guarantees.</summary>
-    public ResourceLedger Ledger => _ledger;
-
-    private string Emulator => _options.EmulatorPath ?? "qemu-system-x86_64";
-
-    private TimeSpan AgentTimeout => _options.GuestToolsTimeout;
-
-    // ------------------------------------------------------------------ lookup
-
-    private VmPaths PathsOf(Guid id) => new(_store.PrivatePath(new VeId(id)), _store.RunPath(new VeId(id)));
-
-    private Task<VmConfig?> ReadConfigAsync(VmPaths paths, CancellationToken ct)
-        => _store.ReadDocumentAsync(paths.ConfigFile, VmJsonContext.Default.VmConfig, VmConfig.CurrentFormatVersion, ct);
-
-    private Task WriteConfigAsync(VmPaths paths, VmConfig config, CancellationToken ct)
-        => _store.WriteDocumentAsync(paths.ConfigFile, config, VmJsonContext.Default.VmConfig, ct);
-
-    private async Task<List<VmConfig>> ReadAllConfigsAsync(CancellationToken ct)
+    internal static IVmDriver CreateDriver(VirtuozzoRuntime runtime, VirtualMachineClientOptions options) => runtime.Kind switch
     {
-        var list = new List<VmConfig>();
-        foreach (var identity in await _registry.ListAsync(ct, VeKind.Vm).ConfigureAwait(false))
-        {
-            var cfg = await ReadConfigAsync(PathsOf(identity.VeId.Value), ct).ConfigureAwait(false);
-            if (cfg is not null)
-                list.Add(cfg with { Name = identity.Name });
-        }
-        return list;
-    }
-
-    private async Task<Guid> ResolveAsync(string nameOrId, CancellationToken ct)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(nameOrId);
-        var identity = await _registry.GetAsync(nameOrId.Trim(), VeKind.Vm, ct).ConfigureAwait(false);
-        if (!File.Exists(PathsOf(identity.VeId.Value).ConfigFile))
-            throw new NotFoundException($"The VM '{nameOrId}' is being created or deleted by another operation.");
-        return identity.VeId.Value;
-    }
-
-    /// <summary>What an operation on one VM works with, under that VM's lock.</summary>
-    private sealed class VmSession(VmConfig config, VmPaths paths, VmRuntime? runtime)
-    {
-        public VmConfig Config { get; set; } = config;
-
-        public VmPaths Paths { get; } = paths;
-
-        /// <summary>The running process, or null when the VM is not running.</summary>
-        public VmRuntime? Runtime { get; set; } = runtime;
-
-        public VeId Id => new(Config.Id);
-    }
-
-    private async Task<T> WithVmAsync<T>(string nameOrId, Func<VmSession, Task<T>> operation, CancellationToken ct)
-    {
-        var id = await ResolveAsync(nameOrId, ct).ConfigureAwait(false);
-        using var veLock = await _store.LockVeAsync(new VeId(id), ct).ConfigureAwait(false);
-        var session = await OpenSessionAsync(id, ct).ConfigureAwait(false)
-            ?? throw new NotFoundException($"The VM '{nameOrId}' was deleted by another operation.");
-        return await operation(session).ConfigureAwait(false);
-    }
-
-    /// <summary>Reads config and runtime; a runtime whose process is gone is cleaned up (the VM is then stopped).</summary>
-    private async Task<VmSession?> OpenSessionAsync(Guid id, CancellationToken ct)
-    {
-        var paths = PathsOf(id);
-        var config = await ReadConfigAsync(paths, ct).ConfigureAwait(false);
-        if (config is null)
-            return null;
-        var runtime = await ReadRuntimeAsync(paths, ct).ConfigureAwait(false);
-        if (runtime is not null && !IsAlive(runtime))
-        {
-            _logger.LogDebug("VM {Id}: its process {Pid} is gone; cleaning up", id, runtime.Pid);
-            await CleanUpAfterExitAsync(new VeId(id), paths, ct).ConfigureAwait(false);
-            runtime = null;
-        }
-        return new VmSession(config, paths, runtime);
-    }
-
-    private async Task<VmRuntime?> ReadRuntimeAsync(VmPaths paths, CancellationToken ct)
-    {
-        try
-        {
-            return await _store.ReadDocumentAsync(paths.RuntimeFile, VmJsonContext.Default.VmRuntime, VmRuntime.CurrentFormatVersion, ct).ConfigureAwait(false);
-        }
-        catch (StateStoreException)
-        {
-            return null; // a torn runtime file is treated as a stopped VM; its process, if any, is found by pid file below
-        }
-    }
-
-    private Task WriteRuntimeAsync(VmPaths paths, VmRuntime runtime, CancellationToken ct)
-        => _store.WriteDocumentAsync(paths.RuntimeFile, runtime, VmJsonContext.Default.VmRuntime, ct);
-
-    private static bool IsAlive(VmRuntime runtime) => ProcessTree.IsAlive(new ProcessTree.ProcessKey(runtime.Pid, runtime.ProcessStartTime));
-
-    /// <summary>Puts the emulator in the VE's cgroup under the SDK's parent (with its CPU limit); skipped without root when no limit asks for it.</summary>
-    private bool JoinCgroup(VeId id, int pid, int? cpuLimit)
-    {
-        if (Native.GetEuid() != 0 && cpuLimit is null)
-            return false;
-        var cg = Cgroups.Create(id);
-        cg.AddProcess(pid, CgroupRole.Payload);
-        cg.SetCpuLimit(cpuLimit);
-        return true;
-    }
-
-    private async Task CleanUpAfterExitAsync(VeId id, VmPaths paths, CancellationToken ct)
-    {
-        var runtime = await ReadRuntimeAsync(paths, ct).ConfigureAwait(false);
-        if (runtime?.TapDevice is not null)
-        {
-            try { await _bridge.DeleteVeNamespaceAsync(id, ct).ConfigureAwait(false); }
-            catch (VirtuozzoException ex) { _logger.LogWarning("VM {Id}: could not remove its tap: {Error}", id, ex.Message); }
-        }
-        if (runtime?.InCgroup == true || (Native.GetEuid() == 0 && Cgroups.Exists(id)))
-        {
-            try { await Cgroups.DeleteAsync(id, ct).ConfigureAwait(false); }
-            catch (Exception ex) when (ex is VirtuozzoException or IOException) { _logger.LogWarning("VM {Id}: could not remove its cgroup: {Error}", id, ex.Message); }
-        }
-        try
-        {
-            if (Directory.Exists(paths.RunDirectory))
-                Directory.Delete(paths.RunDirectory, recursive: true);
-        }
-        catch (IOException ex)
-        {
-            _logger.LogWarning("VM {Id}: could not remove {Dir}: {Error}", id, paths.RunDirectory, ex.Message);
-        }
-        await _ledger.ReleaseAsync(id, ct).ConfigureAwait(false);
-    }
-
-    private async Task<QmpClient> ConnectAsync(VmPaths paths, CancellationToken ct, TimeSpan? timeout = null)
-    {
-        try
-        {
-            return await QmpClient.ConnectAsync(paths.CommandSocket, timeout ?? TimeSpan.FromSeconds(10), ct, _logger).ConfigureAwait(false);
-        }
-        catch (QmpException ex)
-        {
-            throw new InvalidStateException($"The VM's control channel at '{paths.CommandSocket}' does not answer: {ex.Message}", ex);
-        }
-    }
-
-    private async Task<JsonNode?> QmpAsync(VmSession s, string command, JsonObject? args, CancellationToken ct, TimeSpan? timeout = null)
-    {
-        var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
-        await using (qmp.ConfigureAwait(false))
-            return await qmp.ExecuteAsync(command, args, timeout ?? QmpTimeout, ct).ConfigureAwait(false);
-    }
-
-    private static VmState MapStatus(string? status) => status switch
-    {
-        "running" => VmState.Running,
-        "shutdown" => VmState.Stopped,
-        "inmigrate" or "postmigrate" or "finish-migrate" or "save-vm" or "restore-vm" or "colo" => VmState.Busy,
-        _ => VmState.Paused, // paused, prelaunch, suspended (guest S3), io-error, internal-error, guest-panicked, watchdog, debug
+        RuntimeKind.Local => new LocalVmDriver(runtime, options),
+        _ => throw new UnsupportedOnHostException($"VMs are not available on the {runtime.Kind} runtime yet."),
     };
 
-    private async Task<VmState> QueryStateAsync(VmSession s, CancellationToken ct)
-    {
-        if (s.Runtime is null)
-            return s.Config.SuspendedStateFile is not null ? VmState.Suspended : VmState.Stopped;
-        try
-        {
-            var status = await QmpAsync(s, "query-status", null, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-            return MapStatus(status?["status"]?.GetValue<string>());
-        }
-        catch (Exception ex) when (ex is VirtuozzoException or TimeoutException)
-        {
-            return IsAlive(s.Runtime) ? VmState.Busy : VmState.Stopped;
-        }
-    }
+    private IVmDriver Driver => _driver ?? throw new InvalidOperationException("This VirtualMachineClient was made for mocking and has no runtime.");
 
-    private VmInfo ToInfo(VmSession s, VmState state)
-    {
-        var c = s.Config;
-        var running = s.Runtime is not null && state is not VmState.Stopped and not VmState.Suspended;
-        return new VmInfo
-        {
-            Id = s.Id,
-            Name = c.Name,
-            State = state,
-            Cpus = running && s.Runtime!.Cpus > 0 ? s.Runtime.Cpus : c.Cpus,
-            MaxCpus = c.MaxCpus,
-            MemorySize = ByteSize.FromBytes(running && s.Runtime!.TargetMemoryBytes > 0 ? s.Runtime.TargetMemoryBytes : c.MemoryBytes),
-            MemoryGuaranteePercent = c.MemoryGuaranteePercent,
-            MemoryHotplug = c.MemoryHotplug,
-            MaxMemory = ByteSize.FromBytes(c.MemoryHotplug ? c.MaxMemoryBytes : c.MemoryBytes),
-            Disks = c.Disks.Select(d => new VmDiskInfo(d.Name, s.Paths.DiskPath(d), ByteSize.FromBytes(d.SizeBytes))).ToList(),
-            CdromImagePath = c.CdromImagePath,
-            Network = c.Network,
-            MacAddress = c.MacAddress,
-            KernelPath = c.KernelPath,
-            CpuMask = c.CpuMask,
-            CpuLimitPercent = c.CpuLimitPercent,
-            ConsoleLogPath = s.Paths.ConsoleLog,
-            CreatedAt = c.CreatedAt,
-            ProcessId = running ? s.Runtime!.Pid : null,
-        };
-    }
-
-    // ------------------------------------------------------------------ create, list, info
+    internal IVmDriver DriverForTests => Driver;
 
     /// <summary>Creates a VM (stopped) with its disks.</summary>
-    /// <remarks>The equivalent of <c>prlctl create NAME --vmtype vm</c> and <c>vzsdk vm create</c>.</remarks>
+    /// <remarks>The equivalent of <c>prlctl create NAME --vmtype vm</c>.</remarks>
     /// <exception cref="ArgumentException">The name or a setting is invalid.</exception>
     /// <exception cref="AlreadyExistsException">A container or VM with that name exists.</exception>
-    public async Task<VmInfo> CreateAsync(CreateVmOptions options, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        var hostMemory = HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo"));
-        var config = VmConfigRules.FromCreateOptions(options, Guid.NewGuid(), DateTimeOffset.UtcNow, Environment.ProcessorCount, hostMemory);
-        var paths = PathsOf(config.Id);
-        // The registry checks the name across containers and VMs and creates the private directory.
-        await _registry.RegisterAsync(new VeId(config.Id), new VeName(config.Name), VeKind.Vm, cancellationToken).ConfigureAwait(false);
-        using var veLock = await _store.LockVeAsync(new VeId(config.Id), cancellationToken).ConfigureAwait(false);
-        try
-        {
-            var disks = new List<VmDiskConfig>();
-            for (var i = 0; i < options.Disks.Count; i++)
-                disks.Add(await MakeDiskAsync(paths, $"hdd{i}", options.Disks[i], cancellationToken).ConfigureAwait(false));
-            config = config with { Disks = disks };
-            await WriteConfigAsync(paths, config, cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            await _registry.UnregisterAsync(new VeId(config.Id), CancellationToken.None).ConfigureAwait(false);
-            throw;
-        }
-        _logger.LogDebug("Created VM {Name} ({Id})", config.Name, config.Id);
-        return ToInfo(new VmSession(config, paths, null), VmState.Stopped);
-    }
+    public virtual Task<VmInfo> CreateAsync(VmCreateOptions options, CancellationToken cancellationToken = default)
+        => Driver.CreateAsync(options, cancellationToken);
 
-    private async Task<VmDiskConfig> MakeDiskAsync(VmPaths paths, string name, VmDiskOptions d, CancellationToken ct)
+    /// <summary>Lists VMs with their state: all of them, or only the running (or paused) ones.</summary>
+    /// <remarks>The equivalent of <c>prlctl list [-a] --vmtype vm</c>.</remarks>
+    public virtual async Task<IReadOnlyList<VmInfo>> ListAsync(bool all = true, CancellationToken cancellationToken = default)
     {
-        var file = name + ".qcow2";
-        var path = Path.Combine(paths.PrivateDirectory, file);
-        if (d.SourceImagePath is { } source)
-        {
-            if (!File.Exists(source))
-                throw new ArgumentException($"The disk image '{source}' does not exist.", nameof(d));
-            File.Copy(source, path);
-            var size = await _disks.GetVirtualSizeAsync(path, ct).ConfigureAwait(false);
-            if (d.Size is { } wanted && wanted.Bytes > size)
-            {
-                await _disks.ResizeAsync(path, wanted.Bytes, ct).ConfigureAwait(false);
-                size = wanted.Bytes;
-            }
-            return new VmDiskConfig(name, file, size);
-        }
-        var bytes = d.Size?.Bytes ?? throw new ArgumentException("A new disk needs a size.", nameof(d));
-        if (bytes <= 0 || bytes % ByteSize.MiB != 0)
-            throw new ArgumentException($"A disk's size must be a positive whole number of MiB (got {bytes} bytes).", nameof(d));
-        await _disks.CreateAsync(path, bytes, null, ct).ConfigureAwait(false);
-        return new VmDiskConfig(name, file, bytes);
-    }
-
-    /// <summary>Lists the host's VMs with their state.</summary>
-    /// <remarks>The equivalent of <c>prlctl list -a --vmtype vm</c>.</remarks>
-    public async Task<IReadOnlyList<VmInfo>> ListAsync(CancellationToken cancellationToken = default)
-    {
-        var list = new List<VmInfo>();
-        foreach (var c in (await ReadAllConfigsAsync(cancellationToken).ConfigureAwait(false)).OrderBy(c => c.Name, StringComparer.Ordinal))
-        {
-            try
-            {
-                list.Add(await GetCoreAsync(c.Id, cancellationToken).ConfigureAwait(false));
-            }
-            catch (NotFoundException) { } // deleted meanwhile
-        }
-        return list;
+        var list = await Driver.ListAsync(cancellationToken).ConfigureAwait(false);
+        return all ? list : list.Where(v => v.IsRunning).ToList();
     }
 
     /// <summary>Returns one VM's configuration and state.</summary>
     /// <remarks>The equivalent of <c>prlctl list -i NAME</c>.</remarks>
     /// <exception cref="NotFoundException">No VM has this name or UUID.</exception>
-    public async Task<VmInfo> GetAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => await GetCoreAsync(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
-
-    private async Task<VmInfo> GetCoreAsync(Guid id, CancellationToken ct)
-    {
-        // A short try for the VM's lock: an operation in progress (a stop waiting for the guest) must not block a listing.
-        FileLock? veLock = null;
-        try
-        {
-            veLock = await _store.LockVeAsync(new VeId(id), ct, TimeSpan.FromMilliseconds(250)).ConfigureAwait(false);
-        }
-        catch (LockTimeoutException) { }
-        using (veLock)
-        {
-            if (veLock is null)
-            {
-                var paths = PathsOf(id);
-                var config = await ReadConfigAsync(paths, ct).ConfigureAwait(false) ?? throw new NotFoundException($"There is no VM with the UUID {id}.");
-                var runtime = await ReadRuntimeAsync(paths, ct).ConfigureAwait(false);
-                var alive = runtime is not null && IsAlive(runtime);
-                var s = new VmSession(config, paths, alive ? runtime : null);
-                return ToInfo(s, alive ? VmState.Busy : config.SuspendedStateFile is not null ? VmState.Suspended : VmState.Stopped);
-            }
-            var session = await OpenSessionAsync(id, ct).ConfigureAwait(false) ?? throw new NotFoundException($"There is no VM with the UUID {id}.");
-            return ToInfo(session, await QueryStateAsync(session, ct).ConfigureAwait(false));
-        }
-    }
+    public virtual Task<VmInfo> GetAsync(VeRef vm, CancellationToken cancellationToken = default)
+        => Driver.GetAsync(vm.Value, cancellationToken);
 
     /// <summary>
     /// Cleans up after VMs whose emulator is gone (a crash, a kill, a host reboot): removes their sockets and pid files,
     /// taps and cgroups, and releases their memory guarantees. Returns how many VMs were cleaned. Other operations do
     /// the same lazily for the VM they touch; call this at service start to settle the ledger at once.
     /// </summary>
-    public async Task<int> ReconcileAsync(CancellationToken cancellationToken = default)
-    {
-        var cleaned = 0;
-        foreach (var c in await ReadAllConfigsAsync(cancellationToken).ConfigureAwait(false))
-        {
-            using var veLock = await _store.LockVeAsync(new VeId(c.Id), cancellationToken).ConfigureAwait(false);
-            var paths = PathsOf(c.Id);
-            var runtime = await ReadRuntimeAsync(paths, cancellationToken).ConfigureAwait(false);
-            var stale = runtime is not null ? !IsAlive(runtime) : Directory.Exists(paths.RunDirectory);
-            if (!stale)
-                continue;
-            await CleanUpAfterExitAsync(new VeId(c.Id), paths, cancellationToken).ConfigureAwait(false);
-            cleaned++;
-        }
-        return cleaned;
-    }
-
-    // ------------------------------------------------------------------ start
+    public virtual Task<int> ReconcileAsync(CancellationToken cancellationToken = default)
+        => Driver.ReconcileAsync(cancellationToken);
 
     /// <summary>
     /// Starts a VM (or resumes a suspended one from its saved state). Its memory guarantee is admitted by the ledger
@@ -411,171 +84,8 @@ public sealed partial class VirtualMachineClient
     /// <exception cref="InvalidStateException">The VM is already running.</exception>
     /// <exception cref="InsufficientResourcesException">The host cannot guarantee the VM's memory.</exception>
     /// <exception cref="UnsupportedOnHostException">Hardware acceleration was required but does not work here.</exception>
-    public Task<VmInfo> StartAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => WithVmAsync(nameOrId, async s =>
-        {
-            if (s.Runtime is not null)
-                throw new InvalidStateException($"The VM '{s.Config.Name}' is already running.");
-            await StartCoreAsync(s, paused: false, cancellationToken).ConfigureAwait(false);
-            return ToInfo(s, await QueryStateAsync(s, cancellationToken).ConfigureAwait(false));
-        }, cancellationToken);
-
-    private async Task<bool> UseSoftwareAsync(VmAcceleration acceleration, CancellationToken ct)
-    {
-        if (acceleration == VmAcceleration.Software)
-            return true;
-        _capabilities ??= await _host.GetCapabilitiesAsync(null, ct).ConfigureAwait(false);
-        if (_capabilities.Kvm.Usable)
-            return false;
-        if (acceleration == VmAcceleration.Hardware)
-            throw new UnsupportedOnHostException($"Hardware virtualisation does not work on this host: {_capabilities.Kvm.Reason} Use software emulation (Acceleration = Auto or Software).");
-        return true;
-    }
-
-    private static long Guarantee(VmConfig c, long memoryBytes) => memoryBytes * c.MemoryGuaranteePercent / 100;
-
-    /// <summary>The host memory a VM costs besides its guarantee: 64 MiB plus 8 bytes per 4 KiB page of RAM.</summary>
-    internal static long Overhead(long memoryBytes) => 64 * ByteSize.MiB + memoryBytes / 4096 * 8;
-
-    private async Task StartCoreAsync(VmSession s, bool paused, CancellationToken ct)
-    {
-        var c = s.Config;
-        foreach (var d in c.Disks)
-        {
-            if (!File.Exists(s.Paths.DiskPath(d)))
-                throw new InvalidStateException($"The VM '{c.Name}' cannot start: its disk {d.Name} ('{s.Paths.DiskPath(d)}') is missing.");
-        }
-        var software = await UseSoftwareAsync(c.Acceleration, ct).ConfigureAwait(false);
-        await _ledger.ReserveAsync(s.Id, VeKind.Vm, Guarantee(c, c.MemoryBytes), Overhead(c.MemoryBytes), ct).ConfigureAwait(false);
-        var pid = 0;
-        try
-        {
-            if (Directory.Exists(s.Paths.RunDirectory))
-                Directory.Delete(s.Paths.RunDirectory, true);
-            Directory.CreateDirectory(s.Paths.RunDirectory);
-            string? incoming = c.SuspendedStateFile is { } f ? Path.Combine(s.Paths.PrivateDirectory, f) : null;
-            string? tap = null;
-            if (c.Network == VmNetworkMode.Bridged)
-            {
-                tap = await _bridge.CreateTapAsync(s.Id, ct).ConfigureAwait(false);
-                // Recorded before the emulator runs, so that a failed start removes the tap too.
-                await WriteRuntimeAsync(s.Paths, new VmRuntime { Pid = 0, ProcessStartTime = 0, StartedAt = DateTimeOffset.UtcNow, BaseMemoryBytes = c.MemoryBytes, TapDevice = tap }, ct).ConfigureAwait(false);
-            }
-            var hw = incoming is not null ? c.SuspendedHardware : null;
-            var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch
-            {
-                Software = software,
-                IncomingStateFile = incoming,
-                Paused = paused,
-                TapDevice = tap,
-                BaseMemoryBytes = hw?.BaseMemoryBytes,
-                Dimms = hw?.Dimms ?? [],
-                Cpus = hw is null ? null : hw.BootCpus > 0 ? hw.BootCpus : hw.Cpus,
-                HotplugCpus = hw?.HotplugCpus ?? [],
-            });
-            _logger.LogDebug("Starting VM {Name}: {Args}", c.Name, string.Join(' ', args));
-            await _host.ExecuteBufferedAsync(new Command(Emulator).WithArguments(args).WithTimeout(_options.StartTimeout), ct).ConfigureAwait(false);
-            if (!File.Exists(s.Paths.PidFile))
-                throw new InvalidStateException($"The VM '{c.Name}' exited right after it started{(incoming is not null ? " (its saved state could not be loaded; resume needs the hardware it was suspended with)" : "")}. Console log '{s.Paths.ConsoleLog}': {ConsoleTail(s.Paths)}");
-            pid = int.Parse((await File.ReadAllTextAsync(s.Paths.PidFile, ct).ConfigureAwait(false)).Trim(), CultureInfo.InvariantCulture);
-            var stat = ProcessTree.ReadStat(pid) ?? throw new InvalidStateException($"The VM '{c.Name}' exited right after it started. Console log '{s.Paths.ConsoleLog}': {ConsoleTail(s.Paths)}");
-            var runtime = new VmRuntime
-            {
-                Pid = pid,
-                ProcessStartTime = stat.StartTime,
-                StartedAt = DateTimeOffset.UtcNow,
-                BaseMemoryBytes = hw?.BaseMemoryBytes ?? c.MemoryBytes,
-                Dimms = hw?.Dimms ?? [],
-                TargetMemoryBytes = hw?.TargetMemoryBytes ?? c.MemoryBytes,
-                Cpus = hw?.Cpus ?? c.Cpus,
-                BootCpus = hw is null ? c.Cpus : hw.BootCpus > 0 ? hw.BootCpus : hw.Cpus,
-                HotplugCpus = hw?.HotplugCpus ?? [],
-                Software = software,
-                TapDevice = tap,
-            };
-            runtime = runtime with { InCgroup = JoinCgroup(s.Id, pid, c.CpuLimitPercent) };
-            var qmp = await ConnectAsync(s.Paths, ct, _options.StartTimeout).ConfigureAwait(false);
-            await using (qmp.ConfigureAwait(false))
-            {
-                if (incoming is not null)
-                {
-                    await WaitForIncomingAsync(qmp, c.Name, ct).ConfigureAwait(false);
-                    if (!paused)
-                        await qmp.ExecuteAsync("cont", null, QmpTimeout, ct).ConfigureAwait(false);
-                }
-            }
-            s.Runtime = runtime;
-            await WriteRuntimeAsync(s.Paths, runtime, ct).ConfigureAwait(false);
-            if (c.CpuMask is { } mask)
-                await ApplyCpuMaskAsync(s, mask, ct).ConfigureAwait(false);
-            if (incoming is not null)
-            {
-                s.Config = c with { SuspendedStateFile = null, SuspendedHardware = null };
-                await WriteConfigAsync(s.Paths, s.Config, ct).ConfigureAwait(false);
-                File.Delete(incoming);
-            }
-            _logger.LogDebug("VM {Name} started (pid {Pid})", c.Name, pid);
-        }
-        catch
-        {
-            s.Runtime = null;
-            if (pid == 0 && File.Exists(s.Paths.PidFile)
-                && int.TryParse(File.ReadAllText(s.Paths.PidFile).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var p))
-                pid = p;
-            if (pid > 0)
-                await KillProcessAsync(pid, CancellationToken.None).ConfigureAwait(false);
-            await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);
-            throw;
-        }
-    }
-
-    /// <summary>The last lines of the VM's serial console, for error messages.</summary>
-    private static string ConsoleTail(VmPaths paths)
-    {
-        try
-        {
-            var lines = File.ReadAllLines(paths.ConsoleLog);
-            return lines.Length == 0 ? "(empty)" : string.Join(" | ", lines.TakeLast(5).Select(l => l.Trim()));
-        }
-        catch (IOException)
-        {
-            return "(none)";
-        }
-    }
-
-    private static async Task WaitForIncomingAsync(QmpClient qmp, string name, CancellationToken ct)
-    {
-        var deadline = DateTimeOffset.UtcNow + TimeSpan.FromMinutes(5);
-        while (true)
-        {
-            var status = (await qmp.ExecuteAsync("query-status", null, QmpTimeout, ct).ConfigureAwait(false))?["status"]?.GetValue<string>();
-            if (status != "inmigrate")
-            {
-                var mig = await qmp.ExecuteAsync("query-migrate", null, QmpTimeout, ct).ConfigureAwait(false);
-                var ms = mig?["status"]?.GetValue<string>();
-                if (ms is "failed" or "cancelled")
-                    throw new InvalidStateException($"The VM '{name}' could not be resumed from its saved state ({ms}).");
-                return;
-            }
-            if (DateTimeOffset.UtcNow > deadline)
-                throw new InvalidStateException($"The VM '{name}' did not finish loading its saved state within 5 minutes.");
-            await Task.Delay(50, ct).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>SIGKILLs a VM process and waits until it is gone.</summary>
-    private static async Task KillProcessAsync(int pid, CancellationToken ct)
-    {
-        var stat = ProcessTree.ReadStat(pid);
-        if (stat is null)
-            return;
-        var key = new ProcessTree.ProcessKey(pid, stat.Value.StartTime);
-        Native.TrySignal(pid, Native.SIGKILL);
-        for (var i = 0; i < 500 && ProcessTree.IsAlive(key); i++)
-            await Task.Delay(10, ct).ConfigureAwait(false);
-    }
-
-    // ------------------------------------------------------------------ stop, kill
+    public virtual Task<VmInfo> StartAsync(VeRef vm, CancellationToken cancellationToken = default)
+        => Driver.StartAsync(vm.Value, cancellationToken);
 
     /// <summary>
     /// Stops a VM: asks the guest to power off through its guest tools when they answer, otherwise (and again when the
@@ -583,305 +93,148 @@ public sealed partial class VirtualMachineClient
     /// then kills it. Releases the VM's memory guarantee.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl stop NAME [--kill]</c>.</remarks>
-    public Task<VmStopMethod> StopAsync(string nameOrId, StopVmOptions? options = null, CancellationToken cancellationToken = default)
-        => WithVmAsync(nameOrId, s => StopCoreAsync(s, options ?? new StopVmOptions(), cancellationToken), cancellationToken);
-
-    private async Task<VmStopMethod> StopCoreAsync(VmSession s, StopVmOptions options, CancellationToken ct)
-    {
-        if (s.Runtime is not { } rt)
-            return VmStopMethod.AlreadyStopped;
-        var timeout = options.Timeout ?? VmDefaults.StopTimeout;
-        if (timeout < TimeSpan.Zero)
-            throw new ArgumentOutOfRangeException(nameof(options), "The stop timeout must not be negative.");
-        var method = VmStopMethod.Killed;
-        if (!options.Kill)
-        {
-            var deadline = DateTimeOffset.UtcNow + timeout;
-            try
-            {
-                var state = await QueryStateAsync(s, ct).ConfigureAwait(false);
-                if (state == VmState.Paused)
-                    await QmpAsync(s, "cont", null, ct).ConfigureAwait(false);
-                // A guest left frozen by a backup that died refuses guest-shutdown, and its own shutdown would hang
-                // writing to the frozen file systems until it is killed: thaw it first (only when the marker says so).
-                await ThawGuestIfFrozenAsync(s.Id, s.Config.Name, TimeSpan.FromSeconds(2), ct).ConfigureAwait(false);
-                method = await RequestPowerOffAsync(s, ct).ConfigureAwait(false);
-                var acpiAt = method == VmStopMethod.GuestTools ? DateTimeOffset.UtcNow + TimeSpan.FromTicks(Math.Min(timeout.Ticks / 2, TimeSpan.FromSeconds(15).Ticks)) : DateTimeOffset.MaxValue;
-                while (IsAlive(rt) && DateTimeOffset.UtcNow < deadline)
-                {
-                    if (DateTimeOffset.UtcNow >= acpiAt)
-                    {
-                        acpiAt = DateTimeOffset.MaxValue;
-                        try
-                        {
-                            await QmpAsync(s, "system_powerdown", null, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-                            method = VmStopMethod.Acpi;
-                        }
-                        catch (Exception ex) when (ex is VirtuozzoException or TimeoutException) { }
-                    }
-                    await Task.Delay(50, ct).ConfigureAwait(false);
-                }
-            }
-            catch (Exception ex) when (ex is VirtuozzoException or TimeoutException)
-            {
-                _logger.LogDebug("VM {Name}: polite stop failed ({Error}); killing", s.Config.Name, ex.Message);
-            }
-            if (IsAlive(rt))
-                method = VmStopMethod.Killed;
-        }
-        var killed = false;
-        if (IsAlive(rt))
-        {
-            await KillProcessAsync(rt.Pid, CancellationToken.None).ConfigureAwait(false);
-            killed = true;
-        }
-        await CleanUpAfterExitAsync(s.Id, s.Paths, CancellationToken.None).ConfigureAwait(false);
-        s.Runtime = null;
-        if (killed && s.Config.Disks.Count > 0)
-        {
-            // A killed emulator cannot store its change-tracking bitmaps: the next backup is full, and says why.
-            foreach (var d in s.Config.Disks)
-                s.Config = WithTrackingReset(s.Config, d.Name, "the VM was killed instead of shut down cleanly");
-            await WriteConfigAsync(s.Paths, s.Config, CancellationToken.None).ConfigureAwait(false);
-        }
-        return method;
-    }
-
-    private async Task<VmStopMethod> RequestPowerOffAsync(VmSession s, CancellationToken ct)
-    {
-        try
-        {
-            // A busy channel (a long exec) is not waited for: the power button does the job.
-            using var agentLock = await AgentLockAsync(s.Config.Id, ct, TimeSpan.FromMilliseconds(500)).ConfigureAwait(false);
-            var agent = await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, TimeSpan.FromSeconds(2), ct).ConfigureAwait(false);
-            await using (agent.ConfigureAwait(false))
-            {
-                await agent.ShutdownAsync(ct).ConfigureAwait(false);
-                return VmStopMethod.GuestTools;
-            }
-        }
-        catch (Exception ex) when (ex is GuestAgentUnavailableException or LockTimeoutException)
-        {
-            await QmpAsync(s, "system_powerdown", null, ct).ConfigureAwait(false);
-            return VmStopMethod.Acpi;
-        }
-    }
+    public virtual Task<VeStopMethod> StopAsync(VeRef vm, VeStopOptions? options = null, CancellationToken cancellationToken = default)
+        => Driver.StopAsync(vm.Value, options, cancellationToken);
 
     /// <summary>Kills a running VM at once (its guest gets no chance to shut down) and releases its memory guarantee.</summary>
     /// <remarks>The equivalent of <c>prlctl stop NAME --kill</c>.</remarks>
-    public async Task KillAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => await StopAsync(nameOrId, new StopVmOptions { Kill = true }, cancellationToken).ConfigureAwait(false);
-
-    // ------------------------------------------------------------------ pause, resume, reset
+    /// <returns>The VM afterwards.</returns>
+    public virtual async Task<VmInfo> KillAsync(VeRef vm, CancellationToken cancellationToken = default)
+    {
+        await Driver.KillAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+        return await Driver.GetAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>Pauses a running VM (its vCPUs stop; memory stays allocated).</summary>
     /// <remarks>The equivalent of <c>prlctl pause NAME</c>.</remarks>
-    public Task PauseAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => WithVmAsync<bool>(nameOrId, async s =>
-        {
-            RequireRunning(s);
-            await QmpAsync(s, "stop", null, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
+    /// <returns>The VM afterwards.</returns>
+    public virtual async Task<VmInfo> PauseAsync(VeRef vm, CancellationToken cancellationToken = default)
+    {
+        await Driver.PauseAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+        return await Driver.GetAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>Resumes a paused VM, or starts a suspended one from its saved state.</summary>
     /// <remarks>The equivalent of <c>prlctl resume NAME</c>.</remarks>
-    public Task ResumeAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => WithVmAsync<bool>(nameOrId, async s =>
-        {
-            if (s.Runtime is null)
-            {
-                if (s.Config.SuspendedStateFile is null)
-                    throw new InvalidStateException($"The VM '{s.Config.Name}' is neither paused nor suspended.");
-                await StartCoreAsync(s, paused: false, cancellationToken).ConfigureAwait(false);
-                return true;
-            }
-            await QmpAsync(s, "cont", null, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
+    /// <returns>The VM afterwards.</returns>
+    public virtual async Task<VmInfo> ResumeAsync(VeRef vm, CancellationToken cancellationToken = default)
+    {
+        await Driver.ResumeAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+        return await Driver.GetAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>Resets a running VM (a hardware reset: the guest reboots without shutting down).</summary>
     /// <remarks>The equivalent of <c>prlctl reset NAME</c>.</remarks>
-    public Task ResetAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => WithVmAsync<bool>(nameOrId, async s =>
-        {
-            RequireRunning(s);
-            await QmpAsync(s, "system_reset", null, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
-
-    private static void RequireRunning(VmSession s)
+    /// <returns>The VM afterwards.</returns>
+    public virtual async Task<VmInfo> ResetAsync(VeRef vm, CancellationToken cancellationToken = default)
     {
-        if (s.Runtime is null)
-            throw new InvalidStateException($"The VM '{s.Config.Name}' is not running. Start it with 'vzsdk vm start {s.Config.Name}'.");
+        await Driver.ResetAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+        return await Driver.GetAsync(vm.Value, cancellationToken).ConfigureAwait(false);
     }
-
-    private static void RequireStopped(VmSession s, string what)
-    {
-        if (s.Runtime is not null)
-            throw new InvalidStateException($"Cannot {what} the VM '{s.Config.Name}' while it runs. Stop it first.");
-    }
-
-    // ------------------------------------------------------------------ delete, rename
 
     /// <summary>Deletes a stopped VM with its disks and saved state.</summary>
     /// <remarks>The equivalent of <c>prlctl delete NAME</c>.</remarks>
     /// <exception cref="InvalidStateException">The VM is running.</exception>
-    public Task DeleteAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => WithVmAsync<bool>(nameOrId, async s =>
-        {
-            RequireStopped(s, "delete");
-            await EnsureNoCloneDependsOnAsync(s, cancellationToken).ConfigureAwait(false);
-            await _registry.UnregisterAsync(s.Id, cancellationToken).ConfigureAwait(false);
-            if (Directory.Exists(s.Paths.RunDirectory))
-                Directory.Delete(s.Paths.RunDirectory, true);
-            await _ledger.ReleaseAsync(s.Id, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
-
-    /// <summary>Refuses to delete a VM whose disks serve as the base of a linked clone.</summary>
-    private async Task EnsureNoCloneDependsOnAsync(VmSession s, CancellationToken ct)
-    {
-        var prefix = s.Paths.PrivateDirectory + Path.DirectorySeparatorChar;
-        foreach (var other in await ReadAllConfigsAsync(ct).ConfigureAwait(false))
-        {
-            if (other.Id == s.Config.Id)
-                continue;
-            var paths = PathsOf(other.Id);
-            foreach (var d in other.Disks)
-            {
-                var backing = await _disks.GetBackingFileAsync(paths.DiskPath(d), ct).ConfigureAwait(false);
-                if (backing is not null && Path.GetFullPath(backing, paths.PrivateDirectory).StartsWith(prefix, StringComparison.Ordinal))
-                    throw new InvalidStateException($"The VM '{s.Config.Name}' cannot be deleted: the linked clone '{other.Name}' uses its disk as a base. Delete the clone first.");
-            }
-        }
-    }
+    public virtual Task<bool> DeleteAsync(VeRef vm, CancellationToken cancellationToken = default)
+        => Driver.DeleteAsync(vm.Value, cancellationToken);
 
     /// <summary>Renames a VM (running or not).</summary>
     /// <remarks>The equivalent of <c>prlctl set NAME --name NEW</c>.</remarks>
     /// <exception cref="AlreadyExistsException">The new name is taken.</exception>
-    public Task<VmInfo> RenameAsync(string nameOrId, string newName, CancellationToken cancellationToken = default)
-    {
-        if (VeName.Validate(newName) is { } problem)
-            throw new ArgumentException(problem, nameof(newName));
-        if (Guid.TryParse(newName, out _))
-            throw new ArgumentException("A VM name must not look like a UUID.", nameof(newName));
-        return WithVmAsync(nameOrId, async s =>
-        {
-            await _registry.RenameAsync(s.Id, new VeName(newName), cancellationToken).ConfigureAwait(false);
-            s.Config = s.Config with { Name = newName };
-            await WriteConfigAsync(s.Paths, s.Config, cancellationToken).ConfigureAwait(false);
-            return ToInfo(s, await QueryStateAsync(s, cancellationToken).ConfigureAwait(false));
-        }, cancellationToken);
-    }
-
-    // ------------------------------------------------------------------ guest tools
-
-    private async Task<GuestAgentClient> ConnectAgentAsync(VmSession s, TimeSpan timeout, CancellationToken ct)
-    {
-        RequireRunning(s);
-        try
-        {
-            return await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, timeout, ct).ConfigureAwait(false);
-        }
-        catch (GuestAgentUnavailableException ex)
-        {
-            throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' do not answer: {ex.Message} Install and start qemu-guest-agent in the guest.", ex);
-        }
-    }
-
-    /// <summary>
-    /// The lock of a VM's guest tools channel, which serves one client at a time. It is separate from the VM's lock so
-    /// that a long exec does not block a stop, a pause or a listing of the same VM. Order: VM lock, then this one.
-    /// </summary>
-    private Task<FileLock> AgentLockAsync(Guid id, CancellationToken ct, TimeSpan? timeout = null)
-        => FileLock.AcquireAsync(Path.Combine(_store.LocksDirectory, $"ve-{id}.agent.lock"), $"the guest tools channel of VM {id}", timeout ?? _store.LockTimeout, ct);
-
-    private async Task<T> WithAgentAsync<T>(string nameOrId, TimeSpan connectTimeout, Func<VmSession, GuestAgentClient, Task<T>> action, CancellationToken ct)
-    {
-        var id = await ResolveAsync(nameOrId, ct).ConfigureAwait(false);
-        VmSession s;
-        using (await _store.LockVeAsync(new VeId(id), ct).ConfigureAwait(false))
-        {
-            s = await OpenSessionAsync(id, ct).ConfigureAwait(false)
-                ?? throw new NotFoundException($"The VM '{nameOrId}' was deleted by another operation.");
-            RequireRunning(s);
-        }
-        using var agentLock = await AgentLockAsync(id, ct).ConfigureAwait(false);
-        var agent = await ConnectAgentAsync(s, connectTimeout, ct).ConfigureAwait(false);
-        await using (agent.ConfigureAwait(false))
-        {
-            try
-            {
-                return await action(s, agent).ConfigureAwait(false);
-            }
-            catch (GuestAgentException ex)
-            {
-                throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' refused: {ex.Description}", ex);
-            }
-            catch (GuestAgentUnavailableException ex)
-            {
-                throw new InvalidStateException($"The guest tools of the VM '{s.Config.Name}' stopped answering (the VM may have stopped): {ex.Message}", ex);
-            }
-        }
-    }
+    public virtual Task<VmInfo> RenameAsync(VeRef vm, VeName newName, CancellationToken cancellationToken = default)
+        => Driver.RenameAsync(vm.Value, newName, cancellationToken);
 
     /// <summary>Waits until the guest tools in a running VM answer (the guest has booted far enough to be managed).</summary>
     /// <exception cref="TimeoutException">They did not answer within <paramref name="timeout"/>.</exception>
-    public async Task WaitForGuestToolsAsync(string nameOrId, TimeSpan timeout, CancellationToken cancellationToken = default)
-    {
-        try
-        {
-            await WithAgentAsync(nameOrId, timeout, (_, agent) => Task.FromResult(true), cancellationToken).ConfigureAwait(false);
-        }
-        catch (InvalidStateException ex) when (ex.InnerException is GuestAgentUnavailableException)
-        {
-            var paths = PathsOf(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false));
-            throw new TimeoutException($"The guest tools of '{nameOrId}' did not answer within {timeout.TotalSeconds:0.#} s. Console log '{paths.ConsoleLog}': {ConsoleTail(paths)}", ex);
-        }
-    }
+    public virtual Task WaitForGuestToolsAsync(VeRef vm, TimeSpan timeout, CancellationToken cancellationToken = default)
+        => Driver.WaitForGuestToolsAsync(vm.Value, timeout, cancellationToken);
 
     /// <summary>Runs a program in a running guest through its guest tools and returns its exit code and output.</summary>
     /// <remarks>The equivalent of <c>prlctl exec NAME CMD</c>.</remarks>
     /// <exception cref="InvalidStateException">The VM is not running, or its guest tools do not answer.</exception>
-    /// <exception cref="TimeoutException">The program ran longer than <see cref="VmExecOptions.Timeout"/>.</exception>
-    public Task<VmExecResult> ExecAsync(string nameOrId, VmExecOptions options, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        if (options.Command is not { Count: > 0 } || string.IsNullOrEmpty(options.Command[0]))
-            throw new ArgumentException("A command is required.", nameof(options));
-        var (path, args) = options.Shell
-            ? ("/bin/sh", (IReadOnlyList<string>)["-c", string.Join(' ', options.Command)])
-            : (options.Command[0], options.Command.Skip(1).ToList());
-        return WithAgentAsync(nameOrId, AgentTimeout, async (_, agent) =>
-        {
-            var r = await agent.ExecAsync(path, args, options.Environment, options.StandardInput, options.Timeout, cancellationToken).ConfigureAwait(false);
-            return new VmExecResult(r.ExitCode, r.StandardOutput, r.StandardError, r.OutputTruncated);
-        }, cancellationToken);
-    }
+    /// <exception cref="TimeoutException">The program ran longer than <see cref="VeExecOptions.Timeout"/>.</exception>
+    public virtual Task<VeExecResult> ExecAsync(VeRef vm, VeExecOptions options, CancellationToken cancellationToken = default)
+        => Driver.ExecAsync(vm.Value, options, cancellationToken);
 
     /// <summary>Sets the password of a user in a running guest through its guest tools.</summary>
     /// <remarks>The equivalent of <c>prlctl set NAME --userpasswd USER:PASSWORD</c>. The password is never logged.</remarks>
-    public Task SetUserPasswordAsync(string nameOrId, string user, string password, CancellationToken cancellationToken = default)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        ArgumentException.ThrowIfNullOrEmpty(password);
-        if (user.Contains(':', StringComparison.Ordinal) || user.Contains('\n', StringComparison.Ordinal) || password.Contains('\n', StringComparison.Ordinal))
-            throw new ArgumentException("The user name must not contain ':' or a newline, nor the password a newline.");
-        return WithAgentAsync(nameOrId, AgentTimeout, async (_, agent) =>
-        {
-            await agent.SetUserPasswordAsync(user, password, false, AgentTimeout, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
-    }
+    public virtual Task SetUserPasswordAsync(VeRef vm, string user, string password, CancellationToken cancellationToken = default)
+        => Driver.SetUserPasswordAsync(vm.Value, user, password, cancellationToken);
 
     /// <summary>Reads the guest's network interfaces and addresses through its guest tools.</summary>
-    public Task<IReadOnlyList<VmGuestInterface>> GetGuestNetworkAsync(string nameOrId, CancellationToken cancellationToken = default)
-        => WithAgentAsync(nameOrId, AgentTimeout, async (_, agent) =>
-        {
-            var list = await agent.GetNetworkInterfacesAsync(AgentTimeout, cancellationToken).ConfigureAwait(false);
-            return (IReadOnlyList<VmGuestInterface>)list
-                .Select(i => new VmGuestInterface(i.Name, i.HardwareAddress, i.Addresses.Select(a => new VmGuestAddress(a.Address, a.Prefix, a.IsIPv6)).ToList()))
-                .ToList();
-        }, cancellationToken);
+    public virtual Task<IReadOnlyList<VmGuestInterface>> GetGuestNetworkAsync(VeRef vm, CancellationToken cancellationToken = default)
+        => Driver.GetGuestNetworkAsync(vm.Value, cancellationToken);
+
+    /// <summary>
+    /// Changes a VM's settings. They are persisted, and applied to a running VM where it allows: memory through the
+    /// balloon and DIMM hotplug (growing deflates the balloon first, then plugs a DIMM that is a multiple of 128 MiB;
+    /// shrinking inflates the balloon), vCPUs through CPU hotplug (brought online by the guest tools), the CPU mask by
+    /// pinning the vCPU threads. A raised guarantee is admitted by the resource ledger first.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl set NAME --memsize … --cpus … --cpumask …</c>.</remarks>
+    /// <exception cref="InvalidStateException">The change cannot be made live (memory hotplug off), or the VM is suspended.</exception>
+    /// <exception cref="InsufficientResourcesException">The host cannot guarantee the new memory, or no DIMM slot is free.</exception>
+    public virtual Task<VmInfo> SetAsync(VeRef vm, VmSetOptions options, CancellationToken cancellationToken = default)
+        => Driver.SetAsync(vm.Value, options, cancellationToken);
+
+    /// <summary>Adds a new (or copied) QCOW2 disk to a VM; a running VM gets it hotplugged.</summary>
+    /// <remarks>The equivalent of <c>prlctl set NAME --device-add hdd --size SIZE</c>.</remarks>
+    public virtual Task<VmDiskInfo> AddDiskAsync(VeRef vm, VmDiskOptions disk, CancellationToken cancellationToken = default)
+        => Driver.AddDiskAsync(vm.Value, disk, cancellationToken);
+
+    /// <summary>Removes a disk from a VM (unplugging it from a running VM) and deletes its image.</summary>
+    /// <remarks>The equivalent of <c>prlctl set NAME --device-del hddN</c>.</remarks>
+    public virtual Task RemoveDiskAsync(VeRef vm, string diskName, CancellationToken cancellationToken = default)
+        => Driver.RemoveDiskAsync(vm.Value, diskName, cancellationToken);
+
+    /// <summary>Grows a disk of a VM, online (the guest sees the new size at once) or offline. Shrinking is refused.</summary>
+    /// <remarks>The equivalent of <c>prlctl set NAME --device-set hddN --size SIZE</c> and <c>prl_disk_tool resize</c>.</remarks>
+    public virtual Task<VmDiskInfo> ResizeDiskAsync(VeRef vm, string diskName, ByteSize newSize, CancellationToken cancellationToken = default)
+        => Driver.ResizeDiskAsync(vm.Value, diskName, newSize, cancellationToken);
+
+    /// <summary>
+    /// Suspends a running VM to a state file in its private directory and ends its process; the next start (or
+    /// <see cref="ResumeAsync"/>) continues the guest where it was. Releases the memory guarantee meanwhile.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl suspend NAME</c>.</remarks>
+    /// <returns>The VM afterwards.</returns>
+    public virtual async Task<VmInfo> SuspendAsync(VeRef vm, CancellationToken cancellationToken = default)
+    {
+        await Driver.SuspendAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+        return await Driver.GetAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Takes a snapshot of a VM's disks — and, for a running VM, of its memory and devices, so that switching to it
+    /// resumes the guest where it was.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot NAME --name SNAP</c>.</remarks>
+    public virtual Task<VmSnapshotInfo> CreateSnapshotAsync(VeRef vm, string snapshotName, string? description = null, CancellationToken cancellationToken = default)
+        => Driver.CreateSnapshotAsync(vm.Value, snapshotName, description, cancellationToken);
+
+    /// <summary>Lists a VM's snapshots; <see cref="VmSnapshotInfo.ParentId"/> links them into a tree.</summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot-list NAME</c>.</remarks>
+    public virtual Task<IReadOnlyList<VmSnapshotInfo>> ListSnapshotsAsync(VeRef vm, CancellationToken cancellationToken = default)
+        => Driver.ListSnapshotsAsync(vm.Value, cancellationToken);
+
+    /// <summary>
+    /// Reverts a VM to a snapshot. A snapshot with memory resumes the guest where it was (a stopped VM is started);
+    /// a disk-only snapshot can only be switched to while the VM is stopped.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot-switch NAME --id ID</c>.</remarks>
+    public virtual Task SwitchSnapshotAsync(VeRef vm, string snapshotIdOrName, CancellationToken cancellationToken = default)
+        => Driver.SwitchSnapshotAsync(vm.Value, snapshotIdOrName, cancellationToken);
+
+    /// <summary>Deletes a snapshot; its children are attached to its parent.</summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot-delete NAME --id ID</c>.</remarks>
+    public virtual Task DeleteSnapshotAsync(VeRef vm, string snapshotIdOrName, CancellationToken cancellationToken = default)
+        => Driver.DeleteSnapshotAsync(vm.Value, snapshotIdOrName, cancellationToken);
+
+    /// <summary>
+    /// Clones a stopped VM under a new name, UUID and MAC address. A full clone copies the disks; a linked clone turns
+    /// the source's disks into read-only bases shared by the source and the clone, each writing to its own overlay.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl clone NAME --name NEW [--linked]</c>.</remarks>
+    public virtual Task<VmInfo> CloneAsync(VeRef vm, VmCloneOptions options, CancellationToken cancellationToken = default)
+        => Driver.CloneAsync(vm.Value, options, cancellationToken);
 }

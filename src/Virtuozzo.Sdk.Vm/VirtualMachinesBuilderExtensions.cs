@@ -1,12 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Resources;
-using Virtuozzo.Sdk.Core.State;
 
 namespace Virtuozzo.Sdk.Vm;
 
@@ -14,8 +9,8 @@ namespace Virtuozzo.Sdk.Vm;
 public static class VirtualMachinesBuilderExtensions
 {
     /// <summary>
-    /// Registers <see cref="VirtualMachineClient"/> (a singleton sharing the SDK's host, state store and resource ledger).
-    /// Idempotent; call it after <c>services.AddVirtuozzoSdk()</c>.
+    /// Registers <see cref="VirtualMachineClient"/> (a singleton over the SDK's one <see cref="VirtuozzoRuntime"/>) and
+    /// lets <see cref="VirtualEnvironmentClient"/> see VMs. Idempotent; call it after <c>services.AddVirtuozzoSdk()</c>.
     /// </summary>
     /// <example>
     /// <code>
@@ -28,17 +23,13 @@ public static class VirtualMachinesBuilderExtensions
         var options = builder.Services.AddOptions<VirtualMachineClientOptions>();
         if (configure is not null)
             options.Configure(configure);
+        builder.AddVeKind(VeKind.Vm, (rt, sp) => VirtualMachineClient.CreateDriver(rt, sp.GetRequiredService<IOptions<VirtualMachineClientOptions>>().Value));
         builder.Services.TryAddSingleton(sp =>
         {
-            var host = sp.GetRequiredService<IVirtuozzoHost>();
-            if (!host.IsLocal)
-                throw new UnsupportedOnHostException($"The VM runtime manages the local machine only; '{host.Name}' is remote.");
-            var loggers = sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance;
-            return new VirtualMachineClient(
-                host, sp.GetRequiredService<StateStore>(), sp.GetRequiredService<ResourceLedger>(),
-                sp.GetRequiredService<IOptions<VirtualMachineClientOptions>>().Value, loggers.CreateLogger<VirtualMachineClient>(),
-                sp.GetRequiredService<IOptions<VirtuozzoSdkOptions>>().Value);
+            var o = sp.GetRequiredService<IOptions<VirtualMachineClientOptions>>().Value;
+            return new VirtualMachineClient(sp.GetRequiredService<VirtuozzoRuntime>(), o);
         });
         return builder;
     }
+
 }

@@ -2,25 +2,6 @@ using Virtuozzo.Sdk.Core;
 
 namespace Virtuozzo.Sdk.Vm;
 
-/// <summary>The state of a virtual machine.</summary>
-public enum VmState
-{
-    /// <summary>Not running.</summary>
-    Stopped,
-
-    /// <summary>Running.</summary>
-    Running,
-
-    /// <summary>Running but paused: its vCPUs do not execute; memory stays allocated.</summary>
-    Paused,
-
-    /// <summary>Not running; its memory and device state are saved to a file and the next start resumes from it.</summary>
-    Suspended,
-
-    /// <summary>Being started, stopped, suspended or migrated by another operation right now.</summary>
-    Busy,
-}
-
 /// <summary>How a VM's network card reaches the world.</summary>
 public enum VmNetworkMode
 {
@@ -63,22 +44,6 @@ public enum VmBootDevice
     Network,
 }
 
-/// <summary>How <see cref="VirtualMachineClient.StopAsync"/> ended the VM.</summary>
-public enum VmStopMethod
-{
-    /// <summary>The VM was not running.</summary>
-    AlreadyStopped,
-
-    /// <summary>The guest powered off after a request through the guest tools.</summary>
-    GuestTools,
-
-    /// <summary>The guest powered off after an ACPI power-button press.</summary>
-    Acpi,
-
-    /// <summary>The guest did not power off in time (or <see cref="StopVmOptions.Kill"/> was set) and was killed.</summary>
-    Killed,
-}
-
 /// <summary>A disk to create with a new VM, or to add to one.</summary>
 public sealed record VmDiskOptions
 {
@@ -94,10 +59,10 @@ public sealed record VmDiskOptions
 
 /// <summary>Options of <see cref="VirtualMachineClient.CreateAsync"/>.</summary>
 /// <remarks>The equivalent of <c>prlctl create NAME --vmtype vm</c> followed by <c>prlctl set</c>.</remarks>
-public sealed record CreateVmOptions
+public sealed record VmCreateOptions
 {
     /// <summary>The VM's name, unique among the host's containers and VMs. Required.</summary>
-    public required string Name { get; init; }
+    public required VeName Name { get; init; }
 
     /// <summary>Virtual CPUs. Default 1.</summary>
     public int Cpus { get; init; } = 1;
@@ -163,7 +128,7 @@ public static class VmDefaults
     public const int MemoryGuaranteePercent = 80;
 
     /// <summary>The default wait for a guest to power off before it is killed.</summary>
-    public static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(60);
+    public static readonly TimeSpan StopTimeout = VeStopOptions.DefaultVmTimeout;
 
     /// <summary>The granularity of hotplugged memory (DIMM sizes are multiples of it).</summary>
     public static readonly ByteSize MemoryHotplugGranularity = ByteSize.FromMiB(128);
@@ -175,20 +140,9 @@ public static class VmDefaults
     public const int MemorySlots = 8;
 }
 
-/// <summary>Options of <see cref="VirtualMachineClient.StopAsync"/>.</summary>
-/// <remarks>The equivalent of <c>prlctl stop NAME [--kill]</c>.</remarks>
-public sealed record StopVmOptions
-{
-    /// <summary>Kill the VM at once instead of asking the guest to power off.</summary>
-    public bool Kill { get; init; }
-
-    /// <summary>How long to wait for the guest to power off before killing it. Default <see cref="VmDefaults.StopTimeout"/> (60 s).</summary>
-    public TimeSpan? Timeout { get; init; }
-}
-
 /// <summary>Options of <see cref="VirtualMachineClient.SetAsync"/>; null members are left unchanged.</summary>
 /// <remarks>The equivalent of <c>prlctl set NAME …</c>. Changes are persisted, and applied live where the running VM allows.</remarks>
-public sealed record SetVmOptions
+public sealed record VmSetOptions
 {
     /// <summary>New memory size (live through balloon and DIMM hotplug when memory hotplug is on).</summary>
     public ByteSize? MemorySize { get; init; }
@@ -215,40 +169,6 @@ public sealed record SetVmOptions
     public string? KernelCommandLine { get; init; }
 }
 
-/// <summary>Options of <see cref="VirtualMachineClient.ExecAsync"/>.</summary>
-/// <remarks>The equivalent of <c>prlctl exec NAME CMD</c>; runs through the guest tools.</remarks>
-public sealed record VmExecOptions
-{
-    /// <summary>The program and its arguments, run directly (no shell) unless <see cref="Shell"/> is set. Required.</summary>
-    public required IReadOnlyList<string> Command { get; init; }
-
-    /// <summary>Run <c>/bin/sh -c "&lt;arguments joined by spaces&gt;"</c> instead.</summary>
-    public bool Shell { get; init; }
-
-    /// <summary>Bytes for the program's standard input; null for none.</summary>
-    public byte[]? StandardInput { get; init; }
-
-    /// <summary>Environment variables for the program.</summary>
-    public IReadOnlyDictionary<string, string>? Environment { get; init; }
-
-    /// <summary>How long the program may run. Default 5 minutes.</summary>
-    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
-}
-
-/// <summary>The outcome of a program run in a guest.</summary>
-/// <param name="ExitCode">The exit code (128 + signal when a signal ended it).</param>
-/// <param name="StandardOutput">What it wrote to standard output.</param>
-/// <param name="StandardError">What it wrote to standard error.</param>
-/// <param name="OutputTruncated">True when the guest tools cut the output short (they keep at most 16 MiB).</param>
-public sealed record VmExecResult(int ExitCode, byte[] StandardOutput, byte[] StandardError, bool OutputTruncated)
-{
-    /// <summary>Standard output as UTF-8 text.</summary>
-    public string StandardOutputText => System.Text.Encoding.UTF8.GetString(StandardOutput);
-
-    /// <summary>Standard error as UTF-8 text.</summary>
-    public string StandardErrorText => System.Text.Encoding.UTF8.GetString(StandardError);
-}
-
 /// <summary>A disk of a VM.</summary>
 /// <param name="Name">The disk's name: <c>hdd0</c>, <c>hdd1</c>…</param>
 /// <param name="ImagePath">The QCOW2 image file.</param>
@@ -267,34 +187,16 @@ public sealed record VmGuestAddress(string Address, int PrefixLength, bool IsIPv
 /// <param name="Addresses">Its addresses.</param>
 public sealed record VmGuestInterface(string Name, string? MacAddress, IReadOnlyList<VmGuestAddress> Addresses);
 
-/// <summary>A VM: its identity, configuration and current state.</summary>
-public sealed record VmInfo
+/// <summary>A VM: the common <see cref="VeInfo"/> (identity, state, CPUs, memory) plus the VM's own configuration.</summary>
+public sealed record VmInfo : VeInfo
 {
-    /// <summary>The VM's UUID.</summary>
-    public required VeId Id { get; init; }
-
-    /// <summary>The VM's name.</summary>
-    public required string Name { get; init; }
-
-    /// <summary>The current state.</summary>
-    public required VmState State { get; init; }
-
-    /// <summary>Virtual CPUs (configured; while running, those plugged in).</summary>
-    public required int Cpus { get; init; }
-
     /// <summary>The most vCPUs CPU hotplug may reach.</summary>
     public required int MaxCpus { get; init; }
-
-    /// <summary>The configured memory size (while running: the size the guest is given, after balloon and hotplug).</summary>
-    public required ByteSize MemorySize { get; init; }
-
-    /// <summary>The memory guarantee in percent.</summary>
-    public required int MemoryGuaranteePercent { get; init; }
 
     /// <summary>True when memory hotplug is on.</summary>
     public required bool MemoryHotplug { get; init; }
 
-    /// <summary>The most memory hotplug may reach (equal to <see cref="MemorySize"/> when hotplug is off).</summary>
+    /// <summary>The most memory hotplug may reach (equal to <see cref="VeInfo.MemorySize"/> when hotplug is off).</summary>
     public required ByteSize MaxMemory { get; init; }
 
     /// <summary>The disks.</summary>
@@ -311,21 +213,6 @@ public sealed record VmInfo
 
     /// <summary>The kernel booted directly, or null.</summary>
     public string? KernelPath { get; init; }
-
-    /// <summary>The CPU mask, or null for all host CPUs.</summary>
-    public string? CpuMask { get; init; }
-
-    /// <summary>The CPU bandwidth limit in percent of one host CPU, or null for none.</summary>
-    public int? CpuLimitPercent { get; init; }
-
-    /// <summary>The file the VM's serial console is written to.</summary>
-    public required string ConsoleLogPath { get; init; }
-
-    /// <summary>When the VM was created.</summary>
-    public required DateTimeOffset CreatedAt { get; init; }
-
-    /// <summary>The host process that runs the VM, or null when it is not running.</summary>
-    public int? ProcessId { get; init; }
 }
 
 /// <summary>A snapshot of a VM.</summary>
@@ -340,10 +227,10 @@ public sealed record VmSnapshotInfo(Guid Id, string Name, string? Description, D
 
 /// <summary>Options of <see cref="VirtualMachineClient.CloneAsync"/>.</summary>
 /// <remarks>The equivalent of <c>prlctl clone NAME --name NEW [--linked]</c>.</remarks>
-public sealed record CloneVmOptions
+public sealed record VmCloneOptions
 {
     /// <summary>The clone's name. Required.</summary>
-    public required string Name { get; init; }
+    public required VeName Name { get; init; }
 
     /// <summary>
     /// Make a linked clone: each disk of the clone is a thin overlay on a read-only copy of the source disk's current
@@ -352,12 +239,12 @@ public sealed record CloneVmOptions
     public bool Linked { get; init; }
 }
 
-/// <summary>Options of the <see cref="VirtualMachineClient"/>.</summary>
+/// <summary>
+/// Options of the <see cref="VirtualMachineClient"/>. They configure the runtime's VM driver, which every VM client of
+/// one <see cref="VirtuozzoRuntime"/> shares: the first client created on a runtime sets them.
+/// </summary>
 public sealed class VirtualMachineClientOptions
 {
-    /// <summary>The program that runs VMs; null (the default) looks up <c>qemu-system-x86_64</c> on PATH.</summary>
-    public string? EmulatorPath { get; set; }
-
     /// <summary>How long to wait for a started VM's control channel. Default 30 s.</summary>
     public TimeSpan StartTimeout { get; set; } = TimeSpan.FromSeconds(30);
 

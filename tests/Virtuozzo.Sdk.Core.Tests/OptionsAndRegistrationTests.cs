@@ -19,17 +19,21 @@ public class OptionsAndRegistrationTests
     }
 
     [Fact]
-    public void The_local_host_is_resolved_by_default_and_an_ssh_host_when_a_remote_is_configured()
+    public void The_local_runtime_and_host_are_resolved_by_default_and_a_remote_host_is_refused_by_name()
     {
         using var local = new ServiceCollection().AddVirtuozzoSdk(o => o.DataRoot = "/tmp/x").Services.BuildServiceProvider();
         local.GetRequiredService<IVirtuozzoHost>().Should().BeOfType<LocalHost>();
+        local.GetRequiredService<VirtuozzoRuntime>().Kind.Should().Be(RuntimeKind.Local);
+        local.GetRequiredService<VirtuozzoRuntime>().Should().BeSameAs(local.GetRequiredService<VirtuozzoRuntime>());
+        local.GetRequiredService<Virtuozzo.Sdk.Core.Resources.ResourceLedger>().Should().BeSameAs(local.GetRequiredService<VirtuozzoRuntime>().Ledger, "every client shares the runtime's one ledger");
 
         using var remote = new ServiceCollection().AddVirtuozzoSdk(o =>
         {
             o.DataRoot = "/tmp/x";
             o.RemoteHost = new SshHostOptions { HostName = "node1.example", KnownHostsFile = "/tmp/kh" };
         }).Services.BuildServiceProvider();
-        remote.GetRequiredService<IVirtuozzoHost>().Should().BeOfType<SshHost>().Which.Name.Should().Be("root@node1.example:22");
+        var act = () => remote.GetRequiredService<IVirtuozzoHost>();
+        act.Should().Throw<UnsupportedOnHostException>().WithMessage("*local runtime*node1.example*");
     }
 
     [Fact]

@@ -71,7 +71,7 @@ public class DiskImageAndRegistrationTests
     public async Task Operations_on_an_unknown_vm_throw_not_found()
     {
         using var dir = new TempDirectory();
-        var client = new VirtualMachineClient(new VirtuozzoSdkOptions { DataRoot = dir.Path });
+        var client = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = dir.Path }));
         await ((Func<Task>)(() => client.GetAsync("nope"))).Should().ThrowAsync<NotFoundException>();
         await ((Func<Task>)(() => client.StartAsync(Guid.NewGuid().ToString()))).Should().ThrowAsync<NotFoundException>();
         (await client.ListAsync()).Should().BeEmpty();
@@ -82,11 +82,11 @@ public class DiskImageAndRegistrationTests
     {
         using var dir = new TempDirectory();
         var options = new VirtuozzoSdkOptions { DataRoot = dir.Path };
-        var vm = await new VirtualMachineClient(options).CreateAsync(new CreateVmOptions { Name = "db", Cpus = 2, MemorySize = ByteSize.FromGiB(2), Disks = [new VmDiskOptions { Size = ByteSize.FromGiB(1) }] });
+        var vm = await new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(options)).CreateAsync(new VmCreateOptions { Name = new VeName("db"), Cpus = 2, MemorySize = ByteSize.FromGiB(2), Disks = [new VmDiskOptions { Size = ByteSize.FromGiB(1) }] });
         File.Exists(Path.Combine(dir.Path, "private", vm.Id.ToString(), "vm.json")).Should().BeTrue();
-        var listed = (await new VirtualMachineClient(options).ListAsync()).Should().ContainSingle().Subject;
+        var listed = (await new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(options)).ListAsync()).Should().ContainSingle().Subject;
         listed.Should().BeEquivalentTo(vm, o => o.Excluding(v => v.CreatedAt));
-        listed.State.Should().Be(VmState.Stopped);
+        listed.State.Should().Be(VeState.Stopped);
         listed.Disks.Single().Size.Should().Be(ByteSize.FromGiB(1));
     }
 }

@@ -8,9 +8,9 @@ public class QemuCommandLineTests
 {
     private static readonly VmPaths Paths = new("/data/private/id", "/data/run/id");
 
-    private static VmConfig Config(Func<CreateVmOptions, CreateVmOptions>? change = null)
+    private static VmConfig Config(Func<VmCreateOptions, VmCreateOptions>? change = null)
     {
-        var o = new CreateVmOptions { Name = "web", Cpus = 2, MaxCpus = 4, Network = VmNetworkMode.User };
+        var o = new VmCreateOptions { Name = new VeName("web"), Cpus = 2, MaxCpus = 4, Network = VmNetworkMode.User };
         return VmConfigRules.FromCreateOptions(change?.Invoke(o) ?? o, Guid.Parse("11111111-2222-3333-4444-555555555555"), DateTimeOffset.UnixEpoch, 2, ByteSize.FromGiB(16).Bytes)
             with { Name = "web,1", Disks = [new VmDiskConfig("hdd0", "hdd0.qcow2", ByteSize.GiB)] };
     }

@@ -20,7 +20,7 @@ internal static class BackupCommand
         return backup;
     }
 
-    private static BackupClient Client(ParseResult p) => new(Cli.Options(p), null, Cli.Loggers(p));
+    private static BackupClient Client(ParseResult p) => new(Cli.Runtime(p));
 
     private static Command Create()
     {

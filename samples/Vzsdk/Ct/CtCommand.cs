@@ -29,7 +29,7 @@ internal static class CtCommand
         return ct;
     }
 
-    private static ContainerClient Client(ParseResult parse) => new(Cli.Options(parse));
+    private static ContainerClient Client(ParseResult parse) => new(Cli.Runtime(parse));
 
     private static Argument<string> NameArg() => new("NAME") { Description = "The container's name or UUID." };
 
@@ -38,21 +38,21 @@ internal static class CtCommand
     // Resource flags shared by create and set (bare sizes are MiB, as prlctl).
     private sealed class ResourceFlags
     {
-        public readonly Option<string?> MemSize = new("--memsize") { Description = "Memory limit (bare number = MiB)." };
+        public readonly Option<string?> MemorySize = new("--memsize") { Description = "Memory limit (bare number = MiB)." };
         public readonly Option<string?> Swap = new("--swap") { Description = "Swap (bare number = MiB)." };
         public readonly Option<string?> MemGuarantee = new("--memguarantee") { Description = "Guaranteed memory in percent of memsize, or 'auto' (0 for containers)." };
         public readonly Option<int?> Cpus = new("--cpus") { Description = "CPUs' worth of time (0 = all)." };
-        public readonly Option<int?> CpuLimit = new("--cpulimit") { Description = "CPU limit in percent, 100 = one CPU (0 = none)." };
+        public readonly Option<int?> CpuLimitPercent = new("--cpulimit") { Description = "CPU limit in percent, 100 = one CPU (0 = none)." };
         public readonly Option<int?> CpuUnits = new("--cpuunits") { Description = "CPU weight (default 1000)." };
         public readonly Option<string?> CpuMask = new("--cpumask") { Description = "CPUs to run on, such as 0-1,3." };
         public readonly Option<string?> DiskSpace = new("--diskspace") { Description = "Disk size (bare number = MiB)." };
-        public readonly Option<long?> Pids = new("--pids") { Description = "Most processes." };
+        public readonly Option<long?> MaxProcesses = new("--pids") { Description = "Most processes." };
         public readonly Option<string?> Hostname = new("--hostname") { Description = "Host name." };
         public readonly Option<string?> Autostart = new("--autostart") { Description = "on or off: start at boot (vzsdk host autostart)." };
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { MemSize, Swap, MemGuarantee, Cpus, CpuLimit, CpuUnits, CpuMask, DiskSpace, Pids, Hostname, Autostart })
+            foreach (var o in new Option[] { MemorySize, Swap, MemGuarantee, Cpus, CpuLimitPercent, CpuUnits, CpuMask, DiskSpace, MaxProcesses, Hostname, Autostart })
                 c.Options.Add(o);
         }
 
@@ -81,15 +81,15 @@ internal static class CtCommand
             var defaults = new ContainerResources();
             var resources = new ContainerResources
             {
-                MemSize = Cli.ResourceSize(p, r.MemSize) ?? defaults.MemSize,
+                MemorySize = Cli.ResourceSize(p, r.MemorySize) ?? defaults.MemorySize,
                 Swap = Cli.ResourceSize(p, r.Swap) ?? defaults.Swap,
-                MemGuaranteePercent = r.Guarantee(p) ?? 0,
+                MemoryGuaranteePercent = r.Guarantee(p) ?? 0,
                 Cpus = p.GetValue(r.Cpus) is { } c && c > 0 ? c : null,
-                CpuLimit = p.GetValue(r.CpuLimit) is { } l && l > 0 ? l : null,
+                CpuLimitPercent = p.GetValue(r.CpuLimitPercent) is { } l && l > 0 ? l : null,
                 CpuUnits = p.GetValue(r.CpuUnits) ?? defaults.CpuUnits,
                 CpuMask = p.GetValue(r.CpuMask),
                 DiskSpace = Cli.ResourceSize(p, r.DiskSpace) ?? defaults.DiskSpace,
-                Pids = p.GetValue(r.Pids) ?? defaults.Pids,
+                MaxProcesses = p.GetValue(r.MaxProcesses) ?? defaults.MaxProcesses,
             };
             var info = await Client(p).CreateAsync(new ContainerCreateOptions
             {
@@ -152,9 +152,9 @@ internal static class CtCommand
             Console.Out.WriteLine($"OS template: {c.Template}");
             Console.Out.WriteLine($"Hostname: {c.Hostname}");
             Console.Out.WriteLine($"IP addresses: {(c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses) : "-")}");
-            Console.Out.WriteLine($"Memory: {r.MemSize} (swap {r.Swap}, guarantee {r.MemGuaranteePercent}%)");
-            Console.Out.WriteLine($"CPUs: {(r.Cpus?.ToString() ?? "all")}, cpulimit {(r.CpuLimit is { } l ? l + "%" : "none")}, cpuunits {r.CpuUnits}, cpumask {r.CpuMask ?? "all"}");
-            Console.Out.WriteLine($"Disk: {r.DiskSpace}, pids {r.Pids}");
+            Console.Out.WriteLine($"Memory: {r.MemorySize} (swap {r.Swap}, guarantee {r.MemoryGuaranteePercent}%)");
+            Console.Out.WriteLine($"CPUs: {(r.Cpus?.ToString() ?? "all")}, cpulimit {(r.CpuLimitPercent is { } l ? l + "%" : "none")}, cpuunits {r.CpuUnits}, cpumask {r.CpuMask ?? "all"}");
+            Console.Out.WriteLine($"Disk: {r.DiskSpace}, pids {r.MaxProcesses}");
             Console.Out.WriteLine($"Autostart: {(c.Autostart ? "on" : "off")}");
             return Cli.Success;
         });
@@ -178,12 +178,12 @@ internal static class CtCommand
         => (new Option<bool>("--kill") { Description = "Kill at once." },
             new Option<int?>("--timeout") { Description = "Seconds to wait after the stop signal before killing (default 10)." });
 
-    private static ContainerStopOptions StopOptions(ParseResult p, (Option<bool> Kill, Option<int?> Timeout) f)
+    private static VeStopOptions StopOptions(ParseResult p, (Option<bool> Kill, Option<int?> Timeout) f)
     {
         var timeout = p.GetValue(f.Timeout);
         if (timeout is < 0)
             throw new UsageException("--timeout cannot be negative.");
-        return new ContainerStopOptions { Kill = p.GetValue(f.Kill), Timeout = TimeSpan.FromSeconds(timeout ?? 10) };
+        return new VeStopOptions { Kill = p.GetValue(f.Kill), Timeout = TimeSpan.FromSeconds(timeout ?? 10) };
     }
 
     private static Command Stop()
@@ -193,8 +193,9 @@ internal static class CtCommand
         var cmd = new Command("stop", "Stop a container: its stop signal, then kill after the timeout.") { name, f.Kill, f.Timeout };
         cmd.SetAction(async (p, ct) =>
         {
-            var c = await Client(p).StopAsync(p.GetValue(name)!, StopOptions(p, f), ct);
-            Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}");
+            var how = await Client(p).StopAsync(p.GetValue(name)!, StopOptions(p, f), ct);
+            var c = await Client(p).GetAsync(p.GetValue(name)!, ct);
+            Console.Out.WriteLine(how == VeStopMethod.AlreadyStopped ? $"Container {c.Name} was not running" : $"Container {c.Name} is {StateName(c.State)}");
             return Cli.Success;
         });
         return cmd;
@@ -226,12 +227,12 @@ internal static class CtCommand
             try
             {
                 var argv = p.GetValue(command)!;
-                IReadOnlyList<string> args = p.GetValue(shell) ? ["/bin/sh", "-c", string.Join(' ', argv)] : argv;
                 await using var stdout = Console.OpenStandardOutput();
                 await using var stderr = Console.OpenStandardError();
-                var result = await Client(p).ExecAsync(p.GetValue(name)!, new ContainerExecOptions
+                var result = await Client(p).ExecAsync(p.GetValue(name)!, new VeExecOptions
                 {
-                    Arguments = args,
+                    Command = argv,
+                    Shell = p.GetValue(shell),
                     StandardInput = p.GetValue(interactive) ? Console.OpenStandardInput() : null,
                     StandardOutput = stdout,
                     StandardError = stderr,
@@ -257,15 +258,15 @@ internal static class CtCommand
         {
             var c = await Client(p).SetAsync(p.GetValue(name)!, new ContainerSetOptions
             {
-                MemSize = Cli.ResourceSize(p, r.MemSize),
+                MemorySize = Cli.ResourceSize(p, r.MemorySize),
                 Swap = Cli.ResourceSize(p, r.Swap),
-                MemGuaranteePercent = r.Guarantee(p),
+                MemoryGuaranteePercent = r.Guarantee(p),
                 Cpus = p.GetValue(r.Cpus),
-                CpuLimit = p.GetValue(r.CpuLimit),
+                CpuLimitPercent = p.GetValue(r.CpuLimitPercent),
                 CpuUnits = p.GetValue(r.CpuUnits),
                 CpuMask = p.GetValue(r.CpuMask),
                 DiskSpace = Cli.ResourceSize(p, r.DiskSpace),
-                Pids = p.GetValue(r.Pids),
+                MaxProcesses = p.GetValue(r.MaxProcesses),
                 Hostname = p.GetValue(r.Hostname),
                 Autostart = Cli.OnOff(p, r.Autostart),
             }, ct);
@@ -380,23 +381,23 @@ internal static class CtCommand
         return template;
     }
 
-    internal static string StateName(ContainerState s) => s.ToString().ToLowerInvariant();
+    internal static string StateName(VeState s) => s.ToString().ToLowerInvariant();
 
     private static ListJson ToListJson(ContainerInfo c)
-        => new(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null, c.Hostname);
+        => new(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null, c.Hostname ?? c.Name.Value);
 
     private static InfoJson ToJson(ContainerInfo c)
     {
         var r = c.Resources;
         return new InfoJson(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null,
-            c.Hostname, c.Template, c.IpAddresses.ToList(), r.MemSize.Bytes, r.Swap.Bytes, r.MemGuaranteePercent, r.Cpus, r.CpuLimit, r.CpuUnits, r.CpuMask, r.DiskSpace.Bytes, r.Pids,
+            c.Hostname ?? c.Name.Value, c.Template, c.IpAddresses.ToList(), r.MemorySize.Bytes, r.Swap.Bytes, r.MemoryGuaranteePercent, r.Cpus, r.CpuLimitPercent, r.CpuUnits, r.CpuMask, r.DiskSpace.Bytes, r.MaxProcesses,
             c.Autostart, c.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture));
     }
 
     private sealed record ListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname);
 
     private sealed record InfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname, string Template, List<string> IpAddresses,
-        long Memsize, long Swap, int Memguarantee, int? Cpus, int? Cpulimit, int Cpuunits, string? Cpumask, long Diskspace, long Pids, bool Autostart, string CreatedAt);
+        long Memsize, long Swap, int Memguarantee, int? Cpus, int? Cpulimit, int Cpuunits, string? Cpumask, long Diskspace, long MaxProcesses, bool Autostart, string CreatedAt);
 
     private sealed record TemplateJson(string Name, IReadOnlyList<string> Init, string StopSignal, long Size);
 }

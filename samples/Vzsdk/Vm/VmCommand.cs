@@ -32,13 +32,13 @@ internal static class VmCommand
         return vm;
     }
 
-    private static VirtualMachineClient Client(ParseResult parse) => new(Cli.Options(parse));
+    private static VirtualMachineClient Client(ParseResult parse) => new(Cli.Runtime(parse));
 
     private static Argument<string> NameArg() => new("NAME") { Description = "The VM's name or UUID." };
 
     private static Option<bool> Json() => new("--json") { Description = "Print JSON." };
 
-    internal static string StateName(VmState s) => s.ToString().ToLowerInvariant();
+    internal static string StateName(VeState s) => s.ToString().ToLowerInvariant();
 
     private static int? Guarantee(ParseResult p, Option<string?> option)
         => p.GetValue(option) switch
@@ -76,10 +76,10 @@ internal static class VmCommand
                 "none" => VmNetworkMode.None,
                 var other => throw new UsageException($"--network: '{other}' is not bridged, user or none."),
             };
-            var defaults = new CreateVmOptions { Name = "x" };
-            var info = await Client(p).CreateAsync(new CreateVmOptions
+            var defaults = new VmCreateOptions { Name = new VeName("x") };
+            var info = await Client(p).CreateAsync(new VmCreateOptions
             {
-                Name = p.GetValue(name)!,
+                Name = new VeName(p.GetValue(name)!),
                 MemorySize = Cli.ResourceSize(p, memsize) ?? defaults.MemorySize,
                 Cpus = p.GetValue(cpus) ?? 1,
                 Disks = (p.GetValue(disk) ?? []).Select(d => new VmDiskOptions { Size = ParseSize(d, "--disk") }).ToList(),
@@ -114,10 +114,10 @@ internal static class VmCommand
         var cmd = new Command("list", "List VMs (running ones unless -a).") { all, json };
         cmd.SetAction(async (p, ct) =>
         {
-            var list = (await Client(p).ListAsync(ct)).Where(v => p.GetValue(all) || v.State is not VmState.Stopped and not VmState.Suspended).ToList();
+            var list = (await Client(p).ListAsync(true, ct)).Where(v => p.GetValue(all) || v.State is not VeState.Stopped and not VeState.Suspended).ToList();
             if (p.GetValue(json))
             {
-                Cli.WriteJson(list.Select(v => new ListJson(v.Id.ToString(), v.Name, "vm", StateName(v.State), null)).ToList());
+                Cli.WriteJson(list.Select(v => new ListJson(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null)).ToList());
                 return Cli.Success;
             }
             Console.Out.WriteLine($"{"UUID",-38}{"STATUS",-11}{"IP_ADDR",-17}NAME");
@@ -153,7 +153,6 @@ internal static class VmCommand
             Console.Out.WriteLine($"net0: {v.Network.ToString().ToLowerInvariant()}{(v.MacAddress is { } mac ? " mac=" + mac : "")}");
             if (v.KernelPath is { } k)
                 Console.Out.WriteLine($"Kernel: {k}");
-            Console.Out.WriteLine($"Console log: {v.ConsoleLogPath}");
             return Cli.Success;
         });
         return cmd;
@@ -182,15 +181,15 @@ internal static class VmCommand
         {
             if (p.GetValue(timeout) is < 0)
                 throw new UsageException("--timeout cannot be negative.");
-            var method = await Client(p).StopAsync(p.GetValue(name)!, new StopVmOptions
+            var method = await Client(p).StopAsync(p.GetValue(name)!, new VeStopOptions
             {
                 Kill = p.GetValue(kill),
                 Timeout = p.GetValue(timeout) is { } t ? TimeSpan.FromSeconds(t) : null,
             }, ct);
             Console.Out.WriteLine(method switch
             {
-                VmStopMethod.AlreadyStopped => $"VM {p.GetValue(name)} was not running",
-                VmStopMethod.Killed => $"VM {p.GetValue(name)} killed",
+                VeStopMethod.AlreadyStopped => $"VM {p.GetValue(name)} was not running",
+                VeStopMethod.Killed => $"VM {p.GetValue(name)} killed",
                 _ => $"VM {p.GetValue(name)} stopped",
             });
             return Cli.Success;
@@ -218,17 +217,17 @@ internal static class VmCommand
                     await stdin.CopyToAsync(ms, ct);
                     input = ms.ToArray();
                 }
-                var r = await Client(p).ExecAsync(p.GetValue(name)!, new VmExecOptions
+                await using var stdout = Console.OpenStandardOutput();
+                await using var stderr = Console.OpenStandardError();
+                var r = await Client(p).ExecAsync(p.GetValue(name)!, new VeExecOptions
                 {
                     Command = p.GetValue(command)!,
                     Shell = p.GetValue(shell),
-                    StandardInput = input,
+                    StandardInput = input is null ? null : new MemoryStream(input),
                     Timeout = TimeSpan.FromSeconds(p.GetValue(timeout) ?? 300),
+                    StandardOutput = stdout,
+                    StandardError = stderr,
                 }, ct);
-                await using var stdout = Console.OpenStandardOutput();
-                await stdout.WriteAsync(r.StandardOutput, ct);
-                await using var stderr = Console.OpenStandardError();
-                await stderr.WriteAsync(r.StandardError, ct);
                 return r.ExitCode;
             }
             catch (Exception ex) when (ex is VirtuozzoException or ArgumentException or TimeoutException)
@@ -262,7 +261,7 @@ internal static class VmCommand
         {
             var client = Client(p);
             var vm = p.GetValue(name)!;
-            var options = new SetVmOptions
+            var options = new VmSetOptions
             {
                 MemorySize = Cli.ResourceSize(p, memsize),
                 Cpus = p.GetValue(cpus),
@@ -272,7 +271,7 @@ internal static class VmCommand
                 MemoryHotplug = Cli.OnOff(p, hotplug),
                 CdromImagePath = p.GetValue(cdrom),
             };
-            if (options != new SetVmOptions())
+            if (options != new VmSetOptions())
                 await client.SetAsync(vm, options, ct);
             if (p.GetValue(deviceAdd) is { } add)
             {
@@ -322,7 +321,7 @@ internal static class VmCommand
         var cmd = new Command("clone", "Copy a stopped VM under a new name.") { name, newName, linked };
         cmd.SetAction(async (p, ct) =>
         {
-            var v = await Client(p).CloneAsync(p.GetValue(name)!, new CloneVmOptions { Name = p.GetValue(newName)!, Linked = p.GetValue(linked) }, ct);
+            var v = await Client(p).CloneAsync(p.GetValue(name)!, new VmCloneOptions { Name = new VeName(p.GetValue(newName)!), Linked = p.GetValue(linked) }, ct);
             Console.Out.WriteLine($"Created VM {v.Name}");
             Console.Out.WriteLine(v.Id.ToString());
             return Cli.Success;
@@ -337,7 +336,7 @@ internal static class VmCommand
         var cmd = new Command("rename", "Rename a VM.") { name, newName };
         cmd.SetAction(async (p, ct) =>
         {
-            var v = await Client(p).RenameAsync(p.GetValue(name)!, p.GetValue(newName)!, ct);
+            var v = await Client(p).RenameAsync(p.GetValue(name)!, new VeName(p.GetValue(newName)!), ct);
             Console.Out.WriteLine($"VM renamed to {v.Name}");
             return Cli.Success;
         });
@@ -404,9 +403,9 @@ internal static class VmCommand
     }
 
     private static InfoJson ToJson(VmInfo v)
-        => new(v.Id.ToString(), v.Name, "vm", StateName(v.State), null, v.Cpus, v.MaxCpus, v.MemorySize.Bytes, v.MemoryGuaranteePercent, v.MemoryHotplug, v.MaxMemory.Bytes,
+        => new(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null, v.Cpus ?? 1, v.MaxCpus, v.MemorySize.Bytes, v.MemoryGuaranteePercent, v.MemoryHotplug, v.MaxMemory.Bytes,
             v.CpuMask, v.CpuLimitPercent, v.Disks.Select(d => new DiskJson(d.Name, d.ImagePath, d.Size.Bytes)).ToList(), v.CdromImagePath,
-            v.Network.ToString().ToLowerInvariant(), v.MacAddress, v.KernelPath, v.ConsoleLogPath, v.ProcessId,
+            v.Network.ToString().ToLowerInvariant(), v.MacAddress, v.KernelPath,
             v.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture));
 
     private sealed record ListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured);
@@ -414,8 +413,7 @@ internal static class VmCommand
     private sealed record DiskJson(string Name, string Image, long Size);
 
     private sealed record InfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, int Cpus, int MaxCpus, long Memsize, int Memguarantee,
-        bool MemHotplug, long Maxmem, string? Cpumask, int? Cpulimit, List<DiskJson> Disks, string? Cdrom, string Network, string? Mac, string? Kernel, string ConsoleLog,
-        int? Pid, string CreatedAt);
+        bool MemHotplug, long Maxmem, string? Cpumask, int? Cpulimit, List<DiskJson> Disks, string? Cdrom, string Network, string? Mac, string? Kernel, string CreatedAt);
 
     private sealed record SnapshotJson(string Id, string Name, string? Description, string? Parent, string CreatedAt, bool Memory, bool Current);
 }

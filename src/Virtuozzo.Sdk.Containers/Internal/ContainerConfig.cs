@@ -45,15 +45,15 @@ internal sealed record ContainerConfig : IVersionedDocument
 
     public ContainerResources ToResources() => new()
     {
-        MemSize = new ByteSize(MemSizeBytes),
+        MemorySize = new ByteSize(MemSizeBytes),
         Swap = new ByteSize(SwapBytes),
-        MemGuaranteePercent = MemGuaranteePercent,
+        MemoryGuaranteePercent = MemGuaranteePercent,
         Cpus = Cpus,
-        CpuLimit = CpuLimit,
+        CpuLimitPercent = CpuLimit,
         CpuUnits = CpuUnits,
         CpuMask = CpuMask,
         DiskSpace = new ByteSize(DiskSpaceBytes),
-        Pids = Pids,
+        MaxProcesses = Pids,
     };
 
     /// <summary>The effective CPU limit in percent: the lower of cpulimit and cpus × 100.</summary>

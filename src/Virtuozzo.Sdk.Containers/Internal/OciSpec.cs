@@ -140,26 +140,41 @@ internal static class OciSpec
         return hostname;
     }
 
-    /// <summary>Checks a resource set and says what is wrong.</summary>
-    public static void Validate(ContainerResources r)
+    /// <summary>
+    /// Checks a resource set and says what is wrong, in the API's terms. <paramref name="hostMemoryBytes"/> (the host's RAM)
+    /// refuses a memory size no start could ever honour; null skips that check.
+    /// </summary>
+    public static void Validate(ContainerResources r, long? hostMemoryBytes = null)
     {
-        if (r.MemSize.Bytes < 16 * ByteSize.MiB)
-            throw new ArgumentOutOfRangeException(nameof(r), r.MemSize, "memsize must be at least 16M.");
-        if (r.MemGuaranteePercent is < 0 or > 100)
-            throw new ArgumentOutOfRangeException(nameof(r), r.MemGuaranteePercent, "memguarantee is a percentage between 0 and 100.");
+        if (r.MemorySize.Bytes < 16 * ByteSize.MiB)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MemorySize, "MemorySize must be at least 16 MiB.");
+        if (hostMemoryBytes is { } ram && r.MemorySize.Bytes > ram)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MemorySize, $"MemorySize ({r.MemorySize}) is larger than the host's memory ({new ByteSize(ram)}); such a container could never get it.");
+        if (r.Swap.Bytes < 0 || r.Swap.Bytes > MaxSwapBytes)
+            throw new ArgumentOutOfRangeException(nameof(r), r.Swap, $"Swap must be between 0 and {new ByteSize(MaxSwapBytes)}.");
+        if (r.MemorySize.Bytes > MaxSwapBytes)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MemorySize, $"MemorySize may be at most {new ByteSize(MaxSwapBytes)}.");
+        if (r.MemoryGuaranteePercent is < 0 or > 100)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MemoryGuaranteePercent, "MemoryGuaranteePercent is a percentage between 0 and 100.");
         if (r.Cpus is < 1 or > 4096)
-            throw new ArgumentOutOfRangeException(nameof(r), r.Cpus, "cpus must be at least 1.");
-        if (r.CpuLimit is < 1 or > 409600)
-            throw new ArgumentOutOfRangeException(nameof(r), r.CpuLimit, "cpulimit is a percentage of one CPU, at least 1.");
+            throw new ArgumentOutOfRangeException(nameof(r), r.Cpus, "Cpus must be between 1 and 4096.");
+        if (r.CpuLimitPercent is < 1 or > 409600)
+            throw new ArgumentOutOfRangeException(nameof(r), r.CpuLimitPercent, "CpuLimitPercent is a percentage of one CPU, at least 1.");
         if (r.CpuUnits is < 8 or > 500000)
-            throw new ArgumentOutOfRangeException(nameof(r), r.CpuUnits, "cpuunits must be between 8 and 500000.");
+            throw new ArgumentOutOfRangeException(nameof(r), r.CpuUnits, "CpuUnits must be between 8 and 500000.");
         if (r.DiskSpace.Bytes < 64 * ByteSize.MiB)
-            throw new ArgumentOutOfRangeException(nameof(r), r.DiskSpace, "diskspace must be at least 64M (an ext4 file system needs room).");
+            throw new ArgumentOutOfRangeException(nameof(r), r.DiskSpace, "DiskSpace must be at least 64 MiB (an ext4 file system needs room).");
         if (r.DiskSpace.Bytes > 16 * ByteSize.TiB)
-            throw new ArgumentOutOfRangeException(nameof(r), r.DiskSpace, "diskspace may be at most 16T.");
-        if (r.Pids is < 8)
-            throw new ArgumentOutOfRangeException(nameof(r), r.Pids, "pids must be at least 8.");
+            throw new ArgumentOutOfRangeException(nameof(r), r.DiskSpace, "DiskSpace may be at most 16 TiB.");
+        if (r.MaxProcesses is < 8)
+            throw new ArgumentOutOfRangeException(nameof(r), r.MaxProcesses, "MaxProcesses must be at least 8.");
         if (r.CpuMask is not null)
             ValidateCpuMask(r.CpuMask);
     }
+
+    /// <summary>
+    /// The largest memory size or swap accepted (1 PiB): far above any host, and small enough that memory plus swap never
+    /// overflows the 64-bit limits the kernel takes.
+    /// </summary>
+    internal const long MaxSwapBytes = 1024 * ByteSize.TiB;
 }

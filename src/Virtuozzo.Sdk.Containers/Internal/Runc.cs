@@ -62,13 +62,13 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
     public Task ResumeAsync(VeId id, CancellationToken ct) => host.ExecuteAsync(Cmd("resume", id.ToString()), ct);
 
     /// <summary>The command that runs a program in the container (stdio as the caller wires them).</summary>
-    public Command Exec(VeId id, ContainerExecOptions options)
+    public Command Exec(VeId id, VeExecOptions options)
     {
-        var args = new List<string> { "--root", StateRoot, "exec", "--cwd", options.WorkingDirectory };
+        var args = new List<string> { "--root", StateRoot, "exec", "--cwd", options.WorkingDirectory ?? "/" };
         foreach (var (k, v) in options.Environment)
             args.AddRange(["--env", k + "=" + v]);
         args.Add(id.ToString());
-        args.AddRange(options.Arguments);
+        args.AddRange(options.EffectiveCommand);
         return new Command("runc").WithArguments(args).WithValidation(CommandResultValidation.None);
     }
 }

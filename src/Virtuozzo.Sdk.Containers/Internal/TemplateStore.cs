@@ -46,7 +46,7 @@ internal sealed class TemplateStore(IVirtuozzoHost host, StateStore store)
         var m = await store.ReadDocumentAsync(ManifestPath(name), ContainersJson.Default.TemplateManifest, 1, ct).ConfigureAwait(false);
         var tar = TarballPath(name);
         if (m is null || tar is null)
-            throw new NotFoundException($"There is no OS template '{name}'. Import one with 'vzsdk ct template import' or use 'busybox'.");
+            throw new NotFoundException($"There is no OS template '{name}'. Import one with ContainerClient.ImportTemplateAsync, or use the built-in 'busybox'.");
         return (m, tar);
     }
 

@@ -41,8 +41,38 @@ internal sealed class CgroupManager
 
     public bool IsV2 => Layout == CgroupLayout.V2;
 
-    /// <summary>Detects the layout of the local machine.</summary>
-    public static CgroupManager Detect() => new(HostProber.ParseCgroupLayout(File.ReadAllText("/proc/mounts")));
+    /// <summary>Detects the layout of the local machine; the parent cgroup is the one of <paramref name="dataRoot"/>'s VEs.</summary>
+    public static CgroupManager Detect(string? dataRoot = null)
+        => new(HostProber.ParseCgroupLayout(File.ReadAllText("/proc/mounts")), parent: ParentFor(dataRoot ?? VirtuozzoSdkOptions.DefaultDataRoot));
+
+    /// <summary>
+    /// The parent cgroup of one data root's VEs: <c>vzsdk</c> for the default data root, <c>vzsdk-&lt;8 hex digits of the
+    /// root's SHA-256&gt;</c> for any other, so that two data roots on one host never share (or reconcile away) each other's cgroups.
+    /// </summary>
+    public static string ParentFor(string dataRoot)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(dataRoot));
+        if (full == VirtuozzoSdkOptions.DefaultDataRoot)
+            return "vzsdk";
+        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(full));
+        return "vzsdk-" + Convert.ToHexStringLower(hash, 0, 4);
+    }
+
+    /// <summary>
+    /// Every hierarchy mounted under the root on a v1 or hybrid host (controllers, <c>systemd</c>, <c>unified</c>…),
+    /// without the symbolic links that name a co-mounted hierarchy twice (<c>cpu</c> → <c>cpu,cpuacct</c>). The OCI runtime
+    /// creates a VE's cgroup in each of them, so teardown and reconciliation must look in each.
+    /// </summary>
+    private IEnumerable<string> AllHierarchies()
+    {
+        if (IsV2 || !Directory.Exists(Root))
+            return [""];
+        return new DirectoryInfo(Root).EnumerateDirectories().Where(d => d.LinkTarget is null).Select(d => d.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>The directories of a VE's cgroup in every hierarchy (for teardown: more than <see cref="Directories"/> covers).</summary>
+    private IReadOnlyList<string> AllDirectories(VeId id)
+        => AllHierarchies().Select(h => h.Length == 0 ? Path.Combine(Root, Parent, id.ToString()) : Path.Combine(Root, h, Parent, id.ToString())).ToList();
 
     /// <summary>The cgroup path, relative to each controller's root, for runc's <c>cgroupsPath</c>.</summary>
     public string RelativePath(VeId id, CgroupRole role) => $"/{Parent}/{id}/{RoleName(role)}";
@@ -98,8 +128,8 @@ internal sealed class CgroupManager
     /// <summary>Opens an existing VE's cgroups (no check that they exist).</summary>
     public VeCgroup Open(VeId id) => new(this, id);
 
-    /// <summary>True when the VE's cgroup directory exists.</summary>
-    public bool Exists(VeId id) => Directories(id).Values.Any(Directory.Exists);
+    /// <summary>True when the VE's cgroup directory exists in any hierarchy.</summary>
+    public bool Exists(VeId id) => AllDirectories(id).Any(Directory.Exists);
 
     /// <summary>Kills every process left in the VE's cgroups and removes them, children first. Idempotent.</summary>
     public async Task DeleteAsync(VeId id, CancellationToken cancellationToken)
@@ -115,17 +145,18 @@ internal sealed class CgroupManager
                 Native.TrySignal(pid, Native.SIGKILL);
             await Task.Delay(20, cancellationToken).ConfigureAwait(false);
         }
-        foreach (var dir in Directories(id).Values)
+        foreach (var dir in AllDirectories(id))
         {
-            foreach (var child in new[] { Path.Combine(dir, "ve"), Path.Combine(dir, "io"), dir })
+            if (!Directory.Exists(dir))
+                continue;
+            // Deepest first: the OCI runtime may nest cgroups below "ve" (and makes them in hierarchies the SDK never creates in).
+            var below = Directory.EnumerateDirectories(dir, "*", SearchOption.AllDirectories).OrderByDescending(d => d.Length).ToList();
+            foreach (var child in below.Append(dir))
             {
                 for (var attempt = 0; attempt < 50 && Directory.Exists(child); attempt++)
                 {
                     try
                     {
-                        // Nested cgroups runc may have made below "ve" first.
-                        foreach (var sub in Directory.GetDirectories(child).OrderByDescending(d => d.Length))
-                            Directory.Delete(sub);
                         Directory.Delete(child);
                     }
                     catch (IOException) when (attempt < 49)
@@ -137,13 +168,22 @@ internal sealed class CgroupManager
         }
     }
 
-    /// <summary>Ids of VEs that have cgroups under the SDK's parent (for reconciliation).</summary>
+    /// <summary>Ids of VEs that have cgroups under this data root's parent, in any hierarchy (for reconciliation).</summary>
     public IEnumerable<VeId> ListVeIds()
     {
-        var parent = IsV2 ? Path.Combine(Root, Parent) : Path.Combine(Root, "memory", Parent);
-        if (!Directory.Exists(parent))
-            return [];
-        return Directory.GetDirectories(parent).Select(Path.GetFileName).Select(n => VeId.TryParse(n, out var id) ? id : (VeId?)null).OfType<VeId>().ToList();
+        var ids = new HashSet<VeId>();
+        foreach (var h in AllHierarchies())
+        {
+            var parent = h.Length == 0 ? Path.Combine(Root, Parent) : Path.Combine(Root, h, Parent);
+            if (!Directory.Exists(parent))
+                continue;
+            foreach (var name in Directory.GetDirectories(parent).Select(Path.GetFileName))
+            {
+                if (VeId.TryParse(name, out var id))
+                    ids.Add(id);
+            }
+        }
+        return ids.OrderBy(i => i).ToList();
     }
 
     private static void InheritCpuset(string dir)
@@ -276,6 +316,28 @@ internal sealed class VeCgroup
         => File.WriteAllText(Path.Combine(Dir(_manager.IsV2 ? "" : "pids"), "pids.max"), max is { } m ? m.ToString(CultureInfo.InvariantCulture) : "max");
 
     /// <summary>Memory the payload uses now.</summary>
+    /// <summary>CPU time the VE's processes have used (<c>cpu.stat</c> usage on v2, <c>cpuacct.usage</c> on v1); zero when unreadable.</summary>
+    public TimeSpan CpuTime()
+    {
+        try
+        {
+            if (_manager.IsV2)
+            {
+                foreach (var line in Read("", "cpu.stat").Split('\n'))
+                {
+                    if (line.StartsWith("usage_usec ", StringComparison.Ordinal))
+                        return TimeSpan.FromMicroseconds(long.Parse(line[11..], CultureInfo.InvariantCulture));
+                }
+                return TimeSpan.Zero;
+            }
+            return TimeSpan.FromTicks(long.Parse(Read("cpuacct", "cpuacct.usage"), CultureInfo.InvariantCulture) / 100);
+        }
+        catch (Exception ex) when (ex is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return TimeSpan.Zero;
+        }
+    }
+
     public long MemoryUsage() => long.Parse(_manager.IsV2 ? Read("", "memory.current") : Read("memory", "memory.usage_in_bytes"), CultureInfo.InvariantCulture);
 
     /// <summary>The memory limit in force.</summary>

@@ -152,6 +152,44 @@ internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.D
         return cidr!;
     }
 
+    /// <summary>
+    /// Checks an address for a VE on this bridge: a valid IPv4 address with prefix that is not the bridge's own address,
+    /// nor the network or broadcast address of the bridge's subnet (when it lies in it), nor a loopback, multicast,
+    /// link-local, broadcast or unspecified address. Returns the problem in plain words, or null when it is usable.
+    /// </summary>
+    public string? ProblemWithVeAddress(string cidr)
+    {
+        ValidateAddress(cidr);
+        var ip = IPAddress.Parse(cidr.Split('/')[0]);
+        var b = ip.GetAddressBytes();
+        if (b[0] == 127)
+            return $"{ip} is a loopback address.";
+        if (b[0] is >= 224 and <= 239)
+            return $"{ip} is a multicast address.";
+        if (b[0] >= 240)
+            return $"{ip} is a reserved or broadcast address.";
+        if (b[0] == 0)
+            return $"{ip} is not a host address.";
+        if (b[0] == 169 && b[1] == 254)
+            return $"{ip} is a link-local address.";
+        var bridgeParts = HostAddress.Split('/');
+        var bridgeIp = IPAddress.Parse(bridgeParts[0]);
+        var prefix = int.Parse(bridgeParts[1], System.Globalization.CultureInfo.InvariantCulture);
+        if (ip.Equals(bridgeIp))
+            return $"{ip} is the host bridge's own address (the VEs' gateway).";
+        uint Value(IPAddress a) => System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(a.GetAddressBytes());
+        var mask = prefix == 0 ? 0u : uint.MaxValue << (32 - prefix);
+        var network = Value(bridgeIp) & mask;
+        if (prefix <= 30 && (Value(ip) & mask) == network)
+        {
+            if (Value(ip) == network)
+                return $"{ip} is the network address of the bridge's subnet {new IPAddress(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(network))}/{prefix}.";
+            if (Value(ip) == (network | ~mask))
+                return $"{ip} is the broadcast address of the bridge's subnet.";
+        }
+        return null;
+    }
+
     /// <summary>Names of links on the host that belong to VEs (for reconciliation).</summary>
     public async Task<IReadOnlyList<string>> ListVeLinksAsync()
     {

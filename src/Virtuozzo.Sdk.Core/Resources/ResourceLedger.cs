@@ -3,16 +3,6 @@ using Virtuozzo.Sdk.Core.State;
 
 namespace Virtuozzo.Sdk.Core.Resources;
 
-/// <summary>What kind of virtual environment.</summary>
-public enum VeKind
-{
-    /// <summary>A system container.</summary>
-    Container,
-
-    /// <summary>A virtual machine.</summary>
-    Vm,
-}
-
 /// <summary>The memory a VE is guaranteed while it runs.</summary>
 /// <param name="VeId">The VE.</param>
 /// <param name="Kind">Container or VM.</param>
@@ -105,8 +95,10 @@ public sealed class ResourceLedger
         if (wanted > previous && others + wanted > CapacityBytes)
         {
             var available = Math.Max(0, CapacityBytes - others);
+            var name = (await new VeRegistry(_store).FindAsync(id, cancellationToken).ConfigureAwait(false))?.Name ?? id;
+            var what = kind == VeKind.Container ? "container" : "VM";
             throw new InsufficientResourcesException(
-                $"Cannot guarantee {new ByteSize(wanted).ToHumanString()} of memory to {kind.ToString().ToLowerInvariant()} {veId}: only {new ByteSize(available).ToHumanString()} of the host's {new ByteSize(CapacityBytes).ToHumanString()} are not guaranteed to other running VEs. Lower the guarantee (--memguarantee) or stop another VE.",
+                $"Cannot guarantee {new ByteSize(wanted).ToHumanString()} of memory to {what} {name}: only {new ByteSize(available).ToHumanString()} of the host's {new ByteSize(CapacityBytes).ToHumanString()} are not guaranteed to other running VEs. Lower its memory guarantee or size, or stop another VE.",
                 wanted, available);
         }
         var entry = new LedgerEntry(id, kind, guaranteeBytes, overheadBytes, DateTimeOffset.UtcNow);

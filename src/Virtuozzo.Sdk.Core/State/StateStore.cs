@@ -61,7 +61,7 @@ internal sealed class StateStore
         try
         {
             if (File.Exists(DataRoot))
-                throw new StateStoreException($"The data root '{DataRoot}' is a file, not a directory. Point VirtuozzoSdkOptions.DataRoot (or --data-root) at a directory.");
+                throw new StateStoreException($"The data root '{DataRoot}' is a file, not a directory. Point VirtuozzoSdkOptions.DataRoot at a directory.");
             foreach (var d in new[] { DataRoot, PrivateDirectory, RootDirectory, RunDirectory, BackupsDirectory, TemplatesDirectory, LocksDirectory })
                 Directory.CreateDirectory(d);
             var probe = Path.Combine(DataRoot, $".probe{AtomicFile.TempMarker}{Environment.ProcessId}");
@@ -72,7 +72,7 @@ internal sealed class StateStore
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new StateStoreException(
-                $"The data root '{DataRoot}' is unusable: {ex.Message} The local runtime needs a writable directory (root privileges for the default /var/lib/vzsdk); set VirtuozzoSdkOptions.DataRoot (or --data-root) to change it.", ex);
+                $"The data root '{DataRoot}' is unusable: {ex.Message} The local runtime needs a writable directory (root privileges for the default /var/lib/vzsdk); set VirtuozzoSdkOptions.DataRoot to change it.", ex);
         }
     }
 

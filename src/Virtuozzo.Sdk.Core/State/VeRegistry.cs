@@ -59,7 +59,7 @@ internal sealed class VeRegistry(StateStore store)
         {
             var what = kind == VeKind.Container ? "container" : "VM";
             throw new NotFoundException(found is null
-                ? $"There is no {what} named '{nameOrId}'. List them with 'vzsdk {(kind == VeKind.Container ? "ct" : "vm")} list -a'."
+                ? $"There is no {what} named '{nameOrId}'."
                 : $"'{nameOrId}' is a {(found.Kind == VeKind.Container ? "container" : "VM")}, not a {what}.");
         }
         return found;

@@ -8,12 +8,10 @@ internal static class VmConfigRules
 {
     public const int MaxVcpus = 255;
 
-    public static VmConfig FromCreateOptions(CreateVmOptions o, Guid id, DateTimeOffset now, int hostCpus, long hostMemoryBytes)
+    public static VmConfig FromCreateOptions(VmCreateOptions o, Guid id, DateTimeOffset now, int hostCpus, long hostMemoryBytes)
     {
-        if (VeName.Validate(o.Name) is { } problem)
+        if (VeName.Validate(o.Name.Value) is { } problem)
             throw new ArgumentException(problem, nameof(o));
-        if (Guid.TryParse(o.Name, out _))
-            throw new ArgumentException($"The name '{o.Name}' looks like a UUID; VM names must not.", nameof(o));
         if (o.Cpus is < 1 or > MaxVcpus)
             throw new ArgumentOutOfRangeException(nameof(o), o.Cpus, $"Cpus must be between 1 and {MaxVcpus}.");
         var maxCpus = o.MaxCpus ?? Math.Max(o.Cpus, hostCpus);
@@ -65,7 +63,7 @@ internal static class VmConfigRules
         return new VmConfig
         {
             Id = id,
-            Name = o.Name,
+            Name = o.Name.Value,
             CreatedAt = now,
             Cpus = o.Cpus,
             MaxCpus = maxCpus,
@@ -152,7 +150,7 @@ internal static class VmConfigRules
         if (newBytes <= pluggedBytes)
             return (0, newBytes);
         if (!c.MemoryHotplug)
-            throw new InvalidStateException($"The VM '{c.Name}' cannot grow its memory while it runs: memory hotplug is off (turn it on with --mem-hotplug on, then restart the VM).");
+            throw new InvalidStateException($"The VM '{c.Name}' cannot grow its memory while it runs: memory hotplug is off (turn it on with SetAsync(MemoryHotplug = true), then restart the VM).");
         if (newBytes > c.MaxMemoryBytes)
             throw new ArgumentOutOfRangeException(nameof(newBytes), newBytes, $"The VM '{c.Name}' may have at most {ByteSize.FromBytes(c.MaxMemoryBytes).ToHumanString()} of memory.");
         var g = VmDefaults.MemoryHotplugGranularity.Bytes;

@@ -15,7 +15,7 @@ public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<Contain
 {
     private ContainerClient Containers => fx.Client;
 
-    private BackupClient Backups => new(fx.Options);
+    private BackupClient Backups => new(VirtuozzoRuntime.CreateLocal(fx.Options));
 
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "qemu-img", Root = true)]
     public async Task A_delete_killed_at_any_point_leaves_every_remaining_backup_restorable_and_clean()
@@ -26,7 +26,7 @@ public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<Contain
         for (var i = 0; i < 6; i++)
         {
             await Containers.StartAsync(name);
-            var w = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", $"head -c 12000000 /dev/urandom > /root/blob{i} && sync"] });
+            var w = await Containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", $"head -c 12000000 /dev/urandom > /root/blob{i} && sync"] });
             w.ExitCode.Should().Be(0, w.StandardError);
             await Containers.StopAsync(name);
             ids.Add((await Backups.CreateAsync(name, new BackupCreateOptions { Compression = BackupCompression.None })).Backup.Id);
@@ -52,7 +52,7 @@ public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<Contain
         (await Backups.VerifyAsync(name)).IsValid.Should().BeTrue();
         var final = await Backups.RestoreAsync((await Backups.ListAsync(name)).Last().Id, new BackupRestoreOptions { NewName = new VeName(name + "-final") });
         await Containers.StartAsync(final.ToString());
-        var ls = await Containers.ExecAsync(final.ToString(), new ContainerExecOptions { Arguments = ["ls", "/root"] });
+        var ls = await Containers.ExecAsync(final.ToString(), new VeExecOptions { Command = ["ls", "/root"] });
         ls.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().BeEquivalentTo(Enumerable.Range(0, 6).Select(i => $"blob{i}"));
     }
 
@@ -62,22 +62,22 @@ public class BackupCrashAndCliTests(ContainerFixture fx) : IClassFixture<Contain
         var name = ContainerFixture.UniqueName("bkw");
         await Containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("1G") } });
         await Containers.StartAsync(name);
-        var fill = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "head -c 400000000 /dev/urandom > /root/blob && sync"] });
+        var fill = await Containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "head -c 400000000 /dev/urandom > /root/blob && sync"] });
         fill.ExitCode.Should().Be(0, fill.StandardError); // enough data that the backups are killed while they copy
         // The container rewrites files with fsync and counts its successes and failures.
         for (var writer = 0; writer < 2; writer++)
         {
-            var start = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "(while :; do if dd if=/dev/urandom of=/root/w$((RANDOM % 8)) bs=64k count=16 conv=fsync 2>/dev/null; then echo >> /root/ok; else echo >> /root/failed; fi; done) </dev/null >/dev/null 2>&1 &"] });
+            var start = await Containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "(while :; do if dd if=/dev/urandom of=/root/w$((RANDOM % 8)) bs=64k count=16 conv=fsync 2>/dev/null; then echo >> /root/ok; else echo >> /root/failed; fi; done) </dev/null >/dev/null 2>&1 &"] });
             start.ExitCode.Should().Be(0, start.StandardError);
         }
         foreach (var delay in new[] { 500, 700, 900, 1100, 1300, 1500, 1800, 2100 })
         {
             await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", fx.Root.Path, "backup", "create", name, "--full");
-            (await Containers.GetAsync(name)).State.Should().Be(ContainerState.Running, "a killed backup leaves the container running (kill after {0} ms)", delay);
+            (await Containers.GetAsync(name)).State.Should().Be(VeState.Running, "a killed backup leaves the container running (kill after {0} ms)", delay);
         }
         await Backups.CreateAsync(name, new BackupCreateOptions { Full = true });
         (await Backups.VerifyAsync(name)).IsValid.Should().BeTrue();
-        var counts = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "wc -l < /root/ok; cat /root/failed 2>/dev/null | wc -l; touch /root/still-writable && echo yes"] });
+        var counts = await Containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "wc -l < /root/ok; cat /root/failed 2>/dev/null | wc -l; touch /root/still-writable && echo yes"] });
         var lines = counts.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(x => x.Trim()).ToArray();
         int.Parse(lines[0], System.Globalization.CultureInfo.InvariantCulture).Should().BeGreaterThan(20, "the container kept writing through the backups");
         (lines[1], lines.ElementAtOrDefault(2)).Should().Be(("0", "yes"), "no write failed and the file system stayed writable, whatever the killed backups left behind; stderr: {0}", counts.StandardError);

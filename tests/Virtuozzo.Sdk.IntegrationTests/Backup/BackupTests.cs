@@ -12,7 +12,7 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
 {
     private ContainerClient Containers => fx.Client;
 
-    private BackupClient Backups => new(fx.Options);
+    private BackupClient Backups => new(VirtuozzoRuntime.CreateLocal(fx.Options));
 
     private async Task<string> NewContainerAsync(string prefix)
     {
@@ -23,12 +23,12 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
 
     private async Task WriteAsync(string name, string file, string content)
     {
-        var r = await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", $"echo {content} > /root/{file} && sync"] });
+        var r = await Containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", $"echo {content} > /root/{file} && sync"] });
         r.ExitCode.Should().Be(0, r.StandardError);
     }
 
     private async Task<string> ReadAsync(string name, string file)
-        => (await Containers.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", $"cat /root/{file} 2>/dev/null || echo MISSING"] })).StandardOutput.Trim();
+        => (await Containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", $"cat /root/{file} 2>/dev/null || echo MISSING"] })).StandardOutput.Trim();
 
 
     private string DiskOf(VeId id) => Path.Combine(fx.Root.Path, "private", id.ToString(), "root.qcow2");
@@ -164,7 +164,7 @@ public class BackupTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
         // Crash: the disk daemon dies without closing the image, so its bitmap stays marked in use.
         var pid = int.Parse(File.ReadAllText(Path.Combine(fx.Root.Path, "run", id.ToString(), "qsd.pid")).Trim());
         System.Diagnostics.Process.GetProcessById(pid).Kill();
-        await Containers.StopAsync(name, new ContainerStopOptions { Kill = true });
+        await Containers.StopAsync(name, new VeStopOptions { Kill = true });
         var afterCrash = await Backups.CreateAsync(name);
         afterCrash.Backup.Type.Should().Be(BackupType.Full);
         afterCrash.FullReasons.Should().ContainSingle().Which.Should().Match(r => r.Contains("inconsistent") || r.Contains("no change-tracking bitmap"));

@@ -20,7 +20,7 @@ public sealed class VmBackupTests : IAsyncLifetime
 
     private VirtualMachineClient Vms => _env.Client;
 
-    private BackupClient Backups => new(_env.SdkOptions);
+    private BackupClient Backups => new(VirtuozzoRuntime.CreateLocal(_env.SdkOptions));
 
     /// <summary>Writes <paramref name="length"/> bytes of random data at the start of a stopped VM's disk.</summary>
     private static void FillRandom(string disk, long length)
@@ -271,7 +271,7 @@ public sealed class VmBackupTests : IAsyncLifetime
     {
         var source = await Vms.CreateAsync(_env.GuestVm("bk5") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(64) }] });
         Fill(DiskOf(source.Id, "hdd0"), 0, 0x51);
-        var clone = await Vms.CloneAsync("bk5", new CloneVmOptions { Name = "bk5-c", Linked = true });
+        var clone = await Vms.CloneAsync("bk5", new VmCloneOptions { Name = new VeName("bk5-c"), Linked = true });
         var disk = DiskOf(clone.Id, "hdd0");
         Fill(disk, 1 << 20, 0x52);
         var full = await Backups.CreateAsync("bk5-c");
@@ -309,7 +309,7 @@ public sealed class VmBackupTests : IAsyncLifetime
         {
             await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", _env.Root.Path, "backup", "create", "bk6", "--full");
             var state = (await Vms.GetAsync("bk6")).State;
-            state.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms); the emulator reports {1}", delay, state == VmState.Running ? "" : await EmulatorReportAsync(vm.Id));
+            state.Should().Be(VeState.Running, "a killed backup leaves the VM running (kill after {0} ms); the emulator reports {1}", delay, state == VeState.Running ? "" : await EmulatorReportAsync(vm.Id));
         }
         var expected = DiskContent.Digest(disk); // the guest does not write to this disk
         var backup = await Backups.CreateAsync("bk6", new BackupCreateOptions { Full = true });
@@ -337,12 +337,12 @@ public sealed class VmBackupTests : IAsyncLifetime
         {
             await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), "--data-root", _env.Root.Path, "backup", "create", "bk7", "--full");
             var state = (await Vms.GetAsync("bk7")).State;
-            state.Should().Be(VmState.Running, "a killed backup leaves the VM running (kill after {0} ms); the emulator reports {1}", delay, state == VmState.Running ? "" : await EmulatorReportAsync(vm.Id));
+            state.Should().Be(VeState.Running, "a killed backup leaves the VM running (kill after {0} ms); the emulator reports {1}", delay, state == VeState.Running ? "" : await EmulatorReportAsync(vm.Id));
         }
         var backup = await Backups.CreateAsync("bk7", new BackupCreateOptions { Full = true });
         (await Backups.VerifyAsync("bk7")).IsValid.Should().BeTrue();
-        var counts = await Vms.ExecAsync("bk7", new VmExecOptions { Command = ["wc -l < /tmp/ok; cat /tmp/failed 2>/dev/null | wc -l; dmesg | grep -c 'I/O error'"], Shell = true });
-        var n = counts.StandardOutputText.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(x => int.Parse(x.Trim(), System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        var counts = await Vms.ExecAsync("bk7", new VeExecOptions { Command = ["wc -l < /tmp/ok; cat /tmp/failed 2>/dev/null | wc -l; dmesg | grep -c 'I/O error'"], Shell = true });
+        var n = counts.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(x => int.Parse(x.Trim(), System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         n[0].Should().BeGreaterThan(20, "the guest kept writing through the backups");
         (n[1], n[2]).Should().Be((0, 0), "no guest write failed, and the guest's kernel logged no I/O error, whatever the killed backups left behind");
         Directory.GetFiles(Path.Combine(_env.Root.Path, "private", vm.Id.ToString()), ".backup-fleece-*").Should().BeEmpty("the last backup took down what the killed ones left");
@@ -359,7 +359,7 @@ public sealed class VmBackupTests : IAsyncLifetime
         await Vms.StartAsync("bk8");
         var full = await Backups.CreateAsync("bk8", new BackupCreateOptions { GuestToolsTimeout = TimeSpan.FromSeconds(1) });
         full.Consistency.Should().Contain("crash-consistent");
-        (await Vms.GetAsync("bk8")).State.Should().Be(VmState.Running, "the VM paused for the cut across its two disks runs again");
+        (await Vms.GetAsync("bk8")).State.Should().Be(VeState.Running, "the VM paused for the cut across its two disks runs again");
         File.Exists(Path.Combine(_env.Root.Path, "run", vm.Id.ToString(), "paused-by-backup")).Should().BeFalse();
         var incr = await Backups.CreateAsync("bk8", new BackupCreateOptions { GuestToolsTimeout = TimeSpan.FromSeconds(1) });
         incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));

@@ -17,7 +17,7 @@ public sealed class ContainerFixture : IAsyncLifetime
     {
         // A bridge per fixture would clash; the tests share vzbr0 with distinct addresses.
         Options = new VirtuozzoSdkOptions { DataRoot = Root.Path, LockTimeout = TimeSpan.FromMinutes(2) };
-        Client = new ContainerClient(Options);
+        Client = new ContainerClient(VirtuozzoRuntime.CreateLocal(Options));
         return Task.CompletedTask;
     }
 

@@ -15,27 +15,27 @@ public class ContainerLifecycleTests(ContainerFixture fx) : IClassFixture<Contai
     {
         var name = ContainerFixture.UniqueName("iso");
         var created = await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Hostname = "iso-host", Resources = new ContainerResources { DiskSpace = ByteSize.Parse("256M") } });
-        created.State.Should().Be(ContainerState.Stopped);
+        created.State.Should().Be(VeState.Stopped);
         File.Exists(Path.Combine(fx.Root.Path, "private", created.Id.ToString(), "root.qcow2")).Should().BeTrue();
 
         var started = await Client.StartAsync(name);
-        started.State.Should().Be(ContainerState.Running);
+        started.State.Should().Be(VeState.Running);
 
-        var ps = await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["ps", "-o", "pid,comm"] });
+        var ps = await Client.ExecAsync(name, new VeExecOptions { Command = ["ps", "-o", "pid,comm"] });
         ps.ExitCode.Should().Be(0, ps.StandardError);
         var pids = ps.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(l => int.Parse(l.Trim().Split(' ')[0])).ToList();
         pids.Should().Contain(1, "the container has its own PID 1");
         pids.Should().OnlyContain(p => p < 100, "no host process is visible inside");
-        (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["hostname"] })).StandardOutput.Trim().Should().Be("iso-host");
-        (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["cat", "/proc/1/cmdline"] })).StandardOutput.Should().Contain("vzinit");
-        (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["ls", "/root-of-host-should-not-exist"] })).ExitCode.Should().NotBe(0);
+        (await Client.ExecAsync(name, new VeExecOptions { Command = ["hostname"] })).StandardOutput.Trim().Should().Be("iso-host");
+        (await Client.ExecAsync(name, new VeExecOptions { Command = ["cat", "/proc/1/cmdline"] })).StandardOutput.Should().Contain("vzinit");
+        (await Client.ExecAsync(name, new VeExecOptions { Command = ["ls", "/root-of-host-should-not-exist"] })).ExitCode.Should().NotBe(0);
 
-        var write = await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "echo kept > /root/file && sync"] });
+        var write = await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "echo kept > /root/file && sync"] });
         write.ExitCode.Should().Be(0, write.StandardError);
-        var stopped = await Client.StopAsync(name);
-        stopped.State.Should().Be(ContainerState.Stopped);
+        (await Client.StopAsync(name)).Should().Be(VeStopMethod.Signal, "busybox's init exits on its stop signal");
+        (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped);
         await Client.StartAsync(name);
-        (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["cat", "/root/file"] })).StandardOutput.Should().Be("kept\n");
+        (await Client.ExecAsync(name, new VeExecOptions { Command = ["cat", "/root/file"] })).StandardOutput.Should().Be("kept\n");
 
         (await Client.DeleteAsync(name)).Should().BeTrue();
         (await Client.DeleteAsync(name)).Should().BeFalse("delete is idempotent");
@@ -53,16 +53,16 @@ public class ContainerLifecycleTests(ContainerFixture fx) : IClassFixture<Contai
         {
             // what a backup leaves when it dies together with the guardian that would thaw the root
             await TestGuest.RunAsync("fsfreeze", "-f", root);
-            var writer = Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "echo late > /root/late; sync"] });
+            var writer = Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "echo late > /root/late; sync"] });
             (await Task.WhenAny(writer, Task.Delay(TimeSpan.FromSeconds(1)))).Should().NotBe(writer, "a write to a frozen file system waits");
 
-            var stopped = await Client.StopAsync(name, new ContainerStopOptions { Timeout = TimeSpan.FromSeconds(2) }).WaitAsync(TimeSpan.FromSeconds(60));
-            stopped.State.Should().Be(ContainerState.Stopped);
+            await Client.StopAsync(name, new VeStopOptions { Timeout = TimeSpan.FromSeconds(2) }).WaitAsync(TimeSpan.FromSeconds(60));
+            (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped);
             (await Task.WhenAny(writer, Task.Delay(TimeSpan.FromSeconds(30)))).Should().Be(writer, "the stop thawed the root, so the writer could finish or be killed instead of hanging in uninterruptible sleep");
             File.ReadAllText("/proc/self/mountinfo").Should().NotContain($" {root} ", "the root was unmounted, not detached with a frozen superblock still in use");
 
             await Client.StartAsync(name);
-            var after = await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "echo again > /root/after && cat /root/after"] });
+            var after = await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "echo again > /root/after && cat /root/after"] });
             after.StandardOutput.Should().Be("again\n", after.StandardError);
         }
         finally
@@ -81,12 +81,12 @@ public class ContainerLifecycleTests(ContainerFixture fx) : IClassFixture<Contai
         await Client.StartAsync(name);
         try
         {
-            var cat = await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["cat"], StandardInput = new MemoryStream(Encoding.UTF8.GetBytes("from stdin")) });
+            var cat = await Client.ExecAsync(name, new VeExecOptions { Command = ["cat"], StandardInput = new MemoryStream(Encoding.UTF8.GetBytes("from stdin")) });
             cat.StandardOutput.Should().Be("from stdin");
-            var env = await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "echo $A; pwd"], Environment = new Dictionary<string, string> { ["A"] = "b c" }, WorkingDirectory = "/tmp" });
+            var env = await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "echo $A; pwd"], Environment = new Dictionary<string, string> { ["A"] = "b c" }, WorkingDirectory = "/tmp" });
             env.StandardOutput.Should().Be("b c\n/tmp\n");
-            (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["sh", "-c", "exit 42"] })).ExitCode.Should().Be(42);
-            (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["/no/such/program"] })).ExitCode.Should().Be(127);
+            (await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "exit 42"] })).ExitCode.Should().Be(42);
+            (await Client.ExecAsync(name, new VeExecOptions { Command = ["/no/such/program"] })).ExitCode.Should().Be(127);
         }
         finally
         {

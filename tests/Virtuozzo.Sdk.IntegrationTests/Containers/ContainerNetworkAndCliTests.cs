@@ -27,12 +27,12 @@ public class ContainerNetworkAndCliTests(ContainerFixture fx) : IClassFixture<Co
         {
             await Client.StartAsync(a);
             await Client.StartAsync(b);
-            var ping = await Client.ExecAsync(a, new ContainerExecOptions { Arguments = ["ping", "-c", "2", "-W", "3", "10.209.0.232"] });
+            var ping = await Client.ExecAsync(a, new VeExecOptions { Command = ["ping", "-c", "2", "-W", "3", "10.209.0.232"] });
             ping.ExitCode.Should().Be(0, ping.StandardOutput + ping.StandardError);
-            (await Client.ExecAsync(a, new ContainerExecOptions { Arguments = ["cat", "/etc/resolv.conf"] })).StandardOutput.Should().Be("nameserver 10.209.0.1\n");
+            (await Client.ExecAsync(a, new VeExecOptions { Command = ["cat", "/etc/resolv.conf"] })).StandardOutput.Should().Be("nameserver 10.209.0.1\n");
             var fromHost = await _host.ExecuteAsync(new Command("ping").WithArguments("-c", "2", "-W", "3", "10.209.0.231").WithValidation(CommandResultValidation.None));
             fromHost.ExitCode.Should().Be(0, "the host reaches a container on the bridge");
-            var ip = await Client.ExecAsync(b, new ContainerExecOptions { Arguments = ["ip", "-o", "-4", "addr", "show", "eth0"] });
+            var ip = await Client.ExecAsync(b, new VeExecOptions { Command = ["ip", "-o", "-4", "addr", "show", "eth0"] });
             ip.StandardOutput.Should().Contain("10.209.0.232/24");
         }
         finally
@@ -62,7 +62,7 @@ public class ContainerNetworkAndCliTests(ContainerFixture fx) : IClassFixture<Co
             }
             var stop = await VzsdkTool.RunAsync("--data-root", fx.Root.Path, "ct", "stop", name, "--timeout", "5");
             stop.ExitCode.Should().Be(0, stop.StandardError);
-            (await Client.GetAsync(name)).State.Should().Be(ContainerState.Stopped);
+            (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped);
         }
         finally
         {
@@ -142,7 +142,7 @@ public class ContainerTemplateAndAutostartTests(ContainerFixture fx) : IClassFix
         try
         {
             await Client.StartAsync(name);
-            (await Client.ExecAsync(name, new ContainerExecOptions { Arguments = ["cat", "/etc/os-release"] })).StandardOutput.Should().Be("ID=custom\n");
+            (await Client.ExecAsync(name, new VeExecOptions { Command = ["cat", "/etc/os-release"] })).StandardOutput.Should().Be("ID=custom\n");
         }
         finally
         {
@@ -166,8 +166,8 @@ public class ContainerTemplateAndAutostartTests(ContainerFixture fx) : IClassFix
         {
             var started = await Client.StartAutostartAsync();
             started.Select(c => c.Name.Value).Should().Equal(on);
-            (await Client.GetAsync(on)).State.Should().Be(ContainerState.Running);
-            (await Client.GetAsync(off)).State.Should().Be(ContainerState.Stopped);
+            (await Client.GetAsync(on)).State.Should().Be(VeState.Running);
+            (await Client.GetAsync(off)).State.Should().Be(VeState.Stopped);
             (await Client.StartAutostartAsync()).Should().BeEmpty("a running container is not started twice");
         }
         finally

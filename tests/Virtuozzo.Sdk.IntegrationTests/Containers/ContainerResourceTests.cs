@@ -27,13 +27,13 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
         return await Client.StartAsync(name);
     }
 
-    private Task<ContainerExecResult> Sh(ContainerInfo c, string script, TimeSpan? timeout = null)
-        => Client.ExecAsync(c.Id.ToString(), new ContainerExecOptions { Arguments = ["sh", "-c", script], Timeout = timeout ?? TimeSpan.FromMinutes(1) });
+    private Task<VeExecResult> Sh(ContainerInfo c, string script, TimeSpan? timeout = null)
+        => Client.ExecAsync(c.Id.ToString(), new VeExecOptions { Command = ["sh", "-c", script], Timeout = timeout ?? TimeSpan.FromMinutes(1) });
 
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
     public async Task A_process_allocating_past_memsize_is_killed_inside_while_the_container_and_host_carry_on()
     {
-        var c = await RunningAsync("oom", new ContainerResources { MemSize = ByteSize.Parse("48M"), DiskSpace = ByteSize.Parse("128M") });
+        var c = await RunningAsync("oom", new ContainerResources { MemorySize = ByteSize.Parse("48M"), DiskSpace = ByteSize.Parse("128M") });
         try
         {
             var hog = await Sh(c, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}");
@@ -41,7 +41,7 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
             hog.StandardOutput.Should().NotContain("survived");
             var oom = File.ReadAllLines(Path.Combine(Cgroups.Directories(c.Id, CgroupRole.Payload)["memory"], "memory.oom_control")).Single(l => l.StartsWith("oom_kill "));
             long.Parse(oom[9..], CultureInfo.InvariantCulture).Should().BePositive("the kernel OOM-killed the hog inside the container's memory cgroup");
-            (await Client.GetAsync(c.Id.ToString())).State.Should().Be(ContainerState.Running);
+            (await Client.GetAsync(c.Id.ToString())).State.Should().Be(VeState.Running);
             (await Sh(c, "echo alive")).StandardOutput.Should().Be("alive\n");
         }
         finally
@@ -53,7 +53,7 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
     public async Task Cpulimit_throttles_a_busy_loop_as_the_cgroup_counters_show()
     {
-        var c = await RunningAsync("cpu", new ContainerResources { CpuLimit = 20, DiskSpace = ByteSize.Parse("128M") });
+        var c = await RunningAsync("cpu", new ContainerResources { CpuLimitPercent = 20, DiskSpace = ByteSize.Parse("128M") });
         try
         {
             var before = Cgroups.Open(c.Id).CpuThrottling();
@@ -78,11 +78,11 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
             var counter = Path.Combine(fx.Root.Path, "root", c.Id.ToString(), "tmp", "counter");
             async Task<int> Read() { for (var i = 0; i < 50; i++) { var t = (await File.ReadAllTextAsync(counter)).Trim(); if (t.Length > 0) return int.Parse(t); await Task.Delay(20); } return -1; }
             await Task.Delay(500);
-            (await Client.SuspendAsync(c.Id.ToString())).State.Should().Be(ContainerState.Suspended);
+            (await Client.SuspendAsync(c.Id.ToString())).State.Should().Be(VeState.Suspended);
             var frozen = await Read();
             await Task.Delay(700);
             (await Read()).Should().Be(frozen, "no progress while suspended");
-            (await Client.ResumeAsync(c.Id.ToString())).State.Should().Be(ContainerState.Running);
+            (await Client.ResumeAsync(c.Id.ToString())).State.Should().Be(VeState.Running);
             await Task.Delay(700);
             (await Read()).Should().BeGreaterThan(frozen);
         }
@@ -98,8 +98,8 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
         var c = await RunningAsync("set");
         try
         {
-            var updated = await Client.SetAsync(c.Id.ToString(), new ContainerSetOptions { MemSize = ByteSize.Parse("300M"), Swap = ByteSize.Parse("64M"), Cpus = 1, Pids = 100, DiskSpace = ByteSize.Parse("256M"), CpuMask = "0", CpuUnits = 2000 });
-            updated.Resources.MemSize.Should().Be(ByteSize.Parse("300M"));
+            var updated = await Client.SetAsync(c.Id.ToString(), new ContainerSetOptions { MemorySize = ByteSize.Parse("300M"), Swap = ByteSize.Parse("64M"), Cpus = 1, MaxProcesses = 100, DiskSpace = ByteSize.Parse("256M"), CpuMask = "0", CpuUnits = 2000 });
+            updated.Resources.MemorySize.Should().Be(ByteSize.Parse("300M"));
             var cg = Cgroups.Directories(c.Id, CgroupRole.Payload);
             File.ReadAllText(Path.Combine(cg["memory"], "memory.limit_in_bytes")).Trim().Should().Be((300L << 20).ToString());
             File.ReadAllText(Path.Combine(cg["memory"], "memory.memsw.limit_in_bytes")).Trim().Should().Be((364L << 20).ToString());
@@ -111,7 +111,7 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
             var export = Path.Combine(fx.Root.Path, "run", c.Id.ToString(), "disk.raw");
             new FileInfo(export).Length.Should().Be(256L << 20, "the disk grew online");
             async Task<long> RootSizeKb() => long.Parse((await Sh(c, "df -k / | tail -1")).StandardOutput.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
-            if (!ContainerClient.CanResizeOnline())
+            if (!Virtuozzo.Sdk.Containers.Runtime.Local.LocalContainerDriver.CanResizeOnline())
             {
                 // Without CAP_SYS_RESOURCE (this sandbox) ext4 cannot grow while mounted: it grows at the next start.
                 (await RootSizeKb()).Should().BeLessThan(200 * 1024);
@@ -120,8 +120,8 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
             (await RootSizeKb()).Should().BeGreaterThan(200 * 1024, "the file system follows the disk");
 
             await Client.StopAsync(c.Id.ToString());
-            var reread = await new ContainerClient(fx.Options).GetAsync(c.Id.ToString());
-            reread.Resources.MemSize.Should().Be(ByteSize.Parse("300M"));
+            var reread = await new ContainerClient(VirtuozzoRuntime.CreateLocal(fx.Options)).GetAsync(c.Id.ToString());
+            reread.Resources.MemorySize.Should().Be(ByteSize.Parse("300M"));
             reread.Resources.DiskSpace.Should().Be(ByteSize.Parse("256M"));
             await Client.Invoking(x => x.SetAsync(c.Id.ToString(), new ContainerSetOptions { DiskSpace = ByteSize.Parse("128M") })).Should().ThrowAsync<ArgumentException>().WithMessage("*cannot shrink*");
         }
@@ -137,10 +137,10 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
         var total = ContainerClientCapacity();
         // A client whose ledger has exactly 1 GiB for guarantees.
         var options = new VirtuozzoSdkOptions { DataRoot = fx.Options.DataRoot, HostMemoryReserve = new ByteSize(total - (1L << 30)) };
-        var client = new ContainerClient(options);
+        var client = new ContainerClient(VirtuozzoRuntime.CreateLocal(options));
         var first = ContainerFixture.UniqueName("g1");
         var second = ContainerFixture.UniqueName("g2");
-        var res = new ContainerResources { MemSize = ByteSize.Parse("768M"), MemGuaranteePercent = 100, DiskSpace = ByteSize.Parse("128M") };
+        var res = new ContainerResources { MemorySize = ByteSize.Parse("768M"), MemoryGuaranteePercent = 100, DiskSpace = ByteSize.Parse("128M") };
         await client.CreateAsync(new ContainerCreateOptions { Name = new VeName(first), Resources = res });
         var b = await client.CreateAsync(new ContainerCreateOptions { Name = new VeName(second), Resources = res });
         try
@@ -148,14 +148,14 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
             await client.StartAsync(first);
             var act = () => client.StartAsync(second);
             (await act.Should().ThrowAsync<InsufficientResourcesException>()).Which.AvailableBytes.Should().Be(256L << 20);
-            (await client.GetAsync(second)).State.Should().Be(ContainerState.Stopped);
+            (await client.GetAsync(second)).State.Should().Be(VeState.Stopped);
             AssertNothingLeft(b.Id);
             // Raising a running container's guarantee past the capacity is refused too, and changes nothing.
-            await client.Invoking(x => x.SetAsync(first, new ContainerSetOptions { MemSize = ByteSize.Parse("2G") , MemGuaranteePercent = 100 }))
+            await client.Invoking(x => x.SetAsync(first, new ContainerSetOptions { MemorySize = ByteSize.Parse("2G") , MemoryGuaranteePercent = 100 }))
                 .Should().ThrowAsync<InsufficientResourcesException>();
-            (await client.GetAsync(first)).Resources.MemSize.Should().Be(ByteSize.Parse("768M"));
+            (await client.GetAsync(first)).Resources.MemorySize.Should().Be(ByteSize.Parse("768M"));
             await client.StopAsync(first);
-            (await client.StartAsync(second)).State.Should().Be(ContainerState.Running, "the guarantee was released on stop");
+            (await client.StartAsync(second)).State.Should().Be(VeState.Running, "the guarantee was released on stop");
         }
         finally
         {
@@ -175,9 +175,9 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
         System.Formats.Tar.TarFile.CreateFromDirectory(rootfs, tarball, includeBaseDirectory: false);
         await Client.ImportTemplateAsync(new ContainerTemplateImportOptions { Name = "broken", TarballPath = tarball, Init = ["/sbin/does-not-exist"] });
         var name = ContainerFixture.UniqueName("bad");
-        var c = await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Template = "broken", IpAddresses = ["10.209.0.250/24"], Resources = new ContainerResources { MemGuaranteePercent = 10, DiskSpace = ByteSize.Parse("128M") } });
+        var c = await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Template = "broken", IpAddresses = ["10.209.0.250/24"], Resources = new ContainerResources { MemoryGuaranteePercent = 10, DiskSpace = ByteSize.Parse("128M") } });
         await Client.Invoking(x => x.StartAsync(name)).Should().ThrowAsync<CommandFailedException>().WithMessage("*does-not-exist*");
-        (await Client.GetAsync(name)).State.Should().Be(ContainerState.Stopped);
+        (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped);
         AssertNothingLeft(c.Id);
         (await Client.DeleteAsync(name)).Should().BeTrue();
     }

@@ -19,7 +19,7 @@ public class SharedGuestTests(SharedGuestFixture env)
     public async Task The_booted_guest_is_reported_running_and_its_guarantee_is_in_the_ledger()
     {
         var info = await env.Client.GetAsync(Vm);
-        info.State.Should().Be(VmState.Running);
+        info.State.Should().Be(VeState.Running);
         info.ProcessId.Should().NotBeNull();
         var ledger = await env.Client.Ledger.GetSnapshotAsync();
         ledger.Reservations.Should().ContainSingle(r => r.VeId == info.Id)
@@ -29,19 +29,19 @@ public class SharedGuestTests(SharedGuestFixture env)
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
     public async Task Exec_returns_the_output_and_the_exit_code_of_the_guest_program()
     {
-        var ok = await env.Client.ExecAsync(Vm, new VmExecOptions { Command = ["/bin/uname", "-r"] });
+        var ok = await env.Client.ExecAsync(Vm, new VeExecOptions { Command = ["/bin/uname", "-r"] });
         ok.ExitCode.Should().Be(0);
-        ok.StandardOutputText.Should().Contain("cloud-amd64");
+        ok.StandardOutput.Should().Contain("cloud-amd64");
 
-        var failing = await env.Client.ExecAsync(Vm, new VmExecOptions { Command = ["exit 7; echo not reached"], Shell = true });
+        var failing = await env.Client.ExecAsync(Vm, new VeExecOptions { Command = ["exit 7; echo not reached"], Shell = true });
         failing.ExitCode.Should().Be(7);
-        failing.StandardOutputText.Should().BeEmpty();
+        failing.StandardOutput.Should().BeEmpty();
 
-        var withInput = await env.Client.ExecAsync(Vm, new VmExecOptions { Command = ["/bin/cat"], StandardInput = Encoding.UTF8.GetBytes("piped in") });
-        withInput.StandardOutputText.Should().Be("piped in");
+        var withInput = await env.Client.ExecAsync(Vm, new VeExecOptions { Command = ["/bin/cat"], StandardInput = new MemoryStream(Encoding.UTF8.GetBytes("piped in")) });
+        withInput.StandardOutput.Should().Be("piped in");
 
-        var stderr = await env.Client.ExecAsync(Vm, new VmExecOptions { Command = ["echo oops >&2; exit 3"], Shell = true });
-        (stderr.ExitCode, stderr.StandardErrorText.Trim()).Should().Be((3, "oops"));
+        var stderr = await env.Client.ExecAsync(Vm, new VeExecOptions { Command = ["echo oops >&2; exit 3"], Shell = true });
+        (stderr.ExitCode, stderr.StandardError.Trim()).Should().Be((3, "oops"));
     }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
@@ -83,19 +83,19 @@ public class SharedGuestTests(SharedGuestFixture env)
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
     public async Task A_new_client_in_a_new_process_state_reattaches_to_the_running_vm()
     {
-        var other = new VirtualMachineClient(env.SdkOptions);
+        var other = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(env.SdkOptions));
         var info = await other.GetAsync(Vm);
-        info.State.Should().Be(VmState.Running);
-        (await other.ExecAsync(Vm, new VmExecOptions { Command = ["/bin/echo", "again"] })).StandardOutputText.Should().Be("again\n");
+        info.State.Should().Be(VeState.Running);
+        (await other.ExecAsync(Vm, new VeExecOptions { Command = ["/bin/echo", "again"] })).StandardOutput.Should().Be("again\n");
     }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4")]
     public async Task Pause_stops_the_guest_clock_and_resume_continues_it()
     {
         await env.Client.PauseAsync(Vm);
-        (await env.Client.GetAsync(Vm)).State.Should().Be(VmState.Paused);
+        (await env.Client.GetAsync(Vm)).State.Should().Be(VeState.Paused);
         await env.Client.ResumeAsync(Vm);
-        (await env.Client.GetAsync(Vm)).State.Should().Be(VmState.Running);
+        (await env.Client.GetAsync(Vm)).State.Should().Be(VeState.Running);
         (await env.ShAsync(Vm, "echo alive")).Should().Be("alive\n");
     }
 
@@ -105,7 +105,7 @@ public class SharedGuestTests(SharedGuestFixture env)
         var start = (await env.Client.GetAsync(Vm)).MemorySize;
         var before = VmTestEnvironment.MemTotalKiB(await env.ShAsync(Vm, "cat /proc/meminfo"));
         var grownTo = ByteSize.FromBytes(start.Bytes + 256 * ByteSize.MiB);
-        var grown = await env.Client.SetAsync(Vm, new SetVmOptions { MemorySize = grownTo });
+        var grown = await env.Client.SetAsync(Vm, new VmSetOptions { MemorySize = grownTo });
         grown.MemorySize.Should().Be(grownTo);
         long after = 0;
         for (var i = 0; i < 100 && after < before + 200 * 1024; i++)
@@ -116,7 +116,7 @@ public class SharedGuestTests(SharedGuestFixture env)
         after.Should().BeGreaterThan(before + 200 * 1024, "256 MiB were added (balloon deflated, then a DIMM plugged)");
 
         var shrunkTo = ByteSize.FromBytes(grownTo.Bytes - 512 * ByteSize.MiB);
-        await env.Client.SetAsync(Vm, new SetVmOptions { MemorySize = shrunkTo });
+        await env.Client.SetAsync(Vm, new VmSetOptions { MemorySize = shrunkTo });
         long shrunk = after;
         for (var i = 0; i < 100 && shrunk > after - 400 * 1024; i++)
         {
@@ -131,7 +131,7 @@ public class SharedGuestTests(SharedGuestFixture env)
     public async Task Cpu_hotplug_adds_a_vcpu_the_guest_sees_online()
     {
         var before = int.Parse((await env.ShAsync(Vm, "grep -c ^processor /proc/cpuinfo")).Trim());
-        var info = await env.Client.SetAsync(Vm, new SetVmOptions { Cpus = before + 1 });
+        var info = await env.Client.SetAsync(Vm, new VmSetOptions { Cpus = before + 1 });
         info.Cpus.Should().Be(before + 1);
         var after = int.Parse((await env.ShAsync(Vm, "grep -c ^processor /proc/cpuinfo")).Trim());
         after.Should().Be(before + 1);
@@ -165,7 +165,7 @@ public class SharedGuestTests(SharedGuestFixture env)
     {
         // Hotplugged memory and vCPUs must come back too: the resumed emulator is rebuilt with them.
         var info = await env.Client.GetAsync(Vm);
-        await env.Client.SetAsync(Vm, new SetVmOptions { MemorySize = ByteSize.FromBytes(info.MemorySize.Bytes + 128 * ByteSize.MiB), Cpus = Math.Min(info.Cpus + 1, info.MaxCpus) });
+        await env.Client.SetAsync(Vm, new VmSetOptions { MemorySize = ByteSize.FromBytes(info.MemorySize.Bytes + 128 * ByteSize.MiB), Cpus = Math.Min(info.Cpus!.Value + 1, info.MaxCpus) });
         await Task.Delay(500);
         var memBefore = VmTestEnvironment.MemTotalKiB(await env.ShAsync(Vm, "cat /proc/meminfo"));
         var cpusBefore = (await env.ShAsync(Vm, "grep -c ^processor /proc/cpuinfo")).Trim();
@@ -173,12 +173,12 @@ public class SharedGuestTests(SharedGuestFixture env)
         await env.ShAsync(Vm, "echo kept-in-memory > /tmp/marker");
         await env.Client.SuspendAsync(Vm);
         var suspended = await env.Client.GetAsync(Vm);
-        suspended.State.Should().Be(VmState.Suspended);
+        suspended.State.Should().Be(VeState.Suspended);
         suspended.ProcessId.Should().BeNull();
         (await env.Client.Ledger.GetSnapshotAsync()).Reservations.Should().NotContain(r => r.VeId == suspended.Id);
 
         await env.Client.ResumeAsync(Vm);
-        (await env.Client.GetAsync(Vm)).State.Should().Be(VmState.Running);
+        (await env.Client.GetAsync(Vm)).State.Should().Be(VeState.Running);
         var later = double.Parse((await env.ShAsync(Vm, "cut -d' ' -f1 /proc/uptime")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
         later.Should().BeGreaterThanOrEqualTo(uptime);
         (await env.ShAsync(Vm, "cat /tmp/marker")).Should().Be("kept-in-memory\n");

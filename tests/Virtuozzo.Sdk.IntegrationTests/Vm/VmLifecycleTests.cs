@@ -23,21 +23,21 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     public async Task A_vm_boots_to_its_guest_tools_and_a_polite_stop_powers_it_off_through_them()
     {
         var vm = await Client.CreateAsync(_env.GuestVm("polite"));
-        vm.State.Should().Be(VmState.Stopped);
+        vm.State.Should().Be(VeState.Stopped);
         vm.MemoryGuaranteePercent.Should().Be(80);
         var sw = Stopwatch.StartNew();
         await Client.StartAsync("polite");
         await Client.WaitForGuestToolsAsync("polite", TimeSpan.FromSeconds(60));
         sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(60));
 
-        var method = await Client.StopAsync("polite", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
-        method.Should().Be(VmStopMethod.GuestTools);
+        var method = await Client.StopAsync("polite", new VeStopOptions { Timeout = TimeSpan.FromSeconds(30) });
+        method.Should().Be(VeStopMethod.GuestTools);
         var after = await Client.GetAsync("polite");
-        after.State.Should().Be(VmState.Stopped);
+        after.State.Should().Be(VeState.Stopped);
         after.ProcessId.Should().BeNull();
         Directory.Exists(RunDir(vm)).Should().BeFalse();
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
-        (await Client.StopAsync("polite")).Should().Be(VmStopMethod.AlreadyStopped);
+        (await Client.StopAsync("polite")).Should().Be(VeStopMethod.AlreadyStopped);
     }
 
     [IntegrationFact("qemu-system-x86_64", "mkfs.ext4")]
@@ -57,19 +57,19 @@ public sealed class VmLifecycleTests : IAsyncLifetime
             (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), default)).Should().BeTrue();
         }
 
-        var method = await Client.StopAsync("leftfrozen", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
-        method.Should().Be(VmStopMethod.GuestTools, "the stop thawed the guest, whose tools then shut it down cleanly");
-        (await Client.GetAsync("leftfrozen")).State.Should().Be(VmState.Stopped);
-        (await Client.GetBackupViewAsync(vm.Id, default))!.TrackingResets.Should().BeEmpty("a clean shutdown keeps change tracking; a kill would have reset it");
+        var method = await Client.StopAsync("leftfrozen", new VeStopOptions { Timeout = TimeSpan.FromSeconds(30) });
+        method.Should().Be(VeStopMethod.GuestTools, "the stop thawed the guest, whose tools then shut it down cleanly");
+        (await Client.GetAsync("leftfrozen")).State.Should().Be(VeState.Stopped);
+        (await ((Virtuozzo.Sdk.Vm.Runtime.Local.LocalVmDriver)Client.DriverForTests).GetBackupViewAsync(vm.Id, default))!.TrackingResets.Should().BeEmpty("a clean shutdown keeps change tracking; a kill would have reset it");
     }
 
     [IntegrationFact("qemu-system-x86_64")]
     public async Task Settings_changed_while_stopped_are_persisted_and_used_by_the_next_start()
     {
         var vm = await Client.CreateAsync(_env.GuestVm("tuned"));
-        var set = await Client.SetAsync("tuned", new SetVmOptions { MemorySize = ByteSize.FromMiB(768), Cpus = 2, MemoryGuaranteePercent = 50 });
+        var set = await Client.SetAsync("tuned", new VmSetOptions { MemorySize = ByteSize.FromMiB(768), Cpus = 2, MemoryGuaranteePercent = 50 });
         (set.MemorySize, set.Cpus, set.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(768), 2, 50));
-        var reread = await new VirtualMachineClient(_env.SdkOptions).GetAsync("tuned");
+        var reread = await new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(_env.SdkOptions)).GetAsync("tuned");
         (reread.MemorySize, reread.Cpus, reread.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(768), 2, 50));
 
         await Client.StartAsync("tuned");
@@ -77,7 +77,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         (await _env.ShAsync("tuned", "grep -c ^processor /proc/cpuinfo")).Trim().Should().Be("2");
         VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tuned", "cat /proc/meminfo")).Should().BeInRange(600 * 1024, 768 * 1024);
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(384 * ByteSize.MiB);
-        await ((Func<Task>)(() => Client.SetAsync("tuned", new SetVmOptions { MemorySize = ByteSize.FromMiB(1024) })))
+        await ((Func<Task>)(() => Client.SetAsync("tuned", new VmSetOptions { MemorySize = ByteSize.FromMiB(1024) })))
             .Should().ThrowAsync<InvalidStateException>().WithMessage("*memory hotplug is off*");
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Single(r => r.VeId == vm.Id).GuaranteeBytes.Should().Be(384 * ByteSize.MiB, "a refused change leaves the reservation alone");
         (await Client.GetAsync("tuned")).MemorySize.Should().Be(ByteSize.FromMiB(768));
@@ -90,30 +90,30 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         await Client.CreateAsync(_env.GuestVm("slow", deaf: true));
         await Client.StartAsync("slow");
         await Client.WaitForGuestToolsAsync("slow", TimeSpan.FromSeconds(60));
-        var stop = Client.StopAsync("slow", new StopVmOptions { Timeout = TimeSpan.FromSeconds(5) });
+        var stop = Client.StopAsync("slow", new VeStopOptions { Timeout = TimeSpan.FromSeconds(5) });
         await Task.Delay(1000);
         var sw = Stopwatch.StartNew();
-        var listed = (await new VirtualMachineClient(_env.SdkOptions).ListAsync()).Single();
+        var listed = (await new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(_env.SdkOptions)).ListAsync()).Single();
         sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(2));
-        listed.State.Should().Be(VmState.Busy);
-        (await stop).Should().Be(VmStopMethod.Killed);
-        (await Client.GetAsync("slow")).State.Should().Be(VmState.Stopped);
+        listed.State.Should().Be(VeState.Busy);
+        (await stop).Should().Be(VeStopMethod.Killed);
+        (await Client.GetAsync("slow")).State.Should().Be(VeState.Stopped);
     }
 
     [IntegrationFact("qemu-system-x86_64")]
     public async Task A_memory_increase_the_ledger_cannot_guarantee_is_refused_and_plugs_nothing()
     {
         var total = long.Parse(System.Text.RegularExpressions.Regex.Match(File.ReadAllText("/proc/meminfo"), @"MemTotal:\s+(\d+) kB").Groups[1].Value) * 1024;
-        var small = new VirtualMachineClient(new VirtuozzoSdkOptions
+        var small = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions
         {
             DataRoot = _env.Root.Path,
             HostMemoryReserve = ByteSize.FromBytes(total - 2 * ByteSize.GiB), // 2 GiB left for guarantees
-        });
+        }));
         var vm = await small.CreateAsync(_env.GuestVm("tight") with { MemorySize = ByteSize.FromGiB(1), MemoryHotplug = true });
         await small.StartAsync("tight");
         await small.WaitForGuestToolsAsync("tight", TimeSpan.FromSeconds(60));
         var before = VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tight", "cat /proc/meminfo"));
-        var raise = () => small.SetAsync("tight", new SetVmOptions { MemorySize = ByteSize.FromGiB(3) });
+        var raise = () => small.SetAsync("tight", new VmSetOptions { MemorySize = ByteSize.FromGiB(3) });
         await raise.Should().ThrowAsync<InsufficientResourcesException>();
         await Task.Delay(500);
         VmTestEnvironment.MemTotalKiB(await _env.ShAsync("tight", "cat /proc/meminfo")).Should().Be(before);
@@ -129,14 +129,14 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         await Client.CreateAsync(_env.GuestVm("longexec"));
         await Client.StartAsync("longexec");
         await Client.WaitForGuestToolsAsync("longexec", TimeSpan.FromSeconds(60));
-        var exec = Client.ExecAsync("longexec", new VmExecOptions { Command = ["/bin/sleep", "30"], Timeout = TimeSpan.FromSeconds(60) });
+        var exec = Client.ExecAsync("longexec", new VeExecOptions { Command = ["/bin/sleep", "30"], Timeout = TimeSpan.FromSeconds(60) });
         await Task.Delay(1000);
         var sw = Stopwatch.StartNew();
         await Client.PauseAsync("longexec");
         await Client.ResumeAsync("longexec");
-        var method = await Client.StopAsync("longexec", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        var method = await Client.StopAsync("longexec", new VeStopOptions { Timeout = TimeSpan.FromSeconds(20) });
         sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(15));
-        method.Should().Be(VmStopMethod.Acpi, "the guest tools channel was busy with the exec, so the power button was pressed");
+        method.Should().Be(VeStopMethod.Acpi, "the guest tools channel was busy with the exec, so the power button was pressed");
         await exec.Awaiting(e => e).Should().ThrowAsync<InvalidStateException>().WithMessage("*stopped answering*");
     }
 
@@ -167,9 +167,9 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         // The agent goes away for good: init's respawn finds a script that only sleeps.
         await _env.ShAsync("acpi", "printf '#!/bin/sh\\nexec sleep 3600\\n' > /sbin/qga-run; (sleep 1; killall qemu-ga) </dev/null >/dev/null 2>&1 &");
         await Task.Delay(2000);
-        var method = await Client.StopAsync("acpi", new StopVmOptions { Timeout = TimeSpan.FromSeconds(30) });
-        method.Should().Be(VmStopMethod.Acpi);
-        (await Client.GetAsync("acpi")).State.Should().Be(VmState.Stopped);
+        var method = await Client.StopAsync("acpi", new VeStopOptions { Timeout = TimeSpan.FromSeconds(30) });
+        method.Should().Be(VeStopMethod.Acpi);
+        (await Client.GetAsync("acpi")).State.Should().Be(VeState.Stopped);
     }
 
     [IntegrationFact("qemu-system-x86_64")]
@@ -179,10 +179,10 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         await Client.StartAsync("deaf");
         await Client.WaitForGuestToolsAsync("deaf", TimeSpan.FromSeconds(60));
         var sw = Stopwatch.StartNew();
-        var method = await Client.StopAsync("deaf", new StopVmOptions { Timeout = TimeSpan.FromSeconds(3) });
-        method.Should().Be(VmStopMethod.Killed);
+        var method = await Client.StopAsync("deaf", new VeStopOptions { Timeout = TimeSpan.FromSeconds(3) });
+        method.Should().Be(VeStopMethod.Killed);
         sw.Elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(3)).And.BeLessThan(TimeSpan.FromSeconds(20));
-        (await Client.GetAsync("deaf")).State.Should().Be(VmState.Stopped);
+        (await Client.GetAsync("deaf")).State.Should().Be(VeState.Stopped);
         Directory.Exists(RunDir(vm)).Should().BeFalse();
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
     }
@@ -192,7 +192,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     {
         await Client.CreateAsync(_env.GuestVm("dies"));
         var running = await Client.StartAsync("dies");
-        running.State.Should().Be(VmState.Running);
+        running.State.Should().Be(VeState.Running);
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().ContainSingle();
         using (var p = Process.GetProcessById(running.ProcessId!.Value))
         {
@@ -200,11 +200,11 @@ public sealed class VmLifecycleTests : IAsyncLifetime
             await p.WaitForExitAsync();
         }
         var info = await Client.GetAsync("dies");
-        info.State.Should().Be(VmState.Stopped);
+        info.State.Should().Be(VeState.Stopped);
         info.ProcessId.Should().BeNull();
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
         var again = await Client.StartAsync("dies");
-        again.State.Should().Be(VmState.Running);
+        again.State.Should().Be(VeState.Running);
         await Client.KillAsync("dies");
     }
 
@@ -220,11 +220,11 @@ public sealed class VmLifecycleTests : IAsyncLifetime
             p.Kill();
             await p.WaitForExitAsync();
         }
-        var fresh = new VirtualMachineClient(_env.SdkOptions);
+        var fresh = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(_env.SdkOptions));
         (await fresh.ReconcileAsync()).Should().Be(1);
         Directory.Exists(RunDir(vm)).Should().BeFalse();
         (await fresh.Ledger.GetSnapshotAsync()).Reservations.Should().ContainSingle().Which.VeId.Should().NotBe(vm.Id);
-        (await fresh.GetAsync("healthy")).State.Should().Be(VmState.Running);
+        (await fresh.GetAsync("healthy")).State.Should().Be(VeState.Running);
         (await fresh.ReconcileAsync()).Should().Be(0);
         await fresh.KillAsync("healthy");
     }
@@ -240,7 +240,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         (await Client.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty();
         Process.GetProcessesByName("qemu-system-x86_64").Where(p => !p.HasExited)
             .Should().NotContain(p => File.ReadAllText($"/proc/{p.Id}/cmdline").Contains(vm.Id.ToString()));
-        (await Client.GetAsync("broken")).State.Should().Be(VmState.Stopped);
+        (await Client.GetAsync("broken")).State.Should().Be(VeState.Stopped);
     }
 
     [IntegrationFact("qemu-system-x86_64")]
@@ -250,7 +250,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         var start = () => Client.StartAsync("huge");
         await start.Should().ThrowAsync<InsufficientResourcesException>();
         Directory.Exists(RunDir(vm)).Should().BeFalse();
-        (await Client.GetAsync("huge")).State.Should().Be(VmState.Stopped);
+        (await Client.GetAsync("huge")).State.Should().Be(VeState.Stopped);
     }
 
     [IntegrationFact("qemu-system-x86_64")]
@@ -271,14 +271,14 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         var a = await Client.CreateAsync(_env.GuestVm("alpha"));
         await Client.CreateAsync(_env.GuestVm("beta"));
         await ((Func<Task>)(() => Client.CreateAsync(_env.GuestVm("alpha")))).Should().ThrowAsync<AlreadyExistsException>();
-        await ((Func<Task>)(() => Client.RenameAsync("alpha", "beta"))).Should().ThrowAsync<AlreadyExistsException>();
+        await ((Func<Task>)(() => Client.RenameAsync("alpha", new VeName("beta")))).Should().ThrowAsync<AlreadyExistsException>();
         await ((Func<Task>)(() => Client.CreateAsync(_env.GuestVm(Guid.NewGuid().ToString())))).Should().ThrowAsync<ArgumentException>();
 
-        var renamed = await Client.RenameAsync("alpha", "gamma");
+        var renamed = await Client.RenameAsync("alpha", new VeName("gamma"));
         renamed.Id.Should().Be(a.Id);
-        (await Client.GetAsync(a.Id.ToString())).Name.Should().Be("gamma");
-        (await Client.GetAsync(a.Id.ToBracedString())).Name.Should().Be("gamma");
-        (await Client.ListAsync()).Select(v => v.Name).Should().Equal("beta", "gamma");
+        (await Client.GetAsync(a.Id.ToString())).Name.Value.Should().Be("gamma");
+        (await Client.GetAsync(a.Id.ToBracedString())).Name.Value.Should().Be("gamma");
+        (await Client.ListAsync()).Select(v => v.Name.Value).Should().Equal("beta", "gamma");
         await ((Func<Task>)(() => Client.GetAsync("alpha"))).Should().ThrowAsync<NotFoundException>();
     }
 
@@ -307,7 +307,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         // Offline: stop, switch to the later snapshot (memory included: the VM resumes), see its content.
         await Client.KillAsync("snappy");
         await Client.SwitchSnapshotAsync("snappy", second.Id.ToString());
-        (await Client.GetAsync("snappy")).State.Should().Be(VmState.Running);
+        (await Client.GetAsync("snappy")).State.Should().Be(VeState.Running);
         await Client.WaitForGuestToolsAsync("snappy", TimeSpan.FromSeconds(30));
         (await _env.ShAsync("snappy", "cat /mnt/data/state.txt")).Should().Be("changed\n");
 
@@ -326,16 +326,16 @@ public sealed class VmLifecycleTests : IAsyncLifetime
         await Client.CreateAsync(_env.GuestVm("cold") with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
         var snap = await Client.CreateSnapshotAsync("cold", "pristine");
         snap.IncludesMemory.Should().BeFalse();
-        (await Client.GetAsync("cold")).State.Should().Be(VmState.Stopped, "snapshotting a stopped VM leaves it stopped");
+        (await Client.GetAsync("cold")).State.Should().Be(VeState.Stopped, "snapshotting a stopped VM leaves it stopped");
 
         await Client.StartAsync("cold");
         await Client.WaitForGuestToolsAsync("cold", TimeSpan.FromSeconds(60));
         await _env.ShAsync("cold", "echo warm > /mnt/data/state.txt; sync");
         await ((Func<Task>)(() => Client.SwitchSnapshotAsync("cold", "pristine"))).Should().ThrowAsync<InvalidStateException>().WithMessage("*holds no memory*");
-        await Client.StopAsync("cold", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        await Client.StopAsync("cold", new VeStopOptions { Timeout = TimeSpan.FromSeconds(20) });
 
         await Client.SwitchSnapshotAsync("cold", "pristine");
-        (await Client.GetAsync("cold")).State.Should().Be(VmState.Stopped);
+        (await Client.GetAsync("cold")).State.Should().Be(VeState.Stopped);
         await Client.StartAsync("cold");
         await Client.WaitForGuestToolsAsync("cold", TimeSpan.FromSeconds(60));
         (await _env.ShAsync("cold", "cat /mnt/data/state.txt")).Should().Be("cold\n");
@@ -360,7 +360,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
     {
         var disk = await TestGuest.MakeExt4DiskAsync(_env.Root.Path, "src", 32, new Dictionary<string, string> { ["who.txt"] = "source\n" });
         var source = await Client.CreateAsync(_env.GuestVm("source") with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
-        var clone = await Client.CloneAsync("source", new CloneVmOptions { Name = "copy", Linked = linked });
+        var clone = await Client.CloneAsync("source", new VmCloneOptions { Name = new VeName("copy"), Linked = linked });
         clone.Id.Should().NotBe(source.Id);
         clone.MacAddress.Should().NotBe(source.MacAddress);
 
@@ -380,7 +380,7 @@ public sealed class VmLifecycleTests : IAsyncLifetime
             await Client.DeleteAsync("copy");
         }
         await Client.DeleteAsync("source");
-        (await Client.ListAsync()).Select(v => v.Name).Should().Equal(linked ? [] : ["copy"]);
+        (await Client.ListAsync()).Select(v => v.Name.Value).Should().Equal(linked ? [] : ["copy"]);
     }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img")]
@@ -420,14 +420,14 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
         File.Exists($"/sys/class/net/{tap}/master/uevent").Should().BeTrue();
         Path.GetFileName(new DirectoryInfo($"/sys/class/net/{tap}/master").ResolveLinkTarget(true)!.FullName).Should().Be("vzbr0");
         await _env.Client.WaitForGuestToolsAsync("bridged", TimeSpan.FromSeconds(60));
-        var ping = await _env.Client.ExecAsync("bridged", new VmExecOptions
+        var ping = await _env.Client.ExecAsync("bridged", new VeExecOptions
         {
             Command = ["ip addr add 10.209.0.250/24 dev eth0 && ping -c 1 -W 3 10.209.0.1"],
             Shell = true,
             Timeout = TimeSpan.FromSeconds(20),
         });
-        ping.ExitCode.Should().Be(0, ping.StandardOutputText + ping.StandardErrorText);
-        await _env.Client.StopAsync("bridged", new StopVmOptions { Timeout = TimeSpan.FromSeconds(20) });
+        ping.ExitCode.Should().Be(0, ping.StandardOutput + ping.StandardError);
+        await _env.Client.StopAsync("bridged", new VeStopOptions { Timeout = TimeSpan.FromSeconds(20) });
         Directory.Exists($"/sys/class/net/{tap}").Should().BeFalse("the tap goes with the VM");
     }
 
@@ -441,7 +441,7 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
             cg = $"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}/ve";
         (await File.ReadAllTextAsync(Path.Combine(cg, "cgroup.procs"))).Split('\n').Should().Contain(running.ProcessId!.Value.ToString());
         (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("50000");
-        await _env.Client.SetAsync("limited", new SetVmOptions { CpuLimitPercent = 150 });
+        await _env.Client.SetAsync("limited", new VmSetOptions { CpuLimitPercent = 150 });
         (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("150000");
         (await _env.Client.GetAsync("limited")).CpuLimitPercent.Should().Be(150);
         await _env.Client.KillAsync("limited");
@@ -469,7 +469,7 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
         threads.Should().HaveCount(2);
         foreach (var t in threads)
             File.ReadAllLines(Path.Combine(t, "status")).Single(l => l.StartsWith("Cpus_allowed_list:")).Should().EndWith("\t0");
-        await _env.Client.SetAsync("pinned", new SetVmOptions { CpuMask = "1" });
+        await _env.Client.SetAsync("pinned", new VmSetOptions { CpuMask = "1" });
         foreach (var t in threads)
             File.ReadAllLines(Path.Combine(t, "status")).Single(l => l.StartsWith("Cpus_allowed_list:")).Should().EndWith("\t1");
         await _env.Client.KillAsync("pinned");

@@ -19,13 +19,13 @@ public class VmTestEnvironment : IAsyncLifetime
     public virtual async Task InitializeAsync()
     {
         Guest = await TestGuest.GetAsync();
-        Client = new VirtualMachineClient(SdkOptions);
+        Client = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(SdkOptions));
     }
 
     /// <summary>Options for a VM that boots the test guest directly.</summary>
-    public CreateVmOptions GuestVm(string name, bool deaf = false) => new()
+    public VmCreateOptions GuestVm(string name, bool deaf = false) => new()
     {
-        Name = name,
+        Name = VeName.TryParse(name, out var n) ? n : throw new ArgumentException($"'{name}' is not a valid VE name.", nameof(name)),
         MemorySize = ByteSize.FromMiB(512),
         KernelPath = Guest.KernelPath,
         InitrdPath = Guest.InitrdPath,
@@ -36,9 +36,9 @@ public class VmTestEnvironment : IAsyncLifetime
 
     public async Task<string> ShAsync(string vm, string script)
     {
-        var r = await Client.ExecAsync(vm, new VmExecOptions { Command = ["/bin/sh", "-c", script], Timeout = TimeSpan.FromSeconds(30) });
-        r.ExitCode.Should().Be(0, "'{0}' should succeed in the guest; stderr: {1}", script, r.StandardErrorText);
-        return r.StandardOutputText;
+        var r = await Client.ExecAsync(vm, new VeExecOptions { Command = ["/bin/sh", "-c", script], Timeout = TimeSpan.FromSeconds(30) });
+        r.ExitCode.Should().Be(0, "'{0}' should succeed in the guest; stderr: {1}", script, r.StandardError);
+        return r.StandardOutput;
     }
 
     public static long MemTotalKiB(string meminfo) => long.Parse(Regex.Match(meminfo, @"MemTotal:\s+(\d+) kB").Groups[1].Value);
@@ -49,7 +49,7 @@ public class VmTestEnvironment : IAsyncLifetime
         {
             foreach (var vm in await Client.ListAsync())
             {
-                if (vm.ProcessId is not null || vm.State is VmState.Running or VmState.Paused or VmState.Busy)
+                if (vm.ProcessId is not null || vm.State is VeState.Running or VeState.Paused or VeState.Busy)
                     await Client.KillAsync(vm.Id.ToString());
             }
         }

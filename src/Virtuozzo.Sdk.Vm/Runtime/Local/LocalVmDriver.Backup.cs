@@ -8,7 +8,7 @@ using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Vm.Internal;
 
-namespace Virtuozzo.Sdk.Vm;
+namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
 /// <summary>One disk of a VM as a backup sees it.</summary>
 /// <param name="Name">The disk's name (<c>hdd0</c>…).</param>
@@ -54,7 +54,7 @@ internal sealed class GuestFreeze(GuestAgentClient agent, FileLock agentLock, in
     }
 }
 
-public sealed partial class VirtualMachineClient
+internal sealed partial class LocalVmDriver
 {
     // The Backup package's view of VMs. Every method here expects the caller to hold the VM's lock.
 

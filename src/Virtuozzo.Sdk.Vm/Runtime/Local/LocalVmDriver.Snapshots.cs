@@ -4,9 +4,9 @@ using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Vm.Internal;
 
-namespace Virtuozzo.Sdk.Vm;
+namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
-public sealed partial class VirtualMachineClient
+internal sealed partial class LocalVmDriver
 {
     private static string Tag(Guid id) => "vzsdk-" + id.ToString("N");
 
@@ -65,7 +65,7 @@ public sealed partial class VirtualMachineClient
             for (var i = 0; i < 200 && IsAlive(rt); i++)
                 await Task.Delay(50).ConfigureAwait(false);
         }
-        await StopCoreAsync(s, new StopVmOptions { Kill = true }, CancellationToken.None).ConfigureAwait(false);
+        await StopCoreAsync(s, new VeStopOptions { Kill = true }, CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>Removes the change-tracking bitmaps of every disk of the VM behind <paramref name="qmp"/> and records why.</summary>
@@ -166,13 +166,10 @@ public sealed partial class VirtualMachineClient
     /// the source's disks into read-only bases shared by the source and the clone, each writing to its own overlay.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl clone NAME --name NEW [--linked]</c>.</remarks>
-    public Task<VmInfo> CloneAsync(string nameOrId, CloneVmOptions options, CancellationToken cancellationToken = default)
+    public Task<VmInfo> CloneAsync(string nameOrId, VmCloneOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (VeName.Validate(options.Name) is { } problem)
-            throw new ArgumentException(problem, nameof(options));
-        if (Guid.TryParse(options.Name, out _))
-            throw new ArgumentException("A VM name must not look like a UUID.", nameof(options));
+        _ = options.Name.Value; // an uninitialised VeName throws here
         var ct = cancellationToken;
         return WithVmAsync(nameOrId, async s =>
         {
@@ -186,14 +183,14 @@ public sealed partial class VirtualMachineClient
             var clone = s.Config with
             {
                 Id = id,
-                Name = options.Name,
+                Name = options.Name.Value,
                 CreatedAt = DateTimeOffset.UtcNow,
                 MacAddress = s.Config.MacAddress is null ? null : VmConfigRules.NewMac(id),
                 Snapshots = [],
                 CurrentSnapshotId = null,
                 TrackingResets = null,
             };
-            await _registry.RegisterAsync(new VeId(id), new VeName(options.Name), Core.Resources.VeKind.Vm, ct).ConfigureAwait(false);
+            await _registry.RegisterAsync(new VeId(id), options.Name, VeKind.Vm, ct).ConfigureAwait(false);
             try
             {
                 var sourceDisks = new List<VmDiskConfig>();
@@ -237,7 +234,7 @@ public sealed partial class VirtualMachineClient
                 await _registry.UnregisterAsync(new VeId(id), CancellationToken.None).ConfigureAwait(false);
                 throw;
             }
-            return ToInfo(new VmSession(clone, paths, null), VmState.Stopped);
+            return ToInfo(new VmSession(clone, paths, null), VeState.Stopped);
         }, cancellationToken);
     }
 }

@@ -8,9 +8,9 @@ using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Vm.Internal;
 
-namespace Virtuozzo.Sdk.Vm;
+namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
-public sealed partial class VirtualMachineClient
+internal sealed partial class LocalVmDriver
 {
     private static string Inv(long v) => v.ToString(CultureInfo.InvariantCulture);
 
@@ -38,7 +38,7 @@ public sealed partial class VirtualMachineClient
     /// <remarks>The equivalent of <c>prlctl set NAME --memsize … --cpus … --cpumask …</c>.</remarks>
     /// <exception cref="InvalidStateException">The change cannot be made live (memory hotplug off), or the VM is suspended.</exception>
     /// <exception cref="InsufficientResourcesException">The host cannot guarantee the new memory, or no DIMM slot is free.</exception>
-    public Task<VmInfo> SetAsync(string nameOrId, SetVmOptions options, CancellationToken cancellationToken = default)
+    public Task<VmInfo> SetAsync(string nameOrId, VmSetOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.MemorySize is { } m)

@@ -1,0 +1,137 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Network;
+using Virtuozzo.Sdk.Core.Resources;
+using Virtuozzo.Sdk.Core.Runtime;
+using Virtuozzo.Sdk.Core.State;
+
+namespace Virtuozzo.Sdk.Core;
+
+/// <summary>Which runtime does the work behind the SDK's clients.</summary>
+public enum RuntimeKind
+{
+    /// <summary>
+    /// The SDK itself on this machine: containers through an OCI runtime, VMs through an emulator it starts, disks in
+    /// QCOW2 through the SDK's own engine. The default.
+    /// </summary>
+    Local,
+
+    /// <summary><c>prlctl</c>, <c>vzctl</c> and <c>prl_disk_tool</c> on a Virtuozzo Hybrid Server 7 / OpenVZ 7 node, locally or over SSH (not available yet).</summary>
+    Virtuozzo,
+
+    /// <summary>A libvirt daemon, locally or remotely (not available yet).</summary>
+    Libvirt,
+}
+
+/// <summary>
+/// One SDK instance's runtime: the host it manages, its state (data root, VE registry), its resource ledger, and the
+/// drivers of each VE kind. Every client built on the same runtime shares all of it — one ledger admits every
+/// guarantee, one registry keeps names unique — so create one per host and pass it to every client (DI does this).
+/// </summary>
+/// <example>
+/// <code>
+/// var runtime = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = "/srv/vzsdk" });
+/// var containers = new ContainerClient(runtime);
+/// var vms = new VirtualMachineClient(runtime);
+/// var all = new VirtualEnvironmentClient(runtime); // sees the containers and VMs of both clients
+/// </code>
+/// </example>
+public sealed class VirtuozzoRuntime
+{
+    private readonly ConcurrentDictionary<VeKind, IVeDriver> _drivers = new();
+    private readonly ConcurrentDictionary<Type, object> _services = new();
+    private readonly Lazy<CgroupManager> _cgroups;
+
+    private VirtuozzoRuntime(RuntimeKind kind, VirtuozzoSdkOptions options, IVirtuozzoHost host, ILoggerFactory? loggerFactory)
+    {
+        Kind = kind;
+        Options = options;
+        Host = host;
+        LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        Store = new StateStore(options.DataRoot, options.LockTimeout);
+        Registry = new VeRegistry(Store);
+        Inventory = new LocalInventory(Registry);
+        Ledger = new ResourceLedger(Store, ResourceLedger.LocalCapacity(options));
+        Bridge = new HostBridge(host, options.BridgeName, options.BridgeAddress, options.BridgeNat);
+        _cgroups = new Lazy<CgroupManager>(() => CgroupManager.Detect(options.DataRoot));
+    }
+
+    /// <summary>
+    /// Creates the local runtime: this machine, managed by the SDK itself, with its state in
+    /// <see cref="VirtuozzoSdkOptions.DataRoot"/>.
+    /// </summary>
+    /// <param name="options">Data root, bridge, locking and host-reserve options; null for the defaults.</param>
+    /// <param name="loggerFactory">Receives what the SDK does (commands at Debug level); null for none.</param>
+    /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
+    /// <exception cref="UnsupportedOnHostException">The options name a remote host: the local runtime manages this machine only.</exception>
+    public static VirtuozzoRuntime CreateLocal(VirtuozzoSdkOptions? options = null, ILoggerFactory? loggerFactory = null)
+    {
+        options ??= new VirtuozzoSdkOptions();
+        var errors = options.Validate();
+        if (errors.Count > 0)
+            throw new ArgumentException(string.Join(" ", errors), nameof(options));
+        if (options.RemoteHost is not null)
+            throw new UnsupportedOnHostException(
+                $"The local runtime manages this machine only, and the options name the remote host '{options.RemoteHost.HostName}'. " +
+                "Remote nodes are managed through the Virtuozzo runtime, which is not available yet.");
+        return new VirtuozzoRuntime(RuntimeKind.Local, options, new LocalHost(loggerFactory?.CreateLogger<LocalHost>()), loggerFactory);
+    }
+
+    /// <summary>Which runtime this is.</summary>
+    public RuntimeKind Kind { get; }
+
+    /// <summary>The options the runtime was created with.</summary>
+    public VirtuozzoSdkOptions Options { get; }
+
+    /// <summary>The host the runtime manages.</summary>
+    public IVirtuozzoHost Host { get; }
+
+    /// <summary>The host-wide account of memory guarantees that admits or refuses every start and change, for every VE kind.</summary>
+    public ResourceLedger Ledger { get; }
+
+    internal ILoggerFactory LoggerFactory { get; }
+
+    internal StateStore Store { get; }
+
+    internal VeRegistry Registry { get; }
+
+    internal IVeInventory Inventory { get; }
+
+    internal HostBridge Bridge { get; }
+
+    /// <summary>The SDK's cgroups on this host (detected on first use; refused where no cgroup file system is mounted).</summary>
+    internal CgroupManager Cgroups => _cgroups.Value;
+
+    /// <summary>The VE kinds whose drivers are registered with this runtime.</summary>
+    internal IReadOnlyCollection<IVeDriver> Drivers => _drivers.Values.OrderBy(d => d.Kind).ToList();
+
+    /// <summary>The driver of a VE kind, created once per runtime by <paramref name="factory"/>.</summary>
+    internal T GetDriver<T>(VeKind kind, Func<VirtuozzoRuntime, T> factory)
+        where T : class, IVeDriver
+        => (T)_drivers.GetOrAdd(kind, (_, rt) => factory(rt), this);
+
+    /// <summary>The driver of a VE kind, or a clear refusal when that kind's package is not in use.</summary>
+    internal IVeDriver DriverFor(VeKind kind)
+        => _drivers.TryGetValue(kind, out var d) ? d
+            : throw new UnsupportedOnHostException(kind == VeKind.Container
+                ? "Containers are not enabled in this SDK instance: reference Virtuozzo.Sdk.Containers and call AddContainers() (or create a ContainerClient on this runtime)."
+                : "VMs are not enabled in this SDK instance: reference Virtuozzo.Sdk.Vm and call AddVirtualMachines() (or create a VirtualMachineClient on this runtime).");
+
+    /// <summary>A service shared by every client of this runtime (a backup source, a repository…), created once.</summary>
+    internal T GetService<T>(Func<VirtuozzoRuntime, T> factory)
+        where T : class
+        => (T)_services.GetOrAdd(typeof(T), (_, rt) => factory(rt), this);
+
+    /// <summary>Creates a logger for a client or driver.</summary>
+    internal ILogger CreateLogger<T>() => LoggerFactory.CreateLogger<T>();
+
+    private sealed class LocalInventory(VeRegistry registry) : IVeInventory
+    {
+        public Task<IReadOnlyList<VeIdentity>> ListAsync(CancellationToken cancellationToken, VeKind? kind = null) => registry.ListAsync(cancellationToken, kind);
+
+        public Task<VeIdentity?> FindAsync(string nameOrId, CancellationToken cancellationToken) => registry.FindAsync(nameOrId, cancellationToken);
+    }
+}

@@ -140,7 +140,14 @@ internal static class Cli
             OperationCanceledException => Failure,
             _ => Failure,
         };
-        Console.Error.WriteLine(verbose ? $"vzsdk: {ex}" : $"vzsdk: {OneLine(ex.Message)}");
+        // The library speaks in API terms; the tool adds its own hints.
+        var hint = ex switch
+        {
+            Virtuozzo.Sdk.Core.NotFoundException when ex.Message.StartsWith("There is no", StringComparison.Ordinal) => " List them with 'vzsdk list -a'.",
+            Virtuozzo.Sdk.Core.InsufficientResourcesException => " (--memguarantee and --memsize set them.)",
+            _ => "",
+        };
+        Console.Error.WriteLine(verbose ? $"vzsdk: {ex}" : $"vzsdk: {OneLine(ex.Message)}{hint}");
         return code;
     }
 

@@ -7,8 +7,9 @@ using Vzsdk;
 return await Cli.RunAsync(args, args is ["disk", .. var rest]
     ? Cli.BuildRoot(lean: !Cli.AsksForHelp(args), Vzsdk.Disk.DiskCommand.Build(rest is [var verb, ..] ? verb : null))
     : Cli.BuildRoot(
+        [.. TopLevel.Build(),
         HostCommand.Build(),
         Vzsdk.Disk.DiskCommand.Build(),
         Vzsdk.Ct.CtCommand.Build(),
         Vzsdk.Vm.VmCommand.Build(),
-        Vzsdk.Backup.BackupCommand.Build()));
+        Vzsdk.Backup.BackupCommand.Build()]));

@@ -124,9 +124,9 @@ internal static class CtCommand
                 Cli.WriteJson(list.Select(ToListJson).ToList());
                 return Cli.Success;
             }
-            Console.Out.WriteLine($"{"UUID",-38}{"STATUS",-11}{"IP_ADDR",-17}NAME");
+            Console.Out.WriteLine(TopLevel.Row([("UUID", 40), ("STATUS", 11), ("IP_ADDR", 17), ("NAME", 0)]));
             foreach (var c in list)
-                Console.Out.WriteLine($"{c.Id.ToBracedString(),-38}{StateName(c.State),-11}{(c.IpAddresses.Count > 0 ? c.IpAddresses[0].Split('/')[0] : "-"),-17}{c.Name}");
+                Console.Out.WriteLine(TopLevel.Row([(c.Id.ToBracedString(), 40), (StateName(c.State), 11), (c.IpAddresses.Count > 0 ? c.IpAddresses[0].Split('/')[0] : "-", 17), (c.Name.Value, 0)]));
             return Cli.Success;
         });
         return cmd;
@@ -183,7 +183,7 @@ internal static class CtCommand
         var timeout = p.GetValue(f.Timeout);
         if (timeout is < 0)
             throw new UsageException("--timeout cannot be negative.");
-        return new VeStopOptions { Kill = p.GetValue(f.Kill), Timeout = TimeSpan.FromSeconds(timeout ?? 10) };
+        return new VeStopOptions { Kill = p.GetValue(f.Kill), Timeout = timeout is { } t ? TimeSpan.FromSeconds(t) : null };
     }
 
     private static Command Stop()

@@ -120,9 +120,9 @@ internal static class VmCommand
                 Cli.WriteJson(list.Select(v => new ListJson(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null)).ToList());
                 return Cli.Success;
             }
-            Console.Out.WriteLine($"{"UUID",-38}{"STATUS",-11}{"IP_ADDR",-17}NAME");
+            Console.Out.WriteLine(TopLevel.Row([("UUID", 40), ("STATUS", 11), ("IP_ADDR", 17), ("NAME", 0)]));
             foreach (var v in list)
-                Console.Out.WriteLine($"{v.Id.ToBracedString(),-38}{StateName(v.State),-11}{"-",-17}{v.Name}");
+                Console.Out.WriteLine(TopLevel.Row([(v.Id.ToBracedString(), 40), (StateName(v.State), 11), ("-", 17), (v.Name.Value, 0)]));
             return Cli.Success;
         });
         return cmd;

@@ -77,7 +77,7 @@ internal static class ContainerBenchmark
             }
 
             // Memory per running container.
-            var cgroups = CgroupManager.Detect();
+            var cgroups = CgroupManager.Detect(options.DataRoot);
             var ids = new List<VeId>();
             for (var i = 0; i < running; i++)
             {

@@ -5,6 +5,7 @@ using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Resources;
+using Virtuozzo.Sdk.Vm;
 
 // The quick start: a tour of what the SDK sees on this machine. Run it with ./build.sh demo.
 // Later capabilities (containers, VMs, disks, backups) extend this tour.
@@ -17,7 +18,9 @@ services.AddVirtuozzoSdk(options =>
     options.DataRoot = dataRoot;                      // default: /var/lib/vzsdk
     options.HostMemoryReserve = ByteSize.Parse("512M"); // kept back for the host itself
 })
+.UseLocalRuntime()     // the default: this machine, managed by the SDK itself
 .AddContainers()
+.AddVirtualMachines()
 .AddBackup();
 await using var provider = services.BuildServiceProvider();
 var host = provider.GetRequiredService<IVirtuozzoHost>();
@@ -82,30 +85,61 @@ ContainerInfo ct = await containers.CreateAsync(new ContainerCreateOptions
     Resources = new ContainerResources { MemorySize = ByteSize.Parse("256M"), CpuLimitPercent = 50, DiskSpace = ByteSize.Parse("256M") },
 });
 Console.WriteLine($"Created container {ct.Name} ({ct.Id}), state {ct.State}");
-await containers.StartAsync(name.Value);
+await containers.StartAsync(name);
 #endregion
 
 try
 {
     #region Snippet:ContainerExec
-    var ps = await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["ps", "-o", "pid,comm"] });
+    var ps = await containers.ExecAsync(name, new VeExecOptions { Command = ["ps", "-o", "pid,comm"] });
     Console.WriteLine("Processes inside (its own PID 1, no host process visible):");
     Console.Write(ps.StandardOutput);
-    var hostname = await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["hostname"] });
+    var hostname = await containers.ExecAsync(name, new VeExecOptions { Command = ["hostname"] });
     Console.WriteLine($"hostname inside: {hostname.StandardOutput.Trim()}");
     #endregion
 
+    #region Snippet:UnifiedClient
+    // One client for every VE: containers and VMs listed together, the same verbs for both kinds.
+    var all = provider.GetRequiredService<VirtualEnvironmentClient>();
+    foreach (VeInfo ve in await all.ListAsync())
+        Console.WriteLine($"{(ve.Kind == VeKind.Container ? "CT" : "VM")} {ve.Name,-16} {ve.State,-10} {ve.MemorySize}");
+    VeUsage usage = await all.GetUsageAsync(name);
+    Console.WriteLine($"{name} uses {usage.CpuTime.TotalMilliseconds:F0} ms of CPU, {new ByteSize(usage.MemoryUsedBytes ?? 0).ToHumanString()} of memory, " +
+        $"{new ByteSize(usage.DiskAllocatedBytes).ToHumanString()} of disk");
+    #endregion
+
+    #region Snippet:WatchEvents
+    // A panel keeps its view current from the event stream instead of polling the list.
+    using var watching = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+    var seen = new TaskCompletionSource();
+    var watcher = Task.Run(async () =>
+    {
+        await foreach (VeEvent e in all.WatchAsync(new VeWatchOptions { IncludeExisting = true }, watching.Token))
+        {
+            Console.WriteLine($"event: {e.Type} {e.Kind} {e.Name} {e.PreviousState?.ToString() ?? "-"} -> {e.State}");
+            if (e.Type == VeEventType.Created && e.Name == name)
+                seen.TrySetResult();                       // the watcher knows the container: now change it
+            if (e.Type == VeEventType.StateChanged && e.Name == name && e.State == VeState.Suspended)
+                break;
+        }
+    });
+    await seen.Task.WaitAsync(watching.Token);
+    await all.SuspendAsync(name);
+    await watcher.WaitAsync(watching.Token);
+    await all.ResumeAsync(name);
+    #endregion
+
     #region Snippet:ContainerSetLive
-    var changed = await containers.SetAsync(name.Value, new ContainerSetOptions { MemorySize = ByteSize.Parse("512M"), CpuLimitPercent = 100 });
+    var changed = await containers.SetAsync(name, new ContainerSetOptions { MemorySize = ByteSize.Parse("512M"), CpuLimitPercent = 100 });
     Console.WriteLine($"Live change: memsize {changed.Resources.MemorySize}, cpulimit {changed.Resources.CpuLimitPercent}% while {changed.State}");
     #endregion
 
     #region Snippet:BackupChain
     var backups = provider.GetRequiredService<BackupClient>();
-    await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["sh", "-c", "echo before > /root/note && sync"] });
-    BackupResult first = await backups.CreateAsync(name.Value);      // full: the first backup of the container
-    await containers.ExecAsync(name.Value, new VeExecOptions { Command = ["sh", "-c", "echo after > /root/note && sync"] });
-    BackupResult second = await backups.CreateAsync(name.Value);     // incremental: only what changed
+    await containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "echo before > /root/note && sync"] });
+    BackupResult first = await backups.CreateAsync(name);      // full: the first backup of the container
+    await containers.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", "echo after > /root/note && sync"] });
+    BackupResult second = await backups.CreateAsync(name);     // incremental: only what changed
     Console.WriteLine($"Backups: {first.Backup.Id} ({first.Backup.Type}), {second.Backup.Id} ({second.Backup.Type}, parent {second.Backup.ParentId})");
 
     await backups.DeleteAsync(first.Backup.Id);                      // the second becomes a standalone full, same id
@@ -114,15 +148,15 @@ try
     var note = await containers.ExecAsync(restored.ToString(), new VeExecOptions { Command = ["cat", "/root/note"] });
     Console.WriteLine($"Restored {second.Backup.Id} into {name.Value}-restored: /root/note says '{note.StandardOutput.Trim()}'");
     await containers.DeleteAsync(restored.ToString());
-    foreach (var b in await backups.ListAsync(name.Value))
+    foreach (var b in await backups.ListAsync(name))
         await backups.DeleteAsync(b.Id);
     #endregion
 }
 finally
 {
     #region Snippet:ContainerDelete
-    await containers.StopAsync(name.Value, new VeStopOptions { Timeout = TimeSpan.FromSeconds(5) });
-    await containers.DeleteAsync(name.Value);
+    await containers.StopAsync(name, new VeStopOptions { Timeout = TimeSpan.FromSeconds(5) });
+    await containers.DeleteAsync(name);
     Console.WriteLine($"Deleted container {name}");
     #endregion
 }

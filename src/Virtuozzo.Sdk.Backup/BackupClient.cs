@@ -71,7 +71,7 @@ public class BackupClient
     }
 
     /// <summary>The directory backups are kept in.</summary>
-    public string Location => _location;
+    public virtual string Location => _location;
 
     private static string SdkVersion => typeof(BackupClient).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
 
@@ -159,8 +159,9 @@ public class BackupClient
     /// a running container is frozen only for that instant; a stopped VE is read directly. Holds the VE's lock throughout.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl backup NAME [--full]</c>.</remarks>
-    public async Task<BackupResult> CreateAsync(string nameOrId, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public virtual async Task<BackupResult> CreateAsync(VeRef ve, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        var nameOrId = ve.Value;
         options ??= new BackupCreateOptions();
         if (!Enum.IsDefined(options.Compression))
             throw new ArgumentOutOfRangeException(nameof(options), options.Compression, "Unknown compression (zstd, zlib or none).");
@@ -864,8 +865,9 @@ public class BackupClient
 
     /// <summary>Lists backups, oldest first: of one container or VM (by name or UUID, even a deleted one by UUID), or all.</summary>
     /// <remarks>The equivalent of <c>prlctl backup-list [NAME]</c>.</remarks>
-    public async Task<IReadOnlyList<BackupInfo>> ListAsync(string? nameOrId = null, CancellationToken cancellationToken = default)
+    public virtual async Task<IReadOnlyList<BackupInfo>> ListAsync(VeRef ve = default, CancellationToken cancellationToken = default)
     {
+        var nameOrId = ve.IsEmpty ? null : ve.Value;
         IEnumerable<VeId> ves;
         if (nameOrId is null)
             ves = Directory.Exists(_location) ? Directory.GetDirectories(_location).Select(Path.GetFileName).Where(n => VeId.TryParse(n, out _)).Select(n => VeId.Parse(n!)) : [];
@@ -874,14 +876,14 @@ public class BackupClient
         else
             ves = [(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false)).VeId];
         var result = new List<BackupInfo>();
-        foreach (var ve in ves)
-            result.AddRange((await ListVeAsync(ve, cancellationToken).ConfigureAwait(false)).Select(m => m.ToPublic(Path.Combine(VeDir(ve), m.Id))));
+        foreach (var one in ves)
+            result.AddRange((await ListVeAsync(one, cancellationToken).ConfigureAwait(false)).Select(m => m.ToPublic(Path.Combine(VeDir(one), m.Id))));
         return result.OrderBy(b => b.CreatedAt).ToList();
     }
 
     /// <summary>Lists backups as chains (a full backup, then the incrementals built on it), oldest chain first: of one container or VM, or all.</summary>
-    public async Task<IReadOnlyList<BackupChain>> ListChainsAsync(string? nameOrId = null, CancellationToken cancellationToken = default)
-        => Chains(await ListAsync(nameOrId, cancellationToken).ConfigureAwait(false));
+    public virtual async Task<IReadOnlyList<BackupChain>> ListChainsAsync(VeRef ve = default, CancellationToken cancellationToken = default)
+        => Chains(await ListAsync(ve, cancellationToken).ConfigureAwait(false));
 
     internal static List<BackupChain> Chains(IReadOnlyList<BackupInfo> backups)
     {
@@ -938,7 +940,7 @@ public class BackupClient
     /// leaves every remaining backup restorable: the merge is journalled and finished by the next operation.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl backup-delete -t ID</c>.</remarks>
-    public async Task<IReadOnlyList<string>> DeleteAsync(string backupId, bool withDependents = false, CancellationToken cancellationToken = default)
+    public virtual async Task<IReadOnlyList<string>> DeleteAsync(string backupId, bool withDependents = false, CancellationToken cancellationToken = default)
     {
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         using var veLock = await _store.LockVeAsync(ve, cancellationToken).ConfigureAwait(false);
@@ -1035,7 +1037,7 @@ public class BackupClient
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl restore -t ID [--name NEW]</c>.</remarks>
     /// <returns>The restored VE's UUID.</returns>
-    public async Task<VeId> RestoreAsync(string backupId, BackupRestoreOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public virtual async Task<VeId> RestoreAsync(string backupId, BackupRestoreOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new BackupRestoreOptions();
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
@@ -1115,24 +1117,29 @@ public class BackupClient
         return ve;
     }
 
-    /// <summary>Opens a disk of a backup read-only as a disk image (its chain included), for file-level access. Dispose it when done.</summary>
+    /// <summary>
+    /// Opens a disk of a backup read-only as a seekable stream of the disk's content at the backup's point in time (the
+    /// chain below an incremental included), for file-level access or export. Dispose it when done.
+    /// </summary>
     /// <param name="backupId">The backup.</param>
     /// <param name="diskName">The disk (<c>root</c> for a container, <c>hdd0</c>… for a VM); null for the first.</param>
     /// <param name="cancellationToken">Cancels the lookup.</param>
-    public async Task<Qcow2Image> OpenAsync(string backupId, string? diskName = null, CancellationToken cancellationToken = default)
+    public virtual async Task<Stream> OpenDiskAsync(string backupId, string? diskName = null, CancellationToken cancellationToken = default)
     {
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         var disk = diskName is null ? meta.Disks[0] : meta.Disks.FirstOrDefault(d => d.Name == diskName)
             ?? throw new NotFoundException($"Backup {meta.Id} has no disk '{diskName}' (it has: {string.Join(", ", meta.Disks.Select(d => d.Name))}).");
-        return Qcow2Image.Open(Path.Combine(VeDir(ve), meta.Id, disk.File), new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
+        var image = Qcow2Image.Open(Path.Combine(VeDir(ve), meta.Id, disk.File), new Qcow2OpenOptions { ReadOnly = true, ForceShare = true });
+        return image.AsStream(leaveOpen: false);
     }
 
     /// <summary>
     /// Checks backups — of one container or VM, one backup, or all: each file's QCOW2 structure and the digest recorded while
     /// writing (a single flipped data byte is caught). Names the damaged backups and those that depend on them.
     /// </summary>
-    public async Task<BackupVerifyResult> VerifyAsync(string? nameOrIdOrBackupId = null, CancellationToken cancellationToken = default)
+    public virtual async Task<BackupVerifyResult> VerifyAsync(string? target = null, CancellationToken cancellationToken = default)
     {
+        var nameOrIdOrBackupId = target;
         List<BackupInfo> scope;
         if (nameOrIdOrBackupId is not null && nameOrIdOrBackupId.StartsWith('{'))
         {
@@ -1183,8 +1190,9 @@ public class BackupClient
     }
 
     /// <summary>Deletes the container's or VM's backups that no retention rule keeps (each delete merges as <see cref="DeleteAsync"/> does). Returns the deleted ids.</summary>
-    public async Task<IReadOnlyList<string>> PruneAsync(string nameOrId, BackupRetention retention, CancellationToken cancellationToken = default)
+    public virtual async Task<IReadOnlyList<string>> PruneAsync(VeRef ve, BackupRetention retention, CancellationToken cancellationToken = default)
     {
+        var nameOrId = ve.Value;
         ArgumentNullException.ThrowIfNull(retention);
         if (retention.KeepLast < 0 || retention.KeepDaily < 0 || retention.KeepWeekly < 0 || retention.KeepMonthly < 0)
             throw new ArgumentOutOfRangeException(nameof(retention), "Retention counts cannot be negative.");

@@ -63,7 +63,7 @@ public readonly struct VeRef : IEquatable<VeRef>
     private readonly string? _text;
 
     /// <summary>Names a VE by a name or a UUID given as text.</summary>
-    public VeRef(string nameOrId) => _text = nameOrId;
+    public VeRef(string? nameOrId) => _text = nameOrId;
 
     /// <summary>Names a VE by its UUID.</summary>
     public VeRef(VeId id) => _text = id.ToString();
@@ -80,7 +80,7 @@ public readonly struct VeRef : IEquatable<VeRef>
     public bool IsEmpty => string.IsNullOrWhiteSpace(_text);
 
     /// <summary>Names a VE by a name or a UUID.</summary>
-    public static implicit operator VeRef(string nameOrId) => new(nameOrId);
+    public static implicit operator VeRef(string? nameOrId) => new(nameOrId);
 
     /// <summary>Names a VE by its UUID.</summary>
     public static implicit operator VeRef(VeId id) => new(id);
@@ -89,7 +89,7 @@ public readonly struct VeRef : IEquatable<VeRef>
     public static implicit operator VeRef(VeName name) => new(name);
 
     /// <summary>Names a VE by a name or a UUID.</summary>
-    public static VeRef FromString(string nameOrId) => new(nameOrId);
+    public static VeRef FromString(string? nameOrId) => new(nameOrId);
 
     /// <inheritdoc/>
     public bool Equals(VeRef other) => string.Equals(_text?.Trim(), other._text?.Trim(), StringComparison.Ordinal);

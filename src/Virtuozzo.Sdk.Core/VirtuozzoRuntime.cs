@@ -45,7 +45,7 @@ public sealed class VirtuozzoRuntime
     private readonly ConcurrentDictionary<Type, object> _services = new();
     private readonly Lazy<CgroupManager> _cgroups;
 
-    private VirtuozzoRuntime(RuntimeKind kind, VirtuozzoSdkOptions options, IVirtuozzoHost host, ILoggerFactory? loggerFactory)
+    private VirtuozzoRuntime(RuntimeKind kind, VirtuozzoSdkOptions options, IVirtuozzoHost host, ILoggerFactory? loggerFactory, IVeInventory? inventory = null)
     {
         Kind = kind;
         Options = options;
@@ -53,7 +53,7 @@ public sealed class VirtuozzoRuntime
         LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         Store = new StateStore(options.DataRoot, options.LockTimeout);
         Registry = new VeRegistry(Store);
-        Inventory = new LocalInventory(Registry);
+        Inventory = inventory ?? new LocalInventory(Registry);
         Ledger = new ResourceLedger(Store, ResourceLedger.LocalCapacity(options));
         Bridge = new HostBridge(host, options.BridgeName, options.BridgeAddress, options.BridgeNat);
         _cgroups = new Lazy<CgroupManager>(() => CgroupManager.Detect(options.DataRoot));
@@ -79,6 +79,11 @@ public sealed class VirtuozzoRuntime
                 "Remote nodes are managed through the Virtuozzo runtime, which is not available yet.");
         return new VirtuozzoRuntime(RuntimeKind.Local, options, new LocalHost(loggerFactory?.CreateLogger<LocalHost>()), loggerFactory);
     }
+
+    /// <summary>A runtime whose VEs come from <paramref name="inventory"/> and whatever drivers the caller registers (unit tests, test doubles).</summary>
+    internal static VirtuozzoRuntime ForTesting(IVeInventory inventory, VirtuozzoSdkOptions? options = null)
+        => new(RuntimeKind.Local, options ?? new VirtuozzoSdkOptions { DataRoot = Path.Combine(Path.GetTempPath(), "vzsdk-unit-" + Guid.NewGuid().ToString("N")) },
+            new LocalHost(), null, inventory);
 
     /// <summary>Which runtime this is.</summary>
     public RuntimeKind Kind { get; }

@@ -96,6 +96,16 @@ public class VirtualMachineClient
     public virtual Task<VeStopMethod> StopAsync(VeRef vm, VeStopOptions? options = null, CancellationToken cancellationToken = default)
         => Driver.StopAsync(vm.Value, options, cancellationToken);
 
+    /// <summary>Stops the VM (politely first, as <see cref="StopAsync"/>) if it runs, and starts it again.</summary>
+    /// <remarks>The equivalent of <c>prlctl restart NAME</c>.</remarks>
+    /// <returns>The VM afterwards.</returns>
+    public virtual async Task<VmInfo> RestartAsync(VeRef vm, VeStopOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options?.Validate();
+        await Driver.StopAsync(vm.Value, options, cancellationToken).ConfigureAwait(false);
+        return await Driver.StartAsync(vm.Value, cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Kills a running VM at once (its guest gets no chance to shut down) and releases its memory guarantee.</summary>
     /// <remarks>The equivalent of <c>prlctl stop NAME --kill</c>.</remarks>
     /// <returns>The VM afterwards.</returns>

@@ -13,7 +13,7 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
 {
     private ContainerClient Client => fx.Client;
 
-    private static readonly CgroupManager Cgroups = CgroupManager.Detect();
+    private CgroupManager Cgroups => CgroupManager.Detect(fx.Options.DataRoot);
 
     private async Task<ContainerInfo> RunningAsync(string prefix, ContainerResources? resources = null, IReadOnlyList<string>? ips = null)
     {

@@ -436,9 +436,10 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
     {
         var vm = await _env.Client.CreateAsync(_env.GuestVm("limited") with { CpuLimitPercent = 50 });
         var running = await _env.Client.StartAsync("limited");
-        var cg = $"/sys/fs/cgroup/cpu,cpuacct/vzsdk/{vm.Id}/ve";
+        var parent = Virtuozzo.Sdk.Core.Cgroups.CgroupManager.ParentFor(_env.SdkOptions.DataRoot);
+        var cg = $"/sys/fs/cgroup/cpu,cpuacct/{parent}/{vm.Id}/ve";
         if (!Directory.Exists(cg))
-            cg = $"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}/ve";
+            cg = $"/sys/fs/cgroup/cpu/{parent}/{vm.Id}/ve";
         (await File.ReadAllTextAsync(Path.Combine(cg, "cgroup.procs"))).Split('\n').Should().Contain(running.ProcessId!.Value.ToString());
         (await File.ReadAllTextAsync(Path.Combine(cg, "cpu.cfs_quota_us"))).Trim().Should().Be("50000");
         await _env.Client.SetAsync("limited", new VmSetOptions { CpuLimitPercent = 150 });
@@ -455,7 +456,7 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
         await File.WriteAllTextAsync(vm.Disks[0].ImagePath, "garbage");
         await ((Func<Task>)(() => _env.Client.StartAsync("badtap"))).Should().ThrowAsync<CommandFailedException>();
         Directory.Exists("/sys/class/net/vz" + vm.Id.ToString()[..8] + "t").Should().BeFalse();
-        Directory.Exists($"/sys/fs/cgroup/cpu/vzsdk/{vm.Id}").Should().BeFalse();
+        Directory.Exists($"/sys/fs/cgroup/cpu/{Virtuozzo.Sdk.Core.Cgroups.CgroupManager.ParentFor(_env.SdkOptions.DataRoot)}/{vm.Id}").Should().BeFalse();
         Directory.Exists(Path.Combine(_env.Root.Path, "run", vm.Id.ToString())).Should().BeFalse();
     }
 

@@ -11,6 +11,7 @@ using Virtuozzo.Sdk.Core.Network;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
+using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
 
@@ -265,8 +266,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Stopped)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; only a stopped container can be started.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Start);
             await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // leftovers of a crash, if any
             await StartLockedAsync(id, identity, config, cancellationToken).ConfigureAwait(false);
         }
@@ -424,8 +424,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
-            if (state == VeState.Mounted)
-                throw new InvalidStateException($"Container {identity.Name} is mounted, not running: unmount it instead.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Stop);
             return await StopLockedAsync(id, config, options, cancellationToken).ConfigureAwait(false);
         }
     }
@@ -473,8 +472,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         var id = identity.VeId;
         using (await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false))
         {
-            if (await StateOfAsync(id, cancellationToken).ConfigureAwait(false) == VeState.Mounted)
-                throw new InvalidStateException($"Container {identity.Name} is mounted: unmount it first.");
+            VeTransitions.Require(VeKind.Container, identity.Name, await StateOfAsync(id, cancellationToken).ConfigureAwait(false), VeVerb.Restart);
             await StopLockedAsync(id, config, options, cancellationToken).ConfigureAwait(false);
             await StartLockedAsync(id, identity, config, cancellationToken).ConfigureAwait(false);
         }
@@ -489,8 +487,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(identity.VeId, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Running)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; only a running container can be suspended.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Suspend);
             await _runc.PauseAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
         }
         return await GetAsync(identity.Id, cancellationToken).ConfigureAwait(false);
@@ -504,8 +501,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(identity.VeId, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Suspended)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}, not suspended.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Resume);
             await _runc.ResumeAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
         }
         return await GetAsync(identity.Id, cancellationToken).ConfigureAwait(false);
@@ -527,18 +523,19 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         options.Validate();
         var (identity, _) = await LoadAsync(nameOrId, cancellationToken).ConfigureAwait(false);
         var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
-        if (state != VeState.Running)
-            throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; start it (or resume it) to run commands in it.");
+        VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Exec);
 
         var stdout = new MemoryStream();
         var stderr = new MemoryStream();
+        using var filter = options.StandardError is { } callerErr ? new ExecFailure.FilterStream(callerErr) : null;
         var command = _runc.Exec(identity.VeId, options)
             .WithStandardOutputPipe(PipeTarget.ToStream(options.StandardOutput ?? stdout))
-            .WithStandardErrorPipe(PipeTarget.ToStream(new TeeStream(options.StandardError ?? stderr, stderr)))
+            .WithStandardErrorPipe(PipeTarget.ToStream(new TeeStream(filter ?? (Stream)stderr, stderr)))
             .WithTimeout(options.Timeout);
         if (options.StandardInput is not null)
             command = command.WithStandardInput(options.StandardInput);
         var result = await _host.ExecuteAsync(command, cancellationToken).ConfigureAwait(false);
+        filter?.Flush();
         var errText = Encoding.UTF8.GetString(stderr.ToArray());
         var exit = result.ExitCode;
         if (ExecFailure.Classify(exit, errText) is { } failure)
@@ -670,8 +667,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(identity.VeId, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Stopped)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; stop it to clone it.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Clone);
             await _registry.RegisterAsync(newId, newName, VeKind.Container, cancellationToken).ConfigureAwait(false);
             try
             {
@@ -734,8 +730,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Stopped)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; only a stopped container can be mounted.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Mount);
             try
             {
                 Directory.CreateDirectory(_store.RunPath(id));
@@ -761,8 +756,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(identity.VeId, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Mounted)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}, not mounted.");
+            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Unmount);
             await TeardownAsync(identity.VeId, CancellationToken.None).ConfigureAwait(false);
         }
     }

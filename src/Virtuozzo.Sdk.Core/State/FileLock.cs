@@ -54,6 +54,23 @@ internal sealed class FileLock : IDisposable
         }
     }
 
+    /// <summary>True when an operation (in any process) holds the lock at <paramref name="path"/> right now; false when it is free or missing.</summary>
+    public static bool IsHeld(string path)
+    {
+        var fd = Native.Open(path, Native.O_RDONLY | Native.O_CLOEXEC, 0);
+        if (fd < 0)
+            return false;
+        try
+        {
+            // A shared lock is refused only while someone holds the exclusive one; closing the descriptor drops ours.
+            return Native.Flock(fd, Native.LOCK_SH | Native.LOCK_NB) != 0 && Marshal.GetLastPInvokeError() == Native.EWOULDBLOCK;
+        }
+        finally
+        {
+            _ = Native.Close(fd);
+        }
+    }
+
     /// <summary>Releases the lock.</summary>
     public void Dispose()
     {

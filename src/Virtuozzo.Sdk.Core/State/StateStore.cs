@@ -83,6 +83,9 @@ internal sealed class StateStore
         return FileLock.AcquireAsync(Path.Combine(LocksDirectory, $"ve-{id}.lock"), $"the lock of VE {id}", timeout ?? LockTimeout, cancellationToken);
     }
 
+    /// <summary>True when an operation holds the VE's lock right now (in this process or another).</summary>
+    public bool IsVeLocked(VeId id) => FileLock.IsHeld(Path.Combine(LocksDirectory, $"ve-{id}.lock"));
+
     /// <summary>Takes the short host-wide lock (registry, names, resource ledger). Never hold it across a long operation.</summary>
     public Task<FileLock> LockHostAsync(CancellationToken cancellationToken, TimeSpan? timeout = null)
     {

@@ -210,6 +210,10 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         if (config is null)
             return null;
         var state = await StateOfAsync(id, ct).ConfigureAwait(false);
+        // A disk mounted while an operation holds the container's lock is a start, stop or mount under way, not a
+        // mounted container: say so instead of reporting the transient state.
+        if (state == VeState.Mounted && _store.IsVeLocked(id))
+            state = VeState.Busy;
         var r = config.ToResources();
         return new ContainerInfo
         {

@@ -9,6 +9,7 @@ using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
+using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Vm;
@@ -158,7 +159,11 @@ public class BackupClient
     /// by one QMP transaction over all its disks, with its file systems frozen through the guest tools when they answer;
     /// a running container is frozen only for that instant; a stopped VE is read directly. Holds the VE's lock throughout.
     /// </summary>
-    /// <remarks>The equivalent of <c>prlctl backup NAME [--full]</c>.</remarks>
+    /// <remarks>
+    /// The equivalent of <c>prlctl backup NAME [--full]</c>. <paramref name="progress"/> receives, in order: for a running
+    /// VE, <c>fixing the point in time</c> (no total), then <c>copying disk NAME</c> with bytes copied of the disk's
+    /// virtual size as the emulator reports them; for a stopped VE, <c>copying disk NAME</c> per disk.
+    /// </remarks>
     public virtual async Task<BackupResult> CreateAsync(VeRef ve, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var nameOrId = ve.Value;
@@ -202,7 +207,7 @@ public class BackupClient
             Dictionary<string, string> digests;
             if (subject.Running)
             {
-                (consistency, digests) = await BackupRunningAsync(subject, targets, parent, options, cancellationToken).ConfigureAwait(false);
+                (consistency, digests) = await BackupRunningAsync(subject, targets, parent, options, progress, cancellationToken).ConfigureAwait(false);
             }
             else
             {
@@ -406,7 +411,7 @@ public class BackupClient
     /// tools when they answer — then let the emulator or storage daemon copy while the VE runs. Each job writes to an
     /// NBD server in this process, which compresses in parallel and computes the digest as the data arrives.
     /// </summary>
-    private async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCreateOptions options, CancellationToken ct)
+    private async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCreateOptions options, IProgress<OperationProgress>? progress, CancellationToken ct)
     {
         var compression = options.Compression;
         var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
@@ -457,6 +462,7 @@ public class BackupClient
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 try
                 {
+                    progress?.Report(new OperationProgress(StageFixingPointInTime, 0, null));
                     consistency = subject.Kind == VeKind.Vm
                         ? await FixVmPointInTimeAsync(subject, qmp, actions, options.GuestToolsTimeout, ct).ConfigureAwait(false)
                         : await TransactionWithContainerFrozenAsync(subject, qmp, actions, fleecing, ct).ConfigureAwait(false);
@@ -464,8 +470,11 @@ public class BackupClient
                     if (fleecing)
                         foreach (var (d, job, node, _, _) in jobs)
                             await StartFleecedBackupJobAsync(qmp, d, job, node, parent, ct).ConfigureAwait(false);
-                    foreach (var (_, job, _, _, _) in jobs)
-                        await WaitForJobAsync(qmp, job, ct).ConfigureAwait(false);
+                    foreach (var (d, job, _, _, _) in jobs)
+                    {
+                        var stage = "copying disk " + d.Name;
+                        await WaitForJobAsync(qmp, job, ct, progress is null ? null : (done, total) => progress.Report(new OperationProgress(stage, done, total))).ConfigureAwait(false);
+                    }
                     _logger.LogDebug("Backup of {Name}: jobs done at {Ms} ms", subject.Name, clock.ElapsedMilliseconds);
                 }
                 catch
@@ -557,7 +566,7 @@ public class BackupClient
         }
     }
 
-    private string ContainerFreezeMarker(VeId id) => Path.Combine(_store.RunPath(id), "frozen-by-backup");
+    private string ContainerFreezeMarker(VeId id) => _store.FrozenByBackupMarker(id);
 
     private async Task<string> TransactionWithContainerFrozenAsync(Subject subject, QmpClient qmp, JsonArray actions, bool fleecing, CancellationToken ct)
     {
@@ -758,7 +767,10 @@ public class BackupClient
         File.Delete(FleeceFile(d));
     }
 
-    private static async Task WaitForJobAsync(QmpClient qmp, string jobId, CancellationToken ct)
+    /// <summary>The first progress stage of a running VE's backup: freezing (or pausing) it and starting the copy at one instant.</summary>
+    internal const string StageFixingPointInTime = "fixing the point in time";
+
+    private static async Task WaitForJobAsync(QmpClient qmp, string jobId, CancellationToken ct, Action<long, long?>? onProgress = null)
     {
         var deadline = DateTime.UtcNow.AddHours(12);
         while (DateTime.UtcNow < deadline)
@@ -768,6 +780,8 @@ public class BackupClient
             if (job is null)
                 throw new CommandFailedException($"The backup job {jobId} disappeared.", "qmp query-jobs", -1, string.Empty);
             var status = job["status"]!.GetValue<string>();
+            if (onProgress is not null && job["current-progress"] is { } current)
+                onProgress(current.GetValue<long>(), job["total-progress"]?.GetValue<long>());
             if (status is "concluded" or "null")
             {
                 if (job["error"] is { } error)
@@ -1042,80 +1056,29 @@ public class BackupClient
         options ??= new BackupRestoreOptions();
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         var dir = Path.Combine(VeDir(ve), meta.Id);
-        if (meta.VeKind == "vm")
-            return await RestoreVmAsync(ve, meta, dir, options, progress, cancellationToken).ConfigureAwait(false);
-
-        var source = Path.Combine(dir, meta.Disks[0].File);
-        var convert = new Qcow2ConvertOptions { SourceFormat = "qcow2", OutputFormat = "qcow2" };
-        var report = ConvertProgress(progress, meta.Disks[0].Name);
-        if (options.NewName is { } newName)
-        {
-            var newId = VeId.New();
-            await _runtime!.Registry.RegisterAsync(newId, newName, VeKind.Container, cancellationToken).ConfigureAwait(false);
-            try
-            {
-                using var veLock = await _store.LockVeAsync(newId, cancellationToken).ConfigureAwait(false);
-                await Qcow2Converter.ConvertAsync(source, _containers.DiskPath(newId), convert, report, cancellationToken).ConfigureAwait(false);
-                var config = JsonNode.Parse(meta.Config["container.json"])!.AsObject();
-                config["ip_addresses"] = new JsonArray(); // addresses belong to the original
-                config["autostart"] = false;
-                await Core.Internal.AtomicFileAccess.WriteTextAsync(_containers.ConfigPath(newId), config.ToJsonString(), cancellationToken).ConfigureAwait(false);
-            }
-            catch
-            {
-                await _runtime!.Registry.UnregisterAsync(newId, CancellationToken.None).ConfigureAwait(false);
-                throw;
-            }
-            return newId;
-        }
-
-        var identity = await _runtime!.Registry.FindAsync(ve.ToString(), cancellationToken).ConfigureAwait(false)
-            ?? throw new NotFoundException($"Container {ve} no longer exists: restore backup {backupId} into a new container with a new name.");
-        using (await _store.LockVeAsync(ve, cancellationToken).ConfigureAwait(false))
-        {
-            var state = await _containers.StateOfAsync(ve, cancellationToken).ConfigureAwait(false);
-            if (state != VeState.Stopped)
-                throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; stop it before restoring into it.");
-            var disk = _containers.DiskPath(ve);
-            var temp = disk + ".restore-" + Guid.NewGuid().ToString("N")[..8];
-            try
-            {
-                await Qcow2Converter.ConvertAsync(source, temp, convert, report, cancellationToken).ConfigureAwait(false);
-                File.Move(temp, disk, overwrite: true); // atomic: the old disk or the restored one
-            }
-            finally
-            {
-                File.Delete(temp);
-            }
-        }
-        return ve;
-    }
-
-    private static Progress<Qcow2ConvertProgress>? ConvertProgress(IProgress<OperationProgress>? progress, string disk)
-        => progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress("restoring disk " + disk, p.BytesDone, p.TotalBytes)));
-
-    private async Task<VeId> RestoreVmAsync(VeId ve, BackupMetadata meta, string dir, BackupRestoreOptions options, IProgress<OperationProgress>? progress, CancellationToken ct)
-    {
-        if (!meta.Config.TryGetValue("vm.json", out var configJson))
-            throw new InvalidStateException($"Backup {meta.Id} carries no VM configuration; it cannot be restored as a VM.");
+        // Containers and VMs restore the same way: the kind's driver is the restore target, this client writes the disks.
+        IRestoreTarget target = meta.VeKind == "vm" ? _vms : _containers;
+        if (!meta.Config.TryGetValue(target.ConfigDocument, out var configJson))
+            throw new InvalidStateException($"Backup {meta.Id} carries no {target.ConfigDocument}; it cannot be restored as a {(meta.VeKind == "vm" ? "VM" : "container")}.");
         var convert = new Qcow2ConvertOptions { SourceFormat = "qcow2", OutputFormat = "qcow2" };
         async Task WriteDisksAsync(IReadOnlyDictionary<string, string> destinations)
         {
             foreach (var d in meta.Disks)
             {
                 if (!destinations.TryGetValue(d.Name, out var destination))
-                    throw new InvalidStateException($"Backup {meta.Id} holds disk {d.Name}, which its VM configuration does not list.");
-                await Qcow2Converter.ConvertAsync(Path.Combine(dir, d.File), destination, convert, ConvertProgress(progress, d.Name), ct).ConfigureAwait(false);
+                    throw new InvalidStateException($"Backup {meta.Id} holds disk {d.Name}, which its configuration does not list.");
+                await Qcow2Converter.ConvertAsync(Path.Combine(dir, d.File), destination, convert, ConvertProgress(progress, d.Name), cancellationToken).ConfigureAwait(false);
             }
         }
         if (options.NewName is { } newName)
-            return await _vms.CreateFromBackupAsync(configJson, newName, WriteDisksAsync, ct).ConfigureAwait(false);
-        if (await _runtime!.Registry.FindAsync(ve.ToString(), ct).ConfigureAwait(false) is null)
-            throw new NotFoundException($"VM {ve} no longer exists: restore backup {meta.Id} into a new VM with a new name.");
-        using (await _store.LockVeAsync(ve, ct).ConfigureAwait(false))
-            await _vms.RestoreDisksAsync(ve, configJson, meta.Id, WriteDisksAsync, ct).ConfigureAwait(false);
+            return await target.CreateFromBackupAsync(configJson, newName, WriteDisksAsync, cancellationToken).ConfigureAwait(false);
+        await target.RestoreInPlaceAsync(ve, configJson, meta.Id, WriteDisksAsync, cancellationToken).ConfigureAwait(false);
         return ve;
     }
+
+    /// <summary>Restore's progress stage for one disk: "restoring disk NAME", bytes converted of the disk's virtual size.</summary>
+    private static Progress<Qcow2ConvertProgress>? ConvertProgress(IProgress<OperationProgress>? progress, string disk)
+        => progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress("restoring disk " + disk, p.BytesDone, p.TotalBytes)));
 
     /// <summary>
     /// Opens a disk of a backup read-only as a seekable stream of the disk's content at the backup's point in time (the

@@ -2,6 +2,7 @@ using System.Text.Json;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Containers.Internal;
 
@@ -10,7 +11,7 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
 {
     public string StateRoot { get; } = stateRoot;
 
-    private Command Cmd(params string[] args) => new Command("runc").WithArguments(["--root", StateRoot, .. args]).WithTimeout(TimeSpan.FromSeconds(60));
+    private Command Cmd(params string[] args) => new Command("runc").WithArguments(["--root", StateRoot, .. args]).WithTimeout(LocalTimeouts.OciRuntimeCommand);
 
     /// <summary>runc's status of the container ("running", "paused", "stopped", "created"), or null when runc does not know it.</summary>
     public async Task<string?> StatusAsync(VeId id, CancellationToken ct)
@@ -42,7 +43,7 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
         try
         {
             await host.ExecuteAsync(new Command("sh").WithArguments(["-c", script, "sh", consoleLog, "runc", "--root", StateRoot, "run", "-d", "--pid-file", pidFile, "--bundle", bundle, id.ToString()])
-                .WithTimeout(TimeSpan.FromSeconds(60)), ct).ConfigureAwait(false);
+                .WithTimeout(LocalTimeouts.OciRuntimeCommand), ct).ConfigureAwait(false);
         }
         catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
         {

@@ -2,6 +2,7 @@ using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.State;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Containers.Internal;
 
@@ -124,6 +125,6 @@ internal sealed class TemplateStore(IVirtuozzoHost host, StateStore store)
     public Task ExtractAsync(string tarball, string destination, CancellationToken ct)
     {
         Directory.CreateDirectory(destination);
-        return host.ExecuteAsync(new Command("tar").WithArguments("--numeric-owner", "-xpf", tarball, "-C", destination).WithTimeout(TimeSpan.FromMinutes(20)), ct);
+        return host.ExecuteAsync(new Command("tar").WithArguments("--numeric-owner", "-xpf", tarball, "-C", destination).WithTimeout(LocalTimeouts.FileSystemBuild), ct);
     }
 }

@@ -3,6 +3,7 @@ using Virtuozzo.Sdk.Core.Cgroups;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Core.Qemu;
 
@@ -51,7 +52,7 @@ internal static class StorageDaemon
         ];
         try
         {
-            await host.ExecuteAsync(new Command("sh").WithArguments(args).WithTimeout(TimeSpan.FromSeconds(60)), cancellationToken).ConfigureAwait(false);
+            await host.ExecuteAsync(new Command("sh").WithArguments(args).WithTimeout(LocalTimeouts.StorageDaemonStart), cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -78,12 +79,12 @@ internal static class StorageDaemon
 
     /// <summary>Opens the daemon's monitor.</summary>
     public static Task<QmpClient> ConnectAsync(StorageDaemonPaths paths, CancellationToken cancellationToken)
-        => QmpClient.ConnectAsync(paths.QmpSocket, TimeSpan.FromSeconds(10), cancellationToken);
+        => QmpClient.ConnectAsync(paths.QmpSocket, LocalTimeouts.MonitorConnect, cancellationToken);
 
     /// <summary>The dirty bitmaps of a block node (the daemon's disk node by default), as QMP reports them (name, recording, persistent, inconsistent…).</summary>
     public static async Task<IReadOnlyList<System.Text.Json.Nodes.JsonNode>> QueryBitmapsAsync(QmpClient qmp, CancellationToken cancellationToken, string nodeName = DiskNode)
     {
-        var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new System.Text.Json.Nodes.JsonObject { ["flat"] = true }, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false))!.AsArray();
+        var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new System.Text.Json.Nodes.JsonObject { ["flat"] = true }, LocalTimeouts.MonitorBlockCommand, cancellationToken).ConfigureAwait(false))!.AsArray();
         var node = nodes.FirstOrDefault(n => n!["node-name"]!.GetValue<string>() == nodeName);
         return node?["dirty-bitmaps"]?.AsArray().Select(b => b!).ToList() ?? [];
     }
@@ -101,7 +102,7 @@ internal static class StorageDaemon
             {
                 var qmp = await QmpClient.ConnectAsync(paths.QmpSocket, TimeSpan.FromSeconds(3), cancellationToken).ConfigureAwait(false);
                 await using (qmp.ConfigureAwait(false))
-                    await qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(5), cancellationToken).ConfigureAwait(false);
+                    await qmp.ExecuteAsync("quit", null, LocalTimeouts.MonitorQuickCommand, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is QmpException or TimeoutException or IOException) { }
             var deadline = DateTime.UtcNow.AddSeconds(10);

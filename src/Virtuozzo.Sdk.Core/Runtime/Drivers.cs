@@ -59,3 +59,26 @@ internal sealed class VeDriverRegistration(VeKind kind, Func<VirtuozzoRuntime, I
 
     public Func<VirtuozzoRuntime, IServiceProvider, IVeDriver> Factory { get; } = factory;
 }
+
+/// <summary>
+/// Where a backup is restored: each VE kind's driver, so that containers and VMs restore the same way. The backup client
+/// finds the backup and converts its disks; the target says where each disk goes and makes the VE whole around them.
+/// </summary>
+internal interface IRestoreTarget
+{
+    /// <summary>The name of the configuration document a backup of this kind carries (<c>container.json</c>, <c>vm.json</c>).</summary>
+    string ConfigDocument { get; }
+
+    /// <summary>
+    /// Creates a new, stopped VE under <paramref name="name"/> (a new UUID; addresses and autostart are not copied) from a
+    /// backup's configuration; <paramref name="writeDisks"/> writes each backed-up disk (disk name → path in the new VE).
+    /// A failure leaves no VE behind.
+    /// </summary>
+    Task<VeId> CreateFromBackupAsync(string configJson, VeName name, Func<IReadOnlyDictionary<string, string>, Task> writeDisks, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Replaces the disks of the existing, stopped VE <paramref name="id"/> with a backup's, under the VE's lock:
+    /// <paramref name="writeDisks"/> writes each disk to a temporary path first, so that a failure leaves the old disks.
+    /// </summary>
+    Task RestoreInPlaceAsync(VeId id, string configJson, string backupId, Func<IReadOnlyDictionary<string, string>, Task> writeDisks, CancellationToken cancellationToken);
+}

@@ -83,6 +83,12 @@ internal sealed class StateStore
         return FileLock.AcquireAsync(Path.Combine(LocksDirectory, $"ve-{id}.lock"), $"the lock of VE {id}", timeout ?? LockTimeout, cancellationToken);
     }
 
+    /// <summary>
+    /// The marker a backup leaves in a VE's run directory while it holds the VE frozen (a container's file system, a
+    /// VM's guest through its tools), so that a stop or the next backup thaws a VE whose backup died mid-freeze.
+    /// </summary>
+    public string FrozenByBackupMarker(VeId id) => Path.Combine(RunPath(id), "frozen-by-backup");
+
     /// <summary>True when an operation holds the VE's lock right now (in this process or another).</summary>
     public bool IsVeLocked(VeId id) => FileLock.IsHeld(Path.Combine(LocksDirectory, $"ve-{id}.lock"));
 

@@ -14,6 +14,7 @@ using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Containers.Runtime.Local;
 
@@ -169,7 +170,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             using (var f = new FileStream(raw, FileMode.CreateNew))
                 f.SetLength(size);
             await _host.ExecuteAsync(new Command("mkfs.ext4").WithArguments("-q", "-F", "-L", "vzroot", "-E", "root_owner=0:0", "-d", rootfs, raw)
-                .WithTimeout(TimeSpan.FromMinutes(20)), ct).ConfigureAwait(false);
+                .WithTimeout(LocalTimeouts.FileSystemBuild), ct).ConfigureAwait(false);
             await Qcow2Converter.ConvertAsync(raw, DiskPath(id), new Qcow2ConvertOptions { SourceFormat = "raw", OutputFormat = "qcow2" }, cancellationToken: ct).ConfigureAwait(false);
         }
         finally
@@ -322,8 +323,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         var diskSize = new FileInfo(device).Length;
         if (blocks == 0 || blockSize == 0 || blocks * blockSize + 4 * blockSize * 1024 > diskSize)
             return; // unknown, or already (nearly) the disk's size
-        await _host.ExecuteAsync(new Command("e2fsck").WithArguments("-f", "-p", device).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
-        await _host.ExecuteAsync(new Command("resize2fs").WithArguments(device).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
+        await _host.ExecuteAsync(new Command("e2fsck").WithArguments("-f", "-p", device).WithValidation(CommandResultValidation.None).WithTimeout(LocalTimeouts.FileSystemRepair), ct).ConfigureAwait(false);
+        await _host.ExecuteAsync(new Command("resize2fs").WithArguments(device).WithTimeout(LocalTimeouts.FileSystemRepair), ct).ConfigureAwait(false);
     }
 
     private static async Task WriteGuestFilesAsync(string root, ContainerConfig config, ILogger logger, CancellationToken ct)
@@ -638,14 +639,14 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         await using (qmp.ConfigureAwait(false))
         {
             foreach (var b in await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false))
-                await qmp.ExecuteAsync("block-dirty-bitmap-remove", new System.Text.Json.Nodes.JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = b["name"]!.GetValue<string>() }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
-            await qmp.ExecuteAsync("block_resize", new System.Text.Json.Nodes.JsonObject { ["node-name"] = StorageDaemon.DiskNode, ["size"] = size }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+                await qmp.ExecuteAsync("block-dirty-bitmap-remove", new System.Text.Json.Nodes.JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = b["name"]!.GetValue<string>() }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+            await qmp.ExecuteAsync("block_resize", new System.Text.Json.Nodes.JsonObject { ["node-name"] = StorageDaemon.DiskNode, ["size"] = size }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
         }
         var loop = await LoopDeviceAsync(_store.RootPath(id)).ConfigureAwait(false);
         await _host.ExecuteAsync(new Command("losetup").WithArguments("-c", loop), ct).ConfigureAwait(false);
         // Online ext4 growth needs CAP_SYS_RESOURCE; without it (some sandboxes) the disk still grows now and the
         // file system follows at the next start, offline.
-        var r = await _host.ExecuteBufferedAsync(new Command("resize2fs").WithArguments(loop).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(10)), ct).ConfigureAwait(false);
+        var r = await _host.ExecuteBufferedAsync(new Command("resize2fs").WithArguments(loop).WithValidation(CommandResultValidation.None).WithTimeout(LocalTimeouts.FileSystemRepair), ct).ConfigureAwait(false);
         if (r.ExitCode != 0)
         {
             if (r.StandardError.Contains("Permission denied", StringComparison.Ordinal))

@@ -7,6 +7,7 @@ using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Vm.Internal;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
@@ -35,7 +36,7 @@ internal sealed class GuestFreeze(GuestAgentClient agent, FileLock agentLock, in
             {
                 try
                 {
-                    await agent.ThawFileSystemsAsync(TimeSpan.FromSeconds(30), CancellationToken.None).ConfigureAwait(false);
+                    await agent.ThawFileSystemsAsync(LocalTimeouts.GuestThaw, CancellationToken.None).ConfigureAwait(false);
                     File.Delete(marker);
                     break;
                 }
@@ -96,12 +97,12 @@ internal sealed partial class LocalVmDriver
         GuestAgentClient? agent = null;
         try
         {
-            agentLock = await AgentLockAsync(id.Value, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            agentLock = await AgentLockAsync(id.Value, ct, LocalTimeouts.GuestToolsLock).ConfigureAwait(false);
             agent = await GuestAgentClient.ConnectAsync(PathsOf(id.Value).AgentSocket, connectTimeout, ct).ConfigureAwait(false);
             // Marked before freezing: if this process dies before the thaw, the next backup finds the mark and thaws.
             var marker = FreezeMarker(id);
             await File.WriteAllTextAsync(marker, DateTimeOffset.UtcNow.ToString("O"), ct).ConfigureAwait(false);
-            var count = await agent.FreezeFileSystemsAsync(TimeSpan.FromSeconds(60), ct).ConfigureAwait(false);
+            var count = await agent.FreezeFileSystemsAsync(LocalTimeouts.GuestFreeze, ct).ConfigureAwait(false);
             return new GuestFreeze(agent, agentLock, count, _logger, vmName, marker);
         }
         catch (Exception ex) when (ex is GuestAgentUnavailableException or GuestAgentException or LockTimeoutException or TimeoutException)
@@ -114,7 +115,7 @@ internal sealed partial class LocalVmDriver
         }
     }
 
-    private string FreezeMarker(VeId id) => Path.Combine(PathsOf(id.Value).RunDirectory, "frozen-by-backup");
+    private string FreezeMarker(VeId id) => _store.FrozenByBackupMarker(id);
 
     /// <summary>Thaws the guest's file systems if a backup killed at the instant of its freeze left them frozen.</summary>
     internal async Task ThawGuestIfFrozenAsync(VeId id, string vmName, TimeSpan connectTimeout, CancellationToken ct)
@@ -123,14 +124,14 @@ internal sealed partial class LocalVmDriver
             return;
         try
         {
-            using var agentLock = await AgentLockAsync(id.Value, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            using var agentLock = await AgentLockAsync(id.Value, ct, LocalTimeouts.GuestToolsLock).ConfigureAwait(false);
             var agent = await GuestAgentClient.ConnectAsync(PathsOf(id.Value).AgentSocket, connectTimeout, ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {
                 if (await agent.AreFileSystemsFrozenAsync(TimeSpan.FromSeconds(10), ct).ConfigureAwait(false))
                 {
                     _logger.LogWarning("VM {Name}: its file systems were left frozen by an interrupted backup; thawing them", vmName);
-                    await agent.ThawFileSystemsAsync(TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+                    await agent.ThawFileSystemsAsync(LocalTimeouts.GuestThaw, ct).ConfigureAwait(false);
                 }
             }
             File.Delete(FreezeMarker(id));

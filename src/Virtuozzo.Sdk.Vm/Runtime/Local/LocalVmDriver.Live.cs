@@ -7,6 +7,7 @@ using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Vm.Internal;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
@@ -197,7 +198,7 @@ internal sealed partial class LocalVmDriver
         // them, or one that onlines CPUs itself, still gets the vCPUs).
         try
         {
-            using var agentLock = await AgentLockAsync(s.Config.Id, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            using var agentLock = await AgentLockAsync(s.Config.Id, ct, LocalTimeouts.GuestToolsLock).ConfigureAwait(false);
             var agent = await GuestAgentClient.ConnectAsync(s.Paths.AgentSocket, TimeSpan.FromSeconds(5), ct).ConfigureAwait(false);
             await using (agent.ConfigureAwait(false))
             {

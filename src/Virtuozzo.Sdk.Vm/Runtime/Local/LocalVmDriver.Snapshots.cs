@@ -3,6 +3,7 @@ using Virtuozzo.Sdk.Core;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Vm.Internal;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
@@ -16,7 +17,7 @@ internal sealed partial class LocalVmDriver
     /// <summary>Runs one internal-snapshot command (savevm, loadvm, delvm) through the human monitor; its output is the error, if any.</summary>
     private static async Task HmpAsync(QmpClient qmp, string commandLine, string vmName, CancellationToken ct)
     {
-        var output = (await qmp.ExecuteAsync("human-monitor-command", new JsonObject { ["command-line"] = commandLine }, TimeSpan.FromMinutes(10), ct).ConfigureAwait(false))?.GetValue<string>();
+        var output = (await qmp.ExecuteAsync("human-monitor-command", new JsonObject { ["command-line"] = commandLine }, LocalTimeouts.Snapshot, ct).ConfigureAwait(false))?.GetValue<string>();
         if (!string.IsNullOrWhiteSpace(output))
             throw new InvalidStateException($"The snapshot operation on '{vmName}' failed: {output.Trim()}");
     }
@@ -56,7 +57,7 @@ internal sealed partial class LocalVmDriver
         {
             try
             {
-                await QmpAsync(s, "quit", null, CancellationToken.None, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+                await QmpAsync(s, "quit", null, CancellationToken.None, LocalTimeouts.MonitorQuickCommand).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is VirtuozzoException or TimeoutException or IOException)
             {

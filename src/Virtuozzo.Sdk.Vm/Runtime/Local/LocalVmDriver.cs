@@ -12,6 +12,7 @@ using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Vm.Internal;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 
@@ -188,7 +189,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
     {
         try
         {
-            return await QmpClient.ConnectAsync(paths.CommandSocket, timeout ?? TimeSpan.FromSeconds(10), ct, _logger).ConfigureAwait(false);
+            return await QmpClient.ConnectAsync(paths.CommandSocket, timeout ?? LocalTimeouts.MonitorConnect, ct, _logger).ConfigureAwait(false);
         }
         catch (QmpException ex)
         {
@@ -217,7 +218,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
             return s.Config.SuspendedStateFile is not null ? VeState.Suspended : VeState.Stopped;
         try
         {
-            var status = await QmpAsync(s, "query-status", null, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            var status = await QmpAsync(s, "query-status", null, ct, LocalTimeouts.MonitorQuickCommand).ConfigureAwait(false);
             return MapStatus(status?["status"]?.GetValue<string>());
         }
         catch (Exception ex) when (ex is VirtuozzoException or TimeoutException)
@@ -592,7 +593,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
                         acpiAt = DateTimeOffset.MaxValue;
                         try
                         {
-                            await QmpAsync(s, "system_powerdown", null, ct, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+                            await QmpAsync(s, "system_powerdown", null, ct, LocalTimeouts.MonitorQuickCommand).ConfigureAwait(false);
                             method = VeStopMethod.Acpi;
                         }
                         catch (Exception ex) when (ex is VirtuozzoException or TimeoutException) { }

@@ -845,7 +845,7 @@ public sealed class BackupClient
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         using var veLock = await _store.LockVeAsync(ve, cancellationToken).ConfigureAwait(false);
         await Repository.RecoverAsync(ve, cancellationToken).ConfigureAwait(false);
-        return await Repository.DeleteAsync(ve, meta, withDependents, cancellationToken).ConfigureAwait(false);
+        return await Repository.DeleteAsync(ve, meta, withDependents, null, cancellationToken).ConfigureAwait(false);
     }
 
     // ---------------------------------------------------------------------------------------------------------
@@ -953,8 +953,11 @@ public sealed class BackupClient
 
     /// <summary>
     /// Checks backups — of one container or VM, one backup, or all: each file's QCOW2 structure and the digest recorded while
-    /// writing (a single flipped data byte is caught). Names the damaged backups and those that depend on them.
+    /// writing (a single flipped data byte is caught). Names the damaged backups and those that depend on them. Leaked
+    /// clusters (space a file holds but does not use) count as damage too, said so, without affecting the backups
+    /// that depend on it.
     /// </summary>
+    /// <remarks>The equivalent of <c>qemu-img check</c> on each file plus a check of the recorded digests.</remarks>
     public async Task<BackupVerifyResult> VerifyAsync(string? nameOrIdOrBackupId = null, CancellationToken cancellationToken = default)
     {
         List<BackupInfo> scope;
@@ -968,6 +971,7 @@ public sealed class BackupClient
             scope = (await ListAsync(nameOrIdOrBackupId, cancellationToken).ConfigureAwait(false)).ToList();
         }
         var damaged = new Dictionary<string, string>();
+        var leaking = new HashSet<string>(); // damaged only by leaked clusters: its data, and what depends on it, restore
         foreach (var b in scope)
         {
             foreach (var d in b.Disks)
@@ -979,25 +983,34 @@ public sealed class BackupClient
                     if (check.Corruptions > 0)
                     {
                         damaged[b.Id] = $"disk {d.Name}: {check.Corruptions} corruption(s) in the QCOW2 structure";
+                        leaking.Remove(b.Id);
                         continue;
                     }
                     var digest = DiskCopier.DigestOfOwnData(image, cancellationToken);
                     if (digest != d.Digest)
+                    {
                         damaged[b.Id] = $"disk {d.Name}: the data does not match the digest recorded when it was written";
+                        leaking.Remove(b.Id);
+                    }
+                    else if (check.Leaks > 0 && damaged.TryAdd(b.Id, $"disk {d.Name}: {check.Leaks.ToString(CultureInfo.InvariantCulture)} leaked cluster(s), allocated in the file but unused; the data is intact, the space is wasted until the file's leaks are repaired (as 'qemu-img check -r leaks' does)"))
+                    {
+                        leaking.Add(b.Id);
+                    }
                 }
                 catch (Exception ex) when (ex is Qcow2Exception or IOException)
                 {
                     damaged[b.Id] = $"disk {d.Name}: {ex.Message}";
+                    leaking.Remove(b.Id);
                 }
             }
         }
         var all = await ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         var affected = new List<string>();
-        var frontier = new Queue<string>(damaged.Keys);
+        var frontier = new Queue<string>(damaged.Keys.Where(id => !leaking.Contains(id)));
         while (frontier.Count > 0)
         {
             var id = frontier.Dequeue();
-            foreach (var c in all.Where(x => x.ParentId == id && !damaged.ContainsKey(x.Id) && !affected.Contains(x.Id)))
+            foreach (var c in all.Where(x => x.ParentId == id && (!damaged.ContainsKey(x.Id) || leaking.Contains(x.Id)) && !affected.Contains(x.Id)))
             {
                 affected.Add(c.Id);
                 frontier.Enqueue(c.Id);

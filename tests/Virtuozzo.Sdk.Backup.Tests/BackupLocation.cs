@@ -15,16 +15,19 @@ namespace Virtuozzo.Sdk.Backup.Tests;
 internal sealed class BackupLocation : IDisposable
 {
     public const int Cluster = 65536;
-    public const long DiskSize = 16 * Cluster;
 
     private readonly TempDirectory _root = new("vzsdk-backup-test");
     private DateTimeOffset _clock = new(2026, 3, 2, 10, 0, 0, TimeSpan.Zero);
 
-    public BackupLocation()
+    /// <summary>A fresh data root whose backups are of a disk of <paramref name="clusters"/> clusters.</summary>
+    public BackupLocation(int clusters = 16)
     {
+        DiskSize = (long)clusters * Cluster;
         Store = new StateStore(_root.Path);
         Repository = new BackupRepository(Store, Store.BackupsDirectory, NullLogger.Instance);
     }
+
+    public long DiskSize { get; }
 
     public string DataRoot => _root.Path;
 
@@ -94,7 +97,8 @@ internal sealed class BackupLocation : IDisposable
         for (var i = 0; i < tags.Length; i++)
         {
             image.Read((long)i * Cluster, buffer);
-            buffer.Should().AllBeEquivalentTo(buffer[0], $"cluster {i} of {backupId} holds one tag");
+            if (buffer.AsSpan().IndexOfAnyExcept(buffer[0]) >= 0)
+                throw new InvalidDataException($"Cluster {i} of {backupId} holds more than one tag.");
             tags[i] = buffer[0];
         }
         return tags;

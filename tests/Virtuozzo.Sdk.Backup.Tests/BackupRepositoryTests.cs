@@ -51,8 +51,8 @@ public class BackupRepositoryTests
         var newest = chain[^1].Id;
         newest.Should().Be(chain[0].Id + ".2");
 
-        await location.Repository.DeleteAsync(location.Ve, chain[^1], withDependents: false, CancellationToken.None);
-        await location.Repository.DeleteAsync(location.Ve, chain[1], withDependents: false, CancellationToken.None);
+        await location.Repository.DeleteAsync(location.Ve, chain[^1], withDependents: false, null, CancellationToken.None);
+        await location.Repository.DeleteAsync(location.Ve, chain[1], withDependents: false, null, CancellationToken.None);
 
         var next = await location.AddAsync(chain[0].Id, Nothing);
         next.Id.Should().Be(chain[0].Id + ".3");
@@ -107,7 +107,7 @@ public class BackupRepositoryTests
         var chain = await location.AddChainAsync(new() { [0] = 1, [1] = 1 }, new() { [1] = 2, [2] = 2 }, new() { [2] = 3 });
         var before = location.ReadTags(chain[2].Id);
 
-        var deleted = await location.Repository.DeleteAsync(location.Ve, chain[1], withDependents: false, CancellationToken.None);
+        var deleted = await location.Repository.DeleteAsync(location.Ve, chain[1], withDependents: false, null, CancellationToken.None);
 
         deleted.Should().Equal(chain[1].Id);
         Directory.Exists(location.Repository.BackupDir(location.Ve, chain[1].Id)).Should().BeFalse();
@@ -125,7 +125,7 @@ public class BackupRepositoryTests
         using var location = new BackupLocation();
         var chain = await location.AddChainAsync(new() { [0] = 1, [1] = 1 }, new() { [1] = 2 });
 
-        await location.Repository.DeleteAsync(location.Ve, chain[0], withDependents: false, CancellationToken.None);
+        await location.Repository.DeleteAsync(location.Ve, chain[0], withDependents: false, null, CancellationToken.None);
 
         var child = (await location.Repository.ListVeAsync(location.Ve, CancellationToken.None)).Single();
         child.Parent.Should().BeNull();
@@ -140,7 +140,7 @@ public class BackupRepositoryTests
         var chain = await location.AddChainAsync(new() { [0] = 1 }, new() { [1] = 2 }, new() { [2] = 3 });
         var other = await location.AddAsync(null, new() { [0] = 9 });
 
-        var deleted = await location.Repository.DeleteAsync(location.Ve, chain[1], withDependents: true, CancellationToken.None);
+        var deleted = await location.Repository.DeleteAsync(location.Ve, chain[1], withDependents: true, null, CancellationToken.None);
 
         deleted.Should().Equal(chain[2].Id, chain[1].Id);
         (await location.Repository.ListVeAsync(location.Ve, CancellationToken.None)).Select(m => m.Id).Should().Equal(chain[0].Id, other.Id);

@@ -144,7 +144,12 @@ internal sealed class BackupRepository
     /// child, journalled), or with <paramref name="withDependents"/> it and every backup after it in its chain.
     /// Returns the deleted ids. The caller holds the VE's lock and has run <see cref="RecoverAsync"/>.
     /// </summary>
-    public async Task<IReadOnlyList<string>> DeleteAsync(VeId ve, BackupMetadata meta, bool withDependents, CancellationToken ct)
+    /// <param name="ve">The VE whose backup it is.</param>
+    /// <param name="meta">The backup.</param>
+    /// <param name="withDependents">Delete the backups after it in its chain too.</param>
+    /// <param name="mergeProgress">Told the bytes merged into the child so far, synchronously; or null.</param>
+    /// <param name="ct">Cancels the delete (a merge already journalled is finished by the next operation).</param>
+    public async Task<IReadOnlyList<string>> DeleteAsync(VeId ve, BackupMetadata meta, bool withDependents, IProgress<long>? mergeProgress, CancellationToken ct)
     {
         var all = await ListVeAsync(ve, ct).ConfigureAwait(false);
         var deleted = new List<string>();
@@ -163,7 +168,7 @@ internal sealed class BackupRepository
         var child = all.FirstOrDefault(b => b.Parent == meta.Id);
         var pending = new PendingDelete(1, meta.Id, child?.Id, meta.Parent);
         await _store.WriteDocumentAsync(JournalPath(ve), pending, BackupJson.Default.PendingDelete, ct).ConfigureAwait(false);
-        await FinishDeleteAsync(ve, pending, ct).ConfigureAwait(false);
+        await FinishDeleteAsync(ve, pending, resumed: false, mergeProgress, ct).ConfigureAwait(false);
         return [meta.Id];
     }
 
@@ -179,7 +184,7 @@ internal sealed class BackupRepository
         if (pending is not null)
         {
             _logger.LogInformation("Finishing the interrupted delete of backup {Id}", pending.Target);
-            await FinishDeleteAsync(ve, pending, ct).ConfigureAwait(false);
+            await FinishDeleteAsync(ve, pending, resumed: true, null, ct).ConfigureAwait(false);
         }
         if (Directory.Exists(VeDir(ve)))
         {
@@ -192,7 +197,12 @@ internal sealed class BackupRepository
     }
 
     /// <summary>Each step is idempotent: rebase the child (safe mode copies what it needs first), record it, then remove the target.</summary>
-    private async Task FinishDeleteAsync(VeId ve, PendingDelete pending, CancellationToken ct)
+    /// <remarks>
+    /// A merge killed half-way leaves clusters in the child that it had allocated but not yet referenced (the
+    /// engine orders its writes so that a kill leaks rather than corrupts). A resumed merge reclaims them first, so
+    /// that it reuses that space and the finished child has no leaks.
+    /// </remarks>
+    private async Task FinishDeleteAsync(VeId ve, PendingDelete pending, bool resumed, IProgress<long>? mergeProgress, CancellationToken ct)
     {
         var targetDir = BackupDir(ve, pending.Target);
         if (pending.Child is { } childId && Directory.Exists(BackupDir(ve, childId)))
@@ -204,9 +214,11 @@ internal sealed class BackupRepository
                 var disks = new List<BackupDiskMetadata>();
                 foreach (var d in childMeta.Disks)
                 {
+                    if (resumed)
+                        ReclaimLeaks(Path.Combine(childDir, d.File));
                     // An incremental has the same disks as its parent (a change of disks starts a new chain).
                     DiskCopier.MergeParentInto(Path.Combine(targetDir, d.File), Path.Combine(childDir, d.File),
-                        pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, d.File), ct);
+                        pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, d.File), mergeProgress, ct);
                     using var image = Qcow2Image.Open(Path.Combine(childDir, d.File), new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
                     disks.Add(d with { StoredSize = new FileInfo(Path.Combine(childDir, d.File)).Length, Digest = DiskCopier.DigestOfOwnData(image, ct) });
                 }
@@ -221,6 +233,14 @@ internal sealed class BackupRepository
         }
         RemoveDirectory(targetDir);
         File.Delete(JournalPath(ve));
+    }
+
+    private void ReclaimLeaks(string file)
+    {
+        using var image = Qcow2Image.Open(file, new Qcow2OpenOptions { NoBacking = true });
+        var result = image.Check(Qcow2RepairMode.Leaks);
+        if (result.LeaksFixed > 0)
+            _logger.LogInformation("Reclaimed {Leaks} clusters of {File} left allocated by an interrupted merge", result.LeaksFixed, file);
     }
 
     private static void RemoveDirectory(string dir)

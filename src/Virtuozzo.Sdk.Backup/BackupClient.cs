@@ -36,7 +36,6 @@ public sealed class BackupClient
     private readonly StateStore _store;
     private readonly string _location;
     private readonly ILogger _logger;
-    private BackupRepository? _repository;
 
     /// <summary>Creates a client for the local machine's containers and VMs; backups go under <c>backups/</c> in the data root unless <paramref name="location"/> is given.</summary>
     public BackupClient(VirtuozzoSdkOptions? options = null, string? location = null, ILoggerFactory? loggerFactory = null)
@@ -62,6 +61,9 @@ public sealed class BackupClient
 
     private static string SdkVersion => typeof(BackupClient).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
 
+    private BackupRepository? _repository;
+
+    /// <summary>The backup location's layout, metadata, ids and deletes (built on first use, from the location and the store).</summary>
     private BackupRepository Repository => _repository ??= new BackupRepository(_store, _location, _logger);
 
     private string VeDir(VeId id) => Repository.VeDir(id);

@@ -1007,17 +1007,8 @@ public sealed class BackupClient
             }
         }
         var all = await ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        var affected = new List<string>();
-        var frontier = new Queue<string>(damaged.Keys.Where(id => !leaking.Contains(id)));
-        while (frontier.Count > 0)
-        {
-            var id = frontier.Dequeue();
-            foreach (var c in all.Where(x => x.ParentId == id && (!damaged.ContainsKey(x.Id) || leaking.Contains(x.Id)) && !affected.Contains(x.Id)))
-            {
-                affected.Add(c.Id);
-                frontier.Enqueue(c.Id);
-            }
-        }
+        var affected = BackupRepository.Dependents(all.Select(b => (b.Id, b.ParentId)), damaged.Keys.Where(id => !leaking.Contains(id)),
+            id => !damaged.ContainsKey(id) || leaking.Contains(id));
         return new BackupVerifyResult(scope.Select(b => b.Id).ToList(), damaged, affected);
     }
 

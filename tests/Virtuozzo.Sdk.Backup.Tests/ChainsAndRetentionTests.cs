@@ -50,6 +50,32 @@ public class ChainsAndRetentionTests
     }
 
     [Fact]
+    public void The_dependents_of_a_backup_are_everything_after_it_in_its_chain_nearest_first()
+    {
+        var backups = new (string, string?)[] { ("{a}", null), ("{a}.1", "{a}"), ("{a}.2", "{a}.1"), ("{a}.3", "{a}.2"), ("{b}", null), ("{b}.1", "{b}") };
+
+        BackupRepository.Dependents(backups, ["{a}.1"]).Should().Equal("{a}.2", "{a}.3");
+        BackupRepository.Dependents(backups, ["{a}.3"]).Should().BeEmpty();
+        BackupRepository.Dependents(backups, ["{b}", "{a}.2"]).Should().Equal("{b}.1", "{a}.3");
+    }
+
+    [Fact]
+    public void Dependents_that_are_not_followed_are_neither_counted_nor_looked_past()
+    {
+        var backups = new (string, string?)[] { ("{a}", null), ("{a}.1", "{a}"), ("{a}.2", "{a}.1"), ("{a}.3", "{a}.2") };
+
+        BackupRepository.Dependents(backups, ["{a}"], id => id != "{a}.2").Should().Equal("{a}.1");
+    }
+
+    [Fact]
+    public void Dependents_of_metadata_that_loops_are_each_listed_once()
+    {
+        var backups = new (string, string?)[] { ("{a}.1", "{a}.2"), ("{a}.2", "{a}.1") };
+
+        BackupRepository.Dependents(backups, ["{a}.1"]).Should().Equal("{a}.2");
+    }
+
+    [Fact]
     public void Keep_last_keeps_the_newest_backups_whatever_their_order_in_the_list()
     {
         var backups = new[] { Backup("{c}", null, At(1, 3)), Backup("{a}", null, At(1, 1)), Backup("{d}", null, At(1, 4)), Backup("{b}", null, At(1, 2)) };

@@ -155,9 +155,7 @@ internal sealed class BackupRepository
         var deleted = new List<string>();
         if (withDependents)
         {
-            var doomed = new List<string> { meta.Id };
-            for (var i = 0; i < doomed.Count; i++)
-                doomed.AddRange(all.Where(b => b.Parent == doomed[i]).Select(b => b.Id));
+            var doomed = Dependents(all.Select(b => (b.Id, b.Parent)), [meta.Id]).Prepend(meta.Id).ToList();
             foreach (var id in Enumerable.Reverse(doomed)) // children first: no remaining backup ever points at a missing parent
             {
                 RemoveDirectory(BackupDir(ve, id));
@@ -272,6 +270,36 @@ internal sealed class BackupRepository
             chains.Add(new BackupChain(root.VeId, members[^1].VeName, members));
         }
         return chains.OrderBy(c => c.Backups[0].CreatedAt).ToList();
+    }
+
+    /// <summary>
+    /// The backups that depend on any of <paramref name="roots"/>, directly or through others, each once, nearest first
+    /// (the roots themselves are not included). Only dependents that <paramref name="follow"/> accepts are counted
+    /// and followed further.
+    /// </summary>
+    /// <param name="backups">Every backup (id and parent id) that may depend on the roots.</param>
+    /// <param name="roots">The backups whose dependents are wanted.</param>
+    /// <param name="follow">Which dependents count; null for all.</param>
+    public static List<string> Dependents(IEnumerable<(string Id, string? Parent)> backups, IEnumerable<string> roots, Func<string, bool>? follow = null)
+    {
+        var all = backups.ToList();
+        var found = new List<string>();
+        var start = roots.ToList();
+        var seen = new HashSet<string>(start, StringComparer.Ordinal);
+        var frontier = new Queue<string>(start);
+        while (frontier.Count > 0)
+        {
+            var id = frontier.Dequeue();
+            foreach (var (child, _) in all.Where(b => b.Parent == id))
+            {
+                if ((follow is null || follow(child)) && seen.Add(child))
+                {
+                    found.Add(child);
+                    frontier.Enqueue(child);
+                }
+            }
+        }
+        return found;
     }
 
     /// <summary>

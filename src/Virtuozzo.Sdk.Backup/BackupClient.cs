@@ -76,9 +76,16 @@ public class BackupClient
 
     private static string SdkVersion => typeof(BackupClient).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
 
-    private string VeDir(VeId id) => Path.Combine(_location, id.ToString());
+    private BackupRepository? _repository;
 
-    private static string DiskFileName(string disk) => disk + ".qcow2";
+    /// <summary>The backup location's layout, metadata, ids and deletes (built on first use, from the location and the store).</summary>
+    private BackupRepository Repository => _repository ??= new BackupRepository(_store, _location, _logger);
+
+    private string VeDir(VeId id) => Repository.VeDir(id);
+
+    private static string DiskFileName(string disk) => BackupRepository.DiskFileName(disk);
+
+    private Task<(VeId Ve, BackupMetadata Meta)> FindAsync(string backupId, CancellationToken ct) => Repository.FindAsync(backupId, ct);
 
     // ---------------------------------------------------------------------------------------------------------
     // What is backed up
@@ -177,27 +184,22 @@ public class BackupClient
         var identity = await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false);
         var id = identity.VeId;
         using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
-        await RecoverAsync(id, cancellationToken).ConfigureAwait(false);
+        await Repository.RecoverAsync(id, cancellationToken).ConfigureAwait(false);
         var subject = await ReadSubjectAsync(identity, cancellationToken).ConfigureAwait(false);
         Phase("locked and read the VE");
         CheckFreeSpace(subject.Disks.Select(d => d.Path));
 
-        var chain = await ListVeAsync(id, cancellationToken).ConfigureAwait(false);
+        var chain = await Repository.ListVeAsync(id, cancellationToken).ConfigureAwait(false);
         var last = chain.OrderBy(b => b.Created).LastOrDefault();
-        var reasons = new List<string>();
-        if (options.Full)
-            reasons.Add("all disks: a full backup was asked for (--full)");
-        else if (last is null)
-            reasons.Add($"all disks: this is the first backup of the {subject.KindName}");
-        else
-            reasons.AddRange(await IncrementalObstaclesAsync(subject, last, cancellationToken).ConfigureAwait(false));
-        var parent = reasons.Count == 0 ? last!.Id : null;
+        var plan = IncrementalPlanner.Plan(options.Full, subject.KindName, last,
+            await PlannedDisksAsync(subject, readTracking: !options.Full && last is not null, cancellationToken).ConfigureAwait(false),
+            last is null ? new HashSet<string>() : MissingFiles(id, last));
+        var parent = plan.Parent;
 
         Phase(parent is null ? "decided: full" : "decided: incremental");
         // The id is handed out (durably) while the data is copied; a failed backup leaves a gap, never a reused number.
-        var newIdTask = parent is null ? Task.FromResult(NewChainId()) : NextIncrementalIdAsync(id, parent, cancellationToken);
-        var staging = Path.Combine(VeDir(id), ".staging-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(staging);
+        var newIdTask = parent is null ? Task.FromResult(BackupRepository.NewChainId()) : Repository.NextIncrementalIdAsync(id, parent, cancellationToken);
+        var staging = Repository.CreateStagingDirectory(id);
         var created = DateTimeOffset.UtcNow;
         var unflushed = new List<Qcow2Image>();
         try
@@ -236,20 +238,19 @@ public class BackupClient
             var flushing = Task.Run(() => unflushed.ForEach(t => t.Flush()), CancellationToken.None);
             try
             {
-                await _store.WriteDocumentAsync(Path.Combine(staging, "backup.json"), meta, BackupJson.Default.BackupMetadata, cancellationToken).ConfigureAwait(false);
+                await Repository.WriteMetadataAsync(staging, meta, cancellationToken).ConfigureAwait(false);
             }
             finally
             {
                 await flushing.ConfigureAwait(false);
             }
-            var dir = Path.Combine(VeDir(id), newId);
-            Directory.Move(staging, dir); // the backup exists from here on, whole
+            var dir = Repository.Publish(id, staging, newId); // the backup exists from here on, whole
             Phase("published");
             await StartTrackingAsync(subject, newId, cancellationToken).ConfigureAwait(false);
             Phase("tracking changes since it");
             var info = meta.ToPublic(dir);
             _logger.LogInformation("Backup {Id} of {Name}: {Type}, {Size} bytes", newId, subject.Name, meta.Type, info.SizeBytes);
-            return new BackupResult(info, consistency, parent is null ? reasons : []);
+            return new BackupResult(info, consistency, plan.FullReasons);
         }
         finally
         {
@@ -261,45 +262,18 @@ public class BackupClient
         }
     }
 
-    private static string NewChainId() => "{" + Guid.NewGuid().ToString("D") + "}";
-
-    /// <summary>Why the next backup cannot be an incremental on <paramref name="last"/>, one line per disk; empty when it can.</summary>
-    private async Task<List<string>> IncrementalObstaclesAsync(Subject subject, BackupMetadata last, CancellationToken ct)
+    /// <summary>Each disk as the planner needs it; its tracking bitmaps are read only when an incremental is possible at all.</summary>
+    private async Task<List<PlannedDisk>> PlannedDisksAsync(Subject subject, bool readTracking, CancellationToken ct)
     {
-        var reasons = new List<string>();
-        foreach (var gone in last.Disks.Where(b => subject.Disks.All(d => d.Name != b.Name)))
-            reasons.Add($"{gone.Name}: the disk was removed since backup {last.Id}");
-        var bitmaps = await TrackingBitmapsAsync(subject, ct).ConfigureAwait(false);
-        foreach (var d in subject.Disks)
-        {
-            var previous = last.Disks.FirstOrDefault(b => b.Name == d.Name);
-            var expected = BitmapPrefix + last.Id;
-            if (previous is null)
-                reasons.Add($"{d.Name}: the disk was added since backup {last.Id}");
-            else if (subject.TrackingResets.TryGetValue(d.Name, out var why))
-                reasons.Add($"{d.Name}: {why} since backup {last.Id}");
-            else if (previous.VirtualSize != d.VirtualSize)
-                reasons.Add($"{d.Name}: the disk was resized since backup {last.Id}");
-            else if (previous.BackingChain != d.BackingChain)
-                reasons.Add($"{d.Name}: the files below the disk changed since backup {last.Id} (a rebase, or a commit or write into its base)");
-            else if (!File.Exists(Path.Combine(VeDir(subject.Id), last.Id, previous.File)))
-                reasons.Add($"{d.Name}: the file of backup {last.Id} is missing");
-            else if (!bitmaps[d.Name].TryGetValue(expected, out var state))
-                reasons.Add($"{d.Name}: the disk has no change-tracking bitmap for backup {last.Id} (the {subject.KindName} stopped without closing its disks cleanly, or the disk was replaced, restored or changed by a tool that does not track changes)");
-            else if (state == TrackingState.Inconsistent)
-                reasons.Add($"{d.Name}: the change-tracking bitmap for backup {last.Id} is inconsistent (the {subject.KindName} was not stopped cleanly)");
-            else if (state == TrackingState.Disabled)
-                reasons.Add($"{d.Name}: change tracking for backup {last.Id} was disabled");
-        }
-        return reasons;
+        var bitmaps = readTracking ? await TrackingBitmapsAsync(subject, ct).ConfigureAwait(false) : null;
+        return subject.Disks.Select(d => new PlannedDisk(d.Name, d.VirtualSize, d.BackingChain,
+            bitmaps is null ? new Dictionary<string, TrackingState>() : bitmaps[d.Name],
+            subject.TrackingResets.GetValueOrDefault(d.Name))).ToList();
     }
 
-    private enum TrackingState
-    {
-        Good,
-        Inconsistent,
-        Disabled,
-    }
+    /// <summary>The disks of <paramref name="last"/> whose file is missing from the backup location.</summary>
+    private HashSet<string> MissingFiles(VeId id, BackupMetadata last)
+        => last.Disks.Where(d => !File.Exists(Path.Combine(Repository.BackupDir(id, last.Id), d.File))).Select(d => d.Name).ToHashSet(StringComparer.Ordinal);
 
     /// <summary>The change-tracking bitmaps of each disk, from the running emulator or daemon, or from the image files.</summary>
     private async Task<Dictionary<string, Dictionary<string, TrackingState>>> TrackingBitmapsAsync(Subject subject, CancellationToken ct)
@@ -861,18 +835,6 @@ public class BackupClient
             await _vms.ClearTrackingResetsAsync(subject.Id, ct).ConfigureAwait(false);
     }
 
-    private async Task<string> NextIncrementalIdAsync(VeId id, string parent, CancellationToken ct)
-    {
-        var chainUuid = parent.Split('.')[0];
-        var path = Path.Combine(VeDir(id), "sequence.json");
-        var seq = await _store.ReadDocumentAsync(path, BackupJson.Default.ChainSequence, 1, ct).ConfigureAwait(false) ?? new ChainSequence(1, []);
-        var next = seq.LastNumber.GetValueOrDefault(chainUuid) + 1;
-        seq.LastNumber[chainUuid] = next;
-        Directory.CreateDirectory(VeDir(id));
-        await _store.WriteDocumentAsync(path, seq, BackupJson.Default.ChainSequence, ct).ConfigureAwait(false);
-        return chainUuid + "." + next.ToString(CultureInfo.InvariantCulture);
-    }
-
     // ---------------------------------------------------------------------------------------------------------
     // List
     // ---------------------------------------------------------------------------------------------------------
@@ -884,64 +846,20 @@ public class BackupClient
         var nameOrId = ve.IsEmpty ? null : ve.Value;
         IEnumerable<VeId> ves;
         if (nameOrId is null)
-            ves = Directory.Exists(_location) ? Directory.GetDirectories(_location).Select(Path.GetFileName).Where(n => VeId.TryParse(n, out _)).Select(n => VeId.Parse(n!)) : [];
+            ves = Repository.ListVes();
         else if (VeId.TryParse(nameOrId, out var byId))
             ves = [byId];
         else
             ves = [(await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false)).VeId];
         var result = new List<BackupInfo>();
         foreach (var one in ves)
-            result.AddRange((await ListVeAsync(one, cancellationToken).ConfigureAwait(false)).Select(m => m.ToPublic(Path.Combine(VeDir(one), m.Id))));
+            result.AddRange(await Repository.ListInfoAsync(one, cancellationToken).ConfigureAwait(false));
         return result.OrderBy(b => b.CreatedAt).ToList();
     }
 
     /// <summary>Lists backups as chains (a full backup, then the incrementals built on it), oldest chain first: of one container or VM, or all.</summary>
     public virtual async Task<IReadOnlyList<BackupChain>> ListChainsAsync(VeRef ve = default, CancellationToken cancellationToken = default)
-        => Chains(await ListAsync(ve, cancellationToken).ConfigureAwait(false));
-
-    internal static List<BackupChain> Chains(IReadOnlyList<BackupInfo> backups)
-    {
-        var chains = new List<BackupChain>();
-        foreach (var root in backups.Where(b => b.ParentId is null || backups.All(p => p.Id != b.ParentId)))
-        {
-            var members = new List<BackupInfo> { root };
-            for (var i = 0; i < members.Count; i++)
-                members.AddRange(backups.Where(b => b.ParentId == members[i].Id));
-            chains.Add(new BackupChain(root.VeId, members[^1].VeName, members));
-        }
-        return chains.OrderBy(c => c.Backups[0].CreatedAt).ToList();
-    }
-
-    private async Task<List<BackupMetadata>> ListVeAsync(VeId id, CancellationToken ct)
-    {
-        var dir = VeDir(id);
-        var list = new List<BackupMetadata>();
-        if (!Directory.Exists(dir))
-            return list;
-        foreach (var d in Directory.GetDirectories(dir).Where(d => Path.GetFileName(d).StartsWith('{')))
-        {
-            var meta = await _store.ReadDocumentAsync(Path.Combine(d, "backup.json"), BackupJson.Default.BackupMetadata, BackupMetadata.CurrentVersion, ct).ConfigureAwait(false);
-            if (meta is not null)
-                list.Add(meta);
-        }
-        return list.OrderBy(m => m.Created).ToList();
-    }
-
-    private async Task<(VeId Ve, BackupMetadata Meta)> FindAsync(string backupId, CancellationToken ct)
-    {
-        if (string.IsNullOrWhiteSpace(backupId) || backupId.IndexOfAny(['/', '\0']) >= 0 || backupId.Contains("..", StringComparison.Ordinal))
-            throw new ArgumentException($"'{backupId}' is not a backup id such as {{uuid}} or {{uuid}}.2.", nameof(backupId));
-        if (Directory.Exists(_location))
-        {
-            foreach (var ve in Directory.GetDirectories(_location))
-            {
-                var meta = await _store.ReadDocumentAsync(Path.Combine(ve, backupId, "backup.json"), BackupJson.Default.BackupMetadata, BackupMetadata.CurrentVersion, ct).ConfigureAwait(false);
-                if (meta is not null)
-                    return (VeId.Parse(Path.GetFileName(ve)), meta);
-            }
-        }
-        throw new NotFoundException($"There is no backup {backupId} in {_location}; BackupClient.ListAsync lists the backups there.");
-    }
+        => BackupRepository.Chains(await ListAsync(ve, cancellationToken).ConfigureAwait(false));
 
     // ---------------------------------------------------------------------------------------------------------
     // Delete (crash-safe merge)
@@ -958,86 +876,8 @@ public class BackupClient
     {
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         using var veLock = await _store.LockVeAsync(ve, cancellationToken).ConfigureAwait(false);
-        await RecoverAsync(ve, cancellationToken).ConfigureAwait(false);
-        var all = await ListVeAsync(ve, cancellationToken).ConfigureAwait(false);
-        var deleted = new List<string>();
-        if (withDependents)
-        {
-            var doomed = new List<string> { meta.Id };
-            for (var i = 0; i < doomed.Count; i++)
-                doomed.AddRange(all.Where(b => b.Parent == doomed[i]).Select(b => b.Id));
-            foreach (var id in Enumerable.Reverse(doomed)) // children first: no remaining backup ever points at a missing parent
-            {
-                RemoveDirectory(Path.Combine(VeDir(ve), id));
-                deleted.Add(id);
-            }
-            return deleted;
-        }
-        var child = all.FirstOrDefault(b => b.Parent == meta.Id);
-        var pending = new PendingDelete(1, meta.Id, child?.Id, meta.Parent);
-        await _store.WriteDocumentAsync(JournalPath(ve), pending, BackupJson.Default.PendingDelete, cancellationToken).ConfigureAwait(false);
-        await FinishDeleteAsync(ve, pending, cancellationToken).ConfigureAwait(false);
-        return [meta.Id];
-    }
-
-    private string JournalPath(VeId ve) => Path.Combine(VeDir(ve), "pending-delete.json");
-
-    /// <summary>Finishes a journalled delete left by a killed process.</summary>
-    private async Task RecoverAsync(VeId ve, CancellationToken ct)
-    {
-        var pending = await _store.ReadDocumentAsync(JournalPath(ve), BackupJson.Default.PendingDelete, 1, ct).ConfigureAwait(false);
-        if (pending is not null)
-        {
-            _logger.LogInformation("Finishing the interrupted delete of backup {Id}", pending.Target);
-            await FinishDeleteAsync(ve, pending, ct).ConfigureAwait(false);
-        }
-        if (Directory.Exists(VeDir(ve)))
-        {
-            foreach (var leftover in Directory.GetDirectories(VeDir(ve), ".staging-*").Concat(Directory.GetDirectories(VeDir(ve), ".deleting-*")))
-                RemoveDirectory(leftover);
-        }
-    }
-
-    /// <summary>Each step is idempotent: rebase the child (safe mode copies what it needs first), record it, then remove the target.</summary>
-    private async Task FinishDeleteAsync(VeId ve, PendingDelete pending, CancellationToken ct)
-    {
-        var targetDir = Path.Combine(VeDir(ve), pending.Target);
-        if (pending.Child is { } childId && Directory.Exists(Path.Combine(VeDir(ve), childId)))
-        {
-            var childDir = Path.Combine(VeDir(ve), childId);
-            var childMeta = (await _store.ReadDocumentAsync(Path.Combine(childDir, "backup.json"), BackupJson.Default.BackupMetadata, BackupMetadata.CurrentVersion, ct).ConfigureAwait(false))!;
-            if (childMeta.Parent == pending.Target)
-            {
-                var disks = new List<BackupDiskMetadata>();
-                foreach (var d in childMeta.Disks)
-                {
-                    // An incremental has the same disks as its parent (a change of disks starts a new chain).
-                    DiskCopier.MergeParentInto(Path.Combine(targetDir, d.File), Path.Combine(childDir, d.File),
-                        pending.NewParent is null ? null : Path.Combine("..", pending.NewParent, d.File), ct);
-                    using var image = Qcow2Image.Open(Path.Combine(childDir, d.File), new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
-                    disks.Add(d with { StoredSize = new FileInfo(Path.Combine(childDir, d.File)).Length, Digest = DiskCopier.DigestOfOwnData(image, ct) });
-                }
-                var updated = childMeta with
-                {
-                    Parent = pending.NewParent,
-                    Type = pending.NewParent is null ? BackupType.Full : BackupType.Incremental,
-                    Disks = disks,
-                };
-                await _store.WriteDocumentAsync(Path.Combine(childDir, "backup.json"), updated, BackupJson.Default.BackupMetadata, ct).ConfigureAwait(false);
-            }
-        }
-        RemoveDirectory(targetDir);
-        File.Delete(JournalPath(ve));
-    }
-
-    private static void RemoveDirectory(string dir)
-    {
-        if (!Directory.Exists(dir))
-            return;
-        // Rename first: a half-removed directory is never mistaken for a backup.
-        var doomed = Path.Combine(Path.GetDirectoryName(dir)!, ".deleting-" + Guid.NewGuid().ToString("N"));
-        Directory.Move(dir, doomed);
-        Directory.Delete(doomed, recursive: true);
+        await Repository.RecoverAsync(ve, cancellationToken).ConfigureAwait(false);
+        return await Repository.DeleteAsync(ve, meta, withDependents, null, cancellationToken).ConfigureAwait(false);
     }
 
     // ---------------------------------------------------------------------------------------------------------
@@ -1098,8 +938,11 @@ public class BackupClient
 
     /// <summary>
     /// Checks backups — of one container or VM, one backup, or all: each file's QCOW2 structure and the digest recorded while
-    /// writing (a single flipped data byte is caught). Names the damaged backups and those that depend on them.
+    /// writing (a single flipped data byte is caught). Names the damaged backups and those that depend on them. Leaked
+    /// clusters (space a file holds but does not use) count as damage too, said so, without affecting the backups
+    /// that depend on it.
     /// </summary>
+    /// <remarks>The equivalent of <c>qemu-img check</c> on each file plus a check of the recorded digests.</remarks>
     public virtual async Task<BackupVerifyResult> VerifyAsync(string? target = null, CancellationToken cancellationToken = default)
     {
         var nameOrIdOrBackupId = target;
@@ -1114,6 +957,7 @@ public class BackupClient
             scope = (await ListAsync(nameOrIdOrBackupId, cancellationToken).ConfigureAwait(false)).ToList();
         }
         var damaged = new Dictionary<string, string>();
+        var leaking = new HashSet<string>(); // damaged only by leaked clusters: its data, and what depends on it, restore
         foreach (var b in scope)
         {
             foreach (var d in b.Disks)
@@ -1125,30 +969,30 @@ public class BackupClient
                     if (check.Corruptions > 0)
                     {
                         damaged[b.Id] = $"disk {d.Name}: {check.Corruptions} corruption(s) in the QCOW2 structure";
+                        leaking.Remove(b.Id);
                         continue;
                     }
                     var digest = DiskCopier.DigestOfOwnData(image, cancellationToken);
                     if (digest != d.Digest)
+                    {
                         damaged[b.Id] = $"disk {d.Name}: the data does not match the digest recorded when it was written";
+                        leaking.Remove(b.Id);
+                    }
+                    else if (check.Leaks > 0 && damaged.TryAdd(b.Id, $"disk {d.Name}: {check.Leaks.ToString(CultureInfo.InvariantCulture)} leaked cluster(s), allocated in the file but unused; the data is intact, the space is wasted until the file's leaks are repaired (as 'qemu-img check -r leaks' does)"))
+                    {
+                        leaking.Add(b.Id);
+                    }
                 }
                 catch (Exception ex) when (ex is Qcow2Exception or IOException)
                 {
                     damaged[b.Id] = $"disk {d.Name}: {ex.Message}";
+                    leaking.Remove(b.Id);
                 }
             }
         }
         var all = await ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        var affected = new List<string>();
-        var frontier = new Queue<string>(damaged.Keys);
-        while (frontier.Count > 0)
-        {
-            var id = frontier.Dequeue();
-            foreach (var c in all.Where(x => x.ParentId == id && !damaged.ContainsKey(x.Id) && !affected.Contains(x.Id)))
-            {
-                affected.Add(c.Id);
-                frontier.Enqueue(c.Id);
-            }
-        }
+        var affected = BackupRepository.Dependents(all.Select(b => (b.Id, b.ParentId)), damaged.Keys.Where(id => !leaking.Contains(id)),
+            id => !damaged.ContainsKey(id) || leaking.Contains(id));
         return new BackupVerifyResult(scope.Select(b => b.Id).ToList(), damaged, affected);
     }
 
@@ -1162,25 +1006,10 @@ public class BackupClient
         if (retention.KeepLast + retention.KeepDaily + retention.KeepWeekly + retention.KeepMonthly == 0)
             throw new ArgumentException("A retention policy must keep something (set --keep-last and/or --keep-daily, --keep-weekly, --keep-monthly).", nameof(retention));
         var backups = await ListAsync(nameOrId, cancellationToken).ConfigureAwait(false);
-        var keep = Retained(backups, retention);
+        var keep = BackupRepository.Retained(backups, retention);
         var deleted = new List<string>();
         foreach (var b in backups.Where(b => !keep.Contains(b.Id)))
             deleted.AddRange(await DeleteAsync(b.Id, false, cancellationToken).ConfigureAwait(false));
         return deleted;
-    }
-
-    internal static HashSet<string> Retained(IReadOnlyList<BackupInfo> backups, BackupRetention r)
-    {
-        var newestFirst = backups.OrderByDescending(b => b.CreatedAt).ToList();
-        var keep = new HashSet<string>(newestFirst.Take(r.KeepLast).Select(b => b.Id));
-        void ByPeriod(int count, Func<DateTimeOffset, string> period)
-        {
-            foreach (var g in newestFirst.GroupBy(b => period(b.CreatedAt)).Take(count))
-                keep.Add(g.First().Id);
-        }
-        ByPeriod(r.KeepDaily, t => t.UtcDateTime.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture));
-        ByPeriod(r.KeepWeekly, t => $"{ISOWeek.GetYear(t.UtcDateTime)}-W{ISOWeek.GetWeekOfYear(t.UtcDateTime)}");
-        ByPeriod(r.KeepMonthly, t => t.UtcDateTime.ToString("yyyy-MM", CultureInfo.InvariantCulture));
-        return keep;
     }
 }

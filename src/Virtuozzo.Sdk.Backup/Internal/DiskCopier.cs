@@ -83,7 +83,12 @@ internal static class DiskCopier
     /// data, not the disk's size. A kill at any point leaves the child correct: until the pointer switch it still reads
     /// through the backup, whose data it partly holds already.
     /// </summary>
-    public static void MergeParentInto(string parentFile, string childFile, string? newBacking, CancellationToken ct)
+    /// <param name="parentFile">The backup being deleted.</param>
+    /// <param name="childFile">Its child, which receives its data.</param>
+    /// <param name="newBacking">The child's backing file afterwards.</param>
+    /// <param name="progress">Told the bytes merged so far after each chunk, synchronously; or null.</param>
+    /// <param name="ct">Cancels between chunks.</param>
+    public static void MergeParentInto(string parentFile, string childFile, string? newBacking, IProgress<long>? progress, CancellationToken ct)
     {
         using var parent = Qcow2Image.Open(parentFile, new Qcow2OpenOptions { ReadOnly = true, NoBacking = true });
         using var child = Qcow2Image.Open(childFile);
@@ -91,6 +96,7 @@ internal static class DiskCopier
         var childOwn = Normalize(OwnRanges(child), cluster, child.Size);
         var parentExtents = parent.GetAllocationMap().Where(e => e.Kind != Qcow2ExtentKind.Unallocated).ToList();
         var buffer = new byte[Chunk];
+        long merged = 0;
         foreach (var e in parentExtents)
         {
             foreach (var (start, length) in Subtract(Normalize([(e.Start, e.Length)], cluster, child.Size), childOwn))
@@ -102,14 +108,17 @@ internal static class DiskCopier
                     if (e.Kind == Qcow2ExtentKind.Zero)
                     {
                         child.WriteZeroes(off, n);
-                        continue;
                     }
-                    var span = buffer.AsSpan(0, n);
-                    parent.Read(off, span);
-                    if (e.Kind == Qcow2ExtentKind.Compressed)
-                        WriteCompressedRun(child, off, span, cluster);
                     else
-                        child.Write(off, span);
+                    {
+                        var span = buffer.AsSpan(0, n);
+                        parent.Read(off, span);
+                        if (e.Kind == Qcow2ExtentKind.Compressed)
+                            WriteCompressedRun(child, off, span, cluster);
+                        else
+                            child.Write(off, span);
+                    }
+                    progress?.Report(merged += n);
                 }
             }
         }

@@ -151,21 +151,7 @@ internal sealed class StateStore
     {
         EnsureUsable();
         using var hostLock = await LockHostAsync(cancellationToken).ConfigureAwait(false);
-        var removed = new List<string>();
-        foreach (var file in Directory.EnumerateFiles(DataRoot, "*" + AtomicFile.TempMarker + "*", new EnumerationOptions { RecurseSubdirectories = true, MaxRecursionDepth = 3, IgnoreInaccessible = true, AttributesToSkip = 0 }))
-        {
-            var name = Path.GetFileName(file);
-            var rest = name[(name.IndexOf(AtomicFile.TempMarker, StringComparison.Ordinal) + AtomicFile.TempMarker.Length)..];
-            var pidText = rest.Split('-')[0];
-            if (int.TryParse(pidText, out var pid) && ProcessTree.ReadStat(pid) is not null)
-                continue; // its writer is still alive
-            try
-            {
-                File.Delete(file);
-                removed.Add(file);
-            }
-            catch (IOException) { }
-        }
+        var removed = AtomicFile.RemoveAbandoned(DataRoot, maxDepth: 3);
         return new ReconcileReport(removed);
     }
 }

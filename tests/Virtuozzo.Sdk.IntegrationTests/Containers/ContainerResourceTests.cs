@@ -123,7 +123,7 @@ public class ContainerResourceTests(ContainerFixture fx) : IClassFixture<Contain
             var reread = await new ContainerClient(VirtuozzoRuntime.CreateLocal(fx.Options)).GetAsync(c.Id.ToString());
             reread.Resources.MemorySize.Should().Be(ByteSize.Parse("300M"));
             reread.Resources.DiskSpace.Should().Be(ByteSize.Parse("256M"));
-            await Client.Invoking(x => x.SetAsync(c.Id.ToString(), new ContainerSetOptions { DiskSpace = ByteSize.Parse("128M") })).Should().ThrowAsync<ArgumentException>().WithMessage("*cannot shrink*");
+            await Client.Invoking(x => x.SetAsync(c.Id.ToString(), new ContainerSetOptions { DiskSpace = ByteSize.Parse("128M") })).Should().ThrowAsync<InvalidStateException>().WithMessage("*cannot shrink*");
         }
         finally
         {

@@ -215,6 +215,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         // mounted container: say so instead of reporting the transient state.
         if (state == VeState.Mounted && _store.IsVeLocked(id))
             state = VeState.Busy;
+        else if (state == VeState.Suspended && File.Exists(_store.FrozenByBackupMarker(id)) && !_store.IsVeLocked(id))
+            state = await ThawAfterDeadBackupAsync(id, ct).ConfigureAwait(false);
         var r = config.ToResources();
         return new ContainerInfo
         {
@@ -235,6 +237,31 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             MemoryGuaranteePercent = r.MemoryGuaranteePercent,
             DiskSize = r.DiskSpace,
         };
+    }
+
+    /// <summary>
+    /// A container frozen by a backup that died before thawing it (its marker is there and no operation holds the lock):
+    /// thaws it now rather than report it suspended until the backup's guardian gets to it, and returns its state.
+    /// </summary>
+    private async Task<VeState> ThawAfterDeadBackupAsync(VeId id, CancellationToken ct)
+    {
+        using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
+        var marker = _store.FrozenByBackupMarker(id);
+        if (File.Exists(marker))
+        {
+            _logger.LogWarning("Container {Id} was left frozen by a backup that did not finish; thawing it", id);
+            await ThawRootAsync(id).ConfigureAwait(false);
+            Cgroups.Open(id).Thaw();
+            File.Delete(marker);
+        }
+        for (var i = 0; i < 50; i++)
+        {
+            var state = await StateOfAsync(id, ct).ConfigureAwait(false);
+            if (state != VeState.Suspended)
+                return state;
+            await Task.Delay(StopPollInterval, ct).ConfigureAwait(false); // the freezer reports THAWING for a moment
+        }
+        return VeState.Suspended;
     }
 
     internal async Task<VeState> StateOfAsync(VeId id, CancellationToken ct)
@@ -493,6 +520,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         {
             var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
             VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Suspend);
+            File.Delete(_store.FrozenByBackupMarker(identity.VeId)); // a dead backup's marker must not thaw this suspension later
             await _runc.PauseAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
         }
         return await GetAsync(identity.Id, cancellationToken).ConfigureAwait(false);

@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
 

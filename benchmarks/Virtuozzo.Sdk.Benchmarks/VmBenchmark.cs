@@ -5,7 +5,7 @@ using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Vm;
 using Virtuozzo.Sdk.Vm.Internal;
 

@@ -7,7 +7,7 @@ using Virtuozzo.Sdk.Backup.Internal;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.State;

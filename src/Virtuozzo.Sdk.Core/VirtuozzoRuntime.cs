@@ -1,9 +1,8 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Network;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.State;

@@ -55,7 +55,7 @@ public sealed class VirtuozzoSdkOptions
             errors.Add($"DataRoot must be an absolute path (got '{DataRoot}').");
         if (string.IsNullOrWhiteSpace(BridgeName) || BridgeName.Length > 15 || !BridgeName.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.'))
             errors.Add($"BridgeName must be a network interface name of at most 15 letters, digits, '_', '-' or '.' (got '{BridgeName}').");
-        try { Network.HostBridge.ValidateAddress(BridgeAddress); }
+        try { Virtuozzo.Sdk.Core.Runtime.Local.HostBridge.ValidateAddress(BridgeAddress); }
         catch (ArgumentException ex) { errors.Add("BridgeAddress: " + ex.Message); }
         if (LockTimeout <= TimeSpan.Zero)
             errors.Add("LockTimeout must be positive.");

@@ -1,4 +1,4 @@
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Testing;
 

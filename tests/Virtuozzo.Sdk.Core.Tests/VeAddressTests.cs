@@ -1,5 +1,5 @@
 using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Network;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Core.Tests;
 

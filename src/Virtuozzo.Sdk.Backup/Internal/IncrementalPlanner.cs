@@ -1,4 +1,4 @@
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Backup.Internal;
 

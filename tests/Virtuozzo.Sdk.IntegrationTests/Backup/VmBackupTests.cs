@@ -1,6 +1,6 @@
 using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.IntegrationTests.Vm;
 using Virtuozzo.Sdk.Storage.Qcow2;

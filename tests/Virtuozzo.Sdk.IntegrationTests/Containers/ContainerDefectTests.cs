@@ -1,7 +1,7 @@
 using System.Text.RegularExpressions;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.Testing;
 

@@ -184,9 +184,9 @@ public class ContainerTemplateAndAutostartTests(ContainerFixture fx) : IClassFix
         const string bridge = "vzbrnat0";
         try
         {
-            await new Virtuozzo.Sdk.Core.Network.HostBridge(host, bridge, "10.219.5.1/24").EnsureAsync(CancellationToken.None);
+            await new Virtuozzo.Sdk.Core.Runtime.Local.HostBridge(host, bridge, "10.219.5.1/24").EnsureAsync(CancellationToken.None);
             (await host.ExecuteBufferedAsync(new Command("iptables").WithArguments("-t", "nat", "-S", "POSTROUTING"))).StandardOutput.Should().NotContain("10.219.5.0/24");
-            var nat = new Virtuozzo.Sdk.Core.Network.HostBridge(host, bridge, "10.219.5.1/24", nat: true);
+            var nat = new Virtuozzo.Sdk.Core.Runtime.Local.HostBridge(host, bridge, "10.219.5.1/24", nat: true);
             nat.Subnet.Should().Be("10.219.5.0/24");
             await nat.EnsureAsync(CancellationToken.None);
             await nat.EnsureAsync(CancellationToken.None);

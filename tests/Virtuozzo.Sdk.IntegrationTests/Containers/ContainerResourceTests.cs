@@ -1,9 +1,7 @@
 using System.Globalization;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Cgroups;
-using Virtuozzo.Sdk.Core.Network;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Testing;
 
 namespace Virtuozzo.Sdk.IntegrationTests.Containers;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Testing;
 
 namespace Virtuozzo.Sdk.IntegrationTests.Qemu;

@@ -1,4 +1,4 @@
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Testing;
 
 namespace Virtuozzo.Sdk.IntegrationTests.Vm;

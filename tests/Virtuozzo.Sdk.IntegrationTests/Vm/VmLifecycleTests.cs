@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Testing;
 using Virtuozzo.Sdk.Vm;
 
@@ -436,7 +436,7 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
     {
         var vm = await _env.Client.CreateAsync(_env.GuestVm("limited") with { CpuLimitPercent = 50 });
         var running = await _env.Client.StartAsync("limited");
-        var parent = Virtuozzo.Sdk.Core.Cgroups.CgroupManager.ParentFor(_env.SdkOptions.DataRoot);
+        var parent = Virtuozzo.Sdk.Core.Runtime.Local.CgroupManager.ParentFor(_env.SdkOptions.DataRoot);
         var cg = $"/sys/fs/cgroup/cpu,cpuacct/{parent}/{vm.Id}/ve";
         if (!Directory.Exists(cg))
             cg = $"/sys/fs/cgroup/cpu/{parent}/{vm.Id}/ve";
@@ -456,7 +456,7 @@ public sealed class VmHostIntegrationTests : IAsyncLifetime
         await File.WriteAllTextAsync(vm.Disks[0].ImagePath, "garbage");
         await ((Func<Task>)(() => _env.Client.StartAsync("badtap"))).Should().ThrowAsync<CommandFailedException>();
         Directory.Exists("/sys/class/net/vz" + vm.Id.ToString()[..8] + "t").Should().BeFalse();
-        Directory.Exists($"/sys/fs/cgroup/cpu/{Virtuozzo.Sdk.Core.Cgroups.CgroupManager.ParentFor(_env.SdkOptions.DataRoot)}/{vm.Id}").Should().BeFalse();
+        Directory.Exists($"/sys/fs/cgroup/cpu/{Virtuozzo.Sdk.Core.Runtime.Local.CgroupManager.ParentFor(_env.SdkOptions.DataRoot)}/{vm.Id}").Should().BeFalse();
         Directory.Exists(Path.Combine(_env.Root.Path, "run", vm.Id.ToString())).Should().BeFalse();
     }
 

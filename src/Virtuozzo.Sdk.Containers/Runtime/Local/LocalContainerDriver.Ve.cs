@@ -1,6 +1,6 @@
 using System.Globalization;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Network;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Containers.Runtime.Local;
 

@@ -2,12 +2,11 @@ using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Qemu;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Vm.Internal;
-using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 

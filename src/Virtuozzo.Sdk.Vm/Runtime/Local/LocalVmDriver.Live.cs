@@ -2,12 +2,10 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Vm.Internal;
-using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 

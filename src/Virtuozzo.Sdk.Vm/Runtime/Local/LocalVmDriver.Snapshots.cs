@@ -1,9 +1,8 @@
 using System.Text.Json.Nodes;
 using Virtuozzo.Sdk.Core;
 using Microsoft.Extensions.Logging;
-using Virtuozzo.Sdk.Core.Qemu;
-using Virtuozzo.Sdk.Vm.Internal;
 using Virtuozzo.Sdk.Core.Runtime.Local;
+using Virtuozzo.Sdk.Vm.Internal;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 

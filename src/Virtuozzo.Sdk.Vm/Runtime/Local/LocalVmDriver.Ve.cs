@@ -1,5 +1,5 @@
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Network;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Vm.Internal;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;

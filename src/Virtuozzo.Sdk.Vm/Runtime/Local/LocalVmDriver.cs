@@ -3,16 +3,13 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Virtuozzo.Sdk.Core;
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
-using Virtuozzo.Sdk.Core.Network;
 using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.Core.Qemu;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Vm.Internal;
-using Virtuozzo.Sdk.Core.Runtime.Local;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Local;
 

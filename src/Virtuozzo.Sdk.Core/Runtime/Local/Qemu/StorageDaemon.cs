@@ -1,11 +1,10 @@
 using System.Globalization;
-using Virtuozzo.Sdk.Core.Cgroups;
+using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.Core.Runtime.Local;
 
-namespace Virtuozzo.Sdk.Core.Qemu;
+namespace Virtuozzo.Sdk.Core.Runtime.Local;
 
 /// <summary>Where one qemu-storage-daemon keeps its files.</summary>
 /// <param name="DiskPath">The QCOW2 image it serves.</param>

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 
-namespace Virtuozzo.Sdk.Core.Qemu;
+namespace Virtuozzo.Sdk.Core.Runtime.Local;
 
 /// <summary>
 /// The persistent dirty bitmaps that backups use to track a disk's changes. Whatever changes a disk outside a bitmap's

@@ -5,7 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 
-namespace Virtuozzo.Sdk.Core.Qemu;
+namespace Virtuozzo.Sdk.Core.Runtime.Local;
 
 /// <summary>The agent inside the guest did not answer in time, or is not running.</summary>
 internal sealed class GuestAgentUnavailableException : VirtuozzoException

@@ -2,7 +2,7 @@ using System.Globalization;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Internal;
 
-namespace Virtuozzo.Sdk.Core.Cgroups;
+namespace Virtuozzo.Sdk.Core.Runtime.Local;
 
 /// <summary>Which part of a VE a process belongs to.</summary>
 internal enum CgroupRole

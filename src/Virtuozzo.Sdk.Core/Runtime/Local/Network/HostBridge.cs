@@ -3,7 +3,7 @@ using System.Text.Json;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
 
-namespace Virtuozzo.Sdk.Core.Network;
+namespace Virtuozzo.Sdk.Core.Runtime.Local;
 
 /// <summary>
 /// The host bridge VEs attach to (<c>vzbr0</c>, host address 10.209.0.1/24 by default; no NAT unless asked), and

@@ -6,7 +6,7 @@ using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace Virtuozzo.Sdk.Core.Qemu;
+namespace Virtuozzo.Sdk.Core.Runtime.Local;
 
 /// <summary>An asynchronous event from QEMU or qemu-storage-daemon (<c>SHUTDOWN</c>, <c>BLOCK_JOB_COMPLETED</c>…).</summary>
 internal sealed record QmpEvent(string Name, JsonObject Data, DateTimeOffset Timestamp);

@@ -302,9 +302,15 @@ public sealed partial class Qcow2Image
             Budget = (32L << 20) + (Math.Min(_snapshots.Count, 256) + 2L) * (fileLength / 8 + _l2Entries),
         };
         Inc(st, 0, _cs);
-        WalkL1(st, _l1, _h.L1TableOffset, (long)_l1.Length * 8, active: true);
+        WalkL1(st, _l1, _h.L1TableOffset, (long)_h.L1Size * 8, active: true);
         if (_h.HasDataFile && _snapshots.Count > 0)
             st.Corrupt($"ERROR {_snapshots.Count} snapshots in image with data file");
+        for (int i = 0; i < _snapshots.Count; i++)
+        {
+            // version 3 needs the extra data up to the disk size (qemu's "incomplete" entry)
+            if (_h.Version >= 3 && _snapshots[i].Extra.Length < 16)
+                st.Corrupt($"ERROR snapshot table entry {i} is incomplete");
+        }
         foreach (var s in _snapshots)
         {
             if ((s.L1Offset & (_cs - 1)) != 0)
@@ -316,6 +322,12 @@ public sealed partial class Qcow2Image
             {
                 st.Corrupt($"ERROR snapshot {s.Id} ({s.Name}) l1_size=0x{s.L1Size:x}: L1 table is too large; snapshot table entry corrupted");
                 continue;
+            }
+            if (s.L1Offset < 0 || s.L1Offset > long.MaxValue - (long)s.L1Size * 8)
+            {
+                // qemu cannot read there either: its check stops with an I/O error
+                Inc(st, s.L1Offset, (long)s.L1Size * 8);
+                throw new CheckIncompleteException($"Snapshot {s.Id} ({s.Name}): cannot read the L1 table at 0x{(ulong)s.L1Offset:x}.");
             }
             st.Spend(s.L1Size);
             WalkL1(st, ReadTableForCheck(s.L1Offset, s.L1Size, fileLength), s.L1Offset, (long)s.L1Size * 8, active: false);
@@ -388,7 +400,7 @@ public sealed partial class Qcow2Image
     {
         if (length <= 0)
             return;
-        if (offset < 0 || offset + length - st.FileLength > _cs)
+        if (offset < 0 || offset + length - st.FileLength >= _cs)
         {
             st.Corrupt($"ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x{offset:x} size 0x{length:x}");
             return;

@@ -12,12 +12,19 @@ public sealed partial class Qcow2Image
     {
         if (_h.NbSnapshots == 0)
             return [];
-        long max = Math.Min(_file.Length - _h.SnapshotsOffset, 64L << 20);
-        if (_h.SnapshotsOffset == 0 || max <= 0)
-            throw new Qcow2FormatException("The snapshot table lies outside the image file.");
-        var t = new byte[max];
+        // as qemu reads it: the part past the end of the file reads as zeros
+        long inFile = Math.Clamp(_file.Length - _h.SnapshotsOffset, 0, SnapshotEntry.MaxTableBytes);
+        var t = new byte[inFile];
         _file.Read(_h.SnapshotsOffset, t);
-        return SnapshotEntry.Parse(t, _h.NbSnapshots, _cs);
+        return SnapshotEntry.Parse(t, _h.NbSnapshots);
+    }
+
+    /// <summary>A snapshot's L1 table, after the checks that parsing leaves to its users.</summary>
+    private ulong[] ReadSnapshotL1(SnapshotEntry s)
+    {
+        if ((s.L1Offset & (_cs - 1)) != 0 || s.L1Offset <= 0 || (long)s.L1Size * 8 > Header.MaxL1Bytes)
+            throw new Qcow2FormatException($"Snapshot {s.Id} ({s.Name}) has an invalid L1 table (offset 0x{s.L1Offset:x}, {s.L1Size} entries).");
+        return ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
     }
 
     private List<BitmapEntry> ReadBitmaps()
@@ -72,7 +79,7 @@ public sealed partial class Qcow2Image
             ArgumentOutOfRangeException.ThrowIfNegative(offset);
             if (offset + buffer.Length > size)
                 throw new ArgumentOutOfRangeException(nameof(offset), "The range ends past the snapshot's disk size.");
-            var l1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
+            var l1 = ReadSnapshotL1(s);
             ReadCore(l1, offset, buffer);
         }
     }

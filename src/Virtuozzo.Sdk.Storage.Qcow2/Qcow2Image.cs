@@ -75,7 +75,13 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             _rbCache = new BlockCache(Math.Max(4, (int)((4L << 20) / _cs)));
             if (!options.ReadOnly && (_h.Incompatible & Header.IncompatCorrupt) != 0)
                 throw new Qcow2FormatException("The image is marked corrupt: it can be opened read-only, or repaired with check -r all.");
-            _l1 = ReadTable(_h.L1TableOffset, _h.L1Size, "L1 table");
+            if (!options.ReadOnly && _h.L1Size > 0 && _h.L1TableOffset == 0)
+                throw new Qcow2FormatException("The L1 table offset is zero (the table would overlap the header): the image can be opened read-only only.");
+            if (!options.ReadOnly && _h.RefcountTableClusters == 0)
+                throw new Qcow2FormatException("The image has no refcount table: it can be opened read-only only.");
+            // read-only, the part of the L1 table past the end of the file reads as zeros (as qemu reads
+            // it, and check reports it); a writer needs the whole table in the file
+            _l1 = options.ReadOnly ? ReadTableForCheck(_h.L1TableOffset, _h.L1Size, fileLen) : ReadTable(_h.L1TableOffset, _h.L1Size, "L1 table");
             if (_h.HasDataFile)
             {
                 if (!options.ReadOnly)

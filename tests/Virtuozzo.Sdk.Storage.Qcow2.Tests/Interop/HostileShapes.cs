@@ -96,15 +96,20 @@ internal static class HostileShapes
     }
 
     /// <summary>A small image with data, a compressed cluster, zeros and a snapshot: the seed of the mutation fuzzer.</summary>
-    public static string Seed(string dir, int clusterSize, bool snapshot, string name)
+    public static string Seed(string dir, int clusterSize, bool snapshot, string name, string extra = "", bool bitmap = false)
     {
         var file = Path.Combine(dir, name);
-        Qemu.Img("create", "-q", "-f", "qcow2", "-o", $"cluster_size={clusterSize}", file, "1M").Ok();
+        Qemu.Img("create", "-q", "-f", "qcow2", "-o", $"cluster_size={clusterSize}{extra}", file, "1M").Ok();
         Qemu.Io(file, "write -P 1 0 8k", "write -c -P 2 64k 64k", "write -z 192k 16k", "write -P 4 300k 20k").Ok();
         if (snapshot)
         {
             Qemu.Img("snapshot", "-c", "s1", file).Ok();
             Qemu.Io(file, "write -P 5 4k 8k").Ok();
+        }
+        if (bitmap)
+        {
+            Qemu.Img("bitmap", "--add", file, "b1").Ok();
+            Qemu.Img("bitmap", "--add", "-g", "4k", file, "b2").Ok();
         }
         return file;
     }

@@ -70,7 +70,10 @@ public static class Qcow2Converter
         if (options.Compress && options.OutputFormat != "qcow2")
             throw new ArgumentException("Compression needs qcow2 output.", nameof(options));
         var destFull = Path.GetFullPath(destination);
-        var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Random.Shared.NextInt64():x16}.tmp");
+        // the name carries the writer's process id, and the writer holds the file open (locked) until it is
+        // renamed, so that a later convert can tell a killed writer's leftover from a live writer's output
+        var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Environment.ProcessId:x8}{Random.Shared.Next():x8}.tmp");
+        RemoveStaleTemporaries(destFull);
         if (File.Exists(destFull))
         {
             // like qemu-img: refuse to replace an image that another process (QEMU) has open
@@ -78,6 +81,8 @@ public static class Qcow2Converter
             FileLock.Acquire(existing.Handle, write: true, destFull);
         }
         string format = options.SourceFormat ?? (Qcow2Image.IsQcow2(source) ? "qcow2" : "raw");
+        // created first and held open until after the rename: .NET takes a shared advisory lock (flock) on it
+        using var guard = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
         try
         {
             using (var src = OpenSource(source, format, options))
@@ -93,6 +98,69 @@ public static class Qcow2Converter
         {
             Qcow2Image.TryDelete(temp);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Removes the temporary outputs of earlier converts to the same destination whose writer is gone: its
+    /// process (named in the file name) no longer runs and nobody holds the file open. A file whose writer
+    /// may be alive is left alone.
+    /// </summary>
+    private static void RemoveStaleTemporaries(string destFull)
+    {
+        string dir = Path.GetDirectoryName(destFull)!;
+        string prefix = "." + Path.GetFileName(destFull) + ".";
+        string[] files;
+        try
+        {
+            files = Directory.GetFiles(dir, prefix + "*.tmp");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        foreach (var file in files)
+        {
+            string name = Path.GetFileName(file);
+            if (!name.StartsWith(prefix, StringComparison.Ordinal) || name.Length != prefix.Length + 16 + 4)
+                continue;
+            var hex = name.AsSpan(prefix.Length, 16);
+            if (!ulong.TryParse(hex, System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out ulong id))
+                continue;
+            uint pid = (uint)(id >> 32);
+            if (pid <= int.MaxValue && IsProcessAlive((int)pid))
+                continue;
+            try
+            {
+                // an exclusive lock fails while a writer holds the file open (its shared lock)
+                using var probe = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.None);
+                File.Delete(file);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // held by a live writer, or not ours to remove
+            }
+        }
+    }
+
+    private static bool IsProcessAlive(int pid)
+    {
+        if (pid == Environment.ProcessId)
+            return true;
+        if (OperatingSystem.IsLinux())
+            return Directory.Exists($"/proc/{pid}");
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
         }
     }
 
@@ -297,7 +365,7 @@ public static class Qcow2Converter
 
     private static void ToRaw(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
-        using var handle = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        using var handle = File.OpenHandle(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
         RandomAccess.SetLength(handle, src.Size);
         int chunk = ChunkSize;
         var steps = Plan(src.Map(topOnly: false), src.Size, RawZeroBlock, chunk, zeroes: false);
@@ -360,7 +428,8 @@ public static class Qcow2Converter
 
     private static void ToQcow2(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
-        var create = o.Create with { Size = src.Size, Overwrite = false, Preallocation = Qcow2Preallocation.Off };
+        // the temporary file exists already (empty, created and held by Convert)
+        var create = o.Create with { Size = src.Size, Overwrite = true, Preallocation = Qcow2Preallocation.Off };
         bool hasBacking = !string.IsNullOrEmpty(create.BackingFile);
         using var dst = Qcow2Image.Create(temp, create, new Qcow2OpenOptions { CacheMode = Qcow2CacheMode.Unsafe });
         int cs = dst.ClusterSize;

@@ -153,4 +153,46 @@ public class DiskCliHardeningTests
             repaired.StandardOutput.Should().NotContain("No errors were found");
         }
     }
+
+    [IntegrationFact("qemu-img")]
+    public async Task The_next_convert_removes_the_temporary_file_a_killed_convert_left_behind()
+    {
+        using var dir = new TempDirectory();
+        var big = dir.File("big.raw");
+        using (var fs = File.Create(big))
+        {
+            // 256 MiB of random data: compressing it takes seconds
+            var rnd = new Random(3);
+            var buf = new byte[1 << 20];
+            for (int i = 0; i < 256; i++)
+            {
+                rnd.NextBytes(buf);
+                fs.Write(buf);
+            }
+        }
+        var dst = dir.File("out.qcow2");
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { VzsdkTool.DllPath, "disk", "convert", "-c", "-O", "qcow2", big, dst })
+            psi.ArgumentList.Add(a);
+        using (var p = Process.Start(psi)!)
+        {
+            var until = DateTime.UtcNow.AddSeconds(60);
+            while (Directory.GetFiles(dir.Path, ".out.qcow2.*.tmp").Length == 0)
+            {
+                p.HasExited.Should().BeFalse("the convert should still be running");
+                DateTime.UtcNow.Should().BeBefore(until);
+                await Task.Delay(20);
+            }
+            await Task.Delay(300);
+            p.Kill();
+            await p.WaitForExitAsync();
+        }
+        Directory.GetFiles(dir.Path, ".out.qcow2.*.tmp").Should().ContainSingle("SIGKILL leaves the temporary output behind");
+
+        var small = dir.File("small.raw");
+        File.WriteAllBytes(small, new byte[1 << 20]);
+        (await VzsdkTool.RunAsync("disk", "convert", "-O", "qcow2", small, dst)).ExitCode.Should().Be(0);
+        Directory.GetFiles(dir.Path, "*.tmp").Should().BeEmpty("the stale temporary file of the killed writer is removed");
+        (await Run("qemu-img", "check", dst)).ExitCode.Should().Be(0);
+    }
 }

@@ -142,6 +142,25 @@ public class CheckFuzzTests
         }
     }
 
+    /// <summary>Converts the image to raw and back to qcow2: only the format exception may come out.</summary>
+    private static void Convert(string file)
+    {
+        var raw = file + ".raw";
+        try
+        {
+            Qcow2Converter.Convert(file, raw, new Qcow2ConvertOptions { OutputFormat = "raw", SourceFormat = "qcow2" });
+            Qcow2Converter.Convert(file, file + ".c.qcow2", new Qcow2ConvertOptions { SourceFormat = "qcow2", Compress = true });
+        }
+        catch (Qcow2FormatException)
+        {
+        }
+        finally
+        {
+            File.Delete(raw);
+            File.Delete(file + ".c.qcow2");
+        }
+    }
+
     private static Qcow2CheckResult? Repair(string file, out string how)
     {
         how = "not opened";
@@ -202,6 +221,8 @@ public class CheckFuzzTests
                 try
                 {
                     ours = Ours(file, out our);
+                    if (n % 8 == 1)
+                        Convert(file);
                 }
                 catch (Exception ex)
                 {

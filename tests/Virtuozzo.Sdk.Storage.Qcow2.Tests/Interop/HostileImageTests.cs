@@ -154,4 +154,19 @@ public class HostileImageTests
         r.Messages.Should().NotContain(m => m.Contains("Parameter"), "internal exceptions are not check results");
         r.Messages.Should().Contain(m => m.Contains("refcount", StringComparison.OrdinalIgnoreCase));
     }
+
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void Writing_and_repairing_with_a_refcount_table_entry_with_bit_63_set_fail_only_with_the_format_exception()
+    {
+        using var dir = new TempDirectory();
+        var file = HostileShapes.ReftableTopBit(dir.Path);
+        var act = () =>
+        {
+            using var img = Qcow2Image.Open(file, new Qcow2OpenOptions { NoBacking = true });
+            img.Write(1 << 20, new byte[65536]);
+            img.Check(Qcow2RepairMode.Leaks);
+            img.Check(Qcow2RepairMode.All);
+        };
+        act.Should().Throw<Qcow2FormatException>();
+    }
 }

@@ -227,6 +227,7 @@ public sealed partial class Qcow2Image
         private readonly long[] _keys;
         private readonly byte[][] _blocks;
         private int _next;
+        private int _last;
 
         public CheckRefblocks(Qcow2Image img, long fileLength)
         {
@@ -262,7 +263,7 @@ public sealed partial class Qcow2Image
                 why = $"refcount block offset 0x{off:x} cannot be read (refcount table index {rtIdx})";
                 return false;
             }
-            int slot = Array.IndexOf(_keys, (long)off);
+            int slot = _keys[_last] == (long)off ? _last : Array.IndexOf(_keys, (long)off);
             if (slot < 0)
             {
                 slot = _next;
@@ -272,6 +273,7 @@ public sealed partial class Qcow2Image
                 _img._file.Read((long)off, b);
                 _keys[slot] = (long)off;
             }
+            _last = slot;
             refcount = _img.ReadRefEntry(_blocks[slot], cluster % _img._rbEntries);
             return true;
         }
@@ -323,7 +325,7 @@ public sealed partial class Qcow2Image
                 st.Corrupt($"ERROR snapshot {s.Id} ({s.Name}) l1_size=0x{s.L1Size:x}: L1 table is too large; snapshot table entry corrupted");
                 continue;
             }
-            if (s.L1Offset < 0 || s.L1Offset > long.MaxValue - (long)s.L1Size * 8)
+            if (s.L1Size > 0 && (s.L1Offset < 0 || s.L1Offset > long.MaxValue - (long)s.L1Size * 8))
             {
                 // qemu cannot read there either: its check stops with an I/O error
                 Inc(st, s.L1Offset, (long)s.L1Size * 8);

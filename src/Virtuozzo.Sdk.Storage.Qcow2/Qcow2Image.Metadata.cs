@@ -32,19 +32,29 @@ public sealed partial class Qcow2Image
         var ext = _h.Extensions.FirstOrDefault(e => e.Type == Header.ExtBitmaps);
         if (ext.Data is null)
             return [];
-        if (ext.Data.Length < 24)
-            throw new Qcow2FormatException("The bitmaps header extension is too short.");
-        uint nb = BinaryPrimitives.ReadUInt32BigEndian(ext.Data);
-        ulong size = BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8));
-        ulong off = BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(16));
-        if (nb > 65535 || size > 64UL << 20 || (off & (ulong)(_cs - 1)) != 0 || off + size > (ulong)_file.Length)
+        bool valid = ext.Data.Length >= 24;
+        uint nb = valid ? BinaryPrimitives.ReadUInt32BigEndian(ext.Data) : 0;
+        ulong size = valid ? BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8)) : 0;
+        ulong off = valid ? BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(16)) : 0;
+        valid = valid && nb <= 65535 && size <= 64UL << 20 && (off & (ulong)(_cs - 1)) == 0 && off <= (ulong)_file.Length && size <= (ulong)_file.Length + (ulong)_cs - off;
+        if ((_h.Autoclear & Header.AutoclearBitmaps) == 0)
+        {
+            // without the autoclear bit the bitmaps are stale and ignored, their extension unchecked (as in
+            // qemu); a valid directory is still known, so that rewriting it frees the old one
+            if (valid)
+            {
+                _bitmapDirOffset = (long)off;
+                _bitmapDirSize = (long)size;
+            }
+            return [];
+        }
+        if (!valid)
             throw new Qcow2FormatException("The bitmaps header extension is invalid.");
         _bitmapDirOffset = (long)off;
         _bitmapDirSize = (long)size;
+        // a directory whose tail (padding) lies past the end of the file reads as zeros there, as in qemu
         var d = new byte[size];
         _file.Read((long)off, d);
-        if ((_h.Autoclear & Header.AutoclearBitmaps) == 0)
-            return [];
         var list = BitmapEntry.Parse(d, nb, _cs);
         foreach (var b in list)
             if (b.Type == 1 && b.TableSize != BitmapTableSize(b.GranularityBits))

@@ -225,6 +225,8 @@ public class CheckFuzzTests
             var bytes = Mutate(seed, new Random(n));
             var file = Path.Combine(dir.Path, $"fuzz{n}.qcow2");
             File.WriteAllBytes(file, bytes);
+            if (Environment.GetEnvironmentVariable("QCOW2_FUZZ_KEEP") is { Length: > 0 } keep && int.TryParse(keep, out int k) && k == n)
+                File.WriteAllBytes(Path.Combine(Path.GetTempPath(), $"qcow2-fuzz-{n}.qcow2"), bytes);
             try
             {
                 long before = GC.GetAllocatedBytesForCurrentThread();
@@ -278,8 +280,6 @@ public class CheckFuzzTests
             }
             finally
             {
-                if (Environment.GetEnvironmentVariable("QCOW2_FUZZ_KEEP") is { Length: > 0 } keep && int.TryParse(keep, out int k) && k == n)
-                    File.Copy(file, Path.Combine(Path.GetTempPath(), $"qcow2-fuzz-{n}.qcow2"), overwrite: true);
                 File.Delete(file);
             }
         });

@@ -169,4 +169,26 @@ public class HostileImageTests
         };
         act.Should().Throw<Qcow2FormatException>();
     }
+
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void An_image_whose_L1_table_overlaps_its_snapshot_table_is_not_opened_for_writing()
+    {
+        using var dir = new TempDirectory();
+        var file = Path.Combine(dir.Path, "overlap.qcow2");
+        Qemu.Img("create", "-q", "-f", "qcow2", "-o", "compat=0.10", file, "1M").Ok();
+        Qemu.Io(file, "write -P 1 0 64k").Ok();
+        Qemu.Img("snapshot", "-c", "s1", file).Ok();
+        // the header's L1 table pointer names the snapshot table (found by the fuzz test)
+        HostileShapes.Poke(file, 40, HostileShapes.U64(file, 64));
+        var before = File.ReadAllBytes(file);
+
+        var act = () =>
+        {
+            using var img = Qcow2Image.Open(file, new Qcow2OpenOptions { NoBacking = true });
+            img.Write(0, new byte[8192]);
+            img.Write(512 << 10, new byte[8192]);
+        };
+        act.Should().Throw<Qcow2FormatException>().WithMessage("*overlap*");
+        File.ReadAllBytes(file).Should().Equal(before, "nothing was written over the snapshot table");
+    }
 }

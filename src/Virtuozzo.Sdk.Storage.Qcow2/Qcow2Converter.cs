@@ -23,6 +23,14 @@ public sealed record Qcow2ConvertOptions
     /// <summary>Open the source without taking locks (<c>-U</c>).</summary>
     public bool ForceShare { get; init; }
 
+    /// <summary>
+    /// How a QCOW2 source is opened: set <see cref="Qcow2OpenOptions.AllowExternalDataFile"/> and
+    /// <see cref="Qcow2OpenOptions.AllowedDirectory"/> to convert an image from an untrusted source without reading
+    /// files its header names elsewhere on the host. The source is always opened read-only (and without locks when
+    /// either <see cref="ForceShare"/> is set). Null opens it with the defaults.
+    /// </summary>
+    public Qcow2OpenOptions? SourceOpenOptions { get; init; }
+
     /// <summary>Flush the output to disk before it replaces the destination (default true; qemu-img's <c>-t</c> writeback vs unsafe only changes whether that final flush happens).</summary>
     public bool FlushAtEnd { get; init; } = true;
 
@@ -246,7 +254,8 @@ public static class Qcow2Converter
     {
         if (format == "qcow2")
         {
-            var img = Qcow2Image.Open(path, new Qcow2OpenOptions { ReadOnly = true, ForceShare = o.ForceShare });
+            var open = (o.SourceOpenOptions ?? new Qcow2OpenOptions()) with { ReadOnly = true };
+            var img = Qcow2Image.Open(path, open with { ForceShare = o.ForceShare || open.ForceShare });
             var s = new Source { Image = img, Snapshot = o.SnapshotName };
             s.Size = o.SnapshotName is null ? img.Size : img.GetSnapshotSize(o.SnapshotName);
             return s;

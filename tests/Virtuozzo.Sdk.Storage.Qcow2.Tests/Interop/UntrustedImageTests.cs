@@ -77,4 +77,32 @@ public class UntrustedImageTests
         using (var img = Qcow2Image.Open(innerOverlay, options))
             img.Backing.Should().NotBeNull();
     }
+
+    [IntegrationFact("qemu-img")]
+    public void Convert_copies_an_external_data_file_unless_the_source_open_options_refuse_it()
+    {
+        using var dir = new TempDirectory();
+        var secret = Path.Combine(dir.Path, "secret.raw");
+        var file = WithDataFile(dir.Path, secret);
+        File.WriteAllBytes(secret, Enumerable.Repeat((byte)0x5a, 1 << 20).ToArray());
+        // qemu-img, and the library by default, read the data file: the secret ends up in the output
+        var plain = Path.Combine(dir.Path, "plain.raw");
+        Qcow2Converter.Convert(file, plain, new Qcow2ConvertOptions { OutputFormat = "raw" });
+        File.ReadAllBytes(plain).Should().Equal(File.ReadAllBytes(secret));
+
+        var refused = Path.Combine(dir.Path, "refused.raw");
+        var act = () => Qcow2Converter.Convert(file, refused, new Qcow2ConvertOptions
+        {
+            OutputFormat = "raw",
+            SourceOpenOptions = new Qcow2OpenOptions { AllowExternalDataFile = false },
+        });
+        act.Should().Throw<Qcow2UnsafeReferenceException>();
+        File.Exists(refused).Should().BeFalse();
+        act = () => Qcow2Converter.Convert(file, refused, new Qcow2ConvertOptions
+        {
+            OutputFormat = "raw",
+            SourceOpenOptions = new Qcow2OpenOptions { AllowedDirectory = Path.GetDirectoryName(file) },
+        });
+        act.Should().Throw<Qcow2UnsafeReferenceException>();
+    }
 }

@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Globalization;
+using System.Runtime.CompilerServices;
 using Virtuozzo.Sdk.Storage.Qcow2.Internal;
 
 namespace Virtuozzo.Sdk.Storage.Qcow2;
@@ -45,6 +47,29 @@ public sealed partial class Qcow2Image
         }
     }
 
+    /// <summary>Formats a check message only when the check still keeps messages.</summary>
+    [InterpolatedStringHandler]
+    private ref struct MessageHandler
+    {
+        private DefaultInterpolatedStringHandler _inner;
+
+        public MessageHandler(int literalLength, int formattedCount, CheckState state, out bool shouldAppend)
+        {
+            Enabled = shouldAppend = state.WantsMessages;
+            _inner = shouldAppend ? new DefaultInterpolatedStringHandler(literalLength, formattedCount, CultureInfo.InvariantCulture) : default;
+        }
+
+        public bool Enabled { get; }
+
+        public void AppendLiteral(string value) => _inner.AppendLiteral(value);
+
+        public void AppendFormatted<T>(T value) => _inner.AppendFormatted(value);
+
+        public void AppendFormatted<T>(T value, string? format) => _inner.AppendFormatted(value, format);
+
+        public string ToStringAndClear() => _inner.ToStringAndClear();
+    }
+
     /// <summary>The check ran out of its work budget or could not read: qemu-img's "check not completed".</summary>
     private sealed class CheckIncompleteException(string message) : Qcow2FormatException(message);
 
@@ -70,22 +95,41 @@ public sealed partial class Qcow2Image
         public long Allocated, Fragmented, Compressed;
         public long Budget;
 
+        public const int MaxMessages = 10000;
+
+        public bool WantsMessages => Messages.Count < MaxMessages;
+
+        // Messages are formatted only while they are kept: a hostile table can hold millions of bad
+        // entries, and formatting a string for each would allocate per bad entry.
+
         public void Corrupt(string msg)
         {
             Corruptions++;
             Note(msg);
         }
 
-        public void Error(string msg)
+        public void Corrupt([InterpolatedStringHandlerArgument("")] ref MessageHandler msg)
+        {
+            Corruptions++;
+            Note(ref msg);
+        }
+
+        public void Error([InterpolatedStringHandlerArgument("")] ref MessageHandler msg)
         {
             CheckErrors++;
-            Note(msg);
+            Note(ref msg);
         }
 
         public void Note(string msg)
         {
-            if (Messages.Count < 10000)
+            if (WantsMessages)
                 Messages.Add(msg);
+        }
+
+        public void Note([InterpolatedStringHandlerArgument("")] ref MessageHandler msg)
+        {
+            if (msg.Enabled)
+                Messages.Add(msg.ToStringAndClear());
         }
 
         public void Spend(long work)
@@ -509,9 +553,7 @@ public sealed partial class Qcow2Image
                     if ((host & (_cs - 1)) != 0)
                     {
                         bool data = _eb == 16 ? (bitmap & 0xffff_ffffUL) != 0 : (e & ZeroFlag) == 0;
-                        st.Corrupt(data
-                            ? $"ERROR offset={host:x}: Data cluster is not properly aligned; L2 entry corrupted."
-                            : $"ERROR offset={host:x}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
+                        st.Corrupt($"ERROR offset={host:x}: {(data ? "Data" : "Preallocated")} cluster is not properly aligned; L2 entry corrupted.");
                     }
                     if (active)
                     {

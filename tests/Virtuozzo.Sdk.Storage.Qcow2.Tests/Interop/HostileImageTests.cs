@@ -196,4 +196,42 @@ public class HostileImageTests
         act.Should().Throw<Qcow2FormatException>().WithMessage("*overlap*");
         File.ReadAllBytes(file).Should().Equal(before, "nothing was written over the snapshot table");
     }
+
+    [IntegrationFact("qemu-img", "qemu-io")]
+    public void Millions_of_bad_entries_do_not_cost_an_allocation_each()
+    {
+        using var dir = new TempDirectory();
+        var file = Path.Combine(dir.Path, "repeated.qcow2");
+        Qemu.Img("create", "-q", "-f", "qcow2", file, "128G").Ok();
+        Qemu.Io(file, "write -P 1 0 64k").Ok();
+        long l1 = HostileShapes.L1Offset(file);
+        ulong first = HostileShapes.U64(file, l1);
+        long l2 = (long)(first & HostileShapes.OffsetMask);
+        using (var fs = new FileStream(file, FileMode.Open))
+        {
+            var b = new byte[8];
+            // 256 L1 entries name one L2 table whose 8192 entries all have reserved bits set: 2 million corruptions
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(b, first);
+            for (int i = 0; i < 256; i++)
+            {
+                fs.Position = l1 + i * 8L;
+                fs.Write(b);
+            }
+            var table = new byte[65536];
+            for (int i = 0; i < 8192; i++)
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(i * 8), 0x0100_0000_0000_0000UL);
+            fs.Position = l2;
+            fs.Write(table);
+        }
+
+        GC.Collect();
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var r = CheckReadOnly(file);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+
+        r.ExitCode.Should().Be(2);
+        r.Corruptions.Should().BeGreaterThan(2_000_000);
+        r.Messages.Should().HaveCountLessThanOrEqualTo(10_000);
+        allocated.Should().BeLessThan(32L << 20, "messages past the kept ones are not even formatted");
+    }
 }

@@ -28,6 +28,7 @@ internal static class Samples
         Snapshots(disk);
         Bitmaps(disk);
         Check(disk);
+        OpenUntrusted(overlay, dir);
     }
 
     private static void Create(string path)
@@ -136,6 +137,33 @@ internal static class Samples
         if (!result.IsClean)
             result = image.Check(Qcow2RepairMode.All);
         Console.WriteLine($"exit code qemu-img would give: {result.ExitCode}");
+        #endregion
+    }
+
+    private static void OpenUntrusted(string upload, string uploads)
+    {
+        #region Snippet:OpenUntrusted
+        // an image from an untrusted source: its header may name any file on the host
+        var options = new Qcow2OpenOptions
+        {
+            ReadOnly = true,
+            AllowExternalDataFile = false,  // no data_file=/etc/shadow
+            AllowedDirectory = uploads,     // backing files only from the upload directory
+        };
+        try
+        {
+            using var image = Qcow2Image.Open(upload, options);
+            var verdict = image.Check();  // bounded memory and time, qemu-img's exit class
+            Console.WriteLine($"check: exit {verdict.ExitCode}");
+        }
+        catch (Qcow2UnsafeReferenceException ex)
+        {
+            Console.WriteLine($"refused: {ex.ReferencedPath}");
+        }
+        catch (Qcow2FormatException ex)
+        {
+            Console.WriteLine($"not a usable image: {ex.Message}");
+        }
         #endregion
     }
 }

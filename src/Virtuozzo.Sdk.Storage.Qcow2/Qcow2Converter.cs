@@ -23,6 +23,14 @@ public sealed record Qcow2ConvertOptions
     /// <summary>Open the source without taking locks (<c>-U</c>).</summary>
     public bool ForceShare { get; init; }
 
+    /// <summary>
+    /// How a QCOW2 source is opened: set <see cref="Qcow2OpenOptions.AllowExternalDataFile"/> and
+    /// <see cref="Qcow2OpenOptions.AllowedDirectory"/> to convert an image from an untrusted source without reading
+    /// files its header names elsewhere on the host. The source is always opened read-only (and without locks when
+    /// either <see cref="ForceShare"/> is set). Null opens it with the defaults.
+    /// </summary>
+    public Qcow2OpenOptions? SourceOpenOptions { get; init; }
+
     /// <summary>Flush the output to disk before it replaces the destination (default true; qemu-img's <c>-t</c> writeback vs unsafe only changes whether that final flush happens).</summary>
     public bool FlushAtEnd { get; init; } = true;
 
@@ -70,7 +78,10 @@ public static class Qcow2Converter
         if (options.Compress && options.OutputFormat != "qcow2")
             throw new ArgumentException("Compression needs qcow2 output.", nameof(options));
         var destFull = Path.GetFullPath(destination);
-        var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Random.Shared.NextInt64():x16}.tmp");
+        // the name carries the writer's process id, and the writer holds the file open (locked) until it is
+        // renamed, so that a later convert can tell a killed writer's leftover from a live writer's output
+        var temp = Path.Combine(Path.GetDirectoryName(destFull)!, $".{Path.GetFileName(destFull)}.{Environment.ProcessId:x8}{Random.Shared.Next():x8}.tmp");
+        RemoveStaleTemporaries(destFull);
         if (File.Exists(destFull))
         {
             // like qemu-img: refuse to replace an image that another process (QEMU) has open
@@ -78,6 +89,8 @@ public static class Qcow2Converter
             FileLock.Acquire(existing.Handle, write: true, destFull);
         }
         string format = options.SourceFormat ?? (Qcow2Image.IsQcow2(source) ? "qcow2" : "raw");
+        // created first and held open until after the rename: .NET takes a shared advisory lock (flock) on it
+        using var guard = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
         try
         {
             using (var src = OpenSource(source, format, options))
@@ -93,6 +106,69 @@ public static class Qcow2Converter
         {
             Qcow2Image.TryDelete(temp);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Removes the temporary outputs of earlier converts to the same destination whose writer is gone: its
+    /// process (named in the file name) no longer runs and nobody holds the file open. A file whose writer
+    /// may be alive is left alone.
+    /// </summary>
+    private static void RemoveStaleTemporaries(string destFull)
+    {
+        string dir = Path.GetDirectoryName(destFull)!;
+        string prefix = "." + Path.GetFileName(destFull) + ".";
+        string[] files;
+        try
+        {
+            files = Directory.GetFiles(dir, prefix + "*.tmp");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        foreach (var file in files)
+        {
+            string name = Path.GetFileName(file);
+            if (!name.StartsWith(prefix, StringComparison.Ordinal) || name.Length != prefix.Length + 16 + 4)
+                continue;
+            var hex = name.AsSpan(prefix.Length, 16);
+            if (!ulong.TryParse(hex, System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out ulong id))
+                continue;
+            uint pid = (uint)(id >> 32);
+            if (pid <= int.MaxValue && IsProcessAlive((int)pid))
+                continue;
+            try
+            {
+                // an exclusive lock fails while a writer holds the file open (its shared lock)
+                using var probe = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.None);
+                File.Delete(file);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // held by a live writer, or not ours to remove
+            }
+        }
+    }
+
+    private static bool IsProcessAlive(int pid)
+    {
+        if (pid == Environment.ProcessId)
+            return true;
+        if (OperatingSystem.IsLinux())
+            return Directory.Exists($"/proc/{pid}");
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
         }
     }
 
@@ -178,7 +254,8 @@ public static class Qcow2Converter
     {
         if (format == "qcow2")
         {
-            var img = Qcow2Image.Open(path, new Qcow2OpenOptions { ReadOnly = true, ForceShare = o.ForceShare });
+            var open = (o.SourceOpenOptions ?? new Qcow2OpenOptions()) with { ReadOnly = true };
+            var img = Qcow2Image.Open(path, open with { ForceShare = o.ForceShare || open.ForceShare });
             var s = new Source { Image = img, Snapshot = o.SnapshotName };
             s.Size = o.SnapshotName is null ? img.Size : img.GetSnapshotSize(o.SnapshotName);
             return s;
@@ -297,7 +374,7 @@ public static class Qcow2Converter
 
     private static void ToRaw(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
-        using var handle = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        using var handle = File.OpenHandle(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
         RandomAccess.SetLength(handle, src.Size);
         int chunk = ChunkSize;
         var steps = Plan(src.Map(topOnly: false), src.Size, RawZeroBlock, chunk, zeroes: false);
@@ -360,7 +437,8 @@ public static class Qcow2Converter
 
     private static void ToQcow2(Source src, string temp, Qcow2ConvertOptions o, IProgress<Qcow2ConvertProgress>? progress, CancellationToken ct)
     {
-        var create = o.Create with { Size = src.Size, Overwrite = false, Preallocation = Qcow2Preallocation.Off };
+        // the temporary file exists already (empty, created and held by Convert)
+        var create = o.Create with { Size = src.Size, Overwrite = true, Preallocation = Qcow2Preallocation.Off };
         bool hasBacking = !string.IsNullOrEmpty(create.BackingFile);
         using var dst = Qcow2Image.Create(temp, create, new Qcow2OpenOptions { CacheMode = Qcow2CacheMode.Unsafe });
         int cs = dst.ClusterSize;

@@ -66,3 +66,26 @@ public class Qcow2LockedException : Qcow2Exception
     /// <param name="innerException">The cause.</param>
     public Qcow2LockedException(string message, Exception? innerException) : base(message, innerException) { }
 }
+
+/// <summary>
+/// The image names a backing file or an external data file that the open options do not allow
+/// (<see cref="Qcow2OpenOptions.AllowedDirectory"/>, <see cref="Qcow2OpenOptions.AllowExternalDataFile"/>).
+/// The named file was not opened.
+/// </summary>
+public class Qcow2UnsafeReferenceException : Qcow2Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public Qcow2UnsafeReferenceException() { }
+
+    /// <summary>Creates the exception with a message.</summary>
+    /// <param name="message">Which file the image names and which option refused it.</param>
+    public Qcow2UnsafeReferenceException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with a message and a cause.</summary>
+    /// <param name="message">Which file the image names and which option refused it.</param>
+    /// <param name="innerException">The cause.</param>
+    public Qcow2UnsafeReferenceException(string message, Exception? innerException) : base(message, innerException) { }
+
+    /// <summary>The file the image names (as resolved), when known.</summary>
+    public string? ReferencedPath { get; init; }
+}

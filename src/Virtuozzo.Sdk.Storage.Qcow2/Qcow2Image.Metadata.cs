@@ -12,12 +12,19 @@ public sealed partial class Qcow2Image
     {
         if (_h.NbSnapshots == 0)
             return [];
-        long max = Math.Min(_file.Length - _h.SnapshotsOffset, 64L << 20);
-        if (_h.SnapshotsOffset == 0 || max <= 0)
-            throw new Qcow2FormatException("The snapshot table lies outside the image file.");
-        var t = new byte[max];
+        // as qemu reads it: the part past the end of the file reads as zeros
+        long inFile = Math.Clamp(_file.Length - _h.SnapshotsOffset, 0, SnapshotEntry.MaxTableBytes);
+        var t = new byte[inFile];
         _file.Read(_h.SnapshotsOffset, t);
-        return SnapshotEntry.Parse(t, _h.NbSnapshots, _cs);
+        return SnapshotEntry.Parse(t, _h.NbSnapshots);
+    }
+
+    /// <summary>A snapshot's L1 table, after the checks that parsing leaves to its users.</summary>
+    private ulong[] ReadSnapshotL1(SnapshotEntry s)
+    {
+        if ((s.L1Offset & (_cs - 1)) != 0 || s.L1Offset <= 0 || (long)s.L1Size * 8 > Header.MaxL1Bytes)
+            throw new Qcow2FormatException($"Snapshot {s.Id} ({s.Name}) has an invalid L1 table (offset 0x{s.L1Offset:x}, {s.L1Size} entries).");
+        return ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
     }
 
     private List<BitmapEntry> ReadBitmaps()
@@ -25,19 +32,29 @@ public sealed partial class Qcow2Image
         var ext = _h.Extensions.FirstOrDefault(e => e.Type == Header.ExtBitmaps);
         if (ext.Data is null)
             return [];
-        if (ext.Data.Length < 24)
-            throw new Qcow2FormatException("The bitmaps header extension is too short.");
-        uint nb = BinaryPrimitives.ReadUInt32BigEndian(ext.Data);
-        ulong size = BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8));
-        ulong off = BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(16));
-        if (nb > 65535 || size > 64UL << 20 || (off & (ulong)(_cs - 1)) != 0 || off + size > (ulong)_file.Length)
+        bool valid = ext.Data.Length >= 24;
+        uint nb = valid ? BinaryPrimitives.ReadUInt32BigEndian(ext.Data) : 0;
+        ulong size = valid ? BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(8)) : 0;
+        ulong off = valid ? BinaryPrimitives.ReadUInt64BigEndian(ext.Data.AsSpan(16)) : 0;
+        valid = valid && nb <= 65535 && size <= 64UL << 20 && (off & (ulong)(_cs - 1)) == 0 && off <= (ulong)_file.Length && size <= (ulong)_file.Length + (ulong)_cs - off;
+        if ((_h.Autoclear & Header.AutoclearBitmaps) == 0)
+        {
+            // without the autoclear bit the bitmaps are stale and ignored, their extension unchecked (as in
+            // qemu); a valid directory is still known, so that rewriting it frees the old one
+            if (valid)
+            {
+                _bitmapDirOffset = (long)off;
+                _bitmapDirSize = (long)size;
+            }
+            return [];
+        }
+        if (!valid)
             throw new Qcow2FormatException("The bitmaps header extension is invalid.");
         _bitmapDirOffset = (long)off;
         _bitmapDirSize = (long)size;
+        // a directory whose tail (padding) lies past the end of the file reads as zeros there, as in qemu
         var d = new byte[size];
         _file.Read((long)off, d);
-        if ((_h.Autoclear & Header.AutoclearBitmaps) == 0)
-            return [];
         var list = BitmapEntry.Parse(d, nb, _cs);
         foreach (var b in list)
             if (b.Type == 1 && b.TableSize != BitmapTableSize(b.GranularityBits))
@@ -72,7 +89,7 @@ public sealed partial class Qcow2Image
             ArgumentOutOfRangeException.ThrowIfNegative(offset);
             if (offset + buffer.Length > size)
                 throw new ArgumentOutOfRangeException(nameof(offset), "The range ends past the snapshot's disk size.");
-            var l1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
+            var l1 = ReadSnapshotL1(s);
             ReadCore(l1, offset, buffer);
         }
     }

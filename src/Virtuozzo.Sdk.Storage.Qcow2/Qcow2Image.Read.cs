@@ -127,7 +127,10 @@ public sealed partial class Qcow2Image
         switch (m.Kind)
         {
             case MapKind.Data:
-                (_dataFile ?? _file).Read(m.Host, part);
+                if (_dataFile is not null)
+                    _dataFile.Read(m.Host, part);
+                else if (_file.Read(m.Host, part) < part.Length)
+                    ThrowIfPastEnd(m.Host, part.Length);
                 break;
             case MapKind.Unallocated when _backing is not null:
                 _backing.Read(guest, part);
@@ -136,6 +139,20 @@ public sealed partial class Qcow2Image
                 part.Clear();
                 break;
         }
+    }
+
+    /// <summary>
+    /// A short read of a data cluster: the file ends inside the last cluster (tolerated, the rest reads as
+    /// zeros, as qemu reads it) or a whole cluster lies past the end of the file (a truncated image).
+    /// </summary>
+    private void ThrowIfPastEnd(long host, int length)
+    {
+        long fileLength = _file.Length;
+        long clusterStart = host & ~(long)(_cs - 1);
+        if (clusterStart < fileLength)
+            clusterStart = (fileLength + _cs - 1) & ~(long)(_cs - 1);
+        if (clusterStart < host + length)
+            throw new Qcow2FormatException($"Data cluster at host offset 0x{clusterStart:x} lies past the end of the image file ({fileLength} bytes): the image is truncated or corrupt (see check).") { ImagePath = _file.Path };
     }
 
     internal (long Offset, int Length) CompressedRange(ulong entry)

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Virtuozzo.Sdk.Storage.Qcow2.Internal;
 
 namespace Virtuozzo.Sdk.Storage.Qcow2;
 
@@ -19,6 +20,8 @@ public sealed partial class Qcow2Image
         foreach (var e in _reftable)
             if ((e & 0x1ff) != 0 && (e & ~0x1ffUL) != 0 || ((e & ~0x1ffUL) & (ulong)(_cs - 1)) != 0)
                 throw new Qcow2FormatException($"Refcount table entry 0x{e:x} is not cluster-aligned.");
+            else if ((e & ~0x1ffUL) > (ulong)Header.MaxVirtualSize)
+                throw new Qcow2FormatException($"Refcount table entry 0x{e:x} points far past the end of the image file (run check).");
     }
 
     private byte[]? GetRefblock(long rtIdx)
@@ -31,8 +34,8 @@ public sealed partial class Qcow2Image
             return null;
         if (_rbCache.TryGet(off, out var b))
             return b;
-        if (off + _cs > _file.Length)
-            throw new Qcow2FormatException($"Refcount block at 0x{off:x} lies outside the image file.");
+        if (off < 0 || off + _cs > _file.Length)
+            throw new Qcow2FormatException($"Refcount block at 0x{(ulong)off:x} lies outside the image file.");
         b = new byte[_cs];
         _file.Read(off, b);
         _rbCache.Put(off, b);

@@ -66,7 +66,7 @@ public sealed partial class Qcow2Image
             ThrowIfDisposed();
             ThrowIfReadOnly();
             var s = FindSnapshot(snapshot);
-            var snapL1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
+            var snapL1 = ReadSnapshotL1(s);
             BeginMetadataTransaction();
             UpdateReferences(snapL1, +1);
             Barrier();
@@ -102,7 +102,7 @@ public sealed partial class Qcow2Image
             ThrowIfDisposed();
             ThrowIfReadOnly();
             var s = FindSnapshot(snapshot);
-            var snapL1 = ReadTable(s.L1Offset, s.L1Size, "snapshot L1 table");
+            var snapL1 = ReadSnapshotL1(s);
             BeginMetadataTransaction();
             var list = new List<SnapshotEntry>(_snapshots);
             list.Remove(s);

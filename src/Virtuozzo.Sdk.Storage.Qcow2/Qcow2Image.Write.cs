@@ -7,6 +7,7 @@ public sealed partial class Qcow2Image
 {
     private void PrepareForWriting()
     {
+        RefuseOverlappingTables();
         LoadReftable();
         bool headerChanged = false;
         if ((_h.Incompatible & Header.IncompatDirty) != 0)
@@ -225,6 +226,30 @@ public sealed partial class Qcow2Image
             _file.Write(target + from, buf);
         pending.Add(new PendingEntry(l2Off, idx, (ulong)target | Copied, bitmap));
         return true;
+    }
+
+    /// <summary>
+    /// Refuses to write to an image whose fixed tables (header, L1 table, refcount table, snapshot table,
+    /// bitmap directory) overlap: a write to one would overwrite another. Check cannot see it (each table is
+    /// counted, so the refcounts agree); QEMU refuses such writes with its overlap checks.
+    /// </summary>
+    private void RefuseOverlappingTables()
+    {
+        var tables = new List<(string Name, long Start, long Length)>
+        {
+            ("header", 0, _cs),
+            ("L1 table", _h.L1TableOffset, (long)_h.L1Size * 8),
+            ("refcount table", _h.RefcountTableOffset, (long)_h.RefcountTableClusters * _cs),
+            ("snapshot table", _h.SnapshotsOffset, _snapshots.Sum(s => (long)SnapshotEntry.SizeOf(s))),
+            ("bitmap directory", _bitmapDirOffset, _bitmapDirSize),
+        };
+        for (int i = 0; i < tables.Count; i++)
+            for (int j = i + 1; j < tables.Count; j++)
+            {
+                var (a, b) = (tables[i], tables[j]);
+                if (a.Length > 0 && b.Length > 0 && a.Start < b.Start + b.Length && b.Start < a.Start + a.Length)
+                    throw new Qcow2FormatException($"The {a.Name} (0x{a.Start:x}) and the {b.Name} (0x{b.Start:x}) overlap: the image is corrupt and can only be opened read-only (qemu-img convert or Qcow2Converter makes a clean copy).");
+            }
     }
 
     /// <summary>

@@ -75,13 +75,22 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
             _rbCache = new BlockCache(Math.Max(4, (int)((4L << 20) / _cs)));
             if (!options.ReadOnly && (_h.Incompatible & Header.IncompatCorrupt) != 0)
                 throw new Qcow2FormatException("The image is marked corrupt: it can be opened read-only, or repaired with check -r all.");
-            _l1 = ReadTable(_h.L1TableOffset, _h.L1Size, "L1 table");
+            if (!options.ReadOnly && _h.L1Size > 0 && _h.L1TableOffset == 0)
+                throw new Qcow2FormatException("The L1 table offset is zero (the table would overlap the header): the image can be opened read-only only.");
+            if (!options.ReadOnly && _h.RefcountTableClusters == 0)
+                throw new Qcow2FormatException("The image has no refcount table: it can be opened read-only only.");
+            // read-only, the part of the L1 table past the end of the file reads as zeros (as qemu reads
+            // it, and check reports it); a writer needs the whole table in the file
+            _l1 = options.ReadOnly ? ReadTableForCheck(_h.L1TableOffset, _h.L1Size, fileLen) : ReadTable(_h.L1TableOffset, _h.L1Size, "L1 table");
             if (_h.HasDataFile)
             {
                 if (!options.ReadOnly)
                     throw new Qcow2NotSupportedException("Images with an external data file can only be opened read-only here.");
                 var name = _h.DataFileName!;
                 var dataPath = ResolveBackingPath(name) ?? throw new Qcow2Exception($"Cannot resolve the external data file '{name}'.");
+                if (!options.AllowExternalDataFile)
+                    throw new Qcow2UnsafeReferenceException($"{_file.Path}: the image keeps its data in the external data file {dataPath}, and the open options do not allow external data files (AllowExternalDataFile). Open it with external data files allowed only if the image comes from a trusted source.") { ImagePath = _file.Path, ReferencedPath = dataPath };
+                EnsureAllowed("external data file", dataPath);
                 if (!File.Exists(dataPath))
                     throw new Qcow2Exception($"Could not open the external data file {dataPath}: file not found.");
                 _dataFile = new FileStorage(dataPath, writable: false);
@@ -224,6 +233,8 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
                 BackingFile = _h.BackingFile,
                 FullBackingFile = _backing?.Path ?? ResolveBackingPath(_h.BackingFile),
                 BackingFormat = _h.BackingFormat,
+                DataFile = _h.HasDataFile ? _h.DataFileName : null,
+                DataFileRaw = _h.HasDataFile && (_h.Autoclear & Header.AutoclearDataFileRaw) != 0,
                 Snapshots = _snapshots.Select(s => s.ToInfo()).ToList(),
                 Bitmaps = _bitmaps.Select(b => b.ToInfo()).ToList(),
             };
@@ -267,6 +278,58 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         return _file.Path is { } me ? System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(me)!, name)) : null;
     }
 
+    /// <summary>Refuses a file the image names outside <see cref="Qcow2OpenOptions.AllowedDirectory"/> (symbolic links resolved).</summary>
+    private void EnsureAllowed(string kind, string path)
+    {
+        if (_options.AllowedDirectory is not { Length: > 0 } allowed)
+            return;
+        string root = RealPath(allowed);
+        string real = RealPath(path);
+        string rel = System.IO.Path.GetRelativePath(root, real);
+        bool inside = rel != "." && rel != ".." && !rel.StartsWith(".." + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal) && !System.IO.Path.IsPathRooted(rel);
+        if (!inside)
+            throw new Qcow2UnsafeReferenceException($"{_file.Path}: the image names the {kind} {path}{(real != path ? $" (resolved: {real})" : "")}, outside the allowed directory {root} (AllowedDirectory). Move the file into that directory, allow its directory, or open the image without its backing file (NoBacking).") { ImagePath = _file.Path, ReferencedPath = real };
+    }
+
+    /// <summary>The path with every symbolic link in it resolved (the parts that do not exist are kept as they are).</summary>
+    internal static string RealPath(string path)
+    {
+        var pending = new Stack<string>(System.IO.Path.GetFullPath(path).Split(System.IO.Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries).Reverse());
+        string current = System.IO.Path.GetPathRoot(System.IO.Path.GetFullPath(path)) ?? "/";
+        int links = 0;
+        while (pending.Count > 0)
+        {
+            string part = pending.Pop();
+            if (part == ".")
+                continue;
+            if (part == "..")
+            {
+                current = System.IO.Path.GetDirectoryName(current) ?? current;
+                continue;
+            }
+            string next = System.IO.Path.Combine(current, part);
+            string? target = null;
+            try
+            {
+                target = new FileInfo(next).LinkTarget;
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+            if (target is null)
+            {
+                current = next;
+                continue;
+            }
+            if (++links > 40)
+                throw new Qcow2Exception($"Too many levels of symbolic links in {path}.");
+            if (System.IO.Path.IsPathRooted(target))
+                current = System.IO.Path.GetPathRoot(target) ?? "/";
+            foreach (var p in target.Split(System.IO.Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries).Reverse())
+                pending.Push(p);
+        }
+        return current;
+    }
+
     private IBacking? OpenBacking(HashSet<string> chain) => OpenBacking(chain, _h.BackingFile, _h.BackingFormat, writable: false);
 
     private IBacking? OpenBacking(HashSet<string> chain, string? name, string? givenFormat, bool writable)
@@ -281,10 +344,18 @@ public sealed partial class Qcow2Image : IDisposable, IAsyncDisposable
         else
             throw new Qcow2Exception($"Cannot resolve the relative backing file name '{name}' of an image that is not a file.");
         full = System.IO.Path.GetFullPath(full);
+        EnsureAllowed("backing file", full);
         if (!File.Exists(full))
             throw new Qcow2Exception($"Could not open backing file {full}: file not found.") { ImagePath = _file.Path };
         string format = givenFormat ?? (Qcow2Image.IsQcow2(full) ? "qcow2" : "raw");
-        var backingOptions = new Qcow2OpenOptions { ReadOnly = !writable, ForceShare = _options.ForceShare && !writable, L2CacheSize = _options.L2CacheSize };
+        var backingOptions = new Qcow2OpenOptions
+        {
+            ReadOnly = !writable,
+            ForceShare = _options.ForceShare && !writable,
+            L2CacheSize = _options.L2CacheSize,
+            AllowedDirectory = _options.AllowedDirectory,
+            AllowExternalDataFile = _options.AllowExternalDataFile,
+        };
         switch (format)
         {
             case "qcow2":

@@ -50,6 +50,27 @@ public sealed record Qcow2OpenOptions
 
     /// <summary>The most memory the L2 table cache may use, in bytes (default 32 MiB).</summary>
     public long L2CacheSize { get; init; } = 32L << 20;
+
+    /// <summary>
+    /// Confines the files an image may pull in. When set, every backing file in the chain and any external data
+    /// file must lie inside this directory (symbolic links resolved); an image that names another file is refused
+    /// with <see cref="Qcow2UnsafeReferenceException"/> before that file is opened. Null (the default) allows any
+    /// path, as qemu-img does.
+    /// </summary>
+    /// <remarks>
+    /// Set it, together with <see cref="AllowExternalDataFile"/> = <see langword="false"/>, when opening an image
+    /// from an untrusted source (an upload, a backup from another host): an image's header can name any file on the
+    /// host, for example <c>/etc/shadow</c> as a data file, and reading the image then reads that file.
+    /// <c>qemu-img info</c> shows the names as <c>backing file</c> and <c>data file</c>.
+    /// </remarks>
+    public string? AllowedDirectory { get; init; }
+
+    /// <summary>
+    /// Allow images whose guest data lives in an external data file (the default, as qemu-img). When false, such an
+    /// image is refused with <see cref="Qcow2UnsafeReferenceException"/> before the data file is opened.
+    /// </summary>
+    /// <remarks>See <see cref="AllowedDirectory"/> for opening untrusted images.</remarks>
+    public bool AllowExternalDataFile { get; init; } = true;
 }
 
 /// <summary>Options for <see cref="Qcow2Image.Create(string, Qcow2CreateOptions)"/>; names follow qemu-img's <c>-o</c> options.</summary>

@@ -154,6 +154,13 @@ public sealed record Qcow2ImageInfo
     /// <summary>The backing format as stored, or null.</summary>
     public string? BackingFormat { get; init; }
 
+    /// <summary>The external data file name as stored in the image (qemu-img's <c>data-file</c>), or null when the image holds its own data.</summary>
+    /// <remarks>Guest data is read from (and written to) this file, which may lie anywhere: see <see cref="Qcow2OpenOptions.AllowedDirectory"/>.</remarks>
+    public string? DataFile { get; init; }
+
+    /// <summary>True when the external data file is kept a valid raw image (qemu-img's <c>data-file-raw</c>).</summary>
+    public bool DataFileRaw { get; init; }
+
     /// <summary>The internal snapshots.</summary>
     public IReadOnlyList<Qcow2SnapshotInfo> Snapshots { get; init; } = [];
 

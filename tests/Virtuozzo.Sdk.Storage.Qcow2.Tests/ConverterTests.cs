@@ -133,4 +133,50 @@ public class ConverterTests
     {
         public void Report(Qcow2ConvertProgress value) => on(value);
     }
+
+    private static int DeadPid()
+    {
+        using var p = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("true") { UseShellExecute = false })!;
+        p.WaitForExit();
+        return p.Id;
+    }
+
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qcow2")]
+    public void A_convert_removes_stale_temporary_files_of_dead_writers_but_never_a_live_writer_s(string format)
+    {
+        using var dir = new Virtuozzo.Sdk.Testing.TempDirectory();
+        var raw = MakeRaw(dir.Path, 3);
+        var dst = dir.File("out.img");
+        string Temp(string hex)
+        {
+            var t = dir.File($".out.img.{hex}.tmp");
+            File.WriteAllBytes(t, new byte[4096]);
+            return t;
+        }
+        int dead = DeadPid();
+        var stale = Temp($"{dead:x8}0123abcd");
+        var staleOldName = Temp("9ffffff07a3b5c11");
+        var livePid = Temp($"{Environment.ProcessId:x8}0123abcd");
+        var locked = Temp($"{dead:x8}feedf00d");
+        var other = dir.File(".out.img.notes.tmp");
+        File.WriteAllText(other, "not ours");
+        var otherImage = dir.File(".other.img.0000000100000000.tmp");
+        File.WriteAllText(otherImage, "another destination's");
+
+        // a writer that is alive holds its temporary file open (and locked)
+        using (var writer = File.OpenHandle(locked, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete))
+        {
+            Qcow2Converter.Convert(raw, dst, new Qcow2ConvertOptions { OutputFormat = format });
+            File.Exists(locked).Should().BeTrue("a file a live writer holds is never removed");
+        }
+        File.Exists(stale).Should().BeFalse("the writer is gone and nobody holds the file");
+        File.Exists(staleOldName).Should().BeFalse("older versions named the file with random hex only");
+        File.Exists(livePid).Should().BeTrue("its writer's process is alive");
+        File.Exists(other).Should().BeTrue("only the converter's own names are touched");
+        File.Exists(otherImage).Should().BeTrue("only temporaries of this destination are touched");
+        File.Exists(dst).Should().BeTrue();
+        Directory.GetFiles(dir.Path, ".out.img.*.tmp").Should().HaveCount(3);
+    }
 }

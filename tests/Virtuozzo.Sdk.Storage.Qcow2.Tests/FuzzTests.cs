@@ -143,4 +143,23 @@ public class FuzzTests
             Exercise(bytes, n);
         }
     }
+
+    [Fact]
+    public void A_bitmap_directory_offset_that_wraps_around_fails_only_with_the_format_exception()
+    {
+        var bytes = BaseImage(3, false, out _);
+        // the bitmaps header extension: magic, length 24, nb_bitmaps, reserved, directory size, directory offset
+        int at = -1;
+        for (int i = 104; i + 8 <= 4096; i += 8)
+            if (BinaryPrimitives.ReadUInt32BigEndian(bytes.AsSpan(i)) == 0x23852875)
+            {
+                at = i;
+                break;
+            }
+        at.Should().BePositive("the base image has a bitmap");
+        BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(at + 8 + 8), 0x20000);
+        BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(at + 8 + 16), 0xffff_ffff_ffff_0000UL);
+        var act = () => Qcow2Image.Open(new MemoryStorage(bytes), new Qcow2OpenOptions { ReadOnly = true }).Dispose();
+        act.Should().Throw<Qcow2FormatException>();
+    }
 }

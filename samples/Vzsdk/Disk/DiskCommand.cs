@@ -234,6 +234,11 @@ internal static partial class DiskCommand
                 }
             }
             w.WriteNumber("refcount-bits", i.RefcountBits);
+            if (i.DataFile is not null)
+            {
+                w.WriteString("data-file", i.DataFile);
+                w.WriteBoolean("data-file-raw", i.DataFileRaw);
+            }
             w.WriteBoolean("corrupt", i.Corrupt);
             w.WriteBoolean("extended-l2", i.ExtendedL2);
             w.WriteEndObject();
@@ -274,16 +279,30 @@ internal static partial class DiskCommand
             if (i.Bitmaps.Count > 0)
             {
                 o.WriteLine("    bitmaps:");
-                foreach (var b in i.Bitmaps)
+                // numbered as qemu-img numbers list items, the flags a nested list
+                for (int n = 0; n < i.Bitmaps.Count; n++)
                 {
-                    o.WriteLine("        [0]:");
-                    o.WriteLine($"            flags:{(b.InUse ? " in-use" : "")}{(b.Enabled ? " auto" : "")}");
+                    var b = i.Bitmaps[n];
+                    o.WriteLine($"        [{n}]:");
+                    o.WriteLine("            flags:");
+                    var flags = new List<string>();
+                    if (b.InUse)
+                        flags.Add("in-use");
+                    if (b.Enabled)
+                        flags.Add("auto");
+                    for (int f = 0; f < flags.Count; f++)
+                        o.WriteLine($"                [{f}]: {flags[f]}");
                     o.WriteLine($"            name: {b.Name}");
                     o.WriteLine($"            granularity: {b.Granularity}");
                 }
             }
         }
         o.WriteLine($"    refcount bits: {i.RefcountBits}");
+        if (i.DataFile is not null)
+        {
+            o.WriteLine($"    data file: {i.DataFile}");
+            o.WriteLine($"    data file raw: {(i.DataFileRaw ? "true" : "false")}");
+        }
         o.WriteLine($"    corrupt: {(i.Corrupt ? "true" : "false")}");
         o.WriteLine($"    extended l2: {(i.ExtendedL2 ? "true" : "false")}");
     }

@@ -81,11 +81,16 @@ internal sealed class Header
         h.Size = (long)size;
         h.CryptMethod = BinaryPrimitives.ReadUInt32BigEndian(b[32..]);
         h.L1Size = BinaryPrimitives.ReadUInt32BigEndian(b[36..]);
-        h.L1TableOffset = CheckOffset(BinaryPrimitives.ReadUInt64BigEndian(b[40..]), cs, "l1_table_offset");
-        h.RefcountTableOffset = CheckOffset(BinaryPrimitives.ReadUInt64BigEndian(b[48..]), cs, "refcount_table_offset");
+        h.L1TableOffset = CheckOffset(BinaryPrimitives.ReadUInt64BigEndian(b[40..]), cs, "l1_table_offset", h.L1Size * 8L);
         h.RefcountTableClusters = BinaryPrimitives.ReadUInt32BigEndian(b[56..]);
+        h.RefcountTableOffset = CheckOffset(BinaryPrimitives.ReadUInt64BigEndian(b[48..]), cs, "refcount_table_offset", (long)h.RefcountTableClusters * cs);
         h.NbSnapshots = BinaryPrimitives.ReadUInt32BigEndian(b[60..]);
-        h.SnapshotsOffset = CheckOffset(BinaryPrimitives.ReadUInt64BigEndian(b[64..]), cs, "snapshots_offset");
+        ulong snapshotsOffset = BinaryPrimitives.ReadUInt64BigEndian(b[64..]);
+        // qemu's qcow2_validate_table: aligned, and the table ends below 2^63 (past the end of the file it
+        // reads as zeros, which check reports)
+        if ((snapshotsOffset & (ulong)(cs - 1)) != 0 || snapshotsOffset > (ulong)(long.MaxValue - h.NbSnapshots * 40L))
+            throw new Qcow2FormatException($"Invalid snapshots_offset 0x{snapshotsOffset:x} (must be cluster-aligned).");
+        h.SnapshotsOffset = (long)snapshotsOffset;
         int extStart;
         if (h.Version == 2)
         {
@@ -132,9 +137,9 @@ internal sealed class Header
         long needL1 = (h.Size + (cs * l2Entries) - 1) / (cs * l2Entries);
         if (h.L1Size < needL1)
             throw new Qcow2FormatException("L1 table is too small for the virtual size.");
-        if (h.L1Size > 0 && h.L1TableOffset == 0)
-            throw new Qcow2FormatException("L1 table offset is zero.");
-        if ((long)h.RefcountTableClusters * cs > MaxReftableBytes || h.RefcountTableClusters == 0)
+        // an L1 table at offset 0 or an empty refcount table open read-only, as in qemu (check reports
+        // them); the image constructor refuses them for writing
+        if ((long)h.RefcountTableClusters * cs > MaxReftableBytes)
             throw new Qcow2FormatException($"Invalid refcount table size ({h.RefcountTableClusters} clusters).");
         if (h.NbSnapshots > 65536)
             throw new Qcow2FormatException("Too many snapshots.");
@@ -174,9 +179,10 @@ internal sealed class Header
         return h;
     }
 
-    private static long CheckOffset(ulong v, int cs, string name)
+    /// <summary>qemu's qcow2_validate_table: a table is cluster-aligned and ends below 2^63 (it may lie past the end of the file, which check reports).</summary>
+    private static long CheckOffset(ulong v, int cs, string name, long bytes)
     {
-        if (v > (1UL << 56) || (v & (ulong)(cs - 1)) != 0)
+        if ((v & (ulong)(cs - 1)) != 0 || v > (ulong)(long.MaxValue - bytes))
             throw new Qcow2FormatException($"Invalid {name} 0x{v:x} (must be cluster-aligned).");
         return (long)v;
     }

@@ -21,41 +21,61 @@ internal sealed class SnapshotEntry
 
     public Qcow2SnapshotInfo ToInfo() => new(Id, Name, DateTimeOffset.FromUnixTimeSeconds(DateSec).AddTicks(DateNsec / 100), VmClockNsec, VmStateSizeLarge, DiskSize);
 
-    public static List<SnapshotEntry> Parse(ReadOnlySpan<byte> t, uint count, int clusterSize)
+    /// <summary>The most bytes a snapshot table may take (qemu's QCOW_MAX_SNAPSHOTS_SIZE).</summary>
+    public const int MaxTableBytes = 64 << 20;
+
+    /// <summary>
+    /// Parses the snapshot table as qemu reads it: bytes past the end of <paramref name="t"/> (the end of the
+    /// file) read as zeros. Entries are not validated here: check reports bad L1 pointers as corruptions, and
+    /// every use of a snapshot's L1 table validates it first.
+    /// </summary>
+    public static List<SnapshotEntry> Parse(ReadOnlySpan<byte> t, uint count)
     {
         var list = new List<SnapshotEntry>((int)Math.Min(count, 1024));
-        int p = 0;
+        long p = 0;
+        Span<byte> h = stackalloc byte[40];
         for (uint i = 0; i < count; i++)
         {
-            if (p + 40 > t.Length)
-                throw new Qcow2FormatException("The snapshot table is truncated.");
+            Copy(t, p, h);
             var s = new SnapshotEntry
             {
-                L1Offset = (long)BinaryPrimitives.ReadUInt64BigEndian(t[p..]),
-                L1Size = BinaryPrimitives.ReadUInt32BigEndian(t[(p + 8)..]),
+                L1Offset = (long)BinaryPrimitives.ReadUInt64BigEndian(h),
+                L1Size = BinaryPrimitives.ReadUInt32BigEndian(h[8..]),
             };
-            int idLen = BinaryPrimitives.ReadUInt16BigEndian(t[(p + 12)..]);
-            int nameLen = BinaryPrimitives.ReadUInt16BigEndian(t[(p + 14)..]);
-            s.DateSec = BinaryPrimitives.ReadUInt32BigEndian(t[(p + 16)..]);
-            s.DateNsec = BinaryPrimitives.ReadUInt32BigEndian(t[(p + 20)..]);
-            s.VmClockNsec = BinaryPrimitives.ReadUInt64BigEndian(t[(p + 24)..]);
-            s.VmStateSize = BinaryPrimitives.ReadUInt32BigEndian(t[(p + 32)..]);
-            uint extra = BinaryPrimitives.ReadUInt32BigEndian(t[(p + 36)..]);
-            if (extra > 1024 || (s.L1Offset & (clusterSize - 1)) != 0 || s.L1Offset < 0 || (long)s.L1Size * 8 > Header.MaxL1Bytes)
-                throw new Qcow2FormatException($"Snapshot table entry {i} is invalid.");
+            int idLen = BinaryPrimitives.ReadUInt16BigEndian(h[12..]);
+            int nameLen = BinaryPrimitives.ReadUInt16BigEndian(h[14..]);
+            s.DateSec = BinaryPrimitives.ReadUInt32BigEndian(h[16..]);
+            s.DateNsec = BinaryPrimitives.ReadUInt32BigEndian(h[20..]);
+            s.VmClockNsec = BinaryPrimitives.ReadUInt64BigEndian(h[24..]);
+            s.VmStateSize = BinaryPrimitives.ReadUInt32BigEndian(h[32..]);
+            uint extra = BinaryPrimitives.ReadUInt32BigEndian(h[36..]);
+            if (extra > 1024)
+                throw new Qcow2FormatException($"Too much extra metadata in snapshot table entry {i} ({extra} bytes).");
             p += 40;
-            if (p + extra + idLen + nameLen > t.Length)
-                throw new Qcow2FormatException("The snapshot table is truncated.");
-            s.Extra = t.Slice(p, (int)extra).ToArray();
-            p += (int)extra;
-            s.Id = Encoding.UTF8.GetString(t.Slice(p, idLen));
+            s.Extra = new byte[extra];
+            Copy(t, p, s.Extra);
+            p += extra;
+            var id = new byte[idLen];
+            Copy(t, p, id);
+            s.Id = Encoding.UTF8.GetString(id);
             p += idLen;
-            s.Name = Encoding.UTF8.GetString(t.Slice(p, nameLen));
+            var name = new byte[nameLen];
+            Copy(t, p, name);
+            s.Name = Encoding.UTF8.GetString(name);
             p += nameLen;
-            p = (p + 7) & ~7;
+            p = (p + 7) & ~7L;
+            if (p > MaxTableBytes)
+                throw new Qcow2FormatException("The snapshot table is too big.");
             list.Add(s);
         }
         return list;
+    }
+
+    private static void Copy(ReadOnlySpan<byte> t, long at, Span<byte> to)
+    {
+        to.Clear();
+        if (at < t.Length)
+            t.Slice((int)at, (int)Math.Min(to.Length, t.Length - at)).CopyTo(to);
     }
 
     public static int SizeOf(SnapshotEntry s) => (40 + s.Extra.Length + Encoding.UTF8.GetByteCount(s.Id) + Encoding.UTF8.GetByteCount(s.Name) + 7) & ~7;

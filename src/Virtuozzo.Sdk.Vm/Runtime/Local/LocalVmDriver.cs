@@ -284,6 +284,33 @@ internal sealed partial class LocalVmDriver : IVmDriver
         return ToInfo(new VmSession(config, paths, null), VeState.Stopped);
     }
 
+    /// <summary>
+    /// An image the SDK did not create may name other host files (an external data file, a backing file elsewhere) that
+    /// the VM would then read: such an image is refused before it is copied into the VM.
+    /// </summary>
+    internal static void RefuseUnsafeImage(string source)
+    {
+        Span<byte> magic = stackalloc byte[4];
+        using (var f = File.OpenRead(source))
+        {
+            if (f.Read(magic) < 4 || !magic.SequenceEqual((ReadOnlySpan<byte>)[0x51, 0x46, 0x49, 0xFB]))
+                return; // not QCOW2: nothing in it names another file
+        }
+        try
+        {
+            using var image = Storage.Qcow2.Qcow2Image.Open(source, new Storage.Qcow2.Qcow2OpenOptions
+            {
+                ReadOnly = true, ForceShare = true, AllowExternalDataFile = false, AllowedDirectory = Path.GetDirectoryName(Path.GetFullPath(source)),
+            });
+            if (image.Backing is not null)
+                throw new ArgumentException($"The disk image '{source}' has a backing file; give a standalone image (qemu-img convert makes one).", "d");
+        }
+        catch (Storage.Qcow2.Qcow2Exception ex)
+        {
+            throw new ArgumentException($"The disk image '{source}' cannot be used: {ex.Message}", "d", ex);
+        }
+    }
+
     private async Task<VmDiskConfig> MakeDiskAsync(VmPaths paths, string name, VmDiskOptions d, CancellationToken ct)
     {
         var file = name + ".qcow2";
@@ -292,6 +319,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
         {
             if (!File.Exists(source))
                 throw new ArgumentException($"The disk image '{source}' does not exist.", nameof(d));
+            RefuseUnsafeImage(source);
             File.Copy(source, path);
             var size = await _disks.GetVirtualSizeAsync(path, ct).ConfigureAwait(false);
             if (d.Size is { } wanted && wanted.Bytes > size)

@@ -96,11 +96,11 @@ internal static class TopLevel
 
     private static string KindName(VeInfo v) => v.Kind == VeKind.Container ? "Container" : "VM";
 
-    private static (Option<bool> Kill, Option<int?> Timeout) StopFlags()
+    internal static (Option<bool> Kill, Option<int?> Timeout) StopFlags()
         => (new Option<bool>("--kill") { Description = "Kill at once." },
             new Option<int?>("--timeout") { Description = "Seconds to wait for a clean stop before killing (default: 10 for a container, 60 for a VM)." });
 
-    private static VeStopOptions StopOptions(ParseResult p, (Option<bool> Kill, Option<int?> Timeout) f)
+    internal static VeStopOptions StopOptions(ParseResult p, (Option<bool> Kill, Option<int?> Timeout) f)
     {
         var timeout = p.GetValue(f.Timeout);
         if (timeout is < 0)

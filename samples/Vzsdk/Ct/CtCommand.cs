@@ -174,26 +174,14 @@ internal static class CtCommand
         return cmd;
     }
 
-    private static (Option<bool> Kill, Option<int?> Timeout) StopFlags()
-        => (new Option<bool>("--kill") { Description = "Kill at once." },
-            new Option<int?>("--timeout") { Description = "Seconds to wait after the stop signal before killing (default 10)." });
-
-    private static VeStopOptions StopOptions(ParseResult p, (Option<bool> Kill, Option<int?> Timeout) f)
-    {
-        var timeout = p.GetValue(f.Timeout);
-        if (timeout is < 0)
-            throw new UsageException("--timeout cannot be negative.");
-        return new VeStopOptions { Kill = p.GetValue(f.Kill), Timeout = timeout is { } t ? TimeSpan.FromSeconds(t) : null };
-    }
-
     private static Command Stop()
     {
         var name = NameArg();
-        var f = StopFlags();
+        var f = TopLevel.StopFlags();
         var cmd = new Command("stop", "Stop a container: its stop signal, then kill after the timeout.") { name, f.Kill, f.Timeout };
         cmd.SetAction(async (p, ct) =>
         {
-            var how = await Client(p).StopAsync(p.GetValue(name)!, StopOptions(p, f), ct);
+            var how = await Client(p).StopAsync(p.GetValue(name)!, TopLevel.StopOptions(p, f), ct);
             var c = await Client(p).GetAsync(p.GetValue(name)!, ct);
             Console.Out.WriteLine(how == VeStopMethod.AlreadyStopped ? $"Container {c.Name} was not running" : $"Container {c.Name} is {StateName(c.State)}");
             return Cli.Success;
@@ -204,11 +192,11 @@ internal static class CtCommand
     private static Command Restart()
     {
         var name = NameArg();
-        var f = StopFlags();
+        var f = TopLevel.StopFlags();
         var cmd = new Command("restart", "Stop and start a container.") { name, f.Kill, f.Timeout };
         cmd.SetAction(async (p, ct) =>
         {
-            var c = await Client(p).RestartAsync(p.GetValue(name)!, StopOptions(p, f), ct);
+            var c = await Client(p).RestartAsync(p.GetValue(name)!, TopLevel.StopOptions(p, f), ct);
             Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}");
             return Cli.Success;
         });

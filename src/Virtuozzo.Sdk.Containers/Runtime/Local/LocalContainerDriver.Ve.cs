@@ -54,19 +54,6 @@ internal sealed partial class LocalContainerDriver
         // The host's end of the container's veth pair: what it sends, the container receives.
         var link = HostBridge.HostLinkName(id);
         return new VeUsage(id, VeKind.Container, info.State, cpu, memory, disk.Exists ? disk.Length : 0, info.Resources.DiskSpace.Bytes,
-            NetworkReceivedBytes: LinkCounter(link, "tx_bytes"), NetworkSentBytes: LinkCounter(link, "rx_bytes"), DateTimeOffset.UtcNow);
-    }
-
-    /// <summary>A counter of a host network link (<c>/sys/class/net/LINK/statistics/NAME</c>); 0 when the link does not exist.</summary>
-    internal static long LinkCounter(string link, string counter)
-    {
-        try
-        {
-            return long.Parse(File.ReadAllText($"/sys/class/net/{link}/statistics/{counter}").Trim(), CultureInfo.InvariantCulture);
-        }
-        catch (Exception ex) when (ex is IOException or FormatException or UnauthorizedAccessException)
-        {
-            return 0;
-        }
+            NetworkReceivedBytes: HostBridge.LinkCounter(link, "tx_bytes"), NetworkSentBytes: HostBridge.LinkCounter(link, "rx_bytes"), DateTimeOffset.UtcNow);
     }
 }

@@ -70,7 +70,7 @@ internal sealed partial class LocalVmDriver
         // The host's end of the VM's tap: what it sends, the guest receives.
         var tap = HostBridge.TapName(id);
         return new VeUsage(id, VeKind.Vm, info.State, cpu, memory, allocated, info.DiskSize.Bytes,
-            NetworkReceivedBytes: Containers_LinkCounter(tap, "tx_bytes"), NetworkSentBytes: Containers_LinkCounter(tap, "rx_bytes"), DateTimeOffset.UtcNow);
+            NetworkReceivedBytes: HostBridge.LinkCounter(tap, "tx_bytes"), NetworkSentBytes: HostBridge.LinkCounter(tap, "rx_bytes"), DateTimeOffset.UtcNow);
     }
 
     /// <summary>The emulator's CPU time (user + system, from <c>/proc/PID/stat</c>) and resident memory; zeros when it is gone.</summary>
@@ -93,18 +93,6 @@ internal sealed partial class LocalVmDriver
 
     /// <summary>USER_HZ: the unit of CPU times in <c>/proc</c>, 100 on every Linux architecture the SDK runs on.</summary>
     private const int ClockTicksPerSecond = 100;
-
-    private static long Containers_LinkCounter(string link, string counter)
-    {
-        try
-        {
-            return long.Parse(File.ReadAllText($"/sys/class/net/{link}/statistics/{counter}").Trim(), System.Globalization.CultureInfo.InvariantCulture);
-        }
-        catch (Exception ex) when (ex is IOException or FormatException or UnauthorizedAccessException)
-        {
-            return 0;
-        }
-    }
 
     /// <summary>The emulator's process id while the VM runs (tests and diagnostics).</summary>
     internal async Task<int?> ProcessIdAsync(VeId id, CancellationToken ct)

@@ -190,6 +190,19 @@ internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.D
         return null;
     }
 
+    /// <summary>A counter of a host network link (<c>/sys/class/net/LINK/statistics/NAME</c>); 0 when the link does not exist.</summary>
+    public static long LinkCounter(string link, string counter)
+    {
+        try
+        {
+            return long.Parse(File.ReadAllText($"/sys/class/net/{link}/statistics/{counter}").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception ex) when (ex is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return 0;
+        }
+    }
+
     /// <summary>Names of links on the host that belong to VEs (for reconciliation).</summary>
     public async Task<IReadOnlyList<string>> ListVeLinksAsync()
     {

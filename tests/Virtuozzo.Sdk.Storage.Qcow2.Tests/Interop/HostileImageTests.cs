@@ -4,6 +4,7 @@ using Virtuozzo.Sdk.Testing;
 namespace Virtuozzo.Sdk.Storage.Qcow2.Tests.Interop;
 
 /// <summary>The crafted images of issue 15 (Hardening, Storage.Qcow2), with qemu-img check as the oracle.</summary>
+[Collection(AllocationMeasured.Name)]
 public class HostileImageTests
 {
     private static Qcow2CheckResult CheckReadOnly(string file)
@@ -234,4 +235,14 @@ public class HostileImageTests
         r.Messages.Should().HaveCountLessThanOrEqualTo(10_000);
         allocated.Should().BeLessThan(32L << 20, "messages past the kept ones are not even formatted");
     }
+}
+
+/// <summary>
+/// The allocation bounds read the process-wide allocation counter; tests of other classes running in parallel
+/// would add their own allocations to it. Classes in this collection run alone, after the parallel ones.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AllocationMeasured
+{
+    public const string Name = "allocation-measured";
 }

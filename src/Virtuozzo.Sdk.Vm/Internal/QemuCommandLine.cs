@@ -31,6 +31,9 @@ internal sealed record QemuLaunch
     /// <summary>A saved-state file to resume from, or null for a fresh boot.</summary>
     public string? IncomingStateFile { get; init; }
 
+    /// <summary>Wait for an incoming migration, whose address is given later over QMP (<c>-incoming defer</c>).</summary>
+    public bool IncomingDeferred { get; init; }
+
     /// <summary>Start with the vCPUs stopped.</summary>
     public bool Paused { get; init; }
 
@@ -151,6 +154,8 @@ internal static class QemuCommandLine
         }
         if (launch.IncomingStateFile is { } state)
             a.AddRange(["-incoming", "exec:cat " + ShellQuote(state)]);
+        else if (launch.IncomingDeferred)
+            a.AddRange(["-incoming", "defer"]);
         if (launch.Paused)
             a.Add("-S");
         return a;

@@ -441,7 +441,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
     /// <summary>The host memory a VM costs besides its guarantee: 64 MiB plus 8 bytes per 4 KiB page of RAM.</summary>
     internal static long Overhead(long memoryBytes) => 64 * ByteSize.MiB + memoryBytes / 4096 * 8;
 
-    private async Task StartCoreAsync(VmSession s, bool paused, CancellationToken ct)
+    private async Task StartCoreAsync(VmSession s, bool paused, CancellationToken ct, bool migrationTarget = false, VmAcceleration? acceleration = null)
     {
         var c = s.Config;
         foreach (var d in c.Disks)
@@ -449,7 +449,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
             if (!File.Exists(s.Paths.DiskPath(d)))
                 throw new InvalidStateException($"The VM '{c.Name}' cannot start: its disk {d.Name} ('{s.Paths.DiskPath(d)}') is missing.");
         }
-        var software = await UseSoftwareAsync(c.Acceleration, ct).ConfigureAwait(false);
+        var software = await UseSoftwareAsync(acceleration ?? c.Acceleration, ct).ConfigureAwait(false);
         await _ledger.ReserveAsync(s.Id, VeKind.Vm, Guarantee(c, c.MemoryBytes), Overhead(c.MemoryBytes), ct).ConfigureAwait(false);
         var pid = 0;
         try
@@ -465,11 +465,12 @@ internal sealed partial class LocalVmDriver : IVmDriver
                 // Recorded before the emulator runs, so that a failed start removes the tap too.
                 await WriteRuntimeAsync(s.Paths, new VmRuntime { Pid = 0, ProcessStartTime = 0, StartedAt = DateTimeOffset.UtcNow, BaseMemoryBytes = c.MemoryBytes, TapDevice = tap }, ct).ConfigureAwait(false);
             }
-            var hw = incoming is not null ? c.SuspendedHardware : null;
+            var hw = incoming is not null || migrationTarget ? c.SuspendedHardware : null;
             var args = QemuCommandLine.Build(c, s.Paths, new QemuLaunch
             {
                 Software = software,
                 IncomingStateFile = incoming,
+                IncomingDeferred = migrationTarget,
                 Paused = paused,
                 TapDevice = tap,
                 BaseMemoryBytes = hw?.BaseMemoryBytes,

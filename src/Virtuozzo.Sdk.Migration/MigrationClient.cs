@@ -1,0 +1,100 @@
+using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Vm;
+using Virtuozzo.Sdk.Vm.Runtime;
+using Virtuozzo.Sdk.Vm.Runtime.Local;
+
+namespace Virtuozzo.Sdk.Migration;
+
+/// <summary>
+/// Moves containers and VMs between hosts. A running VM migrates live: its disks are mirrored to the destination while
+/// it runs, then its memory is copied (pre-copy with auto-converge, optionally post-copy) until the rest fits in the
+/// downtime limit, and the switch-over pauses it for about that long. Everything the destination must accept (name and
+/// UUID free, CPU model, memory guarantee) is checked before anything moves; a failure or cancellation at any point
+/// leaves the VE running on the source and nothing on the destination.
+/// </summary>
+/// <remarks>
+/// The equivalent of <c>prlctl migrate NAME HOST</c> / <c>vzmigrate --online HOST NAME</c>. Every member is virtual so
+/// that SDK users can mock the client in their tests.
+/// </remarks>
+public class MigrationClient
+{
+    private readonly VirtuozzoRuntime? _runtime;
+    private readonly ILogger? _logger;
+
+    /// <summary>Creates a client that migrates the VEs of <paramref name="runtime"/> (the source).</summary>
+    /// <param name="runtime">The SDK's runtime: the source of every migration this client makes.</param>
+    /// <exception cref="UnsupportedOnHostException">The runtime cannot migrate VEs yet.</exception>
+    public MigrationClient(VirtuozzoRuntime runtime)
+    {
+        ArgumentNullException.ThrowIfNull(runtime);
+        if (runtime.Kind != RuntimeKind.Local)
+            throw new UnsupportedOnHostException($"Migration is not available on the {runtime.Kind} runtime yet.");
+        _runtime = runtime;
+        _logger = runtime.CreateLogger<MigrationClient>();
+    }
+
+    /// <summary>For mocking frameworks: a client with no runtime behind it.</summary>
+    protected MigrationClient()
+    {
+    }
+
+    private VirtuozzoRuntime Runtime => _runtime ?? throw new InvalidOperationException("This MigrationClient was made for mocking and has no runtime.");
+
+    /// <summary>Migrates a VE to <paramref name="destination"/>, where it keeps its name and UUID.</summary>
+    /// <param name="ve">The VE, by name or UUID.</param>
+    /// <param name="destination">Where it goes.</param>
+    /// <param name="options">Mode, downtime limit, post-copy, whether the source's copy is kept; null for the defaults.</param>
+    /// <param name="progress">Receives the phase and the bytes moved, about ten times a second.</param>
+    /// <param name="cancellationToken">Cancels the migration; the VE keeps running on the source (unless post-copy had begun).</param>
+    /// <returns>The mode used, the downtime, the total time and the bytes moved.</returns>
+    /// <remarks>The equivalent of <c>prlctl migrate NAME HOST</c>.</remarks>
+    /// <exception cref="NotFoundException">No such VE.</exception>
+    /// <exception cref="InvalidStateException">The VE cannot migrate as asked (not running for a live migration, has snapshots…), or the migration failed (the VE keeps running on the source).</exception>
+    /// <exception cref="AlreadyExistsException">The destination has a VE with that name or UUID.</exception>
+    /// <exception cref="InsufficientResourcesException">The destination cannot guarantee the VE's memory.</exception>
+    /// <exception cref="UnsupportedOnHostException">The mode is not available (container migration, offline migration) or the destination cannot run the VE's CPU model.</exception>
+    public virtual async Task<MigrationResult> MigrateAsync(VeRef ve, MigrationDestination destination, MigrationOptions? options = null, IProgress<MigrationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(destination);
+        options ??= new MigrationOptions();
+        options.Validate();
+        var runtime = Runtime;
+        if (destination.LocalRuntime is { } other && Path.GetFullPath(other.Options.DataRoot) == Path.GetFullPath(runtime.Options.DataRoot))
+            throw new ArgumentException($"The destination is this runtime itself (data root '{runtime.Options.DataRoot}').", nameof(destination));
+        var identity = await runtime.Inventory.FindAsync(ve.Value, cancellationToken).ConfigureAwait(false)
+            ?? throw new NotFoundException($"No container or VM is named '{ve}'.");
+        if (identity.Kind == VeKind.Container)
+            throw new UnsupportedOnHostException($"'{identity.Name}' is a container; container migration (CRIU) is not available yet. Back it up and restore it on the destination instead.");
+        if (options.Mode == MigrationMode.Offline)
+            throw new UnsupportedOnHostException("Offline migration of VMs is not available yet; migrate the VM while it runs (Mode = Online).");
+
+        var driver = runtime.GetDriver<IVmDriver>(VeKind.Vm, rt => VirtualMachineClient.CreateDriver(rt, new VirtualMachineClientOptions())) as LocalVmDriver
+            ?? throw new UnsupportedOnHostException("This runtime's VMs cannot migrate live.");
+        var settings = new VmMigrationSettings
+        {
+            DowntimeLimit = options.DowntimeLimit,
+            AutoConverge = options.AutoConverge,
+            PostCopy = options.PostCopy,
+            MaxBandwidthBytesPerSecond = options.MaxBandwidthPerSecond?.Bytes,
+            KeepSource = options.KeepSource,
+        };
+        _logger?.LogInformation("Migrating VM {Name} to {Destination}", identity.Name, destination);
+        Action<VmMigrationSample>? report = progress is null ? null : s => progress.Report(new MigrationProgress(PhaseOf(s.Phase), s.Transferred, s.Remaining, s.DirtyBytesPerSecond, s.ExpectedDowntime));
+        var outcome = await driver.MigrateOutAsync(identity.VeId.ToString(), destination.CreateVmPeer(), settings, report, cancellationToken).ConfigureAwait(false);
+        _logger?.LogInformation("VM {Name} migrated in {Total} with {Downtime} ms of downtime", identity.Name, outcome.TotalTime, outcome.Downtime.TotalMilliseconds);
+        return new MigrationResult(outcome.Id, outcome.Name, VeKind.Vm, MigrationMode.Online,
+            options.Mode == MigrationMode.Auto ? "the VM is running: it migrated live" : "a live migration was asked for",
+            outcome.Downtime, outcome.TotalTime, outcome.DiskBytes, outcome.MemoryBytes, outcome.PostCopyUsed);
+    }
+
+    private static MigrationPhase PhaseOf(string phase) => phase switch
+    {
+        "preparing" => MigrationPhase.Preparing,
+        "copying-disks" => MigrationPhase.CopyingDisks,
+        "copying-memory" => MigrationPhase.CopyingMemory,
+        "post-copy" => MigrationPhase.PostCopy,
+        "switching" => MigrationPhase.Switching,
+        _ => MigrationPhase.CleaningUp,
+    };
+}

@@ -36,6 +36,35 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# CRIU 4.x for container checkpoint/restore and live migration. Debian 12's criu 3.17 fails `criu check` on current
+# kernels (vDSO); Debian 13's 4.1.1 works. It is unpacked with the libraries it needs (Debian 13's libc included) into a
+# private prefix and run through that prefix's dynamic loader, so the system's libc and sources are untouched: apt reads
+# a temporary sources list given by option. The SDK finds it at $CRIU_PREFIX/criu (or wherever $VZSDK_CRIU says).
+CRIU_PREFIX=${CRIU_PREFIX:-/opt/vzsdk/criu}
+ensure_criu() {
+  if [ -x "$CRIU_PREFIX/criu" ] && "$CRIU_PREFIX/criu" check >/dev/null 2>&1; then return 0; fi
+  [ "$(id -u)" -eq 0 ] || { log "CRIU 4 is missing and installing it needs root: container checkpoint tests will fail"; return 0; }
+  log "installing CRIU 4.1 from Debian 13 into $CRIU_PREFIX (a private prefix: the system is not changed)"
+  local tmp; tmp=$(mktemp -d /tmp/vzsdk-criu.XXXXXX)
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$tmp/sources.list"
+  local apto=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$tmp/lists"
+    -o "Dir::Cache=$tmp/cache" -o Dir::State::Status=/dev/null -o APT::Sandbox::User=root)
+  apt-get "${apto[@]}" update -qq
+  local pkgs
+  pkgs=$(apt-cache "${apto[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
+    --no-enhances --no-pre-depends criu | grep -v '^[ <]' | sort -u)
+  # shellcheck disable=SC2086
+  (cd "$tmp/debs" && apt-get "${apto[@]}" download -qq $pkgs)
+  rm -rf "$CRIU_PREFIX.new"; mkdir -p "$CRIU_PREFIX.new"
+  for d in "$tmp"/debs/*.deb; do dpkg-deb -x "$d" "$CRIU_PREFIX.new"; done
+  printf '#!/bin/sh\nexec %s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path %s/usr/lib/x86_64-linux-gnu %s/usr/sbin/criu "$@"\n' \
+    "$CRIU_PREFIX" "$CRIU_PREFIX" "$CRIU_PREFIX" >"$CRIU_PREFIX.new/criu"
+  chmod +x "$CRIU_PREFIX.new/criu"
+  rm -rf "$CRIU_PREFIX"; mv "$CRIU_PREFIX.new" "$CRIU_PREFIX"; rm -rf "$tmp"
+  "$CRIU_PREFIX/criu" check >/dev/null 2>&1 || log "warning: $CRIU_PREFIX/criu check fails on this kernel"
+}
+
 ensure_dotnet() {
   command -v dotnet >/dev/null 2>&1 || die "the .NET SDK 10 is required (dotnet on PATH); see https://learn.microsoft.com/dotnet/core/install/linux-debian"
 }
@@ -43,6 +72,7 @@ ensure_dotnet() {
 setup() {
   ensure_dotnet
   ensure_packages
+  case "$(uname -m)" in x86_64) ensure_criu ;; esac
 }
 
 build() {

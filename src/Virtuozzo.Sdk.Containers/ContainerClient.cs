@@ -105,6 +105,22 @@ public class ContainerClient
         => Driver.ResumeAsync(container.Value, cancellationToken);
 
     /// <summary>
+    /// Suspends a running container to disk: CRIU saves its processes (memory, open files, sockets) beside its disk and
+    /// the container stops, releasing its memory; <see cref="StartAsync"/> or <see cref="ResumeAsync"/> restores them,
+    /// with the same process IDs, where they were. Stopping a container suspended to disk discards the saved processes.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl suspend NAME</c> (and <c>vzctl suspend</c>) for a container.</remarks>
+    /// <exception cref="InvalidStateException">The container is not running, or CRIU could not save one of its processes (they keep running).</exception>
+    /// <exception cref="UnsupportedOnHostException">CRIU does not work on this host (see <see cref="GetCheckpointSupportAsync"/>).</exception>
+    public virtual Task<ContainerInfo> SuspendToDiskAsync(VeRef container, CancellationToken cancellationToken = default)
+        => Driver.SuspendToDiskAsync(container.Value, cancellationToken);
+
+    /// <summary>Whether containers can be suspended to disk (and migrated live) here: the CRIU found and what it can do.</summary>
+    /// <remarks>Probed once per boot (it includes a test dump of a sleeping process).</remarks>
+    public virtual Task<CheckpointSupport> GetCheckpointSupportAsync(CancellationToken cancellationToken = default)
+        => Driver.GetCheckpointSupportAsync(cancellationToken);
+
+    /// <summary>
     /// Runs a program inside a running container (the argument vector as is, no shell unless asked) and returns its exit
     /// code. Output streams to the given streams as it is produced, or is collected into the result.
     /// </summary>

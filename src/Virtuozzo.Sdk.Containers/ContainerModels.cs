@@ -130,3 +130,16 @@ public sealed record ContainerTemplateImportOptions
     /// <summary>The signal that stops the init cleanly. Default <c>SIGTERM</c> (systemd wants <c>SIGRTMIN+3</c>).</summary>
     public string StopSignal { get; init; } = "SIGTERM";
 }
+
+/// <summary>What CRIU (checkpoint/restore in user space) can do on a host: suspending containers to disk and migrating them live.</summary>
+/// <param name="Usable">True when containers can be checkpointed and restored here.</param>
+/// <param name="CriuPath">The CRIU program found (usable or not), or null.</param>
+/// <param name="CriuVersion">Its version, or null.</param>
+/// <param name="HardwareBreakpointsWork">
+/// False on hosts (some virtual machines) where CRIU's hardware breakpoints never fire; CRIU then stops tasks by tracing
+/// system calls instead (<c>CRIU_FAULT=130</c>), which the SDK sets.
+/// </param>
+/// <param name="MemoryDirtyTracking">Whether the kernel tracks dirtied memory (soft-dirty bits), which iterative pre-dumps need.</param>
+/// <param name="LazyPages">Whether CRIU can restore with lazy pages (post-copy).</param>
+/// <param name="Reason">Why CRIU is not usable, or null.</param>
+public sealed record CheckpointSupport(bool Usable, string? CriuPath, string? CriuVersion, bool HardwareBreakpointsWork, bool MemoryDirtyTracking, bool LazyPages, string? Reason);

@@ -73,4 +73,11 @@ public sealed class LocalRuntimeOptions
 {
     /// <summary>The program that runs VMs; null (the default) looks up <c>qemu-system-x86_64</c> on PATH.</summary>
     public string? EmulatorPath { get; set; }
+
+    /// <summary>
+    /// The CRIU program used to checkpoint, restore and migrate containers; null (the default) uses <c>$VZSDK_CRIU</c>,
+    /// then <c>/opt/vzsdk/criu/criu</c> (where <c>./build.sh</c> installs CRIU 4), then <c>criu</c> on PATH. It is
+    /// probed on first use (<c>criu check</c>, and a test dump that tells whether hardware breakpoints work here).
+    /// </summary>
+    public string? CriuPath { get; set; }
 }

@@ -81,7 +81,17 @@ public class MigrationClient
         };
         _logger?.LogInformation("Migrating VM {Name} to {Destination}", identity.Name, destination);
         Action<VmMigrationSample>? report = progress is null ? null : s => progress.Report(new MigrationProgress(PhaseOf(s.Phase), s.Transferred, s.Remaining, s.DirtyBytesPerSecond, s.ExpectedDowntime));
-        var outcome = await driver.MigrateOutAsync(identity.VeId.ToString(), destination.CreateVmPeer(), settings, report, cancellationToken).ConfigureAwait(false);
+        var peer = await destination.CreateVmPeerAsync(_logger!, cancellationToken).ConfigureAwait(false);
+        VmMigrationOutcome outcome;
+        try
+        {
+            outcome = await driver.MigrateOutAsync(identity.VeId.ToString(), peer, settings, report, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (peer is IAsyncDisposable disposable)
+                await disposable.DisposeAsync().ConfigureAwait(false);
+        }
         _logger?.LogInformation("VM {Name} migrated in {Total} with {Downtime} ms of downtime", identity.Name, outcome.TotalTime, outcome.Downtime.TotalMilliseconds);
         return new MigrationResult(outcome.Id, outcome.Name, VeKind.Vm, MigrationMode.Online,
             options.Mode == MigrationMode.Auto ? "the VM is running: it migrated live" : "a live migration was asked for",

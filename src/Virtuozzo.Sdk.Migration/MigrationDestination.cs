@@ -1,5 +1,6 @@
 using System.Net;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Migration.Internal;
 using Virtuozzo.Sdk.Vm.Runtime;
 
@@ -31,7 +32,29 @@ public abstract class MigrationDestination
         return new RuntimeDestination(runtime, listenAddress);
     }
 
-    internal abstract IVmMigrationPeer CreateVmPeer();
+    /// <summary>
+    /// A remote host reached over SSH, where the SDK's <c>vzsdk</c> tool is installed: the source runs
+    /// <c>vzsdk migrate-agent</c> there to prepare and complete the migration; disks and memory go straight over the
+    /// network to <paramref name="listenAddress"/> (by default the SSH host name, when it is an IP address).
+    /// </summary>
+    /// <param name="ssh">How to reach the destination (batch mode, a known-hosts file, a key).</param>
+    /// <param name="remoteDataRoot">The destination runtime's data root, or null for the default of the tool there.</param>
+    /// <param name="remoteVzsdk">The <c>vzsdk</c> program on the destination.</param>
+    /// <param name="listenAddress">The destination's IP address the source can reach, or null for the SSH host name.</param>
+    /// <exception cref="ArgumentException">The options are invalid, or no listening address is known.</exception>
+    /// <remarks>The equivalent of <c>prlctl migrate NAME root@HOST</c>.</remarks>
+    public static MigrationDestination OverSsh(SshHostOptions ssh, string? remoteDataRoot = null, string remoteVzsdk = "vzsdk", string? listenAddress = null)
+    {
+        ArgumentNullException.ThrowIfNull(ssh);
+        ssh.Validate();
+        ArgumentException.ThrowIfNullOrWhiteSpace(remoteVzsdk);
+        listenAddress ??= ssh.HostName;
+        if (!IPAddress.TryParse(listenAddress, out _))
+            throw new ArgumentException($"The destination's address for disks and memory must be an IP address; '{listenAddress}' is not (give listenAddress).", nameof(listenAddress));
+        return new SshDestination(ssh, remoteDataRoot, remoteVzsdk, listenAddress);
+    }
+
+    internal abstract Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken);
 
     internal abstract VirtuozzoRuntime? LocalRuntime { get; }
 }
@@ -40,7 +63,30 @@ internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listen
 {
     internal override VirtuozzoRuntime? LocalRuntime => runtime;
 
-    internal override IVmMigrationPeer CreateVmPeer() => new InProcessVmPeer(runtime, listenAddress);
+    internal override Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => Task.FromResult<IVmMigrationPeer>(new InProcessVmPeer(runtime, listenAddress));
 
     public override string ToString() => $"the runtime at '{runtime.Options.DataRoot}' (receiving on {listenAddress})";
+}
+
+internal sealed class SshDestination(SshHostOptions ssh, string? remoteDataRoot, string remoteVzsdk, string listenAddress) : MigrationDestination
+{
+    internal override VirtuozzoRuntime? LocalRuntime => null;
+
+    internal override async Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+    {
+        var peer = new SshVmPeer(new SshHost(ssh), remoteVzsdk, remoteDataRoot, listenAddress, logger);
+        try
+        {
+            await peer.HelloAsync(cancellationToken).ConfigureAwait(false);
+            return peer;
+        }
+        catch
+        {
+            await peer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public override string ToString() => $"{ssh.User}@{ssh.HostName} (receiving on {listenAddress})";
 }

@@ -16,8 +16,8 @@ internal static class CtCommand
         ct.Subcommands.Add(Simple("start", "Start a stopped container.", (c, n, ct) => c.StartAsync(n, ct)));
         ct.Subcommands.Add(Stop());
         ct.Subcommands.Add(Restart());
-        ct.Subcommands.Add(Simple("suspend", "Freeze a running container.", (c, n, ct) => c.SuspendAsync(n, ct)));
-        ct.Subcommands.Add(Simple("resume", "Continue a suspended container.", (c, n, ct) => c.ResumeAsync(n, ct)));
+        ct.Subcommands.Add(Suspend());
+        ct.Subcommands.Add(Simple("resume", "Continue a suspended container (restores one suspended to disk).", (c, n, ct) => c.ResumeAsync(n, ct)));
         ct.Subcommands.Add(Exec());
         ct.Subcommands.Add(Set());
         ct.Subcommands.Add(Clone());
@@ -169,6 +169,21 @@ internal static class CtCommand
         {
             var c = await action(Client(p), p.GetValue(name)!, ct);
             Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Suspend()
+    {
+        var name = NameArg();
+        var toDisk = new Option<bool>("--to-disk") { Description = "Save the processes to disk with CRIU and stop the container (as prlctl suspend does); resume or start restores them." };
+        var cmd = new Command("suspend", "Freeze a running container, or with --to-disk save it to disk.") { name, toDisk };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var client = Client(p);
+            var c = p.GetValue(toDisk) ? await client.SuspendToDiskAsync(p.GetValue(name)!, ct) : await client.SuspendAsync(p.GetValue(name)!, ct);
+            Console.Out.WriteLine($"Container {c.Name} is {StateName(c.State)}{(p.GetValue(toDisk) ? " (saved to disk)" : "")}");
             return Cli.Success;
         });
         return cmd;

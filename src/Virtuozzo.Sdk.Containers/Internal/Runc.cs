@@ -36,20 +36,93 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
         return doc.RootElement.TryGetProperty("pid", out var pid) && pid.GetInt32() > 0 ? pid.GetInt32() : null;
     }
 
-    /// <summary>Starts the container detached; its init's standard streams go to <paramref name="consoleLog"/>.</summary>
+    // The container's standard streams are pipes, never host files: CRIU can dump a process whose stdio are pipes (runc
+    // records them and hands new ones over at restore) but not one holding a host file or /dev/null, which are outside
+    // the container's mounts. Standard input is a pipe at end of file; output goes through a pipe to a detached `cat`
+    // that appends to the console log and ends when the last process of the container closes it.
+    private const string DetachedScript =
+        "log=$1; st=$2; shift 2; rm -f \"$st\"; " +
+        "{ : | \"$@\" 2>&1; echo $? >\"$st\"; } | { exec 3<&0; setsid cat <&3 >>\"$log\" 2>&1 3<&- & }; " +
+        "rc=1; read rc <\"$st\" 2>/dev/null; rm -f \"$st\"; exit $rc";
+
+    private Task RunScriptAsync(string consoleLog, IEnumerable<string> runcArguments, IReadOnlyDictionary<string, string?>? environment, TimeSpan timeout, CancellationToken ct)
+    {
+        var command = new Command("sh").WithArguments(["-c", DetachedScript, "sh", consoleLog, consoleLog + ".rc", "runc", "--root", StateRoot, .. runcArguments]).WithTimeout(timeout);
+        if (environment is not null)
+            command = command.WithEnvironmentVariables(environment);
+        return host.ExecuteAsync(command, ct);
+    }
+
+    /// <summary>Starts the container detached; its init's standard streams go to <paramref name="consoleLog"/> through a pipe.</summary>
     public async Task RunDetachedAsync(VeId id, string bundle, string pidFile, string consoleLog, CancellationToken ct)
     {
-        const string script = "log=$1; shift; exec \"$@\" </dev/null >>\"$log\" 2>&1";
         try
         {
-            await host.ExecuteAsync(new Command("sh").WithArguments(["-c", script, "sh", consoleLog, "runc", "--root", StateRoot, "run", "-d", "--pid-file", pidFile, "--bundle", bundle, id.ToString()])
-                .WithTimeout(LocalTimeouts.OciRuntimeCommand), ct).ConfigureAwait(false);
+            await RunScriptAsync(consoleLog, ["run", "-d", "--pid-file", pidFile, "--bundle", bundle, id.ToString()], null, LocalTimeouts.OciRuntimeCommand, ct).ConfigureAwait(false);
         }
         catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
         {
-            var tail = File.Exists(consoleLog) ? string.Join(" | ", File.ReadLines(consoleLog).TakeLast(5)) : string.Empty;
+            var tail = ConsoleTail(consoleLog);
             throw new CommandFailedException($"runc could not start container {id}: {tail}", ex.CommandLine, ex.ExitCode, tail, ex);
         }
+    }
+
+    /// <summary>
+    /// Dumps the container's processes with CRIU into <paramref name="imageDirectory"/>; they are killed afterwards unless
+    /// <paramref name="leaveRunning"/>.
+    /// </summary>
+    public async Task CheckpointAsync(VeId id, CriuTool criu, string imageDirectory, string workDirectory, bool leaveRunning, CancellationToken ct)
+    {
+        List<string> args = ["--root", StateRoot, "--criu", criu.Path, "checkpoint", "--image-path", imageDirectory, "--work-path", workDirectory,
+            "--tcp-established", "--file-locks", "--manage-cgroups-mode", "soft"];
+        if (leaveRunning)
+            args.Add("--leave-running");
+        args.Add(id.ToString());
+        try
+        {
+            await host.ExecuteAsync(new Command("runc").WithArguments(args).WithEnvironmentVariables(criu.Environment).WithTimeout(LocalTimeouts.Checkpoint), ct).ConfigureAwait(false);
+        }
+        catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
+        {
+            var why = CriuLogTail(Path.Combine(workDirectory, "dump.log"));
+            throw new CommandFailedException($"CRIU could not checkpoint container {id}: {why}", ex.CommandLine, ex.ExitCode, why, ex);
+        }
+    }
+
+    /// <summary>Restores a checkpointed container detached, from <paramref name="imageDirectory"/>, in the bundle's namespaces and cgroup.</summary>
+    public async Task RestoreDetachedAsync(VeId id, CriuTool criu, string bundle, string imageDirectory, string workDirectory, string pidFile, string consoleLog, CancellationToken ct)
+    {
+        try
+        {
+            await RunScriptAsync(consoleLog, ["--criu", criu.Path, "restore", "-d", "--image-path", imageDirectory, "--work-path", workDirectory,
+                "--tcp-established", "--file-locks", "--manage-cgroups-mode", "soft", "--pid-file", pidFile, "--bundle", bundle, id.ToString()],
+                criu.Environment, LocalTimeouts.Checkpoint, ct).ConfigureAwait(false);
+        }
+        catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
+        {
+            var why = CriuLogTail(Path.Combine(workDirectory, "restore.log"));
+            throw new CommandFailedException($"CRIU could not restore container {id}: {why}", ex.CommandLine, ex.ExitCode, why, ex);
+        }
+    }
+
+    private static string ConsoleTail(string consoleLog)
+    {
+        for (var i = 0; i < 20; i++)
+        {
+            // the console's `cat` may still be appending what runc printed
+            if (File.Exists(consoleLog) && new FileInfo(consoleLog).Length > 0)
+                break;
+            Thread.Sleep(10);
+        }
+        return File.Exists(consoleLog) ? string.Join(" | ", File.ReadLines(consoleLog).TakeLast(5)) : string.Empty;
+    }
+
+    private static string CriuLogTail(string log)
+    {
+        if (!File.Exists(log))
+            return "(no CRIU log)";
+        var errors = File.ReadLines(log).Where(l => l.Contains("Error", StringComparison.Ordinal) && !l.Contains("RLIMIT_NOFILE", StringComparison.Ordinal)).TakeLast(3).ToList();
+        return errors.Count > 0 ? string.Join(" | ", errors.Select(l => l.Trim())) : string.Join(" | ", File.ReadLines(log).TakeLast(3));
     }
 
     public Task KillAsync(VeId id, string signal, bool all, CancellationToken ct)

@@ -25,6 +25,10 @@ internal interface IContainerDriver : IVeDriver
 
     Task<ContainerInfo> ResumeAsync(string nameOrId, CancellationToken cancellationToken);
 
+    Task<ContainerInfo> SuspendToDiskAsync(string nameOrId, CancellationToken cancellationToken);
+
+    Task<CheckpointSupport> GetCheckpointSupportAsync(CancellationToken cancellationToken);
+
     Task<VeExecResult> ExecAsync(string nameOrId, VeExecOptions options, CancellationToken cancellationToken);
 
     Task<ContainerInfo> SetAsync(string nameOrId, ContainerSetOptions options, CancellationToken cancellationToken);

@@ -268,7 +268,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         {
             "running" or "created" => VeState.Running,
             "paused" => VeState.Suspended,
-            _ => StorageDaemon.IsMounted(_store.RootPath(id)) ? VeState.Mounted : VeState.Stopped,
+            _ when StorageDaemon.IsMounted(_store.RootPath(id)) => VeState.Mounted,
+            _ => HasCheckpoint(id) ? VeState.Suspended : VeState.Stopped,
         };
     }
 
@@ -295,14 +296,21 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         using (await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false))
         {
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
-            VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Start);
-            await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // leftovers of a crash, if any
-            await StartLockedAsync(id, identity, config, cancellationToken).ConfigureAwait(false);
+            if (state == VeState.Suspended && HasCheckpoint(id) && await _runc.StatusAsync(id, cancellationToken).ConfigureAwait(false) is null)
+            {
+                await RestoreFromCheckpointLockedAsync(id, identity, config, cancellationToken).ConfigureAwait(false); // suspended to disk: start = restore
+            }
+            else
+            {
+                VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Start);
+                await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // leftovers of a crash, if any
+                await StartLockedAsync(id, identity, config, cancellationToken).ConfigureAwait(false);
+            }
         }
         return await GetAsync(id.ToString(), cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task StartLockedAsync(VeId id, VeIdentity identity, ContainerConfig config, CancellationToken ct)
+    private async Task StartLockedAsync(VeId id, VeIdentity identity, ContainerConfig config, CancellationToken ct, Func<string, string, Task>? launch = null)
     {
         var guarantee = config.ToResources().GuaranteeBytes;
         await _ledger.ReserveAsync(id, VeKind.Container, guarantee, 0, ct).ConfigureAwait(false);
@@ -323,7 +331,10 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             Directory.CreateDirectory(bundle);
             var spec = OciSpec.Build(config, root, netns, Cgroups.RelativePath(id, CgroupRole.Payload));
             await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), spec.ToJsonString(), ct).ConfigureAwait(false);
-            await _runc.RunDetachedAsync(id, bundle, Path.Combine(run, "init.pid"), Path.Combine(run, "console.log"), ct).ConfigureAwait(false);
+            if (launch is not null)
+                await launch(bundle, run).ConfigureAwait(false);
+            else
+                await _runc.RunDetachedAsync(id, bundle, Path.Combine(run, "init.pid"), Path.Combine(run, "console.log"), ct).ConfigureAwait(false);
             _logger.LogDebug("Container {Name} ({Id}) started", identity.Name, id);
         }
         catch
@@ -408,6 +419,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
     /// <summary>Removes everything a running (or crashed) container holds: the runtime, the mount, the disk daemon, network, cgroups and its guarantee.</summary>
     private async Task TeardownAsync(VeId id, CancellationToken ct)
     {
+        await UnmountUnderAsync(CriuWorkDirectory(id)).ConfigureAwait(false); // before anything below deletes the run directory
+
         await _runc.DeleteAsync(id, ct).ConfigureAwait(false);
         await ThawRootAsync(id).ConfigureAwait(false);
         var root = _store.RootPath(id);
@@ -454,6 +467,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         {
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
             VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Stop);
+            if (state == VeState.Suspended && await _runc.StatusAsync(id, cancellationToken).ConfigureAwait(false) is null && DiscardCheckpoint(id))
+                return VeStopMethod.Killed; // suspended to disk: stopping discards the saved processes
             return await StopLockedAsync(id, config, options, cancellationToken).ConfigureAwait(false);
         }
     }
@@ -532,7 +547,15 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         {
             var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
             VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Resume);
-            await _runc.ResumeAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
+            if (HasCheckpoint(identity.VeId) && await _runc.StatusAsync(identity.VeId, cancellationToken).ConfigureAwait(false) is null)
+            {
+                var (_, config) = await LoadAsync(identity.Id, cancellationToken).ConfigureAwait(false);
+                await RestoreFromCheckpointLockedAsync(identity.VeId, identity, config, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await _runc.ResumeAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
+            }
         }
         return await GetAsync(identity.Id, cancellationToken).ConfigureAwait(false);
     }

@@ -16,6 +16,12 @@ internal static class LocalTimeouts
     /// <summary>One command of the OCI runtime (<c>runc state|kill|delete|pause|resume|run -d</c>).</summary>
     public static readonly TimeSpan OciRuntimeCommand = TimeSpan.FromSeconds(60);
 
+    /// <summary>A CRIU checkpoint or restore of a container (through <c>runc checkpoint|restore</c>): seconds per GiB of memory.</summary>
+    public static readonly TimeSpan Checkpoint = TimeSpan.FromMinutes(5);
+
+    /// <summary>One step of probing CRIU (<c>criu check</c>, a test dump of a sleeping process that hangs where hardware breakpoints do not fire).</summary>
+    public static readonly TimeSpan CriuProbe = TimeSpan.FromSeconds(8);
+
     /// <summary>Starting the disk daemon of a container until its export is ready.</summary>
     public static readonly TimeSpan StorageDaemonStart = TimeSpan.FromSeconds(60);
 

@@ -1,0 +1,73 @@
+using System.Text.Json.Serialization;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Vm.Runtime;
+
+namespace Virtuozzo.Sdk.Migration.Internal;
+
+// The migration agent's protocol: one JSON object per line, a request from the source and its response from the
+// destination, in turn, over the standard streams of `vzsdk migrate-agent` run through SSH.
+
+internal sealed record AgentRequest
+{
+    public required string Op { get; init; }
+
+    public VmMigrationOffer? Offer { get; init; }
+
+    public Guid? Id { get; init; }
+
+    public string? ListenAddress { get; init; }
+}
+
+internal sealed record AgentResponse
+{
+    public bool Ok { get; init; }
+
+    public VmIncomingEndpoint? Endpoint { get; init; }
+
+    public string? ErrorType { get; init; }
+
+    public string? Message { get; init; }
+
+    public int ProtocolVersion { get; init; } = AgentProtocol.Version;
+
+    public static AgentResponse Failure(Exception ex) => new()
+    {
+        Ok = false,
+        ErrorType = ex switch
+        {
+            InsufficientResourcesException => "insufficient-resources",
+            AlreadyExistsException => "already-exists",
+            UnsupportedOnHostException => "unsupported",
+            NotFoundException => "not-found",
+            InvalidStateException => "invalid-state",
+            ArgumentException => "argument",
+            _ => "failed",
+        },
+        Message = ex.Message,
+    };
+
+    /// <summary>The destination's error, as the exception the source's caller would have had from a local destination.</summary>
+    public Exception ToException(string destination)
+    {
+        var message = $"{destination}: {Message}";
+        return ErrorType switch
+        {
+            "insufficient-resources" => new InsufficientResourcesException(message),
+            "already-exists" => new AlreadyExistsException(message),
+            "unsupported" => new UnsupportedOnHostException(message),
+            "not-found" => new NotFoundException(message),
+            "argument" => new ArgumentException(message),
+            _ => new InvalidStateException(message),
+        };
+    }
+}
+
+internal static class AgentProtocol
+{
+    public const int Version = 1;
+}
+
+[JsonSerializable(typeof(AgentRequest))]
+[JsonSerializable(typeof(AgentResponse))]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+internal sealed partial class AgentJson : JsonSerializerContext;

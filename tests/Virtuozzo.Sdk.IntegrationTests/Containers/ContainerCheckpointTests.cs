@@ -1,0 +1,73 @@
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.Testing;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Containers;
+
+/// <summary>Suspending containers to disk with CRIU (./build.sh installs CRIU 4 into /opt/vzsdk/criu) and restoring them.</summary>
+[Collection("containers")]
+public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<ContainerFixture>
+{
+    private ContainerClient Client => fx.Client;
+
+    private async Task<string> ShAsync(string name, string script)
+    {
+        var r = await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", script] });
+        r.ExitCode.Should().Be(0, "'{0}' should succeed; stderr: {1}", script, r.StandardError);
+        return r.StandardOutput.Trim();
+    }
+
+    private static async Task<bool> PingAsync(string address)
+        => (await new LocalHost().ExecuteAsync(new Command("ping").WithArguments("-c", "1", "-W", "2", address).WithValidation(CommandResultValidation.None))).ExitCode == 0;
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "ping", Root = true)]
+    public async Task CRIU_is_found_and_probed_on_this_host()
+    {
+        var support = await Client.GetCheckpointSupportAsync();
+        support.Usable.Should().BeTrue(support.Reason);
+        support.CriuVersion.Should().StartWith("4.", "CRIU 3 fails its own check on current kernels");
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "ping", Root = true)]
+    public async Task A_container_suspended_to_disk_resumes_with_the_same_processes_memory_and_address()
+    {
+        var name = ContainerFixture.UniqueName("ckpt");
+        const string ip = "10.209.0.241";
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"] });
+        await Client.StartAsync(name);
+        try
+        {
+            // a counter held in a shell's memory, written to the container's disk ten times a second
+            var pid = await ShAsync(name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+            await Task.Delay(700);
+            var before = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            before.Should().BeGreaterThan(0);
+            (await PingAsync(ip)).Should().BeTrue("the container answers on the bridge");
+
+            var suspended = await Client.SuspendToDiskAsync(name);
+            suspended.State.Should().Be(VeState.Suspended);
+            (await PingAsync(ip)).Should().BeFalse("a container suspended to disk has no process and no network");
+            Directory.Exists(Path.Combine(fx.Root.Path, "private", suspended.Id.ToString(), "checkpoint")).Should().BeTrue("the processes are saved beside the disk");
+
+            var resumed = await Client.ResumeAsync(name);
+            resumed.State.Should().Be(VeState.Running);
+            (await ShAsync(name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process, with the same PID, was restored");
+            await Task.Delay(500);
+            long.Parse(await ShAsync(name, "cat /tmp/counter")).Should().BeGreaterThan(before, "the counter continued from where it was, it did not restart");
+            (await PingAsync(ip)).Should().BeTrue("the container answers at its address again");
+
+            // stopping a container suspended to disk discards what was saved: the next start is a fresh boot
+            await Client.SuspendToDiskAsync(name);
+            (await Client.StopAsync(name)).Should().Be(VeStopMethod.Killed);
+            (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped);
+            await Client.StartAsync(name);
+            (await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", $"kill -0 {pid}"] })).ExitCode.Should().NotBe(0, "the saved processes were discarded");
+        }
+        finally
+        {
+            await Client.DeleteAsync(name);
+        }
+    }
+}

@@ -39,9 +39,11 @@ internal static partial class HostProber
             kvm = tools["qemu-system-x86_64"] is null
                 ? new FeatureStatus(false, "qemu-system-x86_64 is not installed")
                 : await KvmStatusAsync(host, options, ct).ConfigureAwait(false);
-            criu = tools["criu"] is null
-                ? new FeatureStatus(false, "criu is not installed")
-                : await CriuStatusAsync(host, ct).ConfigureAwait(false);
+            criu = host.IsLocal
+                ? await LocalCriuStatusAsync(host, ct).ConfigureAwait(false)
+                : tools["criu"] is null
+                    ? new FeatureStatus(false, "criu is not installed")
+                    : await CriuStatusAsync(host, ct).ConfigureAwait(false);
         }
 
         return new HostCapabilities(hostName, kernel, ParseCgroupLayout(mounts), ParseCpuList(online), ParseMemTotal(meminfo), kvm, tools, criu);
@@ -113,6 +115,19 @@ internal static partial class HostProber
         {
             return "unknown";
         }
+    }
+
+    /// <summary>The local runtime's own CRIU probe (the program it would use, a test dump included; cached per boot under /run).</summary>
+    private static async Task<FeatureStatus> LocalCriuStatusAsync(IVirtuozzoHost host, CancellationToken ct)
+    {
+        var p = await Runtime.Local.Criu.ProbeAsync(host, null, "/run/vzsdk", ct).ConfigureAwait(false);
+        if (!p.Usable)
+            return new FeatureStatus(false, p.Reason ?? "not usable");
+        var notes = new List<string>();
+        if (!p.BreakpointsWork)
+            notes.Add("hardware breakpoints do not fire here: run with CRIU_FAULT=130");
+        notes.Add(p.MemoryDirtyTracking ? "memory dirty tracking available" : "no memory dirty tracking (no pre-dumps)");
+        return new FeatureStatus(true, $"CRIU {p.Version} at {p.Path} ({string.Join("; ", notes)})");
     }
 
     private static async Task<FeatureStatus> CriuStatusAsync(IVirtuozzoHost host, CancellationToken ct)

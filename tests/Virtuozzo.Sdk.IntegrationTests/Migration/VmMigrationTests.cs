@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.IntegrationTests.Vm;
 using Virtuozzo.Sdk.Migration;
 using Virtuozzo.Sdk.Testing;
@@ -165,6 +166,71 @@ public class VmMigrationTests : IAsyncLifetime
         (await _destination.GetAsync(name)).State.Should().Be(VeState.Running);
         (await source.GetAsync(name)).State.Should().Be(VeState.Stopped, "KeepSource leaves the source's copy, stopped");
         result.Id.Should().Be(still.Id);
+    }
+}
+
+/// <summary>Live migration to a second host (its own network and mount namespaces, reached over SSH) with the tool.</summary>
+public class VmMigrationToSecondHostTests : IAsyncLifetime
+{
+    private readonly VmTestEnvironment _source = new();
+    private SecondHost _host2 = null!;
+
+    public async Task InitializeAsync()
+    {
+        await _source.InitializeAsync();
+        _host2 = await SecondHost.StartAsync(_source.Root.Path);
+    }
+
+    public async Task DisposeAsync()
+    {
+        try
+        {
+            var there = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+            foreach (var vm in await there.ListAsync())
+            {
+                if (vm.State != VeState.Stopped)
+                    await there.KillAsync(vm.Id.ToString());
+            }
+        }
+        finally
+        {
+            await _host2.DisposeAsync();
+            await _source.DisposeAsync();
+        }
+    }
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task vzsdk_migrate_moves_a_running_VM_to_another_host_over_ssh_and_the_network_only()
+    {
+        const string name = "mig-ssh";
+        var disk = await TestGuest.MakeExt4DiskAsync(_source.Root.Path, "data", 64, new Dictionary<string, string> { ["hello.txt"] = "hello from the data disk\n" });
+        await _source.Client.CreateAsync(_source.GuestVm(name) with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
+        await _source.Client.StartAsync(name);
+        await _source.Client.WaitForGuestToolsAsync(name, TimeSpan.FromSeconds(90));
+        var pid = (await _source.ShAsync(name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done' >/dev/null 2>&1 </dev/null & echo $!")).Trim();
+        await Task.Delay(500);
+        var before = long.Parse((await _source.ShAsync(name, "cat /run/counter")).Trim());
+
+        var r = await VzsdkTool.RunAsync("--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + SecondHost.Address,
+            "--remote-data-root", _host2.DataRoot, "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, "--json");
+        r.ExitCode.Should().Be(0, r.StandardError);
+        using (var doc = System.Text.Json.JsonDocument.Parse(r.StandardOutput))
+        {
+            doc.RootElement.GetProperty("name").GetString().Should().Be(name);
+            doc.RootElement.GetProperty("type").GetString().Should().Be("vm");
+            doc.RootElement.GetProperty("mode").GetString().Should().Be("online");
+            doc.RootElement.GetProperty("downtime_ms").GetInt64().Should().BePositive();
+            doc.RootElement.GetProperty("memory_bytes").GetInt64().Should().BeGreaterThan(1 << 20);
+        }
+
+        (await _source.Client.ListAsync()).Should().BeEmpty("the VM left the source");
+        var there = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await there.GetAsync(name)).State.Should().Be(VeState.Running);
+        var exec = await there.ExecAsync(name, new VeExecOptions { Command = ["/bin/sh", "-c", $"kill -0 {pid} && cat /run/counter /mnt/data/hello.txt"] });
+        exec.ExitCode.Should().Be(0, exec.StandardError);
+        var lines = exec.StandardOutput.Split('\n');
+        long.Parse(lines[0]).Should().BeGreaterThan(before, "the same process counts on, on the second host");
+        lines[1].Should().Be("hello from the data disk");
     }
 }
 

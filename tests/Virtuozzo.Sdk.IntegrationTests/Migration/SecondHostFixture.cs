@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.IntegrationTests.Cli;
+using Virtuozzo.Sdk.Testing;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Migration;
+
+/// <summary>
+/// A second host on this machine, for migrations: its own network namespace (reached through a veth pair, 10.214.7.2
+/// from 10.214.7.1), its own mount namespace in which the hidden paths (the source's data root) are covered by an empty
+/// tmpfs and its own sysfs shows its own network, its own data root, and an sshd inside both, which runs the SDK's tool
+/// for the source. Nothing can pass from source to destination through the file system: disks and memory travel over
+/// the veth.
+/// </summary>
+public sealed class SecondHost : IAsyncDisposable
+{
+    public const string SourceAddress = "10.214.7.1";
+    public const string Address = "10.214.7.2";
+
+    private readonly TempDirectory _dir = new("vzsdk-host2");
+    private readonly string _suffix = Guid.NewGuid().ToString("N")[..6];
+    private Process? _sshd;
+
+    private SecondHost()
+    {
+    }
+
+    public string Namespace => "vzsdk-h2-" + _suffix;
+
+    private string HostLink => "vzh2" + _suffix + "a";
+
+    private string PeerLink => "vzh2" + _suffix + "b";
+
+    /// <summary>The second host's data root (visible to the test, as a second machine's disk would be to its admin).</summary>
+    public string DataRoot => _dir.File("data");
+
+    public string ClientKey => _dir.File("client_ed25519");
+
+    public string KnownHosts => _dir.File("known_hosts");
+
+    /// <summary>The SDK's tool on the second host (a wrapper that runs the tool this test run built).</summary>
+    public string Vzsdk => _dir.File("vzsdk");
+
+    public SshHostOptions Ssh => new()
+    {
+        HostName = Address,
+        User = "root",
+        IdentityFile = ClientKey,
+        KnownHostsFile = KnownHosts,
+        ControlDirectory = "/tmp/vzs-" + _suffix,
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+    };
+
+    /// <summary>Sets the host up; <paramref name="hidden"/> are paths of this machine the second host must not see.</summary>
+    public static async Task<SecondHost> StartAsync(params string[] hidden)
+    {
+        var h = new SecondHost();
+        try
+        {
+            await h.SetUpAsync(hidden);
+            return h;
+        }
+        catch
+        {
+            await h.DisposeAsync();
+            throw;
+        }
+    }
+
+    private async Task SetUpAsync(string[] hidden)
+    {
+        Directory.CreateDirectory(DataRoot);
+        Run("ip", "netns", "add", Namespace);
+        Run("ip", "link", "add", HostLink, "type", "veth", "peer", "name", PeerLink);
+        Run("ip", "link", "set", PeerLink, "netns", Namespace);
+        Run("ip", "addr", "add", SourceAddress + "/24", "dev", HostLink);
+        Run("ip", "link", "set", HostLink, "up");
+        Run("ip", "-n", Namespace, "addr", "add", Address + "/24", "dev", PeerLink);
+        Run("ip", "-n", Namespace, "link", "set", PeerLink, "up");
+        Run("ip", "-n", Namespace, "link", "set", "lo", "up");
+
+        Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", _dir.File("host_ed25519"));
+        Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", ClientKey);
+        var hostKey = string.Join(' ', File.ReadAllText(_dir.File("host_ed25519.pub")).Trim().Split(' ').Take(2));
+        File.WriteAllText(KnownHosts, $"{Address} {hostKey}\n");
+        File.Copy(ClientKey + ".pub", _dir.File("authorized_keys"));
+        File.WriteAllText(_dir.File("sshd_config"), $"""
+            Port 22
+            ListenAddress {Address}
+            HostKey {_dir.File("host_ed25519")}
+            AuthorizedKeysFile {_dir.File("authorized_keys")}
+            PidFile {_dir.File("sshd.pid")}
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            UsePAM no
+            StrictModes no
+            MaxStartups 100
+            MaxSessions 100
+            SetEnv VZSDK_DATA_ROOT={DataRoot}
+            """);
+        var dotnet = Path.GetFullPath("/proc/self/exe") is var self && new FileInfo(self).LinkTarget is { } target ? target : "/usr/bin/dotnet";
+        File.WriteAllText(Vzsdk, $"#!/bin/sh\nexec {dotnet} {VzsdkTool.DllPath} \"$@\"\n");
+        File.SetUnixFileMode(Vzsdk, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
+        // In the host's network namespace and a private mount namespace: a sysfs of its own (with the cgroup
+        // hierarchies bound back in), the hidden paths covered, then sshd.
+        var script = """
+            set -e
+            cg=$1/cg; mkdir -p "$cg"
+            mount --rbind /sys/fs/cgroup "$cg"
+            mount -t sysfs sysfs /sys
+            mount --rbind "$cg" /sys/fs/cgroup
+            umount -l "$cg"
+            shift
+            cfg=$1; shift
+            for p in "$@"; do mount -t tmpfs -o size=1m,mode=0700 vzsdk-hidden "$p"; done
+            mkdir -p /run/sshd
+            exec /usr/sbin/sshd -D -e -f "$cfg"
+            """;
+        var psi = new ProcessStartInfo("nsenter") { UseShellExecute = false, RedirectStandardError = true };
+        foreach (var a in new[] { "--net=/var/run/netns/" + Namespace, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", _dir.Path, _dir.File("sshd_config") }.Concat(hidden))
+            psi.ArgumentList.Add(a);
+        _sshd = Process.Start(psi)!;
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (true)
+        {
+            if (_sshd.HasExited)
+                throw new InvalidOperationException("The second host's sshd exited: " + await _sshd.StandardError.ReadToEndAsync());
+            try
+            {
+                using var c = new TcpClient();
+                await c.ConnectAsync(IPAddress.Parse(Address), 22);
+                return;
+            }
+            catch (SocketException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        try { _sshd?.Kill(entireProcessTree: true); }
+        catch (InvalidOperationException) { }
+        _sshd?.WaitForExit(5000);
+        _sshd?.Dispose();
+        Run("ip", false, "link", "del", HostLink);
+        Run("ip", false, "netns", "del", Namespace);
+        _dir.Dispose();
+        try { Directory.Delete("/tmp/vzs-" + _suffix, recursive: true); }
+        catch (IOException) { }
+        return ValueTask.CompletedTask;
+    }
+
+    private static void Run(string tool, params string[] args) => Run(tool, true, args);
+
+    private static void Run(string tool, bool check, params string[] args)
+    {
+        var psi = new ProcessStartInfo(tool) { UseShellExecute = false, RedirectStandardError = true };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        if (check && p.ExitCode != 0)
+            throw new InvalidOperationException($"{tool} {string.Join(' ', args)} failed ({p.ExitCode}): {err}");
+    }
+}

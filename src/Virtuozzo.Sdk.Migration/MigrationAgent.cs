@@ -1,6 +1,9 @@
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Containers.Runtime;
+using Virtuozzo.Sdk.Containers.Runtime.Local;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Migration.Internal;
 using Virtuozzo.Sdk.Vm;
@@ -32,7 +35,10 @@ public static class MigrationAgent
         var logger = runtime.CreateLogger<MigrationClient>();
         var driver = runtime.GetDriver<IVmDriver>(VeKind.Vm, rt => VirtualMachineClient.CreateDriver(rt, new VirtualMachineClientOptions())) as LocalVmDriver
             ?? throw new UnsupportedOnHostException($"The {runtime.Kind} runtime cannot receive migrations yet.");
+        var containers = runtime.GetDriver<IContainerDriver>(VeKind.Container, ContainerClient.CreateDriver) as LocalContainerDriver
+            ?? throw new UnsupportedOnHostException($"The {runtime.Kind} runtime cannot receive migrations yet.");
         var pending = new HashSet<VeId>();
+        var pendingContainers = new HashSet<VeId>();
         using var reader = new StreamReader(input, Encoding.UTF8);
         try
         {
@@ -44,7 +50,9 @@ public static class MigrationAgent
                 try
                 {
                     var request = JsonSerializer.Deserialize(line, AgentJson.Default.AgentRequest) ?? throw new ArgumentException("An empty request.");
-                    response = await HandleAsync(driver, request, pending, cancellationToken).ConfigureAwait(false);
+                    response = request.Op.EndsWith("-ct", StringComparison.Ordinal)
+                        ? await HandleContainerAsync(containers, request, pendingContainers, cancellationToken).ConfigureAwait(false)
+                        : await HandleAsync(driver, request, pending, cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is VirtuozzoException or ArgumentException or JsonException or IOException)
                 {
@@ -58,6 +66,18 @@ public static class MigrationAgent
         }
         finally
         {
+            foreach (var id in pendingContainers)
+            {
+                logger.LogWarning("Migration agent: the source went away; removing the container {Id} it was sending", id);
+                try
+                {
+                    await containers.AbortIncomingAsync(id, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (VirtuozzoException ex)
+                {
+                    logger.LogError("Migration agent: could not remove {Id}: {Error}", id, ex.Message);
+                }
+            }
             foreach (var id in pending)
             {
                 logger.LogWarning("Migration agent: the source went away; removing the VE {Id} it was sending", id);
@@ -70,6 +90,30 @@ public static class MigrationAgent
                     logger.LogError("Migration agent: could not remove {Id}: {Error}", id, ex.Message);
                 }
             }
+        }
+    }
+
+    private static async Task<AgentResponse> HandleContainerAsync(LocalContainerDriver driver, AgentRequest request, HashSet<VeId> pending, CancellationToken ct)
+    {
+        switch (request.Op)
+        {
+            case "prepare-ct":
+                var offer = request.ContainerOffer ?? throw new ArgumentException("prepare-ct needs an offer.");
+                var endpoint = await driver.PrepareIncomingAsync(offer, request.ListenAddress ?? throw new ArgumentException("prepare-ct needs the address to listen on."), ct).ConfigureAwait(false);
+                pending.Add(new VeId(offer.Id));
+                return new AgentResponse { Ok = true, ContainerEndpoint = endpoint };
+            case "complete-ct":
+                var done = new VeId(request.Id ?? throw new ArgumentException("complete-ct needs an id."));
+                await driver.CompleteIncomingAsync(done, request.Live, ct).ConfigureAwait(false);
+                pending.Remove(done);
+                return new AgentResponse { Ok = true };
+            case "abort-ct":
+                var aborted = new VeId(request.Id ?? throw new ArgumentException("abort-ct needs an id."));
+                await driver.AbortIncomingAsync(aborted, ct).ConfigureAwait(false);
+                pending.Remove(aborted);
+                return new AgentResponse { Ok = true };
+            default:
+                throw new ArgumentException($"Unknown request '{request.Op}'.");
         }
     }
 

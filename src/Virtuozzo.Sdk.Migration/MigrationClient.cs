@@ -1,4 +1,7 @@
 using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Containers.Runtime;
+using Virtuozzo.Sdk.Containers.Runtime.Local;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Vm;
 using Virtuozzo.Sdk.Vm.Runtime;
@@ -65,7 +68,7 @@ public class MigrationClient
         var identity = await runtime.Inventory.FindAsync(ve.Value, cancellationToken).ConfigureAwait(false)
             ?? throw new NotFoundException($"No container or VM is named '{ve}'.");
         if (identity.Kind == VeKind.Container)
-            throw new UnsupportedOnHostException($"'{identity.Name}' is a container; container migration (CRIU) is not available yet. Back it up and restore it on the destination instead.");
+            return await MigrateContainerAsync(runtime, identity.VeId, destination, options, progress, cancellationToken).ConfigureAwait(false);
         if (options.Mode == MigrationMode.Offline)
             throw new UnsupportedOnHostException("Offline migration of VMs is not available yet; migrate the VM while it runs (Mode = Online).");
 
@@ -98,8 +101,33 @@ public class MigrationClient
             outcome.Downtime, outcome.TotalTime, outcome.DiskBytes, outcome.MemoryBytes, outcome.PostCopyUsed);
     }
 
+    private async Task<MigrationResult> MigrateContainerAsync(VirtuozzoRuntime runtime, VeId id, MigrationDestination destination, MigrationOptions options, IProgress<MigrationProgress>? progress, CancellationToken ct)
+    {
+        var driver = runtime.GetDriver<IContainerDriver>(VeKind.Container, ContainerClient.CreateDriver) as LocalContainerDriver
+            ?? throw new UnsupportedOnHostException("This runtime's containers cannot migrate.");
+        var peer = await destination.CreateContainerPeerAsync(_logger!, ct).ConfigureAwait(false);
+        ContainerMigrationOutcome outcome;
+        try
+        {
+            Action<ContainerMigrationSample>? report = progress is null ? null : s => progress.Report(new MigrationProgress(PhaseOf(s.Phase), s.Transferred, s.Remaining));
+            var requireLive = options.RequireLive || options.Mode == MigrationMode.Online;
+            outcome = await driver.MigrateOutAsync(id.ToString(), peer, allowRestart: !requireLive, requireLive: requireLive, keepSource: options.KeepSource, report, ct,
+                forceRestart: options.Mode == MigrationMode.Offline).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (peer is IAsyncDisposable disposable)
+                await disposable.DisposeAsync().ConfigureAwait(false);
+        }
+        _logger?.LogInformation("Container {Name} migrated ({Mode}) in {Total}, frozen {Frozen}", outcome.Name, outcome.Live ? "live" : "restart", outcome.TotalTime, outcome.Frozen);
+        return new MigrationResult(outcome.Id, outcome.Name, VeKind.Container, outcome.Live ? MigrationMode.Online : MigrationMode.Offline, outcome.Reason,
+            outcome.Frozen, outcome.TotalTime, outcome.DiskBytes, outcome.ImageBytes, false);
+    }
+
     private static MigrationPhase PhaseOf(string phase) => phase switch
     {
+        "copying-disk" => MigrationPhase.CopyingDisks,
+        "dumping" or "stopping" or "sending-state" or "restoring" or "starting" => MigrationPhase.Switching,
         "preparing" => MigrationPhase.Preparing,
         "copying-disks" => MigrationPhase.CopyingDisks,
         "copying-memory" => MigrationPhase.CopyingMemory,

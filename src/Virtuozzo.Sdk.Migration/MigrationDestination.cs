@@ -2,6 +2,7 @@ using System.Net;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Migration.Internal;
+using Virtuozzo.Sdk.Containers.Runtime;
 using Virtuozzo.Sdk.Vm.Runtime;
 
 namespace Virtuozzo.Sdk.Migration;
@@ -56,6 +57,8 @@ public abstract class MigrationDestination
 
     internal abstract Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken);
 
+    internal abstract Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken);
+
     internal abstract VirtuozzoRuntime? LocalRuntime { get; }
 }
 
@@ -66,6 +69,11 @@ internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listen
     internal override Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
         => Task.FromResult<IVmMigrationPeer>(new InProcessVmPeer(runtime, listenAddress));
 
+    // Two local runtimes on one kernel share the names of network namespaces, interfaces and runc containers, which a
+    // container keeps when it moves: a container needs a destination that is another host (or another host's namespaces).
+    internal override Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => throw new UnsupportedOnHostException("A container migrates to another host (MigrationDestination.OverSsh), not to another runtime in this process: its network namespace and interface names would collide on one kernel.");
+
     public override string ToString() => $"the runtime at '{runtime.Options.DataRoot}' (receiving on {listenAddress})";
 }
 
@@ -74,8 +82,14 @@ internal sealed class SshDestination(SshHostOptions ssh, string? remoteDataRoot,
     internal override VirtuozzoRuntime? LocalRuntime => null;
 
     internal override async Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => await ConnectAsync(logger, cancellationToken).ConfigureAwait(false);
+
+    internal override async Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => await ConnectAsync(logger, cancellationToken).ConfigureAwait(false);
+
+    private async Task<SshPeer> ConnectAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
     {
-        var peer = new SshVmPeer(new SshHost(ssh), remoteVzsdk, remoteDataRoot, listenAddress, logger);
+        var peer = new SshPeer(new SshHost(ssh), remoteVzsdk, remoteDataRoot, listenAddress, logger);
         try
         {
             await peer.HelloAsync(cancellationToken).ConfigureAwait(false);

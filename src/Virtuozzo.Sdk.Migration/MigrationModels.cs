@@ -5,13 +5,20 @@ namespace Virtuozzo.Sdk.Migration;
 /// <summary>How a VE moves.</summary>
 public enum MigrationMode
 {
-    /// <summary>Live when the VE runs and live migration is possible; otherwise refused (a restart is never chosen silently).</summary>
+    /// <summary>
+    /// Live when possible. A container whose processes cannot travel (CRIU not usable on either host) moves by a restart
+    /// instead, reported in <see cref="MigrationResult.Mode"/> and <see cref="MigrationResult.Reason"/>, unless
+    /// <see cref="MigrationOptions.RequireLive"/> is set.
+    /// </summary>
     Auto,
 
     /// <summary>Live: the VE keeps running and is paused only for the switch-over (the downtime).</summary>
     Online,
 
-    /// <summary>The VE is stopped on the source and started on the destination (not available yet).</summary>
+    /// <summary>
+    /// The VE is stopped on the source and started on the destination: a restart migration (containers; for VMs not
+    /// available yet). Its disk is still copied while it runs, so it is stopped only for the last changes.
+    /// </summary>
     Offline,
 }
 
@@ -95,9 +102,12 @@ public sealed record MigrationOptions
 /// <param name="Kind">Container or VM.</param>
 /// <param name="Mode">How it moved.</param>
 /// <param name="Reason">Why that mode was used.</param>
-/// <param name="Downtime">How long the VE was paused at the switch-over, as the emulator measured it.</param>
+/// <param name="Downtime">
+/// How long the VE did not run: for a VM the pause at the switch-over, as the emulator measured it; for a container the
+/// time from the freeze (or stop) to running on the destination.
+/// </param>
 /// <param name="TotalTime">From the first check to the VE running on the destination.</param>
 /// <param name="DiskBytes">Disk bytes copied.</param>
-/// <param name="MemoryBytes">Memory bytes sent (pages dirtied again are counted again).</param>
+/// <param name="MemoryBytes">Memory bytes sent (a VM's pages dirtied again are counted again; a container's CRIU images).</param>
 /// <param name="PostCopyUsed">Whether the migration switched to post-copy.</param>
 public sealed record MigrationResult(VeId Id, VeName Name, VeKind Kind, MigrationMode Mode, string Reason, TimeSpan Downtime, TimeSpan TotalTime, long DiskBytes, long MemoryBytes, bool PostCopyUsed);

@@ -13,6 +13,10 @@ internal sealed record AgentRequest
 
     public VmMigrationOffer? Offer { get; init; }
 
+    public Containers.Runtime.ContainerMigrationOffer? ContainerOffer { get; init; }
+
+    public bool Live { get; init; }
+
     public Guid? Id { get; init; }
 
     public string? ListenAddress { get; init; }
@@ -23,6 +27,8 @@ internal sealed record AgentResponse
     public bool Ok { get; init; }
 
     public VmIncomingEndpoint? Endpoint { get; init; }
+
+    public Containers.Runtime.ContainerIncomingEndpoint? ContainerEndpoint { get; init; }
 
     public string? ErrorType { get; init; }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.Testing;
 
@@ -34,7 +35,8 @@ public sealed class SecondHost : IAsyncDisposable
     private string PeerLink => "vzh2" + _suffix + "b";
 
     /// <summary>The second host's data root (visible to the test, as a second machine's disk would be to its admin).</summary>
-    public string DataRoot => _dir.File("data");
+    /// <remarks>Short: UNIX socket paths under it must stay below 108 bytes.</remarks>
+    public string DataRoot => "/tmp/vzh2-" + _suffix;
 
     public string ClientKey => _dir.File("client_ed25519");
 
@@ -42,6 +44,25 @@ public sealed class SecondHost : IAsyncDisposable
 
     /// <summary>The SDK's tool on the second host (a wrapper that runs the tool this test run built).</summary>
     public string Vzsdk => _dir.File("vzsdk");
+
+    /// <summary>Runs a program on the second host, as its administrator would over SSH.</summary>
+    public async Task<BufferedCommandResult> RunAsync(string program, params string[] args)
+    {
+        await using var ssh = new SshHost(Ssh);
+        return await ssh.ExecuteBufferedAsync(new Command(program).WithArguments(args).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(2)));
+    }
+
+    /// <summary>Runs a program in the second host's network namespace from this machine (to test reachability there).</summary>
+    public static int RunInNetwork(string ns, string program, params string[] args)
+    {
+        var psi = new ProcessStartInfo("nsenter") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "--net=/var/run/netns/" + ns, program }.Concat(args))
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return p.ExitCode;
+    }
 
     public SshHostOptions Ssh => new()
     {
@@ -117,7 +138,9 @@ public sealed class SecondHost : IAsyncDisposable
             shift
             cfg=$1; shift
             for p in "$@"; do mount -t tmpfs -o size=1m,mode=0700 vzsdk-hidden "$p"; done
-            mkdir -p /run/sshd
+            mkdir -p /run/netns /run/sshd
+            mount -t tmpfs -o size=1m vzsdk-netns /run/netns
+            
             exec /usr/sbin/sshd -D -e -f "$cfg"
             """;
         var psi = new ProcessStartInfo("nsenter") { UseShellExecute = false, RedirectStandardError = true };
@@ -151,8 +174,11 @@ public sealed class SecondHost : IAsyncDisposable
         Run("ip", false, "link", "del", HostLink);
         Run("ip", false, "netns", "del", Namespace);
         _dir.Dispose();
-        try { Directory.Delete("/tmp/vzs-" + _suffix, recursive: true); }
-        catch (IOException) { }
+        foreach (var d in new[] { "/tmp/vzs-" + _suffix, DataRoot })
+        {
+            try { Directory.Delete(d, recursive: true); }
+            catch (IOException) { }
+        }
         return ValueTask.CompletedTask;
     }
 

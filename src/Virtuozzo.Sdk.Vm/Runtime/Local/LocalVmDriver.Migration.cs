@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
@@ -308,8 +307,8 @@ internal sealed partial class LocalVmDriver
             // Admits the guarantee first (InsufficientResourcesException before anything moves), then starts the emulator.
             await StartCoreAsync(s, paused: true, ct, migrationTarget: true, acceleration).ConfigureAwait(false);
 
-            var nbdPort = FreePort(address);
-            var migrationPort = FreePort(address);
+            var nbdPort = LocalPorts.Free(address);
+            var migrationPort = LocalPorts.Free(address);
             var exports = new Dictionary<string, string>(StringComparer.Ordinal);
             var qmp = await ConnectAsync(paths, ct).ConfigureAwait(false);
             await using (qmp.ConfigureAwait(false))
@@ -341,7 +340,7 @@ internal sealed partial class LocalVmDriver
                         ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "postcopy-ram", ["state"] = true }),
                     }, QmpTimeout, ct).ConfigureAwait(false);
                 }
-                var uri = $"tcp:{FormatHost(address)}:{migrationPort}";
+                var uri = $"tcp:{LocalPorts.FormatHost(address)}:{migrationPort}";
                 await qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = uri }, QmpTimeout, ct).ConfigureAwait(false);
                 _logger.LogDebug("VM {Name} waits for its migration at {Uri}, disks at nbd://{Host}:{Port}", config.Name, uri, listenAddress, nbdPort);
                 return new VmIncomingEndpoint(uri, listenAddress, nbdPort, exports);
@@ -405,20 +404,4 @@ internal sealed partial class LocalVmDriver
         s.Runtime = null;
         await _registry.UnregisterAsync(s.Id, ct).ConfigureAwait(false);
     }
-
-    private static int FreePort(IPAddress address)
-    {
-        var listener = new TcpListener(address, 0);
-        listener.Start();
-        try
-        {
-            return ((IPEndPoint)listener.LocalEndpoint).Port;
-        }
-        finally
-        {
-            listener.Stop();
-        }
-    }
-
-    private static string FormatHost(IPAddress address) => address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
 }

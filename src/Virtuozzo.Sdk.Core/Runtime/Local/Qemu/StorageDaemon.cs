@@ -60,6 +60,35 @@ internal static class StorageDaemon
         }
     }
 
+    /// <summary>
+    /// Starts a daemon that serves the disk over NBD only (no FUSE export), writable, on <paramref name="address"/>:
+    /// <paramref name="port"/> under the export name <paramref name="exportName"/>: how a migration's destination
+    /// receives a container's disk. <see cref="StopAsync"/> stops it.
+    /// </summary>
+    public static async Task StartNbdReceiverAsync(IVirtuozzoHost host, StorageDaemonPaths paths, string address, int port, string exportName, CancellationToken cancellationToken)
+    {
+        File.Delete(paths.QmpSocket);
+        string[] args =
+        [
+            "--daemonize", "--pidfile", paths.PidFile,
+            "--blockdev", $"driver=file,node-name=file0,filename={EscapeOption(paths.DiskPath)}",
+            "--blockdev", $"driver=qcow2,node-name={DiskNode},file=file0",
+            "--nbd-server", $"addr.type=inet,addr.host={address},addr.port={port.ToString(CultureInfo.InvariantCulture)}",
+            "--export", $"type=nbd,id={ExportId},node-name={DiskNode},name={EscapeOption(exportName)},writable=on",
+            "--chardev", $"socket,id=mon0,path={EscapeOption(paths.QmpSocket)},server=on,wait=off",
+            "--monitor", "chardev=mon0",
+        ];
+        try
+        {
+            await host.ExecuteAsync(new Command("qemu-storage-daemon").WithArguments(args).WithTimeout(LocalTimeouts.StorageDaemonStart), cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await StopAsync(host, paths, CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
     /// <summary>QEMU's option syntax doubles commas inside values.</summary>
     internal static string EscapeOption(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
 

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.Containers.Runtime;
 using Virtuozzo.Sdk.Vm.Runtime;
 
 namespace Virtuozzo.Sdk.Migration.Internal;
@@ -14,7 +15,7 @@ namespace Virtuozzo.Sdk.Migration.Internal;
 /// answering one JSON request per line. Disks and memory do not pass through SSH: they go straight to the addresses the
 /// destination's emulator listens on.
 /// </summary>
-internal sealed class SshVmPeer : IVmMigrationPeer, IAsyncDisposable
+internal sealed class SshPeer : IVmMigrationPeer, IContainerMigrationPeer, IAsyncDisposable
 {
     private readonly SshHost _host;
     private readonly string _listenAddress;
@@ -27,7 +28,7 @@ internal sealed class SshVmPeer : IVmMigrationPeer, IAsyncDisposable
     private readonly Stream _requests;
     private readonly StringBuilder _agentErrors = new();
 
-    public SshVmPeer(SshHost host, string remoteVzsdk, string? remoteDataRoot, string listenAddress, ILogger logger)
+    public SshPeer(SshHost host, string remoteVzsdk, string? remoteDataRoot, string listenAddress, ILogger logger)
     {
         _host = host;
         _listenAddress = listenAddress;
@@ -84,6 +85,37 @@ internal sealed class SshVmPeer : IVmMigrationPeer, IAsyncDisposable
 
     public Task AbortAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "abort-vm", Id = id.Value }, cancellationToken);
 
+    public async Task<ContainerIncomingEndpoint> PrepareContainerAsync(ContainerMigrationOffer offer, CancellationToken cancellationToken)
+        => (await CallAsync(new AgentRequest { Op = "prepare-ct", ContainerOffer = offer, ListenAddress = _listenAddress }, cancellationToken).ConfigureAwait(false)).ContainerEndpoint
+            ?? throw new InvalidStateException($"The migration agent on {_host.Name} gave no address to send the disk to.");
+
+    public Task CompleteContainerAsync(VeId id, bool live, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "complete-ct", Id = id.Value, Live = live }, cancellationToken);
+
+    public Task AbortContainerAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "abort-ct", Id = id.Value }, cancellationToken);
+
+    /// <summary>Streams the directory as a tar archive into <c>tar -x</c> on the destination, over SSH.</summary>
+    public async Task<long> SendImagesAsync(string localDirectory, string remoteDirectory, CancellationToken cancellationToken)
+    {
+        var pipe = new Pipe();
+        var counter = new CountingStream(pipe.Writer.AsStream());
+        var pack = Task.Run(async () =>
+        {
+            try
+            {
+                await _local.ExecuteAsync(new Command("tar").WithArguments("-C", localDirectory, "-cf", "-", ".").WithStandardOutputPipe(PipeTarget.ToStream(counter)).WithTimeout(TimeSpan.FromHours(1)), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                await pipe.Writer.CompleteAsync().ConfigureAwait(false);
+            }
+        }, cancellationToken);
+        var unpack = _host.ExecuteAsync(new Command("tar").WithArguments("-C", remoteDirectory, "-xf", "-").WithStandardInput(pipe.Reader.AsStream()).WithTimeout(TimeSpan.FromHours(1)), cancellationToken);
+        await Task.WhenAll(pack, unpack).ConfigureAwait(false);
+        return counter.Written;
+    }
+
+    private readonly LocalHost _local = new();
+
     public async ValueTask DisposeAsync()
     {
         // Closing the agent's input ends it; it removes whatever it was receiving and had not completed.
@@ -99,4 +131,44 @@ internal sealed class SshVmPeer : IVmMigrationPeer, IAsyncDisposable
         _responses.Dispose();
         await _host.DisposeAsync().ConfigureAwait(false);
     }
+}
+
+/// <summary>A write-only stream that counts what passes through it.</summary>
+internal sealed class CountingStream(Stream inner) : Stream
+{
+    public long Written { get; private set; }
+
+    public override bool CanRead => false;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => true;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override void Flush() => inner.Flush();
+
+    public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count)
+    {
+        inner.Write(buffer, offset, count);
+        Written += count;
+    }
+
+    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        await inner.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+        Written += buffer.Length;
+    }
+
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 }

@@ -1,0 +1,42 @@
+using Virtuozzo.Sdk.Core;
+
+namespace Virtuozzo.Sdk.Containers.Runtime;
+
+// The container side of migration, between the source runtime's container driver and the destination's, after
+// P.Haul: the disk is mirrored to the destination while the container runs; then the container is frozen and dumped by
+// CRIU (or, in a restart migration, stopped), the disk's last changes drain, the images travel, and the destination
+// restores (or starts) it inside the same network identity.
+
+/// <summary>What the source tells the destination about a container it is about to send.</summary>
+/// <param name="Id">The container's UUID (kept).</param>
+/// <param name="Name">The container's name (kept).</param>
+/// <param name="ConfigJson">The container's configuration document (same addresses, resources, template).</param>
+/// <param name="DiskVirtualSize">The virtual size of its disk.</param>
+/// <param name="GuaranteeBytes">The memory the destination must guarantee, admitted before anything moves.</param>
+/// <param name="Live">True when its processes travel (CRIU); false for a restart migration.</param>
+internal sealed record ContainerMigrationOffer(Guid Id, string Name, string ConfigJson, long DiskVirtualSize, long GuaranteeBytes, bool Live);
+
+/// <summary>Where the destination receives: an NBD export of the new disk, and a directory for the CRIU images.</summary>
+internal sealed record ContainerIncomingEndpoint(string NbdHost, int NbdPort, string Export, string ImageDirectory);
+
+/// <summary>One progress sample of a container migration.</summary>
+internal readonly record struct ContainerMigrationSample(string Phase, long Transferred, long Remaining);
+
+/// <summary>What a finished container migration measured.</summary>
+internal sealed record ContainerMigrationOutcome(VeId Id, VeName Name, bool Live, string Reason, TimeSpan Frozen, TimeSpan TotalTime, long DiskBytes, long ImageBytes);
+
+/// <summary>The destination of a container migration, as the source's driver sees it.</summary>
+internal interface IContainerMigrationPeer
+{
+    /// <summary>Checks the offer (name, UUID and addresses free, guarantee admitted), creates the empty disk and exports it over NBD.</summary>
+    Task<ContainerIncomingEndpoint> PrepareContainerAsync(ContainerMigrationOffer offer, CancellationToken cancellationToken);
+
+    /// <summary>Copies the CRIU images in <paramref name="localDirectory"/> into the destination's <paramref name="remoteDirectory"/>; returns the bytes sent.</summary>
+    Task<long> SendImagesAsync(string localDirectory, string remoteDirectory, CancellationToken cancellationToken);
+
+    /// <summary>The disk (and images) have arrived: stop receiving, then restore the processes (live) or start the container.</summary>
+    Task CompleteContainerAsync(VeId id, bool live, CancellationToken cancellationToken);
+
+    /// <summary>Gives up: removes everything <see cref="PrepareContainerAsync"/> made (and a container it restored or started).</summary>
+    Task AbortContainerAsync(VeId id, CancellationToken cancellationToken);
+}

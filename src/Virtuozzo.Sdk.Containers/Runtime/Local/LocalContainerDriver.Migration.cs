@@ -1,0 +1,379 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Containers.Internal;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.Core.Runtime;
+using Virtuozzo.Sdk.Core.Runtime.Local;
+using Virtuozzo.Sdk.Core.State;
+using Virtuozzo.Sdk.Storage.Qcow2;
+
+namespace Virtuozzo.Sdk.Containers.Runtime.Local;
+
+// Container migration, P.Haul's loop on this runtime:
+//   destination: registers the container (same UUID, name, addresses), admits its guarantee, creates an empty disk of
+//                the same size and serves it over NBD from a storage daemon;
+//   source:      mirrors the running container's disk into that export (the storage daemon's block-mirror keeps
+//                copying what the container writes: the iterative disk sync) until it is ready; then CRIU dumps the
+//                processes, which freezes and ends them (a restart migration stops the container instead); the root
+//                file system is unmounted so that every write reaches the daemon, the mirror drains and ends, and the
+//                images travel to the destination;
+//   destination: stops serving the disk and restores the processes in a fresh mount, network namespace (same
+//                addresses) and cgroup — or starts the container;
+//   source:      removes its copy (or keeps it, stopped).
+// A failure before the dump leaves the container running; after the dump, the source restores it from its own images.
+internal sealed partial class LocalContainerDriver
+{
+    private const string MigrationNode = "mig-root";
+
+    /// <summary>Sends a running container to <paramref name="peer"/>: live with CRIU, or (when allowed) by a restart.</summary>
+    internal async Task<ContainerMigrationOutcome> MigrateOutAsync(string nameOrId, IContainerMigrationPeer peer, bool allowRestart, bool requireLive, bool keepSource,
+        Action<ContainerMigrationSample>? progress, CancellationToken ct, bool forceRestart = false)
+    {
+        var (identity, config) = await LoadAsync(nameOrId, ct).ConfigureAwait(false);
+        var id = identity.VeId;
+        using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
+        var state = await StateOfAsync(id, ct).ConfigureAwait(false);
+        if (state != VeState.Running)
+            throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; only a running container migrates (offline migration is not available yet).");
+        var total = Stopwatch.StartNew();
+        CriuTool? criu = null;
+        string reason;
+        var probe = await Criu.ProbeAsync(_host, _runtime.Options.Local.CriuPath, _store.RunDirectory, ct).ConfigureAwait(false);
+        if (forceRestart)
+        {
+            reason = "a restart migration was asked for: the container was stopped and started on the destination";
+        }
+        else if (probe.Tool is { } tool)
+        {
+            criu = tool;
+            reason = probe.MemoryDirtyTracking
+                ? "CRIU works here: the container migrated live"
+                : "CRIU works here: the container migrated live (no memory dirty tracking on this kernel, so one dump with no pre-dump iterations)";
+        }
+        else if (requireLive || !allowRestart)
+        {
+            throw new UnsupportedOnHostException($"Container {identity.Name} cannot migrate live: {probe.Reason}.{(requireLive ? "" : " Allow a restart migration to move it anyway.")}");
+        }
+        else
+        {
+            reason = $"CRIU is not usable here ({probe.Reason}): the container was stopped and started on the destination";
+        }
+        var live = criu is not null;
+
+        long diskSize;
+        using (var image = Qcow2Image.Open(DiskPath(id), new Qcow2OpenOptions { ReadOnly = true, ForceShare = true, NoBacking = true }))
+            diskSize = image.Size;
+        var offer = new ContainerMigrationOffer(id.Value, identity.Name, JsonSerializer.Serialize(config, ContainersJson.Default.ContainerConfig), diskSize, config.ToResources().GuaranteeBytes, live);
+        progress?.Invoke(new ContainerMigrationSample("preparing", 0, 0));
+        ContainerIncomingEndpoint endpoint;
+        try
+        {
+            endpoint = await peer.PrepareContainerAsync(offer, ct).ConfigureAwait(false);
+        }
+        catch (UnsupportedOnHostException ex) when (live && allowRestart && !requireLive)
+        {
+            // the destination cannot restore processes: a restart migration, reported as such
+            live = false;
+            criu = null;
+            reason = $"the destination cannot restore processes ({ex.Message}): the container was stopped and started there";
+            endpoint = await peer.PrepareContainerAsync(offer with { Live = false }, ct).ConfigureAwait(false);
+        }
+
+        var daemon = DaemonPaths(id);
+        var mirroring = false;
+        var stopped = false;
+        long diskBytes = 0, imageBytes = 0;
+        var frozen = new Stopwatch();
+        try
+        {
+            var qmp = await StorageDaemon.ConnectAsync(daemon, ct).ConfigureAwait(false);
+            await using (qmp.ConfigureAwait(false))
+            {
+                await qmp.ExecuteAsync("blockdev-add", new JsonObject
+                {
+                    ["driver"] = "nbd",
+                    ["node-name"] = MigrationNode,
+                    ["server"] = new JsonObject { ["type"] = "inet", ["host"] = endpoint.NbdHost, ["port"] = endpoint.NbdPort.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+                    ["export"] = endpoint.Export,
+                }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+                mirroring = true;
+                diskBytes = await SyncDiskWhileRunningAsync(qmp, identity.Name, progress, ct).ConfigureAwait(false);
+
+                // The freeze: from here the container does not run until it runs on the destination (or back here).
+                frozen.Start();
+                progress?.Invoke(new ContainerMigrationSample(live ? "dumping" : "stopping", 0, 0));
+                if (live)
+                    await CheckpointLockedAsync(id, identity.Name, criu!, leaveRunning: false, ct).ConfigureAwait(false);
+                else
+                    await StopLockedAsync(id, config, new VeStopOptions(), ct).ConfigureAwait(false);
+                stopped = true;
+                await UnmountRootAsync(id, ct).ConfigureAwait(false);
+                diskBytes += await CopyDirtyAsync(qmp, identity.Name, "final", progress, ct).ConfigureAwait(false); // the last delta, frozen
+                await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+                await qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = MigrationBitmap }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+                mirroring = false;
+            }
+            if (live)
+            {
+                progress?.Invoke(new ContainerMigrationSample("sending-state", 0, 0));
+                imageBytes = await peer.SendImagesAsync(CheckpointDirectory(id), endpoint.ImageDirectory, ct).ConfigureAwait(false);
+            }
+            progress?.Invoke(new ContainerMigrationSample(live ? "restoring" : "starting", 0, 0));
+            await peer.CompleteContainerAsync(id, live, ct).ConfigureAwait(false);
+            frozen.Stop();
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning("Migration of container {Name} failed: {Error}", identity.Name, ex.Message);
+            await RollBackOutgoingAsync(id, identity, config, peer, daemon, mirroring, stopped, live).ConfigureAwait(false);
+            throw;
+        }
+
+        progress?.Invoke(new ContainerMigrationSample("cleaning-up", 0, 0));
+        await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
+        DiscardCheckpoint(id);
+        if (!keepSource)
+            await _registry.UnregisterAsync(id, CancellationToken.None).ConfigureAwait(false);
+        return new ContainerMigrationOutcome(id, new VeName(identity.Name), live, reason, frozen.Elapsed, total.Elapsed, diskBytes, imageBytes);
+    }
+
+    /// <summary>Unmounts the running container's root so that every write it made reaches the storage daemon.</summary>
+    private async Task UnmountRootAsync(VeId id, CancellationToken ct)
+    {
+        var root = _store.RootPath(id);
+        for (var i = 0; i < 50 && StorageDaemon.IsMounted(root); i++)
+        {
+            var r = await _host.ExecuteAsync(new Command("umount").WithArguments(root).WithValidation(CommandResultValidation.None), ct).ConfigureAwait(false);
+            if (r.ExitCode != 0)
+                await Task.Delay(100, ct).ConfigureAwait(false);
+        }
+        if (StorageDaemon.IsMounted(root))
+            throw new InvalidStateException($"The root file system at {root} stays busy; its last writes cannot be sent.");
+    }
+
+    private const string MigrationBitmap = "mig-dirty";
+
+    // P.Haul's stop rules for iterative file-system sync (p_haul's MIN_ITER_FS_XFER_BYTES, MAX_ITER_GROW_RATE, MAX_ITERS_COUNT).
+    private const long MinIterationBytes = 1 << 20;
+    private const int MaxIterations = 8;
+
+    /// <summary>
+    /// Copies the disk while the container runs: a full copy, then the clusters dirtied meanwhile (from a dirty bitmap,
+    /// the change tracking the backups use), again and again until the delta is small, stops shrinking or eight
+    /// iterations have run. Returns the bytes copied.
+    /// </summary>
+    private static async Task<long> SyncDiskWhileRunningAsync(QmpClient qmp, string name, Action<ContainerMigrationSample>? progress, CancellationToken ct)
+    {
+        await qmp.ExecuteAsync("block-dirty-bitmap-add", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = MigrationBitmap, ["granularity"] = 65536 },
+            LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+        var copied = await RunCopyJobAsync(qmp, name, new JsonObject { ["sync"] = "full" }, "copying-disk", progress, ct).ConfigureAwait(false);
+        long previous = long.MaxValue;
+        for (var i = 0; i < MaxIterations; i++)
+        {
+            var dirty = await DirtyBytesAsync(qmp, ct).ConfigureAwait(false);
+            if (dirty <= MinIterationBytes || dirty > previous + previous / 10)
+                break;
+            copied += await CopyDirtyAsync(qmp, name, "copying-disk", progress, ct).ConfigureAwait(false);
+            previous = dirty;
+        }
+        return copied;
+    }
+
+    private static async Task<long> DirtyBytesAsync(QmpClient qmp, CancellationToken ct)
+        => (await StorageDaemon.QueryBitmapsAsync(qmp, ct).ConfigureAwait(false)).FirstOrDefault(b => b["name"]?.GetValue<string>() == MigrationBitmap)?["count"]?.GetValue<long>() ?? 0;
+
+    /// <summary>Copies the clusters the bitmap marks (and clears them when the copy succeeds).</summary>
+    private static Task<long> CopyDirtyAsync(QmpClient qmp, string name, string phase, Action<ContainerMigrationSample>? progress, CancellationToken ct)
+        => RunCopyJobAsync(qmp, name, new JsonObject { ["sync"] = "incremental", ["bitmap"] = MigrationBitmap, ["bitmap-mode"] = "on-success" }, phase, progress, ct);
+
+    private static async Task<long> RunCopyJobAsync(QmpClient qmp, string name, JsonObject sync, string phase, Action<ContainerMigrationSample>? progress, CancellationToken ct)
+    {
+        var args = new JsonObject { ["job-id"] = MigrationNode, ["device"] = StorageDaemon.DiskNode, ["target"] = MigrationNode, ["auto-dismiss"] = false };
+        foreach (var (k, v) in sync)
+            args[k] = v?.DeepClone();
+        await qmp.ExecuteAsync("blockdev-backup", args, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+        while (true)
+        {
+            var jobs = (await qmp.ExecuteAsync("query-jobs", null, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false))!.AsArray();
+            var job = jobs.FirstOrDefault(j => j!["id"]!.GetValue<string>() == MigrationNode)
+                ?? throw new InvalidStateException($"Copying the disk of container {name} failed: the job disappeared.");
+            var status = job["status"]!.GetValue<string>();
+            long done = job["current-progress"]?.GetValue<long>() ?? 0, all = job["total-progress"]?.GetValue<long>() ?? 0;
+            progress?.Invoke(new ContainerMigrationSample(phase, done, Math.Max(0, all - done)));
+            if (status is "concluded" or "null")
+            {
+                var error = job["error"]?.GetValue<string>();
+                await qmp.ExecuteAsync("job-dismiss", new JsonObject { ["id"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+                if (error is not null)
+                    throw new InvalidStateException($"Copying the disk of container {name} to the destination failed: {error}.");
+                return done;
+            }
+            await Task.Delay(50, ct).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task FinishMirrorAsync(QmpClient qmp, bool requireSuccess, CancellationToken ct)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+        while (true)
+        {
+            var jobs = (await qmp.ExecuteAsync("query-jobs", null, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false))!.AsArray();
+            var job = jobs.FirstOrDefault(j => j!["id"]!.GetValue<string>() == MigrationNode);
+            if (job is null)
+                return;
+            if (job["status"]!.GetValue<string>() is "concluded" or "null")
+            {
+                var error = job["error"]?.GetValue<string>();
+                await qmp.ExecuteAsync("job-dismiss", new JsonObject { ["id"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
+                if (requireSuccess && error is not null)
+                    throw new InvalidStateException($"Finishing the disk copy failed: {error}.");
+                return;
+            }
+            if (DateTime.UtcNow > deadline)
+                throw new InvalidStateException("The disk copy did not end within 2 minutes.");
+            await Task.Delay(20, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Undoes a failed outgoing migration: the destination's copy goes; the container runs here again.</summary>
+    private async Task RollBackOutgoingAsync(VeId id, VeIdentity identity, ContainerConfig config, IContainerMigrationPeer peer, Core.Runtime.Local.StorageDaemonPaths daemon,
+        bool mirroring, bool stopped, bool live)
+    {
+        var none = CancellationToken.None;
+        try
+        {
+            await peer.AbortContainerAsync(id, none).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning("Container {Name}: the destination could not clean up: {Error}", identity.Name, ex.Message);
+        }
+        if (mirroring && StorageDaemon.RunningPid(daemon) is not null)
+        {
+            try
+            {
+                var qmp = await StorageDaemon.ConnectAsync(daemon, none).ConfigureAwait(false);
+                await using (qmp.ConfigureAwait(false))
+                {
+                    try { await qmp.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = MigrationNode, ["force"] = true }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
+                    catch (QmpException) { }
+                    await FinishMirrorAsync(qmp, requireSuccess: false, none).ConfigureAwait(false);
+                    try { await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
+                    catch (QmpException) { }
+                    try { await qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = MigrationBitmap }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
+                    catch (QmpException) { }
+                }
+            }
+            catch (Exception ex) when (ex is VirtuozzoException or IOException or TimeoutException)
+            {
+                _logger.LogWarning("Container {Name}: could not end the disk copy: {Error}", identity.Name, ex.Message);
+            }
+        }
+        if (!stopped)
+            return; // it never stopped running here
+        try
+        {
+            if (live && HasCheckpoint(id))
+                await RestoreFromCheckpointLockedAsync(id, identity, config, none).ConfigureAwait(false);
+            else
+            {
+                await TeardownAsync(id, none).ConfigureAwait(false);
+                await StartLockedAsync(id, identity, config, none).ConfigureAwait(false);
+            }
+            _logger.LogWarning("Container {Name} runs on the source again", identity.Name);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogError("Container {Name} could not be resumed on the source after the failed migration: {Error}", identity.Name, ex.Message);
+        }
+    }
+
+    // ------------------------------------------------------------------ destination
+
+    private StorageDaemonPaths ReceiverPaths(VeId id)
+    {
+        var run = _store.RunPath(id);
+        return new StorageDaemonPaths(DiskPath(id), Path.Combine(run, "rx.raw"), Path.Combine(run, "rx.sock"), Path.Combine(run, "rx.pid"));
+    }
+
+    /// <summary>Receives a container: checks the offer, admits its guarantee, creates its disk and serves it over NBD.</summary>
+    internal async Task<ContainerIncomingEndpoint> PrepareIncomingAsync(ContainerMigrationOffer offer, string listenAddress, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(offer);
+        var address = IPAddress.Parse(listenAddress);
+        var config = JsonSerializer.Deserialize(offer.ConfigJson, ContainersJson.Default.ContainerConfig)
+            ?? throw new ArgumentException("The migration offer carries no container configuration.", nameof(offer));
+        var id = new VeId(offer.Id);
+        if (offer.Live)
+            await RequireCriuAsync(ct).ConfigureAwait(false); // a live migration needs CRIU here too: refused before anything moves
+        if (await _registry.FindAsync(id.ToString(), ct).ConfigureAwait(false) is { } same)
+            throw new AlreadyExistsException($"The destination already has a {(same.Kind == VeKind.Container ? "container" : "VM")} with the UUID {id} ('{same.Name}').");
+        await ValidateAddressesAsync(offer.Name, null, config.IpAddresses, ct).ConfigureAwait(false);
+        await _registry.RegisterAsync(id, new VeName(offer.Name), VeKind.Container, ct).ConfigureAwait(false); // refuses a taken name
+        using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
+        try
+        {
+            // Admitted before anything moves; the start or restore at the end keeps this reservation.
+            await _ledger.ReserveAsync(id, VeKind.Container, offer.GuaranteeBytes, 0, ct).ConfigureAwait(false);
+            await _store.WriteDocumentAsync(ConfigPath(id), config, ContainersJson.Default.ContainerConfig, ct).ConfigureAwait(false);
+            Qcow2Image.Create(DiskPath(id), new Qcow2CreateOptions { Size = offer.DiskVirtualSize }).Dispose();
+            Directory.CreateDirectory(_store.RunPath(id));
+            var port = LocalPorts.Free(address);
+            await StorageDaemon.StartNbdReceiverAsync(_host, ReceiverPaths(id), listenAddress, port, "root", ct).ConfigureAwait(false);
+            var images = CheckpointDirectory(id) + ".partial";
+            Directory.CreateDirectory(images);
+            _logger.LogDebug("Container {Name} is received at nbd://{Host}:{Port}/root", offer.Name, listenAddress, port);
+            return new ContainerIncomingEndpoint(listenAddress, port, "root", images);
+        }
+        catch
+        {
+            await DiscardIncomingLockedAsync(id).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>The disk (and the images) have arrived: restores the processes, or starts the container.</summary>
+    internal async Task CompleteIncomingAsync(VeId id, bool live, CancellationToken ct)
+    {
+        var (identity, config) = await LoadAsync(id.ToString(), ct).ConfigureAwait(false);
+        using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
+        await StorageDaemon.StopAsync(_host, ReceiverPaths(id), ct).ConfigureAwait(false);
+        if (live)
+        {
+            var partial = CheckpointDirectory(id) + ".partial";
+            await File.WriteAllTextAsync(Path.Combine(partial, CheckpointMarker), $"{identity.Name}\nmigrated\n{DateTimeOffset.UtcNow:O}\n", ct).ConfigureAwait(false);
+            Core.Internal.Native.FsyncDirectory(partial);
+            Directory.Move(partial, CheckpointDirectory(id));
+            await RestoreFromCheckpointLockedAsync(id, identity, config, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            DeleteDirectory(CheckpointDirectory(id) + ".partial");
+            await StartLockedAsync(id, identity, config, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Gives up receiving a container: nothing of it remains on this host.</summary>
+    internal async Task AbortIncomingAsync(VeId id, CancellationToken ct)
+    {
+        if (await _registry.FindAsync(id.ToString(), ct).ConfigureAwait(false) is null)
+            return;
+        using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
+        await DiscardIncomingLockedAsync(id).ConfigureAwait(false);
+    }
+
+    private async Task DiscardIncomingLockedAsync(VeId id)
+    {
+        var none = CancellationToken.None;
+        await StorageDaemon.StopAsync(_host, ReceiverPaths(id), none).ConfigureAwait(false);
+        if (await _runc.StatusAsync(id, none).ConfigureAwait(false) is not null)
+            await _runc.KillAsync(id, "KILL", all: true, none).ConfigureAwait(false);
+        await TeardownAsync(id, none).ConfigureAwait(false);
+        await _ledger.ReleaseAsync(id, none).ConfigureAwait(false);
+        await _registry.UnregisterAsync(id, none).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,80 @@
+using Virtuozzo.Sdk.Containers;
+using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.IntegrationTests.Containers;
+using Virtuozzo.Sdk.Migration;
+using Virtuozzo.Sdk.Testing;
+
+namespace Virtuozzo.Sdk.IntegrationTests.Migration;
+
+/// <summary>Live migration of a container to a second host (CRIU, P.Haul's order of steps), over SSH and the network only.</summary>
+[Collection("containers")]
+public class ContainerMigrationTests : IAsyncLifetime
+{
+    private readonly TempDirectory _root = new("vzsdk-ctmig");
+    private VirtuozzoRuntime _runtime = null!;
+    private ContainerClient _containers = null!;
+    private SecondHost _host2 = null!;
+
+    public async Task InitializeAsync()
+    {
+        _runtime = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _root.Path, LockTimeout = TimeSpan.FromMinutes(2) });
+        _containers = new ContainerClient(_runtime);
+        _host2 = await SecondHost.StartAsync(_root.Path);
+    }
+
+    public async Task DisposeAsync()
+    {
+        try
+        {
+            foreach (var c in await _containers.ListAsync(all: true))
+                await _containers.DeleteAsync(c.Id.ToString());
+            var there = await _host2.RunAsync(_host2.Vzsdk, "ct", "list", "-a", "--json");
+            foreach (var line in there.StandardOutput.Split('"').Where(t => t.StartsWith("ctmig-", StringComparison.Ordinal)).Distinct())
+                await _host2.RunAsync(_host2.Vzsdk, "ct", "delete", line);
+        }
+        finally
+        {
+            await _host2.DisposeAsync();
+            _root.Dispose();
+        }
+    }
+
+    private async Task<string> ShAsync(ContainerClient client, string name, string script)
+    {
+        var r = await client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", script] });
+        r.ExitCode.Should().Be(0, "'{0}' should succeed; stderr: {1}", script, r.StandardError);
+        return r.StandardOutput.Trim();
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "ping", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task A_running_container_migrates_live_with_the_same_process_its_files_and_its_address()
+    {
+        var name = ContainerFixture.UniqueName("ctmig");
+        const string ip = "10.209.0.246";
+        await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"] });
+        await _containers.StartAsync(name);
+        var pid = await ShAsync(_containers, name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+        await ShAsync(_containers, name, "echo written-before > /root-file && sync");
+        await Task.Delay(700);
+        var before = long.Parse(await ShAsync(_containers, name, "cat /tmp/counter"));
+
+        var phases = new List<MigrationPhase>();
+        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk),
+            progress: new SyncProgress<MigrationProgress>(p => phases.Add(p.Phase)));
+
+        result.Kind.Should().Be(VeKind.Container);
+        result.Mode.Should().Be(MigrationMode.Online, result.Reason);
+        result.Downtime.Should().BePositive().And.BeLessThan(TimeSpan.FromSeconds(10), "the container is frozen from the dump to the restore");
+        result.MemoryBytes.Should().BePositive("the CRIU images were sent");
+        phases.Should().Contain(MigrationPhase.CopyingDisks);
+        (await _containers.ListAsync(all: true)).Should().BeEmpty("the source's copy is removed");
+
+        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await there.GetAsync(name)).State.Should().Be(VeState.Running);
+        (await ShAsync(there, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process (same PID) runs on the second host");
+        await Task.Delay(500);
+        long.Parse(await ShAsync(there, name, "cat /tmp/counter")).Should().BeGreaterThan(before, "the counter continued without a restart");
+        (await ShAsync(there, name, "cat /root-file")).Should().Be("written-before");
+        SecondHost.RunInNetwork(_host2.Namespace, "ping", "-c", "1", "-W", "3", ip).Should().Be(0, "the container answers at its address on the second host's bridge");
+    }
+}

@@ -22,6 +22,7 @@ internal static class MigrateCommand
         var requireLive = new Option<bool>("--require-live") { Description = "Fail rather than fall back to a migration that stops the VE (vzmigrate --require-realtime)." };
         var keepSource = new Option<bool>("--keep-source") { Description = "Leave the VE, stopped, on the source." };
         var downtime = new Option<int?>("--downtime") { Description = "The longest pause the switch-over may cost, in milliseconds (default 300)." };
+        var bandwidth = new Option<string?>("--max-bandwidth") { Description = "Limit the memory copy to SIZE per second (e.g. 100M; default QEMU's 128M)." };
         var postCopy = new Option<bool>("--postcopy") { Description = "Switch to post-copy if pre-copy does not converge (a failure then loses the VE)." };
         var remoteDataRoot = new Option<string?>("--remote-data-root") { Description = "The destination's data root (default: the destination tool's default)." };
         var remoteVzsdk = new Option<string>("--remote-vzsdk") { Description = "The vzsdk program on the destination.", DefaultValueFactory = _ => "vzsdk" };
@@ -31,7 +32,7 @@ internal static class MigrateCommand
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
         var cmd = new Command("migrate", "Move a container or VM to another host, live (as prlctl migrate).")
         {
-            name, destination, online, offline, requireLive, keepSource, downtime, postCopy, remoteDataRoot, remoteVzsdk, identity, knownHosts, listen, json,
+            name, destination, online, offline, requireLive, keepSource, downtime, bandwidth, postCopy, remoteDataRoot, remoteVzsdk, identity, knownHosts, listen, json,
         };
         cmd.SetAction(async (p, ct) =>
         {
@@ -46,6 +47,7 @@ internal static class MigrateCommand
                 KeepSource = p.GetValue(keepSource),
                 PostCopy = p.GetValue(postCopy),
                 DowntimeLimit = p.GetValue(downtime) is { } ms ? TimeSpan.FromMilliseconds(ms) : MigrationOptions.DefaultDowntimeLimit,
+                MaxBandwidthPerSecond = p.GetValue(bandwidth) is { } bw ? ByteSize.Parse(bw) : null,
             };
             var target = Destination(p.GetValue(destination)!, p.GetValue(remoteDataRoot), p.GetValue(remoteVzsdk)!, p.GetValue(identity), p.GetValue(knownHosts), p.GetValue(listen));
             IProgress<MigrationProgress>? progress = Console.IsErrorRedirected ? null : new Progress<MigrationProgress>(Report);

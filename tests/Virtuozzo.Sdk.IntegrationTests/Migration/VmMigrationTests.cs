@@ -234,6 +234,67 @@ public class VmMigrationToSecondHostTests : IAsyncLifetime
     }
 }
 
+/// <summary>A migration whose source process is killed, with a second host over SSH.</summary>
+public class VmMigrationKillTests : IAsyncLifetime
+{
+    private readonly VmTestEnvironment _source = new();
+    private SecondHost _host2 = null!;
+
+    public async Task InitializeAsync()
+    {
+        await _source.InitializeAsync();
+        _host2 = await SecondHost.StartAsync(_source.Root.Path);
+    }
+
+    public async Task DisposeAsync()
+    {
+        try
+        {
+            var there = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+            foreach (var vm in await there.ListAsync())
+                await there.KillAsync(vm.Id.ToString());
+        }
+        finally
+        {
+            await _host2.DisposeAsync();
+            await _source.DisposeAsync();
+        }
+    }
+
+    private string[] MigrateArgs(string name, params string[] more)
+        => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + SecondHost.Address, "--remote-data-root", _host2.DataRoot,
+            "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, .. more];
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task Killing_the_migrating_process_leaves_the_VM_running_on_the_source_and_nothing_on_the_destination()
+    {
+        const string name = "mig-kill";
+        await _source.Client.CreateAsync(_source.GuestVm(name));
+        await _source.Client.StartAsync(name);
+        await _source.Client.WaitForGuestToolsAsync(name, TimeSpan.FromSeconds(90));
+        var pid = (await _source.ShAsync(name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done' >/dev/null 2>&1 </dev/null & echo $!")).Trim();
+
+        // slow enough (2 MiB/s of memory) that the kill lands while disks or memory are being copied
+        await VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromSeconds(6), MigrateArgs(name, "--max-bandwidth", "2M"));
+
+        var there = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while ((await there.ListAsync()).Count > 0 && DateTime.UtcNow < deadline)
+            await Task.Delay(200);
+        (await there.ListAsync()).Should().BeEmpty("the destination's agent removed the VM it was receiving when the source went away");
+        Directory.GetFileSystemEntries(Path.Combine(_host2.DataRoot, "private")).Should().BeEmpty();
+
+        (await _source.ShAsync(name, $"kill -0 {pid} && echo alive")).Trim().Should().Be("alive", "the VM ran on on the source");
+        (await _source.Client.GetAsync(name)).State.Should().Be(VeState.Running);
+
+        // and the leftovers of the killed migration do not stop the next one
+        var r = await VzsdkTool.RunAsync(MigrateArgs(name, "--json"));
+        r.ExitCode.Should().Be(0, r.StandardError);
+        (await there.GetAsync(name)).State.Should().Be(VeState.Running);
+        (await there.ExecAsync(name, new VeExecOptions { Command = ["/bin/sh", "-c", $"kill -0 {pid}"] })).ExitCode.Should().Be(0);
+    }
+}
+
 /// <summary>An <see cref="IProgress{T}"/> that reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, too late for assertions).</summary>
 internal sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
 {

@@ -84,6 +84,7 @@ internal sealed partial class LocalContainerDriver
         }
 
         var daemon = DaemonPaths(id);
+        await ClearMigrationLeftoversAsync(identity.Name, daemon).ConfigureAwait(false); // a killed migration's, if any
         var mirroring = false;
         var stopped = false;
         long diskBytes = 0, imageBytes = 0;
@@ -252,27 +253,8 @@ internal sealed partial class LocalContainerDriver
         {
             _logger.LogWarning("Container {Name}: the destination could not clean up: {Error}", identity.Name, ex.Message);
         }
-        if (mirroring && StorageDaemon.RunningPid(daemon) is not null)
-        {
-            try
-            {
-                var qmp = await StorageDaemon.ConnectAsync(daemon, none).ConfigureAwait(false);
-                await using (qmp.ConfigureAwait(false))
-                {
-                    try { await qmp.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = MigrationNode, ["force"] = true }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
-                    catch (QmpException) { }
-                    await FinishMirrorAsync(qmp, requireSuccess: false, none).ConfigureAwait(false);
-                    try { await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
-                    catch (QmpException) { }
-                    try { await qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = MigrationBitmap }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
-                    catch (QmpException) { }
-                }
-            }
-            catch (Exception ex) when (ex is VirtuozzoException or IOException or TimeoutException)
-            {
-                _logger.LogWarning("Container {Name}: could not end the disk copy: {Error}", identity.Name, ex.Message);
-            }
-        }
+        if (mirroring)
+            await ClearMigrationLeftoversAsync(identity.Name, daemon).ConfigureAwait(false);
         if (!stopped)
             return; // it never stopped running here
         try
@@ -289,6 +271,32 @@ internal sealed partial class LocalContainerDriver
         catch (Exception ex)
         {
             _logger.LogError("Container {Name} could not be resumed on the source after the failed migration: {Error}", identity.Name, ex.Message);
+        }
+    }
+
+    /// <summary>Removes a migration's copy job, NBD client and dirty bitmap from the container's storage daemon (after a failure, or left by a killed process).</summary>
+    private async Task ClearMigrationLeftoversAsync(string name, StorageDaemonPaths daemon)
+    {
+        var none = CancellationToken.None;
+        if (StorageDaemon.RunningPid(daemon) is null)
+            return;
+        try
+        {
+            var qmp = await StorageDaemon.ConnectAsync(daemon, none).ConfigureAwait(false);
+            await using (qmp.ConfigureAwait(false))
+            {
+                try { await qmp.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = MigrationNode, ["force"] = true }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
+                catch (QmpException) { }
+                await FinishMirrorAsync(qmp, requireSuccess: false, none).ConfigureAwait(false);
+                try { await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
+                catch (QmpException) { }
+                try { await qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = MigrationBitmap }, LocalTimeouts.MonitorBlockCommand, none).ConfigureAwait(false); }
+                catch (QmpException) { }
+            }
+        }
+        catch (Exception ex) when (ex is VirtuozzoException or IOException or TimeoutException)
+        {
+            _logger.LogWarning("Container {Name}: could not end the disk copy: {Error}", name, ex.Message);
         }
     }
 

@@ -24,6 +24,9 @@ internal sealed partial class LocalVmDriver
 {
     private const string MigrationNodePrefix = "mig-";
 
+    /// <summary>QEMU's default migration bandwidth limit (migration/options.c: MAX_THROTTLE, 128 MiB/s).</summary>
+    private const long DefaultMigrationBandwidth = 128L << 20;
+
     // ------------------------------------------------------------------ source
 
     /// <summary>Sends the running VM to <paramref name="peer"/>; on success the source's copy is deleted (or kept stopped).</summary>
@@ -40,6 +43,8 @@ internal sealed partial class LocalVmDriver
             throw new InvalidStateException($"The VM '{c.Name}' has the CD image '{iso}' inserted, which is gone; eject it first.");
         var rt = s.Runtime!;
         var sw = Stopwatch.StartNew();
+        var marker = MigrationMarker(s.Paths);
+        await File.WriteAllTextAsync(marker, "copying\n", ct).ConfigureAwait(false);
         var offer = new VmMigrationOffer(
             JsonSerializer.Serialize(c, VmJsonContext.Default.VmConfig),
             new VmMigrationHardware(rt.BaseMemoryBytes, rt.Dimms, rt.Cpus, rt.TargetMemoryBytes, rt.HotplugCpus, rt.BootCpus),
@@ -88,9 +93,12 @@ internal sealed partial class LocalVmDriver
                             new JsonObject { ["capability"] = "auto-converge", ["state"] = settings.AutoConverge },
                             new JsonObject { ["capability"] = "postcopy-ram", ["state"] = settings.PostCopy }),
                     }, QmpTimeout, ct).ConfigureAwait(false);
-                    var parameters = new JsonObject { ["downtime-limit"] = (long)settings.DowntimeLimit.TotalMilliseconds };
-                    if (settings.MaxBandwidthBytesPerSecond is { } bw)
-                        parameters["max-bandwidth"] = bw;
+                    // Every parameter is set each time: the emulator keeps what an earlier (failed) migration set.
+                    var parameters = new JsonObject
+                    {
+                        ["downtime-limit"] = (long)settings.DowntimeLimit.TotalMilliseconds,
+                        ["max-bandwidth"] = settings.MaxBandwidthBytesPerSecond ?? DefaultMigrationBandwidth,
+                    };
                     await qmp.ExecuteAsync("migrate-set-parameters", parameters, QmpTimeout, ct).ConfigureAwait(false);
                     migrating = true;
                     await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = endpoint.MigrationUri }, QmpTimeout, ct).ConfigureAwait(false);
@@ -105,6 +113,8 @@ internal sealed partial class LocalVmDriver
                     foreach (var node in nodes)
                         await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = node }, QmpTimeout, ct).ConfigureAwait(false);
                     nodes.Clear();
+                    // From here the destination may run the VM: a source that dies now must not resume its copy.
+                    await File.WriteAllTextAsync(marker, "handing-over\n", CancellationToken.None).ConfigureAwait(false);
                     await peer.CompleteAsync(s.Id, ct).ConfigureAwait(false);
                 }
                 catch (Exception ex)
@@ -125,6 +135,7 @@ internal sealed partial class LocalVmDriver
             {
                 _logger.LogWarning("Migration of VM {Name}: the destination could not clean up: {Error}", c.Name, abortError.Message);
             }
+            File.Delete(marker);
             throw;
         }
 
@@ -136,6 +147,43 @@ internal sealed partial class LocalVmDriver
         if (!settings.KeepSource)
             await _registry.UnregisterAsync(s.Id, CancellationToken.None).ConfigureAwait(false);
         return new VmMigrationOutcome(s.Id, new VeName(c.Name), downtime, sw.Elapsed, diskBytes, memoryBytes, postCopyUsed);
+    }
+
+    private static string MigrationMarker(VmPaths paths) => Path.Combine(paths.RunDirectory, "migrating");
+
+    /// <summary>
+    /// Cleans up after a migration whose process died (the marker it leaves says how far it got): the emulator's
+    /// mirror jobs and NBD clients go, a migration still running is cancelled, and the VM resumes if it was paused —
+    /// unless the hand-over had begun, when the destination may be running it: then it stays paused and says so.
+    /// Runs under the VM's lock, before any operation on it.
+    /// </summary>
+    private async Task RecoverInterruptedMigrationAsync(VmSession s, CancellationToken ct)
+    {
+        var marker = MigrationMarker(s.Paths);
+        if (s.Runtime is null || !File.Exists(marker))
+            return;
+        var phase = (await File.ReadAllTextAsync(marker, ct).ConfigureAwait(false)).Trim();
+        _logger.LogWarning("VM {Name}: a migration was interrupted ({Phase}); cleaning up", s.Config.Name, phase);
+        var qmp = await ConnectAsync(s.Paths, ct).ConfigureAwait(false);
+        await using (qmp.ConfigureAwait(false))
+        {
+            var jobs = (await qmp.ExecuteAsync("query-jobs", null, QmpTimeout, ct).ConfigureAwait(false))!.AsArray()
+                .Select(j => j!["id"]!.GetValue<string>()).Where(id => id.StartsWith(MigrationNodePrefix, StringComparison.Ordinal)).ToList();
+            var nodes = (await qmp.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, QmpTimeout, ct).ConfigureAwait(false))!.AsArray()
+                .Select(n => n!["node-name"]!.GetValue<string>()).Where(n => n.StartsWith(MigrationNodePrefix, StringComparison.Ordinal)).Distinct().ToList();
+            var status = (await qmp.ExecuteAsync("query-migrate", null, QmpTimeout, ct).ConfigureAwait(false))?["status"]?.GetValue<string>();
+            var migrating = status is "setup" or "active" or "postcopy-active" or "pre-switchover" or "device";
+            if (phase == "handing-over")
+            {
+                foreach (var job in jobs)
+                    await FinishJobAsync(qmp, job, requireSuccess: false, ct).ConfigureAwait(false);
+                File.Delete(marker);
+                throw new InvalidStateException($"The VM '{s.Config.Name}' was being handed over to a migration's destination when the migration stopped; it may run there. " +
+                    "It stays paused here: check the destination, then delete or kill this copy (or resume it if the destination does not have it).");
+            }
+            await RollBackOutgoingAsync(qmp, nodes.Union(jobs).ToList(), migrating, postCopy: status == "postcopy-active").ConfigureAwait(false);
+        }
+        File.Delete(marker);
     }
 
     private static async Task<long> WaitForMirrorsReadyAsync(QmpClient qmp, VmConfig c, List<string> nodes, Action<VmMigrationSample>? progress, CancellationToken ct)

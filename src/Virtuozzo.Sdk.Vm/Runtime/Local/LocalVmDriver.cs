@@ -109,6 +109,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
         using var veLock = await _store.LockVeAsync(new VeId(id), ct).ConfigureAwait(false);
         var session = await OpenSessionAsync(id, ct).ConfigureAwait(false)
             ?? throw new NotFoundException($"The VM '{nameOrId}' was deleted by another operation.");
+        await RecoverInterruptedMigrationAsync(session, ct).ConfigureAwait(false);
         return await operation(session).ConfigureAwait(false);
     }
 

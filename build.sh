@@ -2,7 +2,11 @@
 # Virtuozzo.Sdk build entry point.
 #   ./build.sh build   install prerequisites, build everything, publish the vzsdk tool to artifacts/vzsdk/vzsdk
 #   ./build.sh demo    build, then run the main sample (a tour of the SDK on this machine)
-#   ./build.sh test    build, then run every unit and integration test; ends with "N passed, N failed"
+#   ./build.sh test    build, then run every unit and integration test, the docs build and the consumer check;
+#                      ends with "N passed, N failed"
+#   ./build.sh docs    build the documentation site with the API reference (DocFX, warnings as errors) into docs/_site
+#   ./build.sh snippets  copy the samples' #region Snippet: blocks into the articles' code blocks
+#   ./build.sh consumer  pack, then build and run the getting-started program in a new console project against the packages
 #   ./build.sh pack    build the seven NuGet packages (and symbol packages) into artifacts/packages
 #   ./build.sh bench   build, then run the benchmarks (they compare the SDK with qemu-img and runc)
 set -euo pipefail
@@ -15,6 +19,7 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPE
 APT_PACKAGES=(
   runc qemu-utils qemu-system-x86 qemu-system-common busybox-static openssh-server openssh-client
   kmod cpio criu e2fsprogs iproute2 iputils-ping iptables fuse3 util-linux procps tar ca-certificates
+  clang lld zlib1g-dev
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -78,16 +83,13 @@ setup() {
 build() {
   log "building ($CONFIG)"
   dotnet build Virtuozzo.Sdk.sln -c "$CONFIG" -nologo -v quiet -clp:ErrorsOnly
-  # Self-contained composite ReadyToRun: the runtime, the framework and the tool compiled ahead of time into
-  # one image, so that generic code over the tool's own types is not jitted at start-up. `vzsdk disk convert`
-  # of a small image takes ~47 ms this way and ~57 ms as a framework-dependent ReadyToRun build (qemu-img: 10 ms);
-  # scripts call it once per disk (docs/performance.md). The publish takes about a minute longer.
+  # Native AOT: the tool is one native executable (no JIT, no runtime to load), so `vzsdk disk info` starts within a
+  # few milliseconds of `qemu-img info` (docs/performance.md). It needs clang and lld (APT_PACKAGES) to link.
   local arch
   case "$(uname -m)" in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-  log "publishing the vzsdk tool (self-contained, composite ReadyToRun) to artifacts/vzsdk/vzsdk"
+  log "publishing the vzsdk tool (Native AOT) to artifacts/vzsdk/vzsdk"
   rm -rf artifacts/vzsdk
-  dotnet publish samples/Vzsdk/Vzsdk.csproj -c "$CONFIG" -r "linux-$arch" --self-contained true \
-    -p:PublishReadyToRun=true -p:PublishReadyToRunComposite=true \
+  dotnet publish samples/Vzsdk/Vzsdk.csproj -c "$CONFIG" -r "linux-$arch" \
     -nologo -v quiet -clp:ErrorsOnly -o artifacts/vzsdk
 }
 
@@ -97,7 +99,8 @@ run_tests() {
   mkdir -p "$results"
   local status=0
   log "running tests"
-  dotnet test Virtuozzo.Sdk.sln -c "$CONFIG" --no-build -nologo \
+  # The CLI tests run the published Native AOT tool, the executable users get (without this they run vzsdk.dll).
+  VZSDK_TOOL="$ROOT/artifacts/vzsdk/vzsdk" dotnet test Virtuozzo.Sdk.sln -c "$CONFIG" --no-build -nologo \
     --logger "trx" --logger "console;verbosity=minimal" --results-directory "$results" || status=$?
   local passed=0 failed=0 skipped=0 n
   shopt -s nullglob
@@ -111,11 +114,39 @@ run_tests() {
   done
   # A crashed or aborted test run is a failure even when no test reported one.
   if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; log "the test run failed (exit code $status) without a failed test: see the output above"; fi
+  # Two checks that are not xunit tests, each counted as one test in the line below: the documentation site builds
+  # with no DocFX warning, and the packed packages build (warnings as errors) and run in a new console project.
+  local check
+  for check in build_docs consumer_check; do
+    if "$check"; then passed=$((passed + 1)); log "check $check: passed"; else failed=$((failed + 1)); log "check $check: FAILED"; fi
+  done
   local line="$passed passed, $failed failed"
   [ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
   echo "$line"
   [ "$failed" -eq 0 ]
 }
+
+# Rewrites the code blocks of docs/**/*.md from the #region Snippet: blocks of the samples they name
+# (docs/tools/snippets.awk); the DocsTests check that they agree.
+update_snippets() {
+  local md tmp
+  while IFS= read -r -d '' md; do
+    tmp="$md.snippets.tmp"
+    awk -v mddir="$(dirname "$md")" -f docs/tools/snippets.awk "$md" > "$tmp" || { rm -f "$tmp"; die "snippets: $md"; }
+    if cmp -s "$md" "$tmp"; then rm -f "$tmp"; else mv "$tmp" "$md"; log "updated $md"; fi
+  done < <(find docs -name '*.md' -not -path 'docs/_site/*' -not -path 'docs/api/*' -print0)
+}
+
+# The site with the API reference (docfx metadata + build, the docfx tool pinned in .config/dotnet-tools.json),
+# warnings as errors, into docs/_site.
+build_docs() {
+  log "building the documentation site (DocFX, warnings as errors)"
+  dotnet tool restore >/dev/null && dotnet docfx docs/docfx.json --warningsAsErrors
+}
+
+# The packages as a user gets them (tests/consumer/check.sh): packed, restored into a new console project from a
+# local folder feed, built with warnings as errors, run.
+consumer_check() { CONFIG="$CONFIG" bash tests/consumer/check.sh; }
 
 cmd=${1:-build}
 case "$cmd" in
@@ -131,6 +162,12 @@ case "$cmd" in
     rm -rf "$vmroot"
     ;;
   test) setup; build; run_tests ;;
+  docs)
+    ensure_dotnet
+    build_docs
+    ;;
+  snippets) update_snippets ;;
+  consumer) ensure_dotnet; consumer_check ;;
   pack)
     ensure_dotnet
     rm -rf artifacts/packages
@@ -141,6 +178,7 @@ case "$cmd" in
     # ./build.sh bench                 every benchmark project, default arguments
     # ./build.sh bench sdk ARGS...     benchmarks/Virtuozzo.Sdk.Benchmarks (containers, backup, vms, BenchmarkDotNet filters)
     # ./build.sh bench qcow2 ARGS...   benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks (convert, compression, IOPS vs qemu-img)
+    # ./build.sh bench startup [N]     benchmarks/startup.sh: start-up of the published vzsdk against qemu-img
     setup; build
     shift || true
     target=${1:-all}
@@ -149,12 +187,13 @@ case "$cmd" in
       all) projects=(benchmarks/*/*.csproj) ;;
       sdk) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj) ;;
       qcow2) projects=(benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks/*.csproj) ;;
-      *) die "unknown benchmark '$target' (use sdk or qcow2, or nothing for all)" ;;
+      startup) benchmarks/startup.sh "$@"; exit ;;
+      *) die "unknown benchmark '$target' (use sdk, qcow2 or startup, or nothing for all)" ;;
     esac
     for p in "${projects[@]}"; do
       log "running $p"
       dotnet run --project "$p" -c "$CONFIG" --no-build -- "$@"
     done
     ;;
-  *) die "unknown command '$cmd' (use build, demo, test, pack or bench)" ;;
+  *) die "unknown command '$cmd' (use build, demo, test, docs, snippets, consumer, pack or bench)" ;;
 esac

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using System.CommandLine;
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 
 namespace Vzsdk;
 
@@ -58,25 +58,6 @@ internal static class Cli
             "off" or "no" or "false" => false,
             var other => throw new UsageException($"{option.Name}: '{other}' is not on or off."),
         };
-
-    /// <summary>JSON options for snake_case output (everything but the <c>disk</c> verbs).</summary>
-    public static JsonSerializerOptions SnakeJson => Json.Snake;
-
-    /// <summary>
-    /// Holds the JSON options apart from the options above, so that touching <c>Cli</c> (every invocation
-    /// does) does not initialise System.Text.Json, a few milliseconds of every <c>vzsdk disk</c> call.
-    /// </summary>
-    private static class Json
-    {
-        public static readonly JsonSerializerOptions Snake = new()
-        {
-            PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-            DictionaryKeyPolicy = null,
-            WriteIndented = true,
-            DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-            Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-        };
-    }
 
     private const string RootDescription = "vzsdk: manage containers, virtual machines and QCOW2 disks with Virtuozzo.Sdk.";
 
@@ -153,8 +134,9 @@ internal static class Cli
 
     private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 
-    public static void WriteJson<T>(T value, JsonSerializerOptions? options = null)
-        => Console.Out.WriteLine(JsonSerializer.Serialize(value, options ?? SnakeJson));
+    /// <summary>Prints <paramref name="value"/> as JSON through its source-generated contract (<see cref="VzsdkJson"/>).</summary>
+    public static void WriteJson<T>(T value, JsonTypeInfo<T> typeInfo)
+        => Console.Out.WriteLine(JsonSerializer.Serialize(value, typeInfo));
 }
 
 /// <summary>A usage mistake found after parsing (bad value for a flag); exits 2.</summary>

@@ -26,7 +26,7 @@ internal static class HostCommand
             var caps = await new LocalHost().GetCapabilitiesAsync(new CapabilityProbeOptions { RefreshKvmProbe = parse.GetValue(refresh) }, ct);
             if (parse.GetValue(json))
             {
-                Cli.WriteJson(ToJson(caps));
+                Cli.WriteJson(ToJson(caps), VzsdkJson.Default.HostInfo);
                 return Cli.Success;
             }
             Console.WriteLine($"Host:     {caps.HostName}");
@@ -82,7 +82,7 @@ internal static class HostCommand
         c.HostName, c.Kernel, LayoutName(c.Cgroup), c.Cpus, c.MemoryBytes,
         new FeatureJson(c.Kvm.Usable, c.Kvm.Reason), new Dictionary<string, string?>(c.Tools), new FeatureJson(c.Criu.Usable, c.Criu.Reason));
 
-    private sealed record FeatureJson(bool Usable, string Reason);
+    internal sealed record FeatureJson(bool Usable, string Reason);
 
-    private sealed record HostInfoJson(string Hostname, string Kernel, string Cgroup, int Cpus, long Memory, FeatureJson Kvm, Dictionary<string, string?> Tools, FeatureJson Criu);
+    internal sealed record HostInfoJson(string Hostname, string Kernel, string Cgroup, int Cpus, long Memory, FeatureJson Kvm, Dictionary<string, string?> Tools, FeatureJson Criu);
 }

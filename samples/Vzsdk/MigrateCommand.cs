@@ -58,7 +58,7 @@ internal static class MigrateCommand
             {
                 Cli.WriteJson(new MigrateResultJson(result.Id.ToString(), result.Name.Value, result.Kind == VeKind.Container ? "container" : "vm",
                     result.Mode.ToString().ToLowerInvariant(), result.Reason, (long)result.Downtime.TotalMilliseconds, (long)result.TotalTime.TotalMilliseconds,
-                    result.DiskBytes, result.MemoryBytes, result.PostCopyUsed));
+                    result.DiskBytes, result.MemoryBytes, result.PostCopyUsed), VzsdkJson.Default.MigrateResult);
             }
             else
             {

@@ -55,8 +55,8 @@ internal static class TopLevel
             var list = await Client(p).ListAsync(p.GetValue(all), ct);
             if (p.GetValue(json))
             {
-                Cli.WriteJson(list.Select(v => new ListJson(v.Id.ToString(), v.Name.Value, v.Kind == VeKind.Container ? "container" : "vm", StateName(v.State),
-                    v.IpAddresses.Count > 0 ? string.Join(' ', v.IpAddresses.Select(a => a.Split('/')[0])) : null, v.Hostname, v.Cpus, v.MemorySize.Bytes)).ToList());
+                Cli.WriteJson(list.Select(v => new VeListJson(v.Id.ToString(), v.Name.Value, v.Kind == VeKind.Container ? "container" : "vm", StateName(v.State),
+                    v.IpAddresses.Count > 0 ? string.Join(' ', v.IpAddresses.Select(a => a.Split('/')[0])) : null, v.Hostname, v.Cpus, v.MemorySize.Bytes)).ToList(), VzsdkJson.Default.VeList);
                 return Cli.Success;
             }
             Console.Out.WriteLine(Row(columns.Select(c => (c.Header, c.Width))));
@@ -264,5 +264,5 @@ internal static class TopLevel
         return cmd;
     }
 
-    private sealed record ListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string? Hostname, int? Cpus, long Memsize);
+    internal sealed record VeListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string? Hostname, int? Cpus, long Memsize);
 }

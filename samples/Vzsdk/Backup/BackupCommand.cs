@@ -38,7 +38,7 @@ internal static class BackupCommand
                 Compression = p.GetValue(compression) switch { "zlib" => BackupCompression.Zlib, "none" => BackupCompression.None, _ => BackupCompression.Zstd },
             }, cancellationToken: ct);
             if (p.GetValue(json))
-                Cli.WriteJson(new CreateJson(ToJson(result.Backup), result.Consistency, result.FullReasons.ToList()));
+                Cli.WriteJson(new CreateJson(ToJson(result.Backup), result.Consistency, result.FullReasons.ToList()), VzsdkJson.Default.BackupCreate);
             else
             {
                 Console.Out.WriteLine($"{(result.Backup.Type == BackupType.Full ? "Full" : "Incremental")} backup of {result.Backup.VeName}: {new ByteSize(result.Backup.SizeBytes).ToHumanString()} ({result.Consistency})");
@@ -61,7 +61,7 @@ internal static class BackupCommand
             var list = await Client(p).ListAsync(p.GetValue(name), ct);
             if (p.GetValue(json))
             {
-                Cli.WriteJson(list.Select(ToJson).ToList());
+                Cli.WriteJson(list.Select(ToJson).ToList(), VzsdkJson.Default.BackupList);
                 return Cli.Success;
             }
             // Text: one block per chain, the full backup first and each incremental after its parent.
@@ -115,7 +115,7 @@ internal static class BackupCommand
         {
             var r = await Client(p).VerifyAsync(p.GetValue(target), ct);
             if (p.GetValue(json))
-                Cli.WriteJson(new VerifyJson(r.IsValid, r.Checked.ToList(), new Dictionary<string, string>(r.Damaged), r.Affected.ToList()));
+                Cli.WriteJson(new VerifyJson(r.IsValid, r.Checked.ToList(), new Dictionary<string, string>(r.Damaged), r.Affected.ToList()), VzsdkJson.Default.BackupVerify);
             else
             {
                 Console.Out.WriteLine($"Checked {r.Checked.Count} backup(s): {(r.IsValid ? "all intact" : $"{r.Damaged.Count} damaged")}");
@@ -153,13 +153,13 @@ internal static class BackupCommand
     private static BackupJson ToJson(BackupInfo b) => new(
         b.Id, b.Type.ToString().ToLowerInvariant(), b.ParentId, b.VeId.ToString(), b.VeName,
         b.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture), b.SizeBytes,
-        b.Disks.Select(d => new DiskJson(d.Name, d.File, d.OriginalPath, d.VirtualSize, d.StoredSize, d.Digest)).ToList());
+        b.Disks.Select(d => new BackupDiskJson(d.Name, d.File, d.OriginalPath, d.VirtualSize, d.StoredSize, d.Digest)).ToList());
 
-    private sealed record DiskJson(string Name, string File, string OriginalPath, long VirtualSize, long Size, string Digest);
+    internal sealed record BackupDiskJson(string Name, string File, string OriginalPath, long VirtualSize, long Size, string Digest);
 
-    private sealed record BackupJson(string Id, string Type, string? Parent, string VeUuid, string VeName, string Created, long Size, List<DiskJson> Disks);
+    internal sealed record BackupJson(string Id, string Type, string? Parent, string VeUuid, string VeName, string Created, long Size, List<BackupDiskJson> Disks);
 
-    private sealed record CreateJson(BackupJson Backup, string Consistency, List<string> FullReasons);
+    internal sealed record CreateJson(BackupJson Backup, string Consistency, List<string> FullReasons);
 
-    private sealed record VerifyJson(bool Valid, List<string> Checked, Dictionary<string, string> Damaged, List<string> Affected);
+    internal sealed record VerifyJson(bool Valid, List<string> Checked, Dictionary<string, string> Damaged, List<string> Affected);
 }

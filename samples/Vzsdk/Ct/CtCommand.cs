@@ -102,7 +102,7 @@ internal static class CtCommand
                 Autostart = Cli.OnOff(p, r.Autostart) ?? false,
             }, ct);
             if (p.GetValue(json))
-                Cli.WriteJson(ToJson(info));
+                Cli.WriteJson(ToJson(info), VzsdkJson.Default.ContainerInfo);
             else
                 Console.Out.WriteLine($"Created container {info.Name}");
             Console.Out.WriteLine(info.Id.ToString());
@@ -121,7 +121,7 @@ internal static class CtCommand
             var list = await Client(p).ListAsync(p.GetValue(all), ct);
             if (p.GetValue(json))
             {
-                Cli.WriteJson(list.Select(ToListJson).ToList());
+                Cli.WriteJson(list.Select(ToListJson).ToList(), VzsdkJson.Default.ContainerList);
                 return Cli.Success;
             }
             Console.Out.WriteLine(TopLevel.Row([("UUID", 40), ("STATUS", 11), ("IP_ADDR", 17), ("NAME", 0)]));
@@ -142,7 +142,7 @@ internal static class CtCommand
             var c = await Client(p).GetAsync(p.GetValue(name)!, ct);
             if (p.GetValue(json))
             {
-                Cli.WriteJson(ToJson(c));
+                Cli.WriteJson(ToJson(c), VzsdkJson.Default.ContainerInfo);
                 return Cli.Success;
             }
             var r = c.Resources;
@@ -355,7 +355,7 @@ internal static class CtCommand
         {
             var all = await Client(p).ListTemplatesAsync(ct);
             if (p.GetValue(json))
-                Cli.WriteJson(all.Select(t => new TemplateJson(t.Name, t.Init, t.StopSignal, t.SizeBytes)).ToList());
+                Cli.WriteJson(all.Select(t => new TemplateJson(t.Name, t.Init, t.StopSignal, t.SizeBytes)).ToList(), VzsdkJson.Default.TemplateList);
             else
                 foreach (var t in all)
                     Console.Out.WriteLine($"{t.Name,-20}{new ByteSize(t.SizeBytes).ToHumanString(),-12}{string.Join(' ', t.Init)}");
@@ -386,21 +386,21 @@ internal static class CtCommand
 
     internal static string StateName(VeState s) => s.ToString().ToLowerInvariant();
 
-    private static ListJson ToListJson(ContainerInfo c)
+    private static CtListJson ToListJson(ContainerInfo c)
         => new(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null, c.Hostname ?? c.Name.Value);
 
-    private static InfoJson ToJson(ContainerInfo c)
+    private static CtInfoJson ToJson(ContainerInfo c)
     {
         var r = c.Resources;
-        return new InfoJson(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null,
+        return new CtInfoJson(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null,
             c.Hostname ?? c.Name.Value, c.Template, c.IpAddresses.ToList(), r.MemorySize.Bytes, r.Swap.Bytes, r.MemoryGuaranteePercent, r.Cpus, r.CpuLimitPercent, r.CpuUnits, r.CpuMask, r.DiskSpace.Bytes, r.MaxProcesses,
             c.Autostart, c.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    private sealed record ListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname);
+    internal sealed record CtListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname);
 
-    private sealed record InfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname, string Template, List<string> IpAddresses,
+    internal sealed record CtInfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname, string Template, List<string> IpAddresses,
         long Memsize, long Swap, int Memguarantee, int? Cpus, int? Cpulimit, int Cpuunits, string? Cpumask, long Diskspace, long MaxProcesses, bool Autostart, string CreatedAt);
 
-    private sealed record TemplateJson(string Name, IReadOnlyList<string> Init, string StopSignal, long Size);
+    internal sealed record TemplateJson(string Name, IReadOnlyList<string> Init, string StopSignal, long Size);
 }

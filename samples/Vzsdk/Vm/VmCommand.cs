@@ -95,7 +95,7 @@ internal static class VmCommand
                 CpuLimitPercent = p.GetValue(cpulimit) is { } l && l > 0 ? l : null,
             }, ct);
             if (p.GetValue(json))
-                Cli.WriteJson(ToJson(info));
+                Cli.WriteJson(ToJson(info), VzsdkJson.Default.VmInfo);
             else
                 Console.Out.WriteLine($"Created VM {info.Name}");
             Console.Out.WriteLine(info.Id.ToString());
@@ -117,7 +117,7 @@ internal static class VmCommand
             var list = (await Client(p).ListAsync(true, ct)).Where(v => p.GetValue(all) || v.State is not VeState.Stopped and not VeState.Suspended).ToList();
             if (p.GetValue(json))
             {
-                Cli.WriteJson(list.Select(v => new ListJson(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null)).ToList());
+                Cli.WriteJson(list.Select(v => new VmListJson(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null)).ToList(), VzsdkJson.Default.VmList);
                 return Cli.Success;
             }
             Console.Out.WriteLine(TopLevel.Row([("UUID", 40), ("STATUS", 11), ("IP_ADDR", 17), ("NAME", 0)]));
@@ -138,7 +138,7 @@ internal static class VmCommand
             var v = await Client(p).GetAsync(p.GetValue(name)!, ct);
             if (p.GetValue(json))
             {
-                Cli.WriteJson(ToJson(v));
+                Cli.WriteJson(ToJson(v), VzsdkJson.Default.VmInfo);
                 return Cli.Success;
             }
             Console.Out.WriteLine($"ID: {v.Id.ToBracedString()}");
@@ -371,7 +371,7 @@ internal static class VmCommand
             if (p.GetValue(json))
             {
                 Cli.WriteJson(list.Select(s => new SnapshotJson(s.Id.ToString(), s.Name, s.Description, s.ParentId?.ToString(),
-                    s.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture), s.IncludesMemory, s.IsCurrent)).ToList());
+                    s.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture), s.IncludesMemory, s.IsCurrent)).ToList(), VzsdkJson.Default.SnapshotList);
                 return Cli.Success;
             }
             void Print(Guid? parent, int depth)
@@ -402,18 +402,18 @@ internal static class VmCommand
         return cmd;
     }
 
-    private static InfoJson ToJson(VmInfo v)
+    private static VmInfoJson ToJson(VmInfo v)
         => new(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null, v.Cpus ?? 1, v.MaxCpus, v.MemorySize.Bytes, v.MemoryGuaranteePercent, v.MemoryHotplug, v.MaxMemory.Bytes,
-            v.CpuMask, v.CpuLimitPercent, v.Disks.Select(d => new DiskJson(d.Name, d.ImagePath, d.Size.Bytes)).ToList(), v.CdromImagePath,
+            v.CpuMask, v.CpuLimitPercent, v.Disks.Select(d => new VmDiskJson(d.Name, d.ImagePath, d.Size.Bytes)).ToList(), v.CdromImagePath,
             v.Network.ToString().ToLowerInvariant(), v.MacAddress, v.KernelPath,
             v.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture));
 
-    private sealed record ListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured);
+    internal sealed record VmListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured);
 
-    private sealed record DiskJson(string Name, string Image, long Size);
+    internal sealed record VmDiskJson(string Name, string Image, long Size);
 
-    private sealed record InfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, int Cpus, int MaxCpus, long Memsize, int Memguarantee,
-        bool MemHotplug, long Maxmem, string? Cpumask, int? Cpulimit, List<DiskJson> Disks, string? Cdrom, string Network, string? Mac, string? Kernel, string CreatedAt);
+    internal sealed record VmInfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, int Cpus, int MaxCpus, long Memsize, int Memguarantee,
+        bool MemHotplug, long Maxmem, string? Cpumask, int? Cpulimit, List<VmDiskJson> Disks, string? Cdrom, string Network, string? Mac, string? Kernel, string CreatedAt);
 
-    private sealed record SnapshotJson(string Id, string Name, string? Description, string? Parent, string CreatedAt, bool Memory, bool Current);
+    internal sealed record SnapshotJson(string Id, string Name, string? Description, string? Parent, string CreatedAt, bool Memory, bool Current);
 }

@@ -91,7 +91,7 @@ public class CliRobustnessTests
         // env --default-signal=INT: a test host started in the background by a non-interactive shell has
         // SIGINT ignored, and a child would inherit that
         var psi = new ProcessStartInfo("env") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "--default-signal=INT", "dotnet", VzsdkTool.DllPath, "disk", "convert", "-c", "-O", "qcow2", src, dst })
+        foreach (var a in new[] { "--default-signal=INT" }.Concat(VzsdkTool.StartLine("disk", "convert", "-c", "-O", "qcow2", src, dst)))
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();

@@ -171,8 +171,9 @@ public class DiskCliHardeningTests
             }
         }
         var dst = dir.File("out.qcow2");
-        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { VzsdkTool.DllPath, "disk", "convert", "-c", "-O", "qcow2", big, dst })
+        var line = VzsdkTool.StartLine("disk", "convert", "-c", "-O", "qcow2", big, dst);
+        var psi = new ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
             psi.ArgumentList.Add(a);
         using (var p = Process.Start(psi)!)
         {

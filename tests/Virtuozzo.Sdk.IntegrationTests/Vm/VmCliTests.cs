@@ -11,8 +11,7 @@ public sealed class VmCliTests
 {
     private static async Task<BufferedCommandResult> VmAsync(string root, string? stdin, params string[] args)
     {
-        var cmd = new Command("dotnet").WithArguments([VzsdkTool.DllPath, "--data-root", root, "vm", .. args])
-            .WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(3));
+        var cmd = VzsdkTool.Command(["--data-root", root, "vm", .. args]).WithTimeout(TimeSpan.FromMinutes(3));
         if (stdin is not null)
             cmd = cmd.WithStandardInput(stdin);
         return await new LocalHost().ExecuteBufferedAsync(cmd);

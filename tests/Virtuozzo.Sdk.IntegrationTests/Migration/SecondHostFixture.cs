@@ -122,8 +122,10 @@ public sealed class SecondHost : IAsyncDisposable
             MaxSessions 100
             SetEnv VZSDK_DATA_ROOT={DataRoot}
             """);
-        var dotnet = Path.GetFullPath("/proc/self/exe") is var self && new FileInfo(self).LinkTarget is { } target ? target : "/usr/bin/dotnet";
-        File.WriteAllText(Vzsdk, $"#!/bin/sh\nexec {dotnet} {VzsdkTool.DllPath} \"$@\"\n");
+        // The same tool the source's tests run (the published one under ./build.sh test), by absolute path.
+        var line = VzsdkTool.StartLine();
+        var program = line[0].Contains('/', StringComparison.Ordinal) ? line[0] : "/usr/bin/" + line[0];
+        File.WriteAllText(Vzsdk, $"#!/bin/sh\nexec {string.Join(' ', new[] { program }.Concat(line.Skip(1)).Select(a => "'" + a + "'"))} \"$@\"\n");
         File.SetUnixFileMode(Vzsdk, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
 
         // In the host's network namespace and a private mount namespace: a sysfs of its own (with the cgroup

@@ -19,7 +19,7 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPE
 APT_PACKAGES=(
   runc qemu-utils qemu-system-x86 qemu-system-common busybox-static openssh-server openssh-client
   kmod cpio criu e2fsprogs iproute2 iputils-ping iptables fuse3 util-linux procps tar ca-certificates
-  clang lld zlib1g-dev
+  clang lld zlib1g-dev rsync
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -179,6 +179,7 @@ case "$cmd" in
     # ./build.sh bench sdk ARGS...     benchmarks/Virtuozzo.Sdk.Benchmarks (containers, backup, vms, BenchmarkDotNet filters)
     # ./build.sh bench qcow2 ARGS...   benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks (convert, compression, IOPS vs qemu-img)
     # ./build.sh bench startup [N]     benchmarks/startup.sh: start-up of the published vzsdk against qemu-img
+    # ./build.sh bench migration [R]   VM and container live migration to a second host, against qemu-img / rsync copies
     setup; build
     shift || true
     target=${1:-all}
@@ -186,9 +187,10 @@ case "$cmd" in
     case "$target" in
       all) projects=(benchmarks/*/*.csproj) ;;
       sdk) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj) ;;
+      migration) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj); set -- migration "$@" ;;
       qcow2) projects=(benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks/*.csproj) ;;
       startup) benchmarks/startup.sh "$@"; exit ;;
-      *) die "unknown benchmark '$target' (use sdk, qcow2 or startup, or nothing for all)" ;;
+      *) die "unknown benchmark '$target' (use sdk, qcow2, migration or startup, or nothing for all)" ;;
     esac
     for p in "${projects[@]}"; do
       log "running $p"

@@ -5,11 +5,14 @@ using Virtuozzo.Sdk.Benchmarks;
 // ./build.sh bench sdk containers [N] [RUNNING]   container lifecycle latency and memory vs bare runc
 // ./build.sh bench sdk backup [ROUNDS]            full/incremental backup, restore and delete-merge vs qemu-img
 // ./build.sh bench sdk vms [ROUNDS]               VM start-to-guest-tools vs plain QEMU, memory hotplug latency, list of 100 VMs
+// ./build.sh bench migration [ROUNDS]            VM and container live migration to a second host vs qemu-img/rsync copies
 // ./build.sh bench sdk --filter '*CommandExecution*'   BenchmarkDotNet benchmarks
 if (args.Length > 0 && args[0] == "containers")
     return await ContainerBenchmark.RunAsync(args.Skip(1).ToArray());
 if (args.Length > 0 && args[0] == "backup")
     return await BackupBenchmark.RunAsync(args.Skip(1).ToArray());
+if (args.Length > 0 && args[0] == "migration")
+    return await MigrationBenchmark.RunAsync(args.Skip(1).ToArray());
 if (args.Length > 0 && args[0] == "vms")
     return await VmBenchmark.RunAsync(args.Skip(1).ToArray());
 if (args.Length == 0)

@@ -1,6 +1,7 @@
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.IntegrationTests.Containers;
+using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.Migration;
 using Virtuozzo.Sdk.Testing;
 
@@ -19,7 +20,7 @@ public class ContainerMigrationTests : IAsyncLifetime
     {
         _runtime = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _root.Path, LockTimeout = TimeSpan.FromMinutes(2) });
         _containers = new ContainerClient(_runtime);
-        _host2 = await SecondHost.StartAsync(_root.Path);
+        _host2 = await SecondHost.StartAsync(VzsdkTool.StartLine(), _root.Path);
     }
 
     public async Task DisposeAsync()

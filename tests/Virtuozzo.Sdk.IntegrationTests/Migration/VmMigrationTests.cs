@@ -178,7 +178,7 @@ public class VmMigrationToSecondHostTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         await _source.InitializeAsync();
-        _host2 = await SecondHost.StartAsync(_source.Root.Path);
+        _host2 = await SecondHost.StartAsync(VzsdkTool.StartLine(), _source.Root.Path);
     }
 
     public async Task DisposeAsync()
@@ -243,7 +243,7 @@ public class VmMigrationKillTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         await _source.InitializeAsync();
-        _host2 = await SecondHost.StartAsync(_source.Root.Path);
+        _host2 = await SecondHost.StartAsync(VzsdkTool.StartLine(), _source.Root.Path);
     }
 
     public async Task DisposeAsync()

@@ -3,10 +3,8 @@ using System.Net;
 using System.Net.Sockets;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Processes;
-using Virtuozzo.Sdk.IntegrationTests.Cli;
-using Virtuozzo.Sdk.Testing;
 
-namespace Virtuozzo.Sdk.IntegrationTests.Migration;
+namespace Virtuozzo.Sdk.Testing;
 
 /// <summary>
 /// A second host on this machine, for migrations: its own network namespace (reached through a veth pair, 10.214.7.2
@@ -75,12 +73,14 @@ public sealed class SecondHost : IAsyncDisposable
     };
 
     /// <summary>Sets the host up; <paramref name="hidden"/> are paths of this machine the second host must not see.</summary>
-    public static async Task<SecondHost> StartAsync(params string[] hidden)
+    /// <param name="vzsdk">The command line that starts the SDK's tool (program first), which the second host runs.</param>
+    /// <param name="hidden">Paths of this machine the second host must not see.</param>
+    public static async Task<SecondHost> StartAsync(string[] vzsdk, params string[] hidden)
     {
         var h = new SecondHost();
         try
         {
-            await h.SetUpAsync(hidden);
+            await h.SetUpAsync(vzsdk, hidden);
             return h;
         }
         catch
@@ -90,7 +90,7 @@ public sealed class SecondHost : IAsyncDisposable
         }
     }
 
-    private async Task SetUpAsync(string[] hidden)
+    private async Task SetUpAsync(string[] line, string[] hidden)
     {
         Directory.CreateDirectory(DataRoot);
         Run("ip", "netns", "add", Namespace);
@@ -123,7 +123,6 @@ public sealed class SecondHost : IAsyncDisposable
             SetEnv VZSDK_DATA_ROOT={DataRoot}
             """);
         // The same tool the source's tests run (the published one under ./build.sh test), by absolute path.
-        var line = VzsdkTool.StartLine();
         var program = line[0].Contains('/', StringComparison.Ordinal) ? line[0] : "/usr/bin/" + line[0];
         File.WriteAllText(Vzsdk, $"#!/bin/sh\nexec {string.Join(' ', new[] { program }.Concat(line.Skip(1)).Select(a => "'" + a + "'"))} \"$@\"\n");
         File.SetUnixFileMode(Vzsdk, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);

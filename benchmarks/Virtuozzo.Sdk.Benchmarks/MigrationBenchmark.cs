@@ -14,7 +14,7 @@ namespace Virtuozzo.Sdk.Benchmarks;
 /// Live migration to a second host (a network and mount namespace with its own data root and sshd, as the tests use;
 /// the published vzsdk runs there): an idle 1 GiB VM with a 1 GiB disk holding 256 MiB of data, a busy VM (its guest
 /// rewriting 64 MiB of memory in a loop), and an idle busybox container with a 1 GiB disk. Peers, alternating in the
-/// same run: for the VM, <c>qemu-img convert -O qcow2</c> of its disk into the second host's data root (what an offline
+/// same run: for the VM, <c>qemu-img convert -U -O qcow2</c> of its (running) disk into the second host's data root (what an offline
 /// move copies); for the container, <c>rsync -a</c> of its root file system followed by a cold start.
 /// </summary>
 internal static class MigrationBenchmark
@@ -99,7 +99,7 @@ internal static class MigrationBenchmark
             var vm = await vms.CreateAsync(Vm(name));
             await vms.StartAsync(name);
             await vms.WaitForGuestToolsAsync(name, TimeSpan.FromMinutes(2));
-            copyPeer.Add(await TimeAsync(() => host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-O", "qcow2",
+            copyPeer.Add(await TimeAsync(() => host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-O", "qcow2",
                 Path.Combine(root.Path, "private", vm.Id.ToString(), "hdd0.qcow2"), Path.Combine(host2.DataRoot, "peer.qcow2")).WithTimeout(TimeSpan.FromMinutes(5)))));
             File.Delete(Path.Combine(host2.DataRoot, "peer.qcow2"));
             var r = await migrations.MigrateAsync(name, destination);

@@ -21,7 +21,7 @@ namespace Vzsdk;
 [JsonSerializable(typeof(List<CtCommand.TemplateJson>), TypeInfoPropertyName = "TemplateList")]
 [JsonSerializable(typeof(List<VmCommand.VmListJson>), TypeInfoPropertyName = "VmList")]
 [JsonSerializable(typeof(VmCommand.VmInfoJson), TypeInfoPropertyName = "VmInfo")]
-[JsonSerializable(typeof(List<VmCommand.SnapshotJson>), TypeInfoPropertyName = "SnapshotList")]
+[JsonSerializable(typeof(List<SnapshotCommands.SnapshotJson>), TypeInfoPropertyName = "SnapshotList")]
 [JsonSerializable(typeof(HostCommand.HostInfoJson), TypeInfoPropertyName = "HostInfo")]
 [JsonSerializable(typeof(BackupCommand.CreateJson), TypeInfoPropertyName = "BackupCreate")]
 [JsonSerializable(typeof(List<BackupCommand.BackupJson>), TypeInfoPropertyName = "BackupList")]

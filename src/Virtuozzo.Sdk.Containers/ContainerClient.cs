@@ -115,6 +115,36 @@ public class ContainerClient
     public virtual Task<ContainerInfo> SuspendToDiskAsync(VeRef container, CancellationToken cancellationToken = default)
         => Driver.SuspendToDiskAsync(container.Value, cancellationToken);
 
+    /// <summary>
+    /// Takes a snapshot: an internal snapshot of the container's disk and, when it runs, its processes (CRIU images),
+    /// both of one instant (the container is paused for it). Taken of a running or stopped container.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot NAME [--name S] [--description D]</c>.</remarks>
+    /// <exception cref="AlreadyExistsException">The container has a snapshot of that name.</exception>
+    /// <exception cref="InvalidStateException">The container is mounted or suspended to disk.</exception>
+    public virtual Task<ContainerSnapshotInfo> CreateSnapshotAsync(VeRef container, string snapshotName, string? description = null, CancellationToken cancellationToken = default)
+        => Driver.CreateSnapshotAsync(container.Value, snapshotName, description, cancellationToken);
+
+    /// <summary>Lists a container's snapshots; <see cref="ContainerSnapshotInfo.ParentId"/> links them into a tree.</summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot-list NAME</c>.</remarks>
+    public virtual Task<IReadOnlyList<ContainerSnapshotInfo>> ListSnapshotsAsync(VeRef container, CancellationToken cancellationToken = default)
+        => Driver.ListSnapshotsAsync(container.Value, cancellationToken);
+
+    /// <summary>
+    /// Reverts a container to a snapshot: what runs now is discarded; a snapshot taken running restores its processes
+    /// (the container runs afterwards), one taken stopped leaves the container stopped.
+    /// </summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot-switch NAME --id ID</c>.</remarks>
+    /// <exception cref="NotFoundException">No such snapshot.</exception>
+    public virtual Task SwitchSnapshotAsync(VeRef container, string snapshotIdOrName, CancellationToken cancellationToken = default)
+        => Driver.SwitchSnapshotAsync(container.Value, snapshotIdOrName, cancellationToken);
+
+    /// <summary>Deletes a snapshot (its children then descend from its parent).</summary>
+    /// <remarks>The equivalent of <c>prlctl snapshot-delete NAME --id ID</c>.</remarks>
+    /// <exception cref="NotFoundException">No such snapshot.</exception>
+    public virtual Task DeleteSnapshotAsync(VeRef container, string snapshotIdOrName, CancellationToken cancellationToken = default)
+        => Driver.DeleteSnapshotAsync(container.Value, snapshotIdOrName, cancellationToken);
+
     /// <summary>Whether containers can be suspended to disk (and migrated live) here: the CRIU found and what it can do.</summary>
     /// <remarks>Probed once per boot (it includes a test dump of a sleeping process).</remarks>
     public virtual Task<CheckpointSupport> GetCheckpointSupportAsync(CancellationToken cancellationToken = default)

@@ -143,3 +143,13 @@ public sealed record ContainerTemplateImportOptions
 /// <param name="LazyPages">Whether CRIU can restore with lazy pages (post-copy).</param>
 /// <param name="Reason">Why CRIU is not usable, or null.</param>
 public sealed record CheckpointSupport(bool Usable, string? CriuPath, string? CriuVersion, bool HardwareBreakpointsWork, bool MemoryDirtyTracking, bool LazyPages, string? Reason);
+
+/// <summary>A container's snapshot.</summary>
+/// <param name="Id">Its UUID.</param>
+/// <param name="Name">Its name.</param>
+/// <param name="Description">Its description, or null.</param>
+/// <param name="CreatedAt">When it was taken (UTC).</param>
+/// <param name="ParentId">The snapshot it descends from, or null: snapshots form a tree.</param>
+/// <param name="IncludesMemory">True when it was taken from a running container and holds its processes (CRIU images): switching to it resumes them.</param>
+/// <param name="IsCurrent">True for the snapshot the container's present state descends from.</param>
+public sealed record ContainerSnapshotInfo(Guid Id, string Name, string? Description, DateTimeOffset CreatedAt, Guid? ParentId, bool IncludesMemory, bool IsCurrent);

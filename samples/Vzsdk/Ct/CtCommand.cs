@@ -26,6 +26,12 @@ internal static class CtCommand
         ct.Subcommands.Add(Mount());
         ct.Subcommands.Add(Umount());
         ct.Subcommands.Add(Template());
+        foreach (var verb in SnapshotCommands.Build("container", "with its processes when it runs", p => new SnapshotCommands.Ops(
+            async (n, s, d, ct) => await Client(p).CreateSnapshotAsync(n, s, d, ct) is var c ? (c.Id, c.Name) : default,
+            async (n, ct) => (await Client(p).ListSnapshotsAsync(n, ct)).Select(s => new SnapshotCommands.Row(s.Id, s.Name, s.Description, s.ParentId, s.CreatedAt, s.IncludesMemory, s.IsCurrent)).ToList(),
+            (n, id, ct) => Client(p).SwitchSnapshotAsync(n, id, ct),
+            (n, id, ct) => Client(p).DeleteSnapshotAsync(n, id, ct))))
+            ct.Subcommands.Add(verb);
         return ct;
     }
 

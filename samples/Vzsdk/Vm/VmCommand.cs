@@ -25,10 +25,12 @@ internal static class VmCommand
         vm.Subcommands.Add(Set());
         vm.Subcommands.Add(Clone());
         vm.Subcommands.Add(Rename());
-        vm.Subcommands.Add(Snapshot());
-        vm.Subcommands.Add(SnapshotList());
-        vm.Subcommands.Add(SnapshotVerb("snapshot-switch", "Revert a VM to a snapshot.", async (c, n, id, ct) => { await c.SwitchSnapshotAsync(n, id, ct); return "switched to"; }));
-        vm.Subcommands.Add(SnapshotVerb("snapshot-delete", "Delete a snapshot.", async (c, n, id, ct) => { await c.DeleteSnapshotAsync(n, id, ct); return "deleted"; }));
+        foreach (var verb in SnapshotCommands.Build("VM", "with memory when the VM runs", p => new SnapshotCommands.Ops(
+            async (n, s, d, ct) => await Client(p).CreateSnapshotAsync(n, s, d, ct) is var v ? (v.Id, v.Name) : default,
+            async (n, ct) => (await Client(p).ListSnapshotsAsync(n, ct)).Select(s => new SnapshotCommands.Row(s.Id, s.Name, s.Description, s.ParentId, s.CreatedAt, s.IncludesMemory, s.IsCurrent)).ToList(),
+            (n, id, ct) => Client(p).SwitchSnapshotAsync(n, id, ct),
+            (n, id, ct) => Client(p).DeleteSnapshotAsync(n, id, ct))))
+            vm.Subcommands.Add(verb);
         return vm;
     }
 
@@ -343,65 +345,6 @@ internal static class VmCommand
         return cmd;
     }
 
-    private static Command Snapshot()
-    {
-        var name = NameArg();
-        var snapName = new Option<string?>("--name", "-n") { Description = "The snapshot's name (default: the time)." };
-        var description = new Option<string?>("--description", "-d") { Description = "A description." };
-        var cmd = new Command("snapshot", "Take a snapshot (with memory when the VM runs).") { name, snapName, description };
-        cmd.SetAction(async (p, ct) =>
-        {
-            var s = await Client(p).CreateSnapshotAsync(p.GetValue(name)!,
-                p.GetValue(snapName) ?? DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture), p.GetValue(description), ct);
-            Console.Out.WriteLine($"Snapshot {s.Name} created");
-            Console.Out.WriteLine(s.Id.ToString());
-            return Cli.Success;
-        });
-        return cmd;
-    }
-
-    private static Command SnapshotList()
-    {
-        var name = NameArg();
-        var json = Json();
-        var cmd = new Command("snapshot-list", "List a VM's snapshots as a tree.") { name, json };
-        cmd.SetAction(async (p, ct) =>
-        {
-            var list = await Client(p).ListSnapshotsAsync(p.GetValue(name)!, ct);
-            if (p.GetValue(json))
-            {
-                Cli.WriteJson(list.Select(s => new SnapshotJson(s.Id.ToString(), s.Name, s.Description, s.ParentId?.ToString(),
-                    s.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture), s.IncludesMemory, s.IsCurrent)).ToList(), VzsdkJson.Default.SnapshotList);
-                return Cli.Success;
-            }
-            void Print(Guid? parent, int depth)
-            {
-                foreach (var s in list.Where(x => x.ParentId == parent))
-                {
-                    Console.Out.WriteLine($"{new string(' ', depth * 2)}{(s.IsCurrent ? "*" : " ")}{{{s.Id}}} {s.Name}{(s.IncludesMemory ? " (with memory)" : "")}");
-                    Print(s.Id, depth + 1);
-                }
-            }
-            Print(null, 0);
-            return Cli.Success;
-        });
-        return cmd;
-    }
-
-    private static Command SnapshotVerb(string verb, string description, Func<VirtualMachineClient, string, string, CancellationToken, Task<string>> action)
-    {
-        var name = NameArg();
-        var id = new Option<string>("--id", "-i") { Description = "The snapshot's UUID or name.", Required = true };
-        var cmd = new Command(verb, description) { name, id };
-        cmd.SetAction(async (p, ct) =>
-        {
-            var what = await action(Client(p), p.GetValue(name)!, p.GetValue(id)!, ct);
-            Console.Out.WriteLine($"Snapshot {p.GetValue(id)} {what}");
-            return Cli.Success;
-        });
-        return cmd;
-    }
-
     private static VmInfoJson ToJson(VmInfo v)
         => new(v.Id.ToString(), v.Name.Value, "vm", StateName(v.State), null, v.Cpus ?? 1, v.MaxCpus, v.MemorySize.Bytes, v.MemoryGuaranteePercent, v.MemoryHotplug, v.MaxMemory.Bytes,
             v.CpuMask, v.CpuLimitPercent, v.Disks.Select(d => new VmDiskJson(d.Name, d.ImagePath, d.Size.Bytes)).ToList(), v.CdromImagePath,
@@ -414,6 +357,4 @@ internal static class VmCommand
 
     internal sealed record VmInfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, int Cpus, int MaxCpus, long Memsize, int Memguarantee,
         bool MemHotplug, long Maxmem, string? Cpumask, int? Cpulimit, List<VmDiskJson> Disks, string? Cdrom, string Network, string? Mac, string? Kernel, string CreatedAt);
-
-    internal sealed record SnapshotJson(string Id, string Name, string? Description, string? Parent, string CreatedAt, bool Memory, bool Current);
 }

@@ -43,6 +43,12 @@ internal sealed record ContainerConfig : IVersionedDocument
 
     public required string StopSignal { get; init; }
 
+    /// <summary>The container's snapshots (internal snapshots of its disk, with CRIU images when taken running).</summary>
+    public List<ContainerSnapshotConfig> Snapshots { get; init; } = [];
+
+    /// <summary>The snapshot the container's state descends from, or null.</summary>
+    public Guid? CurrentSnapshotId { get; init; }
+
     public ContainerResources ToResources() => new()
     {
         MemorySize = new ByteSize(MemSizeBytes),
@@ -66,6 +72,9 @@ internal sealed record ContainerConfig : IVersionedDocument
         ({ } l, { } c) => Math.Min(l, c * 100),
     };
 }
+
+/// <summary>One snapshot of a container: the disk's internal snapshot <c>vzsdk-&lt;id&gt;</c>, and when <paramref name="IncludesMemory"/> CRIU images in <c>snapshots/&lt;id&gt;/</c>.</summary>
+internal sealed record ContainerSnapshotConfig(Guid Id, string Name, string? Description, DateTimeOffset CreatedAt, Guid? ParentId, bool IncludesMemory);
 
 /// <summary>A template's manifest (<c>templates/&lt;name&gt;.json</c>).</summary>
 internal sealed record TemplateManifest(int FormatVersion, string Name, List<string> Init, string StopSignal) : IVersionedDocument;

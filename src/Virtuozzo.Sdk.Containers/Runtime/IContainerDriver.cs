@@ -29,6 +29,14 @@ internal interface IContainerDriver : IVeDriver
 
     Task<CheckpointSupport> GetCheckpointSupportAsync(CancellationToken cancellationToken);
 
+    Task<ContainerSnapshotInfo> CreateSnapshotAsync(string nameOrId, string snapshotName, string? description, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<ContainerSnapshotInfo>> ListSnapshotsAsync(string nameOrId, CancellationToken cancellationToken);
+
+    Task SwitchSnapshotAsync(string nameOrId, string snapshotIdOrName, CancellationToken cancellationToken);
+
+    Task DeleteSnapshotAsync(string nameOrId, string snapshotIdOrName, CancellationToken cancellationToken);
+
     Task<VeExecResult> ExecAsync(string nameOrId, VeExecOptions options, CancellationToken cancellationToken);
 
     Task<ContainerInfo> SetAsync(string nameOrId, ContainerSetOptions options, CancellationToken cancellationToken);

@@ -70,4 +70,55 @@ public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<Conta
             await Client.DeleteAsync(name);
         }
     }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task Snapshots_of_a_running_container_bring_back_its_processes_and_disk_and_stopped_ones_its_disk()
+    {
+        var name = ContainerFixture.UniqueName("snap");
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
+        await Client.StartAsync(name);
+        try
+        {
+            var pid = await ShAsync(name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+            await ShAsync(name, "echo a > /a && sync");
+            await Task.Delay(500);
+            var running = await Client.CreateSnapshotAsync(name, "running", "with processes");
+            running.IncludesMemory.Should().BeTrue("CRIU saved the processes");
+            var atSnapshot = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            await ShAsync(name, "echo b > /b && sync");
+            await Task.Delay(1500);
+            var later = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            later.Should().BeGreaterThan(atSnapshot + 5);
+
+            await Client.SwitchSnapshotAsync(name, "running");
+            (await Client.GetAsync(name)).State.Should().Be(VeState.Running, "a snapshot with processes resumes them");
+            (await ShAsync(name, $"kill -0 {pid} && echo alive")).Should().Be("alive");
+            var back = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            back.Should().BeLessThan(later, "the counter went back to the snapshot's instant");
+            (await ShAsync(name, "cat /a; ls /b 2>/dev/null || echo no-b")).Should().Be("a\nno-b", "the disk is the snapshot's: /b was written after it");
+
+            await Client.StopAsync(name, new VeStopOptions { Kill = true });
+            var stopped = await Client.CreateSnapshotAsync(name, "stopped");
+            stopped.IncludesMemory.Should().BeFalse();
+            stopped.ParentId.Should().Be(running.Id);
+            await Client.StartAsync(name);
+            await ShAsync(name, "echo c > /c && sync");
+            await Client.SwitchSnapshotAsync(name, stopped.Id.ToString());
+            (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped, "a snapshot of a stopped container leaves it stopped");
+            await Client.StartAsync(name);
+            (await ShAsync(name, "ls /c 2>/dev/null || echo no-c")).Should().Be("no-c");
+
+            var list = await Client.ListSnapshotsAsync(name);
+            list.Select(s => s.Name).Should().Equal("running", "stopped");
+            list.Single(s => s.IsCurrent).Id.Should().Be(stopped.Id);
+            await Client.DeleteSnapshotAsync(name, "running");
+            (await Client.ListSnapshotsAsync(name)).Should().ContainSingle().Which.ParentId.Should().BeNull("its parent was deleted");
+            var switchToDeleted = () => Client.SwitchSnapshotAsync(name, "running");
+            await switchToDeleted.Should().ThrowAsync<NotFoundException>();
+        }
+        finally
+        {
+            await Client.DeleteAsync(name);
+        }
+    }
 }

@@ -39,6 +39,8 @@ internal sealed partial class LocalContainerDriver
         var state = await StateOfAsync(id, ct).ConfigureAwait(false);
         if (state != VeState.Running)
             throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; only a running container migrates (offline migration is not available yet).");
+        if (config.Snapshots.Count > 0)
+            throw new InvalidStateException($"Container {identity.Name} has {config.Snapshots.Count} snapshot(s), which a migration cannot carry (the disk is copied as it is now). Delete them first.");
         var total = Stopwatch.StartNew();
         CriuTool? criu = null;
         string reason;

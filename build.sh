@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Virtuozzo.Sdk build entry point.
 #   ./build.sh build   install prerequisites, build everything, publish the vzsdk tool to artifacts/vzsdk/vzsdk
-#   ./build.sh demo    build, then run the main sample (a tour of the SDK on this machine)
+#   ./build.sh demo    build, then run the samples (a tour of the SDK on this machine, ending with live migration there and back)
 #   ./build.sh test    build, then run every unit and integration test, the docs build and the consumer check;
 #                      ends with "N passed, N failed"
 #   ./build.sh docs    build the documentation site with the API reference (DocFX, warnings as errors) into docs/_site
@@ -160,6 +160,12 @@ case "$cmd" in
     vmroot=$(mktemp -d /tmp/vzsdk-demo-vm.XXXXXX)
     dotnet run --project samples/VmSample/VmSample.csproj -c "$CONFIG" -- "$vmroot" "$guest"
     rm -rf "$vmroot"
+    if [ "$(id -u)" -eq 0 ]; then
+      log "migrating a container and a VM live to a second host and back (samples/migration-demo.sh)"
+      samples/migration-demo.sh artifacts/vzsdk/vzsdk "$guest"
+    else
+      log "skipping the migration demo: it creates network namespaces and runs sshd, which needs root"
+    fi
     ;;
   test) setup; build; run_tests ;;
   docs)

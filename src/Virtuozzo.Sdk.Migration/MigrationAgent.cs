@@ -104,7 +104,7 @@ public static class MigrationAgent
                 return new AgentResponse { Ok = true, ContainerEndpoint = endpoint };
             case "complete-ct":
                 var done = new VeId(request.Id ?? throw new ArgumentException("complete-ct needs an id."));
-                await driver.CompleteIncomingAsync(done, request.Live, ct).ConfigureAwait(false);
+                await driver.CompleteIncomingAsync(done, request.Live, request.Start, ct).ConfigureAwait(false);
                 pending.Remove(done);
                 return new AgentResponse { Ok = true };
             case "abort-ct":

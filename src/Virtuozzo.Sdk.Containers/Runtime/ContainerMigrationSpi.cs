@@ -34,8 +34,8 @@ internal interface IContainerMigrationPeer
     /// <summary>Copies the CRIU images in <paramref name="localDirectory"/> into the destination's <paramref name="remoteDirectory"/>; returns the bytes sent.</summary>
     Task<long> SendImagesAsync(string localDirectory, string remoteDirectory, CancellationToken cancellationToken);
 
-    /// <summary>The disk (and images) have arrived: stop receiving, then restore the processes (live) or start the container.</summary>
-    Task CompleteContainerAsync(VeId id, bool live, CancellationToken cancellationToken);
+    /// <summary>The disk (and images) have arrived: stop receiving, then restore the processes (live), start the container, or (a stopped one) leave it stopped.</summary>
+    Task CompleteContainerAsync(VeId id, bool live, bool start, CancellationToken cancellationToken);
 
     /// <summary>Gives up: removes everything <see cref="PrepareContainerAsync"/> made (and a container it restored or started).</summary>
     Task AbortContainerAsync(VeId id, CancellationToken cancellationToken);

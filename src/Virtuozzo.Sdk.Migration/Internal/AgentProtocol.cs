@@ -17,6 +17,8 @@ internal sealed record AgentRequest
 
     public bool Live { get; init; }
 
+    public bool Start { get; init; } = true;
+
     public Guid? Id { get; init; }
 
     public string? ListenAddress { get; init; }

@@ -89,7 +89,7 @@ internal sealed class SshPeer : IVmMigrationPeer, IContainerMigrationPeer, IAsyn
         => (await CallAsync(new AgentRequest { Op = "prepare-ct", ContainerOffer = offer, ListenAddress = _listenAddress }, cancellationToken).ConfigureAwait(false)).ContainerEndpoint
             ?? throw new InvalidStateException($"The migration agent on {_host.Name} gave no address to send the disk to.");
 
-    public Task CompleteContainerAsync(VeId id, bool live, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "complete-ct", Id = id.Value, Live = live }, cancellationToken);
+    public Task CompleteContainerAsync(VeId id, bool live, bool start, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "complete-ct", Id = id.Value, Live = live, Start = start }, cancellationToken);
 
     public Task AbortContainerAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "abort-ct", Id = id.Value }, cancellationToken);
 

@@ -78,4 +78,28 @@ public class ContainerMigrationTests : IAsyncLifetime
         (await ShAsync(there, name, "cat /root-file")).Should().Be("written-before");
         SecondHost.RunInNetwork(_host2.Namespace, "ping", "-c", "1", "-W", "3", ip).Should().Be(0, "the container answers at its address on the second host's bridge");
     }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task A_stopped_container_moves_offline_and_arrives_stopped_with_its_files()
+    {
+        var name = ContainerFixture.UniqueName("ctmig");
+        await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
+        await _containers.StartAsync(name);
+        await ShAsync(_containers, name, "echo kept > /kept && sync");
+        await _containers.StopAsync(name);
+
+        var live = () => new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk), new MigrationOptions { RequireLive = true });
+        await live.Should().ThrowAsync<InvalidStateException>("a stopped container has nothing to migrate live");
+
+        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk));
+        result.Mode.Should().Be(MigrationMode.Offline);
+        result.Reason.Should().Contain("stopped");
+        result.DiskBytes.Should().BePositive();
+        (await _containers.ListAsync(all: true)).Should().BeEmpty();
+
+        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await there.GetAsync(name)).State.Should().Be(VeState.Stopped, "it arrives as it left");
+        (await _host2.RunAsync(_host2.Vzsdk, "ct", "start", name)).ExitCode.Should().Be(0);
+        (await ShAsync(there, name, "cat /kept")).Should().Be("kept");
+    }
 }

@@ -37,15 +37,22 @@ internal sealed partial class LocalContainerDriver
         var id = identity.VeId;
         using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
         var state = await StateOfAsync(id, ct).ConfigureAwait(false);
-        if (state != VeState.Running)
-            throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; only a running container migrates (offline migration is not available yet).");
+        if (state is not (VeState.Running or VeState.Stopped))
+            throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; a running or stopped container migrates.");
+        var wasStopped = state == VeState.Stopped;
+        if (wasStopped && requireLive)
+            throw new InvalidStateException($"Container {identity.Name} is stopped: there is nothing to migrate live. Migrate it offline (its disk moves; it stays stopped).");
         if (config.Snapshots.Count > 0)
             throw new InvalidStateException($"Container {identity.Name} has {config.Snapshots.Count} snapshot(s), which a migration cannot carry (the disk is copied as it is now). Delete them first.");
         var total = Stopwatch.StartNew();
         CriuTool? criu = null;
         string reason;
         var probe = await Criu.ProbeAsync(_host, _runtime.Options.Local.CriuPath, _store.RunDirectory, ct).ConfigureAwait(false);
-        if (forceRestart)
+        if (wasStopped)
+        {
+            reason = "the container is stopped: its disk moved and it stays stopped on the destination";
+        }
+        else if (forceRestart)
         {
             reason = "a restart migration was asked for: the container was stopped and started on the destination";
         }
@@ -93,6 +100,12 @@ internal sealed partial class LocalContainerDriver
         var frozen = new Stopwatch();
         try
         {
+            if (wasStopped)
+            {
+                // a storage daemon serves the stopped container's disk for the copy (nothing writes to it meanwhile)
+                Directory.CreateDirectory(_store.RunPath(id));
+                await StorageDaemon.StartAsync(_host, daemon, null, ct).ConfigureAwait(false);
+            }
             var qmp = await StorageDaemon.ConnectAsync(daemon, ct).ConfigureAwait(false);
             await using (qmp.ConfigureAwait(false))
             {
@@ -106,15 +119,18 @@ internal sealed partial class LocalContainerDriver
                 mirroring = true;
                 diskBytes = await SyncDiskWhileRunningAsync(qmp, identity.Name, progress, ct).ConfigureAwait(false);
 
-                // The freeze: from here the container does not run until it runs on the destination (or back here).
-                frozen.Start();
-                progress?.Invoke(new ContainerMigrationSample(live ? "dumping" : "stopping", 0, 0));
-                if (live)
-                    await CheckpointLockedAsync(id, identity.Name, criu!, leaveRunning: false, ct).ConfigureAwait(false);
-                else
-                    await StopLockedAsync(id, config, new VeStopOptions(), ct).ConfigureAwait(false);
-                stopped = true;
-                await UnmountRootAsync(id, ct).ConfigureAwait(false);
+                if (!wasStopped)
+                {
+                    // The freeze: from here the container does not run until it runs on the destination (or back here).
+                    frozen.Start();
+                    progress?.Invoke(new ContainerMigrationSample(live ? "dumping" : "stopping", 0, 0));
+                    if (live)
+                        await CheckpointLockedAsync(id, identity.Name, criu!, leaveRunning: false, ct).ConfigureAwait(false);
+                    else
+                        await StopLockedAsync(id, config, new VeStopOptions(), ct).ConfigureAwait(false);
+                    stopped = true;
+                    await UnmountRootAsync(id, ct).ConfigureAwait(false);
+                }
                 diskBytes += await CopyDirtyAsync(qmp, identity.Name, "final", progress, ct).ConfigureAwait(false); // the last delta, frozen
                 await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
                 await qmp.ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = StorageDaemon.DiskNode, ["name"] = MigrationBitmap }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
@@ -125,13 +141,17 @@ internal sealed partial class LocalContainerDriver
                 progress?.Invoke(new ContainerMigrationSample("sending-state", 0, 0));
                 imageBytes = await peer.SendImagesAsync(CheckpointDirectory(id), endpoint.ImageDirectory, ct).ConfigureAwait(false);
             }
-            progress?.Invoke(new ContainerMigrationSample(live ? "restoring" : "starting", 0, 0));
-            await peer.CompleteContainerAsync(id, live, ct).ConfigureAwait(false);
+            if (wasStopped)
+                await StorageDaemon.StopAsync(_host, daemon, ct).ConfigureAwait(false);
+            progress?.Invoke(new ContainerMigrationSample(live ? "restoring" : wasStopped ? "cleaning-up" : "starting", 0, 0));
+            await peer.CompleteContainerAsync(id, live, start: !wasStopped, ct).ConfigureAwait(false);
             frozen.Stop();
         }
         catch (Exception ex)
         {
             _logger.LogWarning("Migration of container {Name} failed: {Error}", identity.Name, ex.Message);
+            if (wasStopped)
+                await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // the daemon started for the copy
             await RollBackOutgoingAsync(id, identity, config, peer, daemon, mirroring, stopped, live).ConfigureAwait(false);
             throw;
         }
@@ -347,7 +367,7 @@ internal sealed partial class LocalContainerDriver
     }
 
     /// <summary>The disk (and the images) have arrived: restores the processes, or starts the container.</summary>
-    internal async Task CompleteIncomingAsync(VeId id, bool live, CancellationToken ct)
+    internal async Task CompleteIncomingAsync(VeId id, bool live, bool start, CancellationToken ct)
     {
         var (identity, config) = await LoadAsync(id.ToString(), ct).ConfigureAwait(false);
         using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
@@ -360,10 +380,16 @@ internal sealed partial class LocalContainerDriver
             Directory.Move(partial, CheckpointDirectory(id));
             await RestoreFromCheckpointLockedAsync(id, identity, config, ct).ConfigureAwait(false);
         }
-        else
+        else if (start)
         {
             DeleteDirectory(CheckpointDirectory(id) + ".partial");
             await StartLockedAsync(id, identity, config, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            // a stopped container arrives stopped: it holds no guarantee until it starts
+            DeleteDirectory(CheckpointDirectory(id) + ".partial");
+            await _ledger.ReleaseAsync(id, ct).ConfigureAwait(false);
         }
     }
 

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Virtuozzo.Sdk.Backup.Internal;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Resources;
@@ -115,7 +116,10 @@ public class BackupClient
     /// VE, <c>fixing the point in time</c> (no total), then <c>copying disk NAME</c> with bytes copied of the disk's
     /// virtual size as the emulator reports them; for a stopped VE, <c>copying disk NAME</c> per disk.
     /// </remarks>
-    public virtual async Task<BackupResult> CreateAsync(VeRef ve, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public virtual Task<BackupResult> CreateAsync(VeRef ve, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.BackupOperation, null, ve.Value, scope => CreateCoreAsync(ve, options, progress, scope, cancellationToken));
+
+    private async Task<BackupResult> CreateCoreAsync(VeRef ve, BackupCreateOptions? options, IProgress<OperationProgress>? progress, SdkTelemetry.OperationScope scope, CancellationToken cancellationToken)
     {
         var nameOrId = ve.Value;
         options ??= new BackupCreateOptions();
@@ -126,6 +130,7 @@ public class BackupClient
         var clock = System.Diagnostics.Stopwatch.StartNew();
         void Phase(string what) => _logger.LogDebug("Backup of {Name}: {Phase} at {Ms} ms", nameOrId, what, clock.ElapsedMilliseconds);
         var identity = await ResolveAsync(nameOrId, cancellationToken).ConfigureAwait(false);
+        scope.Kind = identity.Kind;
         var id = identity.VeId;
         using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
         await Repository.RecoverAsync(id, cancellationToken).ConfigureAwait(false);
@@ -194,6 +199,7 @@ public class BackupClient
             Phase("tracking changes since it");
             var info = meta.ToPublic(dir);
             _logger.LogInformation("Backup {Id} of {Name}: {Type}, {Size} bytes", newId, subject.Name, meta.Type, info.SizeBytes);
+            scope.AddBytes(info.SizeBytes);
             return new BackupResult(info, consistency, plan.FullReasons);
         }
         finally
@@ -345,10 +351,14 @@ public class BackupClient
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl restore -t ID [--name NEW]</c>.</remarks>
     /// <returns>The restored VE's UUID.</returns>
-    public virtual async Task<VeId> RestoreAsync(string backupId, BackupRestoreOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public virtual Task<VeId> RestoreAsync(string backupId, BackupRestoreOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.RestoreOperation, null, backupId, scope => RestoreCoreAsync(backupId, options, progress, scope, cancellationToken));
+
+    private async Task<VeId> RestoreCoreAsync(string backupId, BackupRestoreOptions? options, IProgress<OperationProgress>? progress, SdkTelemetry.OperationScope scope, CancellationToken cancellationToken)
     {
         options ??= new BackupRestoreOptions();
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
+        scope.Kind = meta.VeKind == "vm" ? VeKind.Vm : VeKind.Container;
         var dir = Path.Combine(VeDir(ve), meta.Id);
         // Containers and VMs restore the same way: the kind's driver is the restore target, this client writes the disks.
         IRestoreTarget target = meta.VeKind == "vm" ? _vms : _containers;
@@ -366,7 +376,13 @@ public class BackupClient
             {
                 if (!destinations.TryGetValue(d.Name, out var destination))
                     throw new InvalidStateException($"Backup {meta.Id} holds disk {d.Name}, which its configuration does not list.");
-                await Qcow2Converter.ConvertAsync(Path.Combine(dir, d.File), destination, convert, ConvertProgress(progress, d.Name), cancellationToken).ConfigureAwait(false);
+                await SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.ConvertOperation, scope.Kind, d.Name, async convertScope =>
+                {
+                    await Qcow2Converter.ConvertAsync(Path.Combine(dir, d.File), destination, convert, ConvertProgress(progress, d.Name), cancellationToken).ConfigureAwait(false);
+                    var written = new FileInfo(destination).Length;
+                    convertScope.AddBytes(written);
+                    scope.AddBytes(written);
+                }).ConfigureAwait(false);
             }
         }
         if (options.NewName is { } newName)

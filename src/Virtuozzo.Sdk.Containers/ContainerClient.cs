@@ -1,6 +1,7 @@
 using Virtuozzo.Sdk.Containers.Runtime;
 using Virtuozzo.Sdk.Containers.Runtime.Local;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Internal;
 
 namespace Virtuozzo.Sdk.Containers;
 
@@ -52,7 +53,7 @@ public class ContainerClient
     public virtual Task<ContainerInfo> CreateAsync(ContainerCreateOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return Driver.CreateAsync(options, cancellationToken);
+        return SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.CreateOperation, VeKind.Container, options.Name.ToString(), _ => Driver.CreateAsync(options, cancellationToken));
     }
 
     /// <summary>Lists containers: all of them, or only the running ones.</summary>
@@ -71,7 +72,7 @@ public class ContainerClient
     /// <exception cref="InvalidStateException">It is already running, suspended or mounted.</exception>
     /// <exception cref="InsufficientResourcesException">Its memory guarantee cannot be admitted.</exception>
     public virtual Task<ContainerInfo> StartAsync(VeRef container, CancellationToken cancellationToken = default)
-        => Driver.StartAsync(container.Value, cancellationToken);
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.StartOperation, VeKind.Container, container.Value, _ => Driver.StartAsync(container.Value, cancellationToken));
 
     /// <summary>
     /// Stops a container: the template's stop signal to its init, up to <see cref="VeStopOptions.Timeout"/>, then SIGKILL to
@@ -83,7 +84,7 @@ public class ContainerClient
     public virtual Task<VeStopMethod> StopAsync(VeRef container, VeStopOptions? options = null, CancellationToken cancellationToken = default)
     {
         options?.Validate();
-        return Driver.StopAsync(container.Value, options, cancellationToken);
+        return SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.StopOperation, VeKind.Container, container.Value, _ => Driver.StopAsync(container.Value, options, cancellationToken));
     }
 
     /// <summary>Stops (if running) and starts a container.</summary>

@@ -21,8 +21,10 @@ public enum SizeUnit
 /// <summary>
 /// A non-negative size in bytes that parses and prints binary suffixes: <c>512K</c>, <c>256M</c>, <c>1G</c>, <c>1T</c>
 /// (case-insensitive, optional <c>B</c> or <c>iB</c>: <c>256MiB</c>, <c>1gb</c>). A bare number's unit is the caller's choice
-/// (<see cref="SizeUnit"/>), following the rules of the <c>vzsdk</c> tool.
+/// (<see cref="SizeUnit"/>), following the rules of the <c>vzsdk</c> tool. Binds from configuration text through
+/// <see cref="ByteSizeConverter"/> (a bare number there is bytes).
 /// </summary>
+[System.ComponentModel.TypeConverter(typeof(ByteSizeConverter))]
 public readonly record struct ByteSize : IComparable<ByteSize>
 {
     /// <summary>One kibibyte.</summary>

@@ -1,3 +1,4 @@
+using Virtuozzo.Sdk.Core.Internal;
 using System.Runtime.CompilerServices;
 using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.State;
@@ -62,11 +63,13 @@ public class VirtualEnvironmentClient
     /// <remarks>The equivalent of <c>prlctl start NAME</c>.</remarks>
     /// <exception cref="InvalidStateException">It is not stopped.</exception>
     /// <exception cref="InsufficientResourcesException">Its memory guarantee cannot be admitted.</exception>
-    public virtual async Task<VeInfo> StartAsync(VeRef ve, CancellationToken cancellationToken = default)
-    {
-        var (driver, id) = await ResolveAsync(ve, cancellationToken).ConfigureAwait(false);
-        return await driver.StartVeAsync(id, cancellationToken).ConfigureAwait(false);
-    }
+    public virtual Task<VeInfo> StartAsync(VeRef ve, CancellationToken cancellationToken = default)
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.StartOperation, null, ve.Value, async scope =>
+        {
+            var (driver, id) = await ResolveAsync(ve, cancellationToken).ConfigureAwait(false);
+            scope.Kind = driver.Kind;
+            return await driver.StartVeAsync(id, cancellationToken).ConfigureAwait(false);
+        });
 
     /// <summary>Stops a VE: politely first (a container's stop signal, a VM's guest tools then ACPI), killing it after the timeout. Returns how it stopped.</summary>
     /// <remarks>The equivalent of <c>prlctl stop NAME [--kill]</c>.</remarks>
@@ -74,8 +77,12 @@ public class VirtualEnvironmentClient
     {
         options ??= new VeStopOptions();
         options.Validate();
-        var (driver, id) = await ResolveAsync(ve, cancellationToken).ConfigureAwait(false);
-        return await driver.StopVeAsync(id, options, cancellationToken).ConfigureAwait(false);
+        return await SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.StopOperation, null, ve.Value, async scope =>
+        {
+            var (driver, id) = await ResolveAsync(ve, cancellationToken).ConfigureAwait(false);
+            scope.Kind = driver.Kind;
+            return await driver.StopVeAsync(id, options, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Stops (if running) and starts a VE.</summary>

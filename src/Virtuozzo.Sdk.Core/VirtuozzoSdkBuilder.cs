@@ -1,15 +1,17 @@
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.Runtime;
 
 namespace Virtuozzo.Sdk.Core;
 
 /// <summary>
-/// Returned by <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk"/>; chooses the runtime
+/// Returned by <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk(IServiceCollection, Action{VirtuozzoSdkOptions}?)"/>; chooses the runtime
 /// (<see cref="UseLocalRuntime"/>) and is extended by the SDK's other packages (<c>.AddContainers()</c>,
 /// <c>.AddVirtualMachines()</c>, <c>.AddBackup()</c>…).
 /// </summary>
@@ -78,6 +80,35 @@ public static class VirtuozzoSdkServiceCollectionExtensions
         services.TryAddSingleton(sp => sp.GetRequiredService<VirtuozzoRuntime>().Ledger);
         services.TryAddSingleton(sp => new VirtualEnvironmentClient(sp.GetRequiredService<VirtuozzoRuntime>()));
         return new VirtuozzoSdkBuilder(services);
+    }
+
+    /// <summary>
+    /// Registers the SDK as <see cref="AddVirtuozzoSdk(IServiceCollection, Action{VirtuozzoSdkOptions}?)"/> does, with its
+    /// options bound from <paramref name="configuration"/> (typically <c>configuration.GetSection("Virtuozzo")</c>), then
+    /// <paramref name="configure"/> applied on top.
+    /// </summary>
+    /// <remarks>
+    /// Keys are the option names (<c>DataRoot</c>, <c>HostMemoryReserve</c>, <c>LockTimeout</c>, <c>BridgeName</c>,
+    /// <c>BridgeAddress</c>, <c>BridgeNat</c>, <c>Runtime</c>, <c>Local:EmulatorPath</c>, <c>RemoteHost:HostName</c>…).
+    /// Sizes take binary suffixes (<c>"512M"</c>, <c>"2G"</c>; a bare number is bytes), time spans <c>hh:mm:ss</c>. A value
+    /// that does not convert, an unknown key, or an invalid combination fails validation with
+    /// <see cref="OptionsValidationException"/> naming each key by its full path — at start with a generic host
+    /// (<c>ValidateOnStart</c>), otherwise when the SDK is first resolved. The binding reads each key explicitly, without
+    /// reflection, so it is safe under trimming and Native AOT.
+    /// </remarks>
+    /// <example>
+    /// <code>
+    /// services.AddVirtuozzoSdk(configuration.GetSection("Virtuozzo")).AddContainers();
+    /// </code>
+    /// </example>
+    public static VirtuozzoSdkBuilder AddVirtuozzoSdk(this IServiceCollection services, IConfiguration configuration, Action<VirtuozzoSdkOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(configuration);
+        var builder = services.AddVirtuozzoSdk(o => OptionsConfigurationBinder.Bind(configuration, o));
+        if (configure is not null)
+            services.Configure(configure);
+        return builder;
     }
 }
 

@@ -2,7 +2,7 @@ using Virtuozzo.Sdk.Core.Hosts;
 
 namespace Virtuozzo.Sdk.Core;
 
-/// <summary>Options of the SDK, bound when it is registered with <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk"/>.</summary>
+/// <summary>Options of the SDK, bound when it is registered with <see cref="VirtuozzoSdkServiceCollectionExtensions.AddVirtuozzoSdk(Microsoft.Extensions.DependencyInjection.IServiceCollection, Action{VirtuozzoSdkOptions}?)"/>.</summary>
 public sealed class VirtuozzoSdkOptions
 {
     /// <summary>The default data root of the local runtime.</summary>
@@ -45,24 +45,34 @@ public sealed class VirtuozzoSdkOptions
     public long GetHostMemoryReserve(long totalMemoryBytes)
         => HostMemoryReserve?.Bytes ?? Math.Clamp(totalMemoryBytes / 25, 128 * ByteSize.MiB, 320 * ByteSize.MiB);
 
-    /// <summary>Returns the problems with these options (empty when valid).</summary>
+    /// <summary>The configuration section these options were bound from ("" for none or a root), to name keys in errors.</summary>
+    internal string ConfigurationPath { get; set; } = string.Empty;
+
+    /// <summary>Values that could not be bound from configuration, each naming its key.</summary>
+    internal IReadOnlyList<string> ConfigurationErrors { get; set; } = [];
+
+    /// <summary>
+    /// Returns the problems with these options (empty when valid). Options bound from configuration name each key with
+    /// its full path (<c>Virtuozzo:HostMemoryReserve: '512Q' is not a size…</c>).
+    /// </summary>
     public IReadOnlyList<string> Validate()
     {
-        var errors = new List<string>();
+        var errors = new List<string>(ConfigurationErrors);
+        var prefix = ConfigurationPath.Length == 0 ? string.Empty : ConfigurationPath + ":";
         if (string.IsNullOrWhiteSpace(DataRoot))
-            errors.Add("DataRoot must be set.");
+            errors.Add(prefix + "DataRoot must be set.");
         else if (!Path.IsPathRooted(DataRoot))
-            errors.Add($"DataRoot must be an absolute path (got '{DataRoot}').");
+            errors.Add(prefix + $"DataRoot must be an absolute path (got '{DataRoot}').");
         if (string.IsNullOrWhiteSpace(BridgeName) || BridgeName.Length > 15 || !BridgeName.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.'))
-            errors.Add($"BridgeName must be a network interface name of at most 15 letters, digits, '_', '-' or '.' (got '{BridgeName}').");
+            errors.Add(prefix + $"BridgeName must be a network interface name of at most 15 letters, digits, '_', '-' or '.' (got '{BridgeName}').");
         try { Virtuozzo.Sdk.Core.Runtime.Local.HostBridge.ValidateAddress(BridgeAddress); }
-        catch (ArgumentException ex) { errors.Add("BridgeAddress: " + ex.Message); }
+        catch (ArgumentException ex) { errors.Add(prefix + "BridgeAddress: " + ex.Message); }
         if (LockTimeout <= TimeSpan.Zero)
-            errors.Add("LockTimeout must be positive.");
+            errors.Add(prefix + "LockTimeout must be positive.");
         if (RemoteHost is not null)
         {
             try { RemoteHost.Validate(); }
-            catch (ArgumentException ex) { errors.Add("RemoteHost: " + ex.Message); }
+            catch (ArgumentException ex) { errors.Add(prefix + "RemoteHost: " + ex.Message); }
         }
         return errors;
     }

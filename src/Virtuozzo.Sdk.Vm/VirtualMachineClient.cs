@@ -1,4 +1,5 @@
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Vm.Runtime;
 using Virtuozzo.Sdk.Vm.Runtime.Local;
 
@@ -52,7 +53,7 @@ public class VirtualMachineClient
     /// <exception cref="ArgumentException">The name or a setting is invalid.</exception>
     /// <exception cref="AlreadyExistsException">A container or VM with that name exists.</exception>
     public virtual Task<VmInfo> CreateAsync(VmCreateOptions options, CancellationToken cancellationToken = default)
-        => Driver.CreateAsync(options, cancellationToken);
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.CreateOperation, VeKind.Vm, options?.Name.ToString(), _ => Driver.CreateAsync(options!, cancellationToken));
 
     /// <summary>Lists VMs with their state: all of them, or only the running (or paused) ones.</summary>
     /// <remarks>The equivalent of <c>prlctl list [-a] --vmtype vm</c>.</remarks>
@@ -85,7 +86,7 @@ public class VirtualMachineClient
     /// <exception cref="InsufficientResourcesException">The host cannot guarantee the VM's memory.</exception>
     /// <exception cref="UnsupportedOnHostException">Hardware acceleration was required but does not work here.</exception>
     public virtual Task<VmInfo> StartAsync(VeRef vm, CancellationToken cancellationToken = default)
-        => Driver.StartAsync(vm.Value, cancellationToken);
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.StartOperation, VeKind.Vm, vm.Value, _ => Driver.StartAsync(vm.Value, cancellationToken));
 
     /// <summary>
     /// Stops a VM: asks the guest to power off through its guest tools when they answer, otherwise (and again when the
@@ -94,7 +95,7 @@ public class VirtualMachineClient
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl stop NAME [--kill]</c>.</remarks>
     public virtual Task<VeStopMethod> StopAsync(VeRef vm, VeStopOptions? options = null, CancellationToken cancellationToken = default)
-        => Driver.StopAsync(vm.Value, options, cancellationToken);
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.StopOperation, VeKind.Vm, vm.Value, _ => Driver.StopAsync(vm.Value, options, cancellationToken));
 
     /// <summary>Stops the VM (politely first, as <see cref="StopAsync"/>) if it runs, and starts it again.</summary>
     /// <remarks>The equivalent of <c>prlctl restart NAME</c>.</remarks>

@@ -128,23 +128,16 @@ public sealed class SshHost : IVirtuozzoHost, IAsyncDisposable, IDisposable
             await new CommandExecutor(NullLogger.Instance).ExecuteAsync(exit, CancellationToken.None).ConfigureAwait(false);
         }
         catch (VirtuozzoException) { }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
-    /// <summary>Closes the multiplexed master connection, if one is open (waits at most 5 s).</summary>
-    public void Dispose()
-    {
-        try
-        {
-            var psi = new System.Diagnostics.ProcessStartInfo(_options.SshPath) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
-            foreach (var a in SshOptions().Concat(["-O", "exit", "--", Destination]))
-                psi.ArgumentList.Add(a);
-            using var p = System.Diagnostics.Process.Start(psi);
-            if (p is not null && !p.WaitForExit(5000))
-                p.Kill(entireProcessTree: true);
-        }
-        catch (System.ComponentModel.Win32Exception) { }
-        catch (IOException) { }
-    }
+    /// <summary>
+    /// Starts closing the multiplexed master connection, if one is open, and returns without waiting for it
+    /// (the command runs through the SDK's runner in the background, for at most 5 s). Prefer <see cref="DisposeAsync"/>,
+    /// which waits.
+    /// </summary>
+    public void Dispose() => _ = DisposeAsync().AsTask();
 
     private string Destination => $"{_options.User}@{_options.HostName}";
 

@@ -39,6 +39,10 @@ public abstract class PipeSource
 }
 
 /// <summary>Where a command's standard output or error goes, as it is produced.</summary>
+/// <remarks>
+/// The SDK runs commands with CliWrap; each target maps to a CliWrap pipe target when the command runs, and the
+/// SDK's own type stays the public one so that CliWrap is not part of the SDK's public API.
+/// </remarks>
 public abstract class PipeTarget
 {
     private protected PipeTarget() { }
@@ -56,94 +60,88 @@ public abstract class PipeTarget
     public static PipeTarget ToStringBuilder(StringBuilder builder) => new BuilderTarget(builder ?? throw new ArgumentNullException(nameof(builder)));
 
     /// <summary>Sends the data to every target.</summary>
-    public static PipeTarget Merge(params PipeTarget[] targets) => new MergedTarget(targets.Where(t => t is not NullTarget).ToArray());
+    public static PipeTarget Merge(params PipeTarget[] targets) => new MergedTarget(targets.Where(t => !t.IsNull).ToArray());
 
-    internal abstract ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
-
-    internal virtual ValueTask CompleteAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    /// <summary>The CliWrap pipe target that does this target's work for one execution (fresh state each call).</summary>
+    internal abstract CliWrap.PipeTarget ToCliWrap();
 
     internal virtual bool IsNull => false;
 
     private sealed class NullTarget : PipeTarget
     {
-        internal override ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+        // Read and discard: CliWrap's own Null target closes the pipe unread, and the program then fails with
+        // EPIPE on its next write ("tar: stdout: write error").
+        internal override CliWrap.PipeTarget ToCliWrap() => CliWrap.PipeTarget.ToStream(Stream.Null, autoFlush: false);
 
         internal override bool IsNull => true;
     }
 
     private sealed class StreamTarget(Stream stream) : PipeTarget
     {
-        internal override ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => stream.WriteAsync(data, cancellationToken);
-
-        internal override async ValueTask CompleteAsync(CancellationToken cancellationToken) => await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+        internal override CliWrap.PipeTarget ToCliWrap() => CliWrap.PipeTarget.ToStream(stream);
     }
 
     private sealed class BuilderTarget(StringBuilder builder) : PipeTarget
     {
-        private readonly Decoder _decoder = Encoding.UTF8.GetDecoder();
-
-        internal override ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        internal override CliWrap.PipeTarget ToCliWrap() => CliWrap.PipeTarget.Create(async (source, ct) =>
         {
-            var chars = new char[Encoding.UTF8.GetMaxCharCount(data.Length)];
-            var n = _decoder.GetChars(data.Span, chars, flush: false);
+            var decoder = Encoding.UTF8.GetDecoder();
+            var buffer = new byte[81920];
+            var chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
+            int n;
+            while ((n = await source.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
+            {
+                var c = decoder.GetChars(buffer, 0, n, chars, 0, flush: false);
+                lock (builder)
+                    builder.Append(chars, 0, c);
+            }
+            var last = decoder.GetChars(buffer, 0, 0, chars, 0, flush: true);
             lock (builder)
-                builder.Append(chars, 0, n);
-            return ValueTask.CompletedTask;
-        }
+                builder.Append(chars, 0, last);
+        });
     }
 
+    /// <summary>Splits on '\n' only (a trailing '\r' is dropped), so that progress output written with '\r' stays one line.</summary>
     private sealed class LineTarget(Action<string> onLine) : PipeTarget
     {
-        private readonly Decoder _decoder = Encoding.UTF8.GetDecoder();
-        private readonly StringBuilder _pending = new();
-
-        internal override ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        internal override CliWrap.PipeTarget ToCliWrap() => CliWrap.PipeTarget.Create(async (source, ct) =>
         {
-            var chars = new char[Encoding.UTF8.GetMaxCharCount(data.Length)];
-            var n = _decoder.GetChars(data.Span, chars, flush: false);
-            var start = 0;
-            for (var i = 0; i < n; i++)
+            var decoder = Encoding.UTF8.GetDecoder();
+            var pending = new StringBuilder();
+            var buffer = new byte[16384];
+            var chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
+            int n;
+            while ((n = await source.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
             {
-                if (chars[i] != '\n')
-                    continue;
-                _pending.Append(chars, start, i - start);
-                Emit();
-                start = i + 1;
+                var count = decoder.GetChars(buffer, 0, n, chars, 0, flush: false);
+                var start = 0;
+                for (var i = 0; i < count; i++)
+                {
+                    if (chars[i] != '\n')
+                        continue;
+                    pending.Append(chars, start, i - start);
+                    Emit(pending);
+                    start = i + 1;
+                }
+                pending.Append(chars, start, count - start);
             }
-            _pending.Append(chars, start, n - start);
-            return ValueTask.CompletedTask;
-        }
+            if (pending.Length > 0)
+                Emit(pending);
+        });
 
-        internal override ValueTask CompleteAsync(CancellationToken cancellationToken)
+        private void Emit(StringBuilder pending)
         {
-            if (_pending.Length > 0)
-                Emit();
-            return ValueTask.CompletedTask;
-        }
-
-        private void Emit()
-        {
-            if (_pending.Length > 0 && _pending[^1] == '\r')
-                _pending.Length--;
-            var line = _pending.ToString();
-            _pending.Clear();
+            if (pending.Length > 0 && pending[^1] == '\r')
+                pending.Length--;
+            var line = pending.ToString();
+            pending.Clear();
             onLine(line);
         }
     }
 
     private sealed class MergedTarget(PipeTarget[] targets) : PipeTarget
     {
-        internal override async ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
-        {
-            foreach (var t in targets)
-                await t.WriteAsync(data, cancellationToken).ConfigureAwait(false);
-        }
-
-        internal override async ValueTask CompleteAsync(CancellationToken cancellationToken)
-        {
-            foreach (var t in targets)
-                await t.CompleteAsync(cancellationToken).ConfigureAwait(false);
-        }
+        internal override CliWrap.PipeTarget ToCliWrap() => CliWrap.PipeTarget.Merge(targets.Select(t => t.ToCliWrap()).ToArray());
 
         internal override bool IsNull => targets.Length == 0;
     }

@@ -97,6 +97,7 @@ public sealed class ResourceLedger
             var available = Math.Max(0, CapacityBytes - others);
             var name = (await new VeRegistry(_store).FindAsync(id, cancellationToken).ConfigureAwait(false))?.Name ?? id;
             var what = kind == VeKind.Container ? "container" : "VM";
+            Internal.SdkTelemetry.RecordGuarantee(kind, admitted: false);
             throw new InsufficientResourcesException(
                 $"Cannot guarantee {new ByteSize(wanted).ToHumanString()} of memory to {what} {name}: only {new ByteSize(available).ToHumanString()} of the host's {new ByteSize(CapacityBytes).ToHumanString()} are not guaranteed to other running VEs. Lower its memory guarantee or size, or stop another VE.",
                 wanted, available);
@@ -104,6 +105,7 @@ public sealed class ResourceLedger
         var entry = new LedgerEntry(id, kind, guaranteeBytes, overheadBytes, DateTimeOffset.UtcNow);
         var list = file.Reservations.Where(r => r.VeId != id).Append(entry).OrderBy(r => r.VeId, StringComparer.Ordinal).ToList();
         await WriteAsync(new LedgerFile(FormatVersion, list), cancellationToken).ConfigureAwait(false);
+        Internal.SdkTelemetry.RecordGuarantee(kind, admitted: true);
         return ToPublic(entry);
     }
 

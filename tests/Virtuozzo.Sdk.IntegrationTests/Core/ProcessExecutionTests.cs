@@ -132,6 +132,56 @@ public class ProcessExecutionTests
     }
 
     [Fact]
+    public async Task A_shell_that_ignores_sigterm_and_its_child_are_both_dead_after_cancellation()
+    {
+        // Both the shell and its child inherit the ignored SIGTERM, so only the SIGKILL after the grace period ends them.
+        var pids = new TaskCompletionSource<int[]>();
+        using var cts = new CancellationTokenSource();
+        var run = _host.ExecuteAsync(new Command("sh")
+            .WithArguments("-c", "trap '' TERM; sleep 60 & echo \"$$ $!\"; wait")
+            .WithGracePeriod(TimeSpan.FromMilliseconds(300))
+            .WithStandardOutputPipe(PipeTarget.ToDelegate(l => pids.TrySetResult(l.Split(' ').Select(int.Parse).ToArray()))), cts.Token);
+        var tree = await pids.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        tree.Should().HaveCount(2);
+        tree.Should().OnlyContain(p => IsAlive(p), "the shell and its sleep child run until cancelled");
+        // SIGTERM alone must not end them: the trap is in place before the pids are printed.
+        foreach (var p in tree)
+            Virtuozzo.Sdk.Core.Internal.Native.TrySignal(p, Virtuozzo.Sdk.Core.Internal.Native.SIGTERM).Should().BeTrue();
+        await Task.Delay(200);
+        tree.Should().OnlyContain(p => IsAlive(p), "both ignore SIGTERM");
+
+        var sw = Stopwatch.StartNew();
+        cts.Cancel();
+        await run.Invoking(async r => await r).Should().ThrowAsync<OperationCanceledException>();
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(10));
+        tree.Should().OnlyContain(p => !IsAlive(p), "the shell and its child must both be killed (/proc/PID gone or a zombie)");
+    }
+
+    [Fact]
+    public async Task Arguments_with_whitespace_quotes_and_backslashes_reach_the_program_unchanged()
+    {
+        string[] tricky = ["a\tb", "x\\\"y", "trailing\\", "new\nline", "nbsp\u00a0here", " lead", "\"", "\\\\\""];
+        var r = await _host.ExecuteBufferedAsync(new Command("printf").WithArguments(["%s\\0", .. tricky]));
+        r.StandardOutput.Split('\0')[..tricky.Length].Should().Equal(tricky);
+    }
+
+    [Fact]
+    public async Task A_daemon_that_keeps_the_output_pipe_open_does_not_hang_the_command()
+    {
+        var sw = Stopwatch.StartNew();
+        var r = await _host.ExecuteBufferedAsync(new Command("sh").WithArguments("-c", "sleep 20 & echo started"));
+        r.StandardOutput.Should().Be("started\n");
+        sw.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(15), "the command exited at once; only its background child holds the pipe");
+    }
+
+    [Fact]
+    public async Task Output_sent_nowhere_is_read_and_discarded_so_the_program_does_not_fail_writing_it()
+    {
+        var r = await _host.ExecuteAsync(TestProgram.Command("spew", (8 * 1024 * 1024).ToString()).WithStandardOutputPipe(PipeTarget.Null));
+        r.ExitCode.Should().Be(0);
+    }
+
+    [Fact]
     public async Task Secrets_are_redacted_from_messages_and_debug_logs()
     {
         var logger = new ListLogger();

@@ -3,6 +3,7 @@ using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Containers.Runtime;
 using Virtuozzo.Sdk.Containers.Runtime.Local;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Vm;
 using Virtuozzo.Sdk.Vm.Runtime;
 using Virtuozzo.Sdk.Vm.Runtime.Local;
@@ -57,7 +58,18 @@ public class MigrationClient
     /// <exception cref="AlreadyExistsException">The destination has a VE with that name or UUID.</exception>
     /// <exception cref="InsufficientResourcesException">The destination cannot guarantee the VE's memory.</exception>
     /// <exception cref="UnsupportedOnHostException">The mode is not available (container migration, offline migration) or the destination cannot run the VE's CPU model.</exception>
-    public virtual async Task<MigrationResult> MigrateAsync(VeRef ve, MigrationDestination destination, MigrationOptions? options = null, IProgress<MigrationProgress>? progress = null, CancellationToken cancellationToken = default)
+    public virtual Task<MigrationResult> MigrateAsync(VeRef ve, MigrationDestination destination, MigrationOptions? options = null, IProgress<MigrationProgress>? progress = null, CancellationToken cancellationToken = default)
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.MigrateOperation, null, ve.IsEmpty ? null : ve.Value, async scope =>
+        {
+            var result = await MigrateCoreAsync(ve, destination, options, progress, cancellationToken).ConfigureAwait(false);
+            scope.Kind = result.Kind;
+            scope.AddBytes(result.DiskBytes + result.MemoryBytes);
+            scope.Activity?.SetTag("vzsdk.migration.mode", result.Mode.ToString().ToLowerInvariant());
+            scope.Activity?.SetTag("vzsdk.migration.downtime_ms", (long)result.Downtime.TotalMilliseconds);
+            return result;
+        });
+
+    private async Task<MigrationResult> MigrateCoreAsync(VeRef ve, MigrationDestination destination, MigrationOptions? options, IProgress<MigrationProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(destination);
         options ??= new MigrationOptions();

@@ -93,7 +93,18 @@ public class VmMigrationTests : IAsyncLifetime
         before.Should().BeGreaterThan(0, "the counter runs");
 
         var phases = new ConcurrentBag<MigrationPhase>();
+        var spans = new ConcurrentBag<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name == VirtuozzoSdkTelemetry.ActivitySourceName,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a => { if (a.OperationName == VirtuozzoSdkTelemetry.MigrateOperation && (string?)a.GetTagItem(VirtuozzoSdkTelemetry.VeNameTag) == name) spans.Add(a); },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
         var result = await migrations.MigrateAsync(name, MigrationDestination.ToRuntime(_destinationRuntime), progress: new SyncProgress<MigrationProgress>(p => phases.Add(p.Phase)));
+        var span = spans.Should().ContainSingle("the migration is one span").Subject;
+        span.GetTagItem(VirtuozzoSdkTelemetry.VeKindTag).Should().Be("vm");
+        span.GetTagItem(VirtuozzoSdkTelemetry.BytesCopiedInstrument).Should().Be(result.DiskBytes + result.MemoryBytes);
 
         result.Name.Value.Should().Be(name);
         result.Kind.Should().Be(VeKind.Vm);

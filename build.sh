@@ -111,6 +111,7 @@ case "$cmd" in
     # ./build.sh bench                 every benchmark project, default arguments
     # ./build.sh bench sdk ARGS...     benchmarks/Virtuozzo.Sdk.Benchmarks (containers, backup, vms, BenchmarkDotNet filters)
     # ./build.sh bench qcow2 ARGS...   benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks (convert, compression, IOPS vs qemu-img)
+    # ./build.sh bench memory [VES]    the memory policies through the simulator (benchmarks/Virtuozzo.Sdk.Benchmarks memory)
     setup; build
     shift || true
     target=${1:-all}
@@ -119,7 +120,8 @@ case "$cmd" in
       all) projects=(benchmarks/*/*.csproj) ;;
       sdk) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj) ;;
       qcow2) projects=(benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks/*.csproj) ;;
-      *) die "unknown benchmark '$target' (use sdk or qcow2, or nothing for all)" ;;
+      memory) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj); set -- memory "$@" ;;
+      *) die "unknown benchmark '$target' (use sdk, qcow2 or memory, or nothing for all)" ;;
     esac
     for p in "${projects[@]}"; do
       log "running $p"

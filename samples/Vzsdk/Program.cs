@@ -12,4 +12,5 @@ return await Cli.RunAsync(args, args is ["disk", .. var rest]
         Vzsdk.Disk.DiskCommand.Build(),
         Vzsdk.Ct.CtCommand.Build(),
         Vzsdk.Vm.VmCommand.Build(),
-        Vzsdk.Backup.BackupCommand.Build()]));
+        Vzsdk.Backup.BackupCommand.Build(),
+        MemCommand.Build()]));

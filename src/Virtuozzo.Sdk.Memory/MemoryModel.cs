@@ -39,6 +39,12 @@ public sealed record VeMemoryTelemetry
     /// <summary>The target in force now (the balloon size of a VM, <c>memory.high</c> of a container); null before the first decision.</summary>
     public long? TargetBytes { get; init; }
 
+    /// <summary>
+    /// True when the target is enforced as a hard limit (a container on cgroup v1, which cannot throttle): going past it
+    /// means an OOM kill rather than a stall, so a policy must not probe it below what the VE uses.
+    /// </summary>
+    public bool HardTarget { get; init; }
+
     /// <summary>Time some of the VE's tasks stalled on memory during the last tick (PSI <c>some</c>), in microseconds.</summary>
     public long StallMicroseconds { get; init; }
 

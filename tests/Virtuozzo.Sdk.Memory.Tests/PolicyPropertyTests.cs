@@ -25,6 +25,7 @@ public class PolicyPropertyTests
                 LimitBytes = limit, GuaranteeBytes = guarantee, OverheadBytes = MemoryAccounting.Overhead(kind, limit),
                 UsageBytes = (long)(limit * r.NextDouble() * 1.1), TargetBytes = r.Next(3) == 0 ? null : (long)(limit * r.NextDouble()),
                 StallMicroseconds = r.Next(3) == 0 ? r.Next(0, 1_000_000) : 0,
+                HardTarget = kind == VeKind.Container && r.Next(2) == 0,
             });
         }
         var minimum = ves.Sum(v => v.Active ? v.MinimumBytes : MemoryAccounting.Charge(v.MinimumBytes, v.UsageBytes, false));
@@ -107,6 +108,17 @@ public class PolicyPropertyTests
         plan.For(busy.Id)!.TargetBytes.Should().BeGreaterThan(256 * ByteSize.MiB);
         plan.For(idle.Id)!.TargetBytes.Should().BeLessThan(ByteSize.GiB).And.BeGreaterThanOrEqualTo(128 * ByteSize.MiB);
     }
+
+    [Fact]
+    public void Density_never_probes_a_hard_target_below_what_the_container_uses()
+        => CheckAll(seed =>
+        {
+            var t = RandomHost(seed);
+            t = t with { Host = t.Host with { AvailableBytes = long.MaxValue / 4 } };
+            var plan = MemoryBalancer.Decide(new DensityMemoryPolicy(), t, MemoryPolicyState.Empty);
+            return t.Ves.Where(v => v.Active && v.HardTarget).All(v =>
+                plan.For(v.Id)!.TargetBytes >= Math.Min(v.LimitBytes, MemoryBalancer.Align(v.UsageBytes + DensityMemoryPolicy.Headroom(v.UsageBytes))) - MemoryBalancer.AlignmentBytes);
+        });
 
     [Fact]
     public void Performance_protects_80_percent_of_a_vm_when_the_host_can_afford_it()

@@ -95,6 +95,7 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
         return new VeMemoryTelemetry
         {
             Id = info.Id, Name = info.Name.ToString(), Kind = info.Kind, Active = info.State == VeState.Running,
+            HardTarget = info.Kind == VeKind.Container && !runtime.Cgroups.IsV2,
             LimitBytes = limit, GuaranteeBytes = guarantee, OverheadBytes = overhead, UsageBytes = usage, TargetBytes = target, StallMicroseconds = stall,
         };
     }

@@ -7,7 +7,9 @@ namespace Virtuozzo.Sdk.Memory;
 /// that stalls gets a quarter of its limit more at once and is left alone for <see cref="GraceTicks"/> ticks: growth is
 /// immediate, reclaim gradual (the hysteresis of VCMMD's WSS balloon policy, with senpai's PSI signal). When the targets
 /// do not fit the host, memory is taken first from VEs above what they were seen to need, then from VEs that do not
-/// stall, never below a guarantee. What no VE needs stays free, so more VEs fit.
+/// stall, never below a guarantee. A hard target (a container on cgroup v1, where going past the target is an OOM kill)
+/// is never probed below what the VE uses plus a headroom, and grows as soon as use comes within the headroom. What no VE
+/// needs stays free, so more VEs fit.
 /// </summary>
 public sealed class DensityMemoryPolicy : IMemoryPolicy
 {
@@ -56,6 +58,11 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
                 next = floor + Math.Max(v.LimitBytes / 2, 2 * Headroom(v.UsageBytes));
                 grace = GraceTicks;
             }
+            else if (v.HardTarget && v.UsageBytes > current - Headroom(v.UsageBytes))
+            {
+                // A hard target (cgroup v1) OOMs instead of stalling: grow before the VE reaches it.
+                next = v.UsageBytes + Math.Max(2 * Headroom(v.UsageBytes), v.LimitBytes / 10);
+            }
             else if (grace > 0)
             {
                 next = current;
@@ -71,9 +78,11 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
             {
                 next = Math.Max(floor, current - Math.Max(MemoryBalancer.AlignmentBytes, current * ProbeShare));
             }
+            if (v.HardTarget)
+                next = Math.Max(next, v.UsageBytes + Headroom(v.UsageBytes)); // never probe a hard target below what is in use
             floor *= 1 - FloorDecay;
             state = state.Set(v.Id, "floor", floor).Set(v.Id, "grace", grace);
-            need[i] = (long)Math.Min(v.LimitBytes, floor);
+            need[i] = (long)Math.Min(v.LimitBytes, v.HardTarget ? Math.Max(floor, v.UsageBytes + Headroom(v.UsageBytes)) : floor);
             desired[i] = Math.Clamp((long)next, Math.Min(v.GuaranteeBytes, v.LimitBytes), v.LimitBytes);
         }
 
@@ -82,7 +91,7 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
         if (excess > 0)
             excess = Take(active, desired, i => Math.Max(active[i].GuaranteeBytes, need[i]), excess);
         if (excess > 0)
-            Take(active, desired, i => pressured[i] ? Math.Max(active[i].GuaranteeBytes, need[i]) : active[i].GuaranteeBytes, excess);
+            Take(active, desired, i => pressured[i] || active[i].HardTarget ? Math.Max(active[i].GuaranteeBytes, need[i]) : active[i].GuaranteeBytes, excess);
         var targets = active.Select((v, i) => new VeMemoryTarget(v.Id, v.MinimumBytes, desired[i], v.LimitBytes)).ToList();
         return new MemoryPlan(targets, state);
     }

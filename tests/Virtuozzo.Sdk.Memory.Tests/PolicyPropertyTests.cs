@@ -117,7 +117,7 @@ public class PolicyPropertyTests
             t = t with { Host = t.Host with { AvailableBytes = long.MaxValue / 4 } };
             var plan = MemoryBalancer.Decide(new DensityMemoryPolicy(), t, MemoryPolicyState.Empty);
             return t.Ves.Where(v => v.Active && v.HardTarget).All(v =>
-                plan.For(v.Id)!.TargetBytes >= Math.Min(v.LimitBytes, MemoryBalancer.Align(v.UsageBytes + DensityMemoryPolicy.Headroom(v.UsageBytes))) - MemoryBalancer.AlignmentBytes);
+                plan.For(v.Id)!.TargetBytes >= Math.Min(v.LimitBytes, MemoryBalancer.Align(v.UsageBytes + DensityMemoryPolicy.HardStep(v))) - MemoryBalancer.AlignmentBytes);
         });
 
     [Fact]

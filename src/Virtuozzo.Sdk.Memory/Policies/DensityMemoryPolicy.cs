@@ -8,7 +8,7 @@ namespace Virtuozzo.Sdk.Memory;
 /// immediate, reclaim gradual (the hysteresis of VCMMD's WSS balloon policy, with senpai's PSI signal). When the targets
 /// do not fit the host, memory is taken first from VEs above what they were seen to need, then from VEs that do not
 /// stall, never below a guarantee. A hard target (a container on cgroup v1, where going past the target is an OOM kill)
-/// is never probed below what the VE uses plus a headroom, and grows as soon as use comes within the headroom. What no VE
+/// is never probed: it stays one <see cref="HardStep"/> above what the VE uses, growing and shrinking with it. What no VE
 /// needs stays free, so more VEs fit.
 /// </summary>
 public sealed class DensityMemoryPolicy : IMemoryPolicy
@@ -34,6 +34,16 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
     /// <summary>The headroom kept above a VE's use: a tenth of its use, at least <see cref="MinHeadroomBytes"/>.</summary>
     public static long Headroom(long usageBytes) => Math.Max(MinHeadroomBytes, usageBytes / 10);
 
+    /// <summary>
+    /// The margin kept above a hard target's use: twice the headroom, at least a tenth of the limit (a VE growing by less
+    /// than that per tick never reaches its target between two ticks).
+    /// </summary>
+    public static long HardStep(VeMemoryTelemetry ve)
+    {
+        ArgumentNullException.ThrowIfNull(ve);
+        return Math.Max(2 * Headroom(ve.UsageBytes), ve.LimitBytes / 10);
+    }
+
     /// <inheritdoc />
     public MemoryPlan Decide(MemoryTelemetry telemetry, MemoryPolicyState state)
     {
@@ -58,10 +68,12 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
                 next = floor + Math.Max(v.LimitBytes / 2, 2 * Headroom(v.UsageBytes));
                 grace = GraceTicks;
             }
-            else if (v.HardTarget && v.UsageBytes > current - Headroom(v.UsageBytes))
+            else if (v.HardTarget)
             {
-                // A hard target (cgroup v1) OOMs instead of stalling: grow before the VE reaches it.
-                next = v.UsageBytes + Math.Max(2 * Headroom(v.UsageBytes), v.LimitBytes / 10);
+                // A hard target (cgroup v1) OOMs instead of stalling: keep a growth step above use at all times, and give
+                // back at once what is more than two steps above it (nothing is probed, so nothing stalls).
+                var step = HardStep(v);
+                next = current < v.UsageBytes + step || current > v.UsageBytes + 2 * step ? v.UsageBytes + step : current;
             }
             else if (grace > 0)
             {
@@ -79,10 +91,10 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
                 next = Math.Max(floor, current - Math.Max(MemoryBalancer.AlignmentBytes, current * ProbeShare));
             }
             if (v.HardTarget)
-                next = Math.Max(next, v.UsageBytes + Headroom(v.UsageBytes)); // never probe a hard target below what is in use
+                next = Math.Max(next, v.UsageBytes + HardStep(v)); // never below what is in use plus a step
             floor *= 1 - FloorDecay;
             state = state.Set(v.Id, "floor", floor).Set(v.Id, "grace", grace);
-            need[i] = (long)Math.Min(v.LimitBytes, v.HardTarget ? Math.Max(floor, v.UsageBytes + Headroom(v.UsageBytes)) : floor);
+            need[i] = (long)Math.Min(v.LimitBytes, v.HardTarget ? Math.Max(floor, v.UsageBytes + HardStep(v)) : floor);
             desired[i] = Math.Clamp((long)next, Math.Min(v.GuaranteeBytes, v.LimitBytes), v.LimitBytes);
         }
 

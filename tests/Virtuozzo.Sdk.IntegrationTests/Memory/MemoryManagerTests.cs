@@ -122,6 +122,7 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
                 minBalloon = Math.Min(minBalloon, balloon);
             }
             maxBusy = Math.Max(maxBusy, ReadCgroup(busy.Id, "memory.limit_in_bytes"));
+            output.WriteLine($"  t={clock.Elapsed.TotalSeconds:F1}s busy usage {ReadCgroup(busy.Id, "memory.usage_in_bytes") >> 20} MiB limit {ReadCgroup(busy.Id, "memory.limit_in_bytes") >> 20} MiB; balloons {string.Join(", ", await Task.WhenAll(vms.Select(async v => (await BalloonAsync(v.Id)) >> 20)))} MiB");
             await Task.WhenAny(work, Task.Delay(1000));
         }
         return (ticks, minBalloon, maxBusy);

@@ -233,4 +233,35 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         await _cts.SetAsync(id, new ContainerSetOptions { MemorySize = ByteSize.Parse("768M") });
         ReadCgroup(c.Id, "memory.limit_in_bytes").Should().Be(768 * ByteSize.MiB);
     }
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task The_running_loop_picks_up_a_container_that_starts_and_carries_on_when_it_is_stopped_and_deleted()
+    {
+        var manager = new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "density", Interval = TimeSpan.FromSeconds(1), ManageKsm = false, Budget = ByteSize.Parse("2G") });
+        using var stop = new CancellationTokenSource();
+        var loop = manager.RunAsync(stop.Token);
+        var c = await StartContainerAsync("mem-loop", 512 * ByteSize.MiB);
+        var limit = 512 * ByteSize.MiB;
+        for (var i = 0; i < 20 && limit == 512 * ByteSize.MiB; i++)
+        {
+            await Task.Delay(500);
+            limit = ReadCgroup(c.Id, "memory.limit_in_bytes");
+        }
+        limit.Should().BeLessThan(512 * ByteSize.MiB, "the loop found the new container and gave back its unused allowance");
+        await _cts.StopAsync(c.Id.ToString());
+        await Task.Delay(1500);
+        await _cts.DeleteAsync(c.Id.ToString());
+        await Task.Delay(1500);
+        loop.IsCompleted.Should().BeFalse("the loop survives a VE stopping and being deleted under it");
+        var after = await StartContainerAsync("mem-loop2", 256 * ByteSize.MiB);
+        var limit2 = 256 * ByteSize.MiB;
+        for (var i = 0; i < 20 && limit2 == 256 * ByteSize.MiB; i++)
+        {
+            await Task.Delay(500);
+            limit2 = ReadCgroup(after.Id, "memory.limit_in_bytes");
+        }
+        limit2.Should().BeLessThan(256 * ByteSize.MiB);
+        await stop.CancelAsync();
+        await loop.WaitAsync(TimeSpan.FromSeconds(30));
+        loop.IsCompletedSuccessfully.Should().BeTrue("cancelling stops the loop cleanly");
+    }
 }

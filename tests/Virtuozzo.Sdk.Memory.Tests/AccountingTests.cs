@@ -54,3 +54,14 @@ public class AccountingTests
     public void Unknown_policy_names_are_refused_with_the_list_of_policies()
         => FluentActions.Invoking(() => MemoryPolicies.Create("fast")).Should().Throw<ArgumentException>().WithMessage("*static, performance, density, wfb, senpai*");
 }
+
+public class HotplugTests
+{
+    [Theory]
+    [InlineData(1024, 1024, 0)]
+    [InlineData(1024, 900, 0)]
+    [InlineData(1024, 1025, 128)]
+    [InlineData(1024, 1300, 384)]
+    public void A_target_above_the_plugged_ram_asks_for_dimms_in_128_MiB_steps(long pluggedMiB, long targetMiB, long dimmMiB)
+        => Internal.LocalMemoryHost.DimmFor(pluggedMiB << 20, targetMiB << 20).Should().Be(dimmMiB << 20);
+}

@@ -186,6 +186,7 @@ case "$cmd" in
     # ./build.sh bench qcow2 ARGS...   benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks (convert, compression, IOPS vs qemu-img)
     # ./build.sh bench startup [N]     benchmarks/startup.sh: start-up of the published vzsdk against qemu-img
     # ./build.sh bench migration [R]   VM and container live migration to a second host, against qemu-img / rsync copies
+    # ./build.sh bench memory [VES]    the memory policies through the simulator (benchmarks/Virtuozzo.Sdk.Benchmarks memory)
     setup; build
     shift || true
     target=${1:-all}
@@ -195,8 +196,9 @@ case "$cmd" in
       sdk) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj) ;;
       migration) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj); set -- migration "$@" ;;
       qcow2) projects=(benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks/*.csproj) ;;
+      memory) projects=(benchmarks/Virtuozzo.Sdk.Benchmarks/Virtuozzo.Sdk.Benchmarks.csproj); set -- memory "$@" ;;
       startup) benchmarks/startup.sh "$@"; exit ;;
-      *) die "unknown benchmark '$target' (use sdk, qcow2, migration or startup, or nothing for all)" ;;
+      *) die "unknown benchmark '$target' (use sdk, qcow2, migration, memory or startup, or nothing for all)" ;;
     esac
     for p in "${projects[@]}"; do
       log "running $p"

@@ -6,7 +6,10 @@ using Virtuozzo.Sdk.Benchmarks;
 // ./build.sh bench sdk backup [ROUNDS]            full/incremental backup, restore and delete-merge vs qemu-img
 // ./build.sh bench sdk vms [ROUNDS]               VM start-to-guest-tools vs plain QEMU, memory hotplug latency, list of 100 VMs
 // ./build.sh bench migration [ROUNDS]            VM and container live migration to a second host vs qemu-img/rsync copies
+// ./build.sh bench memory [VES]                   memory policies through the simulator (table for docs/performance.md)
 // ./build.sh bench sdk --filter '*CommandExecution*'   BenchmarkDotNet benchmarks
+if (args.Length > 0 && args[0] == "memory")
+    return MemoryBenchmark.Run(args.Skip(1).ToArray());
 if (args.Length > 0 && args[0] == "containers")
     return await ContainerBenchmark.RunAsync(args.Skip(1).ToArray());
 if (args.Length > 0 && args[0] == "backup")
@@ -22,7 +25,10 @@ if (args.Length == 0)
     if (containers != 0)
         return containers;
     var backup = await BackupBenchmark.RunAsync([]);
-    return backup != 0 ? backup : await VmBenchmark.RunAsync([]);
+    if (backup != 0)
+        return backup;
+    var vms = await VmBenchmark.RunAsync([]);
+    return vms != 0 ? vms : MemoryBenchmark.Run([]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

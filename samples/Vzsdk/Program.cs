@@ -13,4 +13,5 @@ return await Cli.RunAsync(args, args is ["disk", .. var rest]
         Vzsdk.Ct.CtCommand.Build(),
         Vzsdk.Vm.VmCommand.Build(),
         Vzsdk.Backup.BackupCommand.Build(),
+        MemCommand.Build(),
         .. MigrateCommand.Build()]));

@@ -27,4 +27,6 @@ namespace Vzsdk;
 [JsonSerializable(typeof(List<BackupCommand.BackupJson>), TypeInfoPropertyName = "BackupList")]
 [JsonSerializable(typeof(BackupCommand.VerifyJson), TypeInfoPropertyName = "BackupVerify")]
 [JsonSerializable(typeof(MigrateResultJson), TypeInfoPropertyName = "MigrateResult")]
+[JsonSerializable(typeof(MemCommand.StatusJson), TypeInfoPropertyName = "MemStatus")]
+[JsonSerializable(typeof(MemCommand.KsmJson), TypeInfoPropertyName = "MemKsm")]
 internal sealed partial class VzsdkJson : JsonSerializerContext;

@@ -646,7 +646,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
                 if (guarantee != config.ToResources().GuaranteeBytes)
                     await _ledger.ReserveAsync(id, VeKind.Container, guarantee, 0, cancellationToken).ConfigureAwait(false);
                 var cg = Cgroups.Open(id);
-                cg.SetMemory(updated.MemSizeBytes, updated.SwapBytes);
+                await cg.ApplyMemoryLimitAsync(updated.MemSizeBytes, updated.SwapBytes, TimeSpan.FromSeconds(15), cancellationToken).ConfigureAwait(false);
                 cg.SetCpuLimit(updated.EffectiveCpuPercent);
                 cg.SetCpuUnits(updated.CpuUnits);
                 if (updated.CpuMask != config.CpuMask)

@@ -440,7 +440,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
     private static long Guarantee(VmConfig c, long memoryBytes) => memoryBytes * c.MemoryGuaranteePercent / 100;
 
     /// <summary>The host memory a VM costs besides its guarantee: 64 MiB plus 8 bytes per 4 KiB page of RAM.</summary>
-    internal static long Overhead(long memoryBytes) => 64 * ByteSize.MiB + memoryBytes / 4096 * 8;
+    internal static long Overhead(long memoryBytes) => Core.Resources.MemoryMath.VmOverhead(memoryBytes);
 
     private async Task StartCoreAsync(VmSession s, bool paused, CancellationToken ct, bool migrationTarget = false, VmAcceleration? acceleration = null)
     {

@@ -83,10 +83,17 @@ internal sealed class CgroupManager
     public IReadOnlyDictionary<string, string> Directories(VeId id, CgroupRole? role = null)
     {
         var rel = role is { } r ? Path.Combine(Parent, id.ToString(), RoleName(r)) : Path.Combine(Parent, id.ToString());
-        return IsV2
-            ? new Dictionary<string, string> { [""] = Path.Combine(Root, rel) }
-            : V1Controllers.Where(c => Directory.Exists(Path.Combine(Root, c))).ToDictionary(c => c, c => Path.Combine(Root, c, rel));
+        if (IsV2)
+            return new Dictionary<string, string> { [""] = Path.Combine(Root, rel) };
+        var dirs = V1Controllers.Where(c => Directory.Exists(Path.Combine(Root, c))).ToDictionary(c => c, c => Path.Combine(Root, c, rel));
+        // Hybrid hosts: the v2 "unified" hierarchy binds no controller but gives every cgroup its own memory.pressure (PSI).
+        if (Layout == CgroupLayout.Hybrid && File.Exists(Path.Combine(Root, Unified, "cgroup.procs")))
+            dirs[Unified] = Path.Combine(Root, Unified, rel);
+        return dirs;
     }
+
+    /// <summary>The name of the v2 hierarchy on a hybrid host.</summary>
+    internal const string Unified = "unified";
 
     /// <summary>Creates (or opens) the VE's cgroups and returns them.</summary>
     public VeCgroup Create(VeId id)
@@ -276,6 +283,144 @@ internal sealed class VeCgroup
             Write("memory", "memory.limit_in_bytes", limitBytes);
             if (File.Exists(memsw)) File.WriteAllText(memsw, (limitBytes + swapBytes).ToString(CultureInfo.InvariantCulture));
         }
+    }
+
+    /// <summary>
+    /// Lowers (or raises) the memory limit of a running payload without an instant OOM: the target comes down first
+    /// (<c>memory.high</c> on v2, which throttles and reclaims), and the hard limit follows once usage is under it; on v1,
+    /// where a limit write reclaims by itself and refuses (EBUSY) what it cannot reclaim, the limit comes down in steps.
+    /// On a timeout the previous limits are put back and <see cref="InsufficientResourcesException"/> says what is in use.
+    /// </summary>
+    public async Task ApplyMemoryLimitAsync(long limitBytes, long swapBytes, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var current = MemoryLimit();
+        if (limitBytes >= current || MemoryUsage() <= limitBytes)
+        {
+            SetMemory(limitBytes, swapBytes);
+            if (_manager.IsV2)
+                Write("", "memory.high", -1);
+            return;
+        }
+        var deadline = DateTime.UtcNow + timeout;
+        if (_manager.IsV2)
+        {
+            Write("", "memory.high", limitBytes);
+            while (MemoryUsage() > limitBytes)
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    Write("", "memory.high", -1);
+                    throw new InsufficientResourcesException($"The VE still uses {new ByteSize(MemoryUsage()).ToHumanString()} after {timeout.TotalSeconds:F0} s of reclaim and cannot be limited to {new ByteSize(limitBytes).ToHumanString()}; the limit stays {new ByteSize(current).ToHumanString()}.", limitBytes, MemoryUsage());
+                }
+                await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+            }
+            SetMemory(limitBytes, swapBytes);
+            Write("", "memory.high", -1);
+            return;
+        }
+        var originalSwap = MemorySwapLimit() is { } memsw ? memsw - current : swapBytes;
+        var step = current;
+        while (true)
+        {
+            // Halfway from what is in use down to the new limit each step; the kernel reclaims on every write.
+            var usage = MemoryUsage();
+            var next = Math.Max(limitBytes, Math.Min(step, usage) - Math.Max(ByteSize.MiB, (Math.Min(step, usage) - limitBytes) / 2));
+            try
+            {
+                SetMemory(next, swapBytes);
+                step = next;
+                if (next == limitBytes)
+                    return;
+            }
+            catch (IOException) when (DateTime.UtcNow <= deadline)
+            {
+                await Task.Delay(50, cancellationToken).ConfigureAwait(false); // EBUSY: not reclaimable yet
+            }
+            catch (IOException ex)
+            {
+                try { SetMemory(current, originalSwap); } catch (IOException) { }
+                throw new InsufficientResourcesException($"The VE still uses {new ByteSize(MemoryUsage()).ToHumanString()} and cannot be limited to {new ByteSize(limitBytes).ToHumanString()} ({ex.Message}); the limit stays {new ByteSize(current).ToHumanString()}.", limitBytes, MemoryUsage());
+            }
+        }
+    }
+
+    /// <summary>The memory+swap limit on v1 (null where there is none or on v2).</summary>
+    public long? MemorySwapLimit()
+    {
+        if (_manager.IsV2)
+            return null;
+        var file = Path.Combine(Dir("memory"), "memory.memsw.limit_in_bytes");
+        return File.Exists(file) ? long.Parse(File.ReadAllText(file).Trim(), CultureInfo.InvariantCulture) : null;
+    }
+
+    /// <summary>
+    /// Sets what the memory manager decides: on v2 <c>memory.min</c> = protection and <c>memory.high</c> = target; on v1,
+    /// which has neither, <c>soft_limit_in_bytes</c> = protection (global reclaim takes from cgroups above it first) and,
+    /// when <paramref name="capAtTarget"/>, the hard limit = target (v1 cannot throttle) with memsw kept ordered. Writes a
+    /// file only when its value changes; returns how many it wrote.
+    /// </summary>
+    public int SetMemoryTarget(long protectionBytes, long targetBytes, bool capAtTarget, long swapBytes)
+    {
+        var writes = 0;
+        if (_manager.IsV2)
+        {
+            writes += WriteIfChanged("", "memory.min", protectionBytes);
+            writes += WriteIfChanged("", "memory.high", targetBytes);
+            return writes;
+        }
+        writes += WriteIfChanged("memory", "memory.soft_limit_in_bytes", protectionBytes);
+        if (capAtTarget && MemoryLimit() != targetBytes)
+        {
+            SetMemory(targetBytes, swapBytes);
+            writes++;
+        }
+        return writes;
+    }
+
+    /// <summary>Reads one memory setting of the payload (v2 name on v2, v1 name on v1); null when the file is not there.</summary>
+    public long? ReadMemorySetting(string file)
+    {
+        var path = Path.Combine(Dir(_manager.IsV2 ? "" : "memory"), file);
+        if (!File.Exists(path))
+            return null;
+        var text = File.ReadAllText(path).Trim();
+        return text == "max" ? long.MaxValue : long.Parse(text, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>
+    /// The payload's memory pressure: PSI <c>some total</c> in microseconds from its v2 cgroup (the <c>unified</c>
+    /// hierarchy on hybrid hosts); null where the host has no per-cgroup PSI.
+    /// </summary>
+    public long? MemoryPressureTotal()
+    {
+        var dirs = _manager.Directories(Id, CgroupRole.Payload);
+        var dir = _manager.IsV2 ? dirs[""] : dirs.TryGetValue(CgroupManager.Unified, out var u) ? u : null;
+        var path = dir is null ? null : Path.Combine(dir, "memory.pressure");
+        if (path is null || !File.Exists(path))
+            return null;
+        try
+        {
+            foreach (var line in File.ReadAllLines(path))
+            {
+                if (!line.StartsWith("some ", StringComparison.Ordinal))
+                    continue;
+                var total = line.Split(' ').FirstOrDefault(f => f.StartsWith("total=", StringComparison.Ordinal));
+                return total is null ? null : long.Parse(total[6..], CultureInfo.InvariantCulture);
+            }
+        }
+        catch (IOException) { }
+        return null;
+    }
+
+    private int WriteIfChanged(string controller, string file, long value)
+    {
+        var path = Path.Combine(Dir(controller), file);
+        var current = File.ReadAllText(path).Trim();
+        var wanted = value < 0 || value == long.MaxValue ? (_manager.IsV2 ? "max" : "-1") : value.ToString(CultureInfo.InvariantCulture);
+        if (current == wanted || (!_manager.IsV2 && wanted != "-1" && long.TryParse(current, CultureInfo.InvariantCulture, out var c) && c == (value + 4095) / 4096 * 4096))
+            return 0;
+        File.WriteAllText(path, wanted);
+        return 1;
     }
 
     /// <summary>Memory protection for the guarantee (v2 <c>memory.low</c>; v1 has no equivalent outside Virtuozzo kernels).</summary>

@@ -1,0 +1,11 @@
+namespace Virtuozzo.Sdk.Memory.Internal;
+
+/// <summary>Where the manager reads telemetry and applies plans: the local runtime, or a fake in unit tests.</summary>
+internal interface IMemoryHost
+{
+    /// <summary>The host and every running or paused VE, with the stall since the previous read.</summary>
+    Task<MemoryTelemetry> ReadAsync(CancellationToken cancellationToken);
+
+    /// <summary>Applies one VE's target; returns how many settings it changed (0 when all were already so).</summary>
+    Task<int> ApplyAsync(VeMemoryTelemetry ve, VeMemoryTarget target, CancellationToken cancellationToken);
+}

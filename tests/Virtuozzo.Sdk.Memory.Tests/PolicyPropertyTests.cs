@@ -1,0 +1,132 @@
+using FsCheck;
+using FsCheck.Fluent;
+using Virtuozzo.Sdk.Core;
+
+namespace Virtuozzo.Sdk.Memory.Tests;
+
+public class PolicyPropertyTests
+{
+    public static TheoryData<string> Policies() => new(MemoryPolicies.Names);
+
+    /// <summary>A random host whose guarantees were admitted (Σ mem_min ≤ available), from a seed.</summary>
+    internal static MemoryTelemetry RandomHost(int seed)
+    {
+        var r = new Random(seed);
+        var n = r.Next(1, 13);
+        var ves = new List<VeMemoryTelemetry>();
+        for (var i = 0; i < n; i++)
+        {
+            var kind = r.Next(2) == 0 ? VeKind.Vm : VeKind.Container;
+            var limit = (long)r.Next(32, 4096) * ByteSize.MiB;
+            var guarantee = MemoryAccounting.GuaranteeBytes(limit, r.Next(0, 101));
+            ves.Add(new VeMemoryTelemetry
+            {
+                Id = new VeId(new Guid(i + 1, 0, 0, new byte[8])), Name = "ve" + i, Kind = kind, Active = r.Next(8) != 0,
+                LimitBytes = limit, GuaranteeBytes = guarantee, OverheadBytes = MemoryAccounting.Overhead(kind, limit),
+                UsageBytes = (long)(limit * r.NextDouble() * 1.1), TargetBytes = r.Next(3) == 0 ? null : (long)(limit * r.NextDouble()),
+                StallMicroseconds = r.Next(3) == 0 ? r.Next(0, 1_000_000) : 0,
+                HardTarget = kind == VeKind.Container && r.Next(2) == 0,
+            });
+        }
+        var minimum = ves.Sum(v => v.Active ? v.MinimumBytes : MemoryAccounting.Charge(v.MinimumBytes, v.UsageBytes, false));
+        var available = minimum + (long)(r.NextDouble() * ves.Sum(v => v.LimitBytes));
+        return new MemoryTelemetry(new HostMemoryTelemetry(available + ByteSize.GiB, ByteSize.GiB, available, available / 2), ves, TimeSpan.FromSeconds(1));
+    }
+
+    private static void CheckAll(Func<int, bool> property, int count = 300)
+        => Check.One(Config.QuickThrowOnFailure.WithMaxTest(count), Prop.ForAll(Arb.From(Gen.Choose(0, int.MaxValue - 1)), property));
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public void Every_target_lies_between_the_guarantee_and_the_limit(string policy)
+        => CheckAll(seed =>
+        {
+            var t = RandomHost(seed);
+            var plan = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, MemoryPolicyState.Empty);
+            return t.Ves.Where(v => v.Active).All(v => plan.For(v.Id) is { } p && v.GuaranteeBytes <= p.TargetBytes && p.TargetBytes <= p.LimitBytes && p.LimitBytes == v.LimitBytes);
+        });
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public void The_sum_of_protections_never_exceeds_what_the_host_has(string policy)
+        => CheckAll(seed =>
+        {
+            var t = RandomHost(seed);
+            var plan = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, MemoryPolicyState.Empty);
+            return plan.Targets.Sum(p => p.ProtectionBytes) <= t.Host.AvailableBytes;
+        });
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public void The_targets_fit_the_memory_left_to_balance(string policy)
+        => CheckAll(seed =>
+        {
+            var t = RandomHost(seed);
+            var plan = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, MemoryPolicyState.Empty);
+            var floors = t.Ves.Where(v => v.Active).Sum(v => v.GuaranteeBytes);
+            return plan.Targets.Sum(p => p.TargetBytes) <= Math.Max(t.BalanceBytes, floors);
+        });
+
+    [Theory]
+    [MemberData(nameof(Policies))]
+    public void A_tick_is_a_pure_function_of_its_inputs(string policy)
+        => CheckAll(seed =>
+        {
+            var t = RandomHost(seed);
+            var first = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, MemoryPolicyState.Empty);
+            var again = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, MemoryPolicyState.Empty);
+            var third = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, first.State);
+            var fourth = MemoryBalancer.Decide(MemoryPolicies.Create(policy), t, first.State);
+            return first.Targets.SequenceEqual(again.Targets) && third.Targets.SequenceEqual(fourth.Targets);
+        });
+
+    [Fact]
+    public void A_plan_that_breaks_the_rules_is_brought_back_within_them()
+    {
+        var t = RandomHost(42);
+        var bad = new MemoryPlan(t.Ves.Select(v => new VeMemoryTarget(v.Id, long.MaxValue / 64, -5, long.MaxValue)).ToList(), MemoryPolicyState.Empty);
+        var plan = MemoryBalancer.Normalize(t, bad);
+        plan.Targets.Should().OnlyContain(p => p.TargetBytes >= t.Ves.Single(v => v.Id == p.Id).GuaranteeBytes && p.LimitBytes == t.Ves.Single(v => v.Id == p.Id).LimitBytes);
+        plan.Targets.Sum(p => p.ProtectionBytes).Should().BeLessThanOrEqualTo(t.Host.AvailableBytes);
+    }
+
+    [Fact]
+    public void Static_gives_every_ve_its_limit_when_the_host_has_room()
+    {
+        var t = RandomHost(7) with { Host = new HostMemoryTelemetry(long.MaxValue / 4, 0, long.MaxValue / 8, 0) };
+        var plan = MemoryBalancer.Decide(new StaticMemoryPolicy(), t, MemoryPolicyState.Empty);
+        plan.Targets.Should().OnlyContain(p => p.TargetBytes == MemoryBalancer.Align(p.LimitBytes) || p.TargetBytes == p.LimitBytes);
+    }
+
+    [Fact]
+    public void Density_raises_the_target_of_a_ve_that_stalls_and_lowers_that_of_an_idle_one()
+    {
+        var busy = new VeMemoryTelemetry { Id = VeId.New(), Name = "busy", Kind = VeKind.Container, LimitBytes = ByteSize.GiB, UsageBytes = 256 * ByteSize.MiB, TargetBytes = 256 * ByteSize.MiB, StallMicroseconds = 200_000 };
+        var idle = new VeMemoryTelemetry { Id = VeId.New(), Name = "idle", Kind = VeKind.Vm, LimitBytes = ByteSize.GiB, GuaranteeBytes = 128 * ByteSize.MiB, OverheadBytes = MemoryAccounting.Overhead(VeKind.Vm, ByteSize.GiB), UsageBytes = 100 * ByteSize.MiB, TargetBytes = ByteSize.GiB };
+        var t = new MemoryTelemetry(new HostMemoryTelemetry(8 * ByteSize.GiB, 0, 4 * ByteSize.GiB, 0), [busy, idle], TimeSpan.FromSeconds(1));
+        var plan = MemoryBalancer.Decide(new DensityMemoryPolicy(), t, MemoryPolicyState.Empty);
+        plan.For(busy.Id)!.TargetBytes.Should().BeGreaterThan(256 * ByteSize.MiB);
+        plan.For(idle.Id)!.TargetBytes.Should().BeLessThan(ByteSize.GiB).And.BeGreaterThanOrEqualTo(128 * ByteSize.MiB);
+    }
+
+    [Fact]
+    public void Density_never_probes_a_hard_target_below_what_the_container_uses()
+        => CheckAll(seed =>
+        {
+            var t = RandomHost(seed);
+            t = t with { Host = t.Host with { AvailableBytes = long.MaxValue / 4 } };
+            var plan = MemoryBalancer.Decide(new DensityMemoryPolicy(), t, MemoryPolicyState.Empty);
+            return t.Ves.Where(v => v.Active && v.HardTarget).All(v =>
+                plan.For(v.Id)!.TargetBytes >= Math.Min(v.LimitBytes, MemoryBalancer.Align(v.UsageBytes + DensityMemoryPolicy.HardStep(v))) - MemoryBalancer.AlignmentBytes);
+        });
+
+    [Fact]
+    public void Performance_protects_80_percent_of_a_vm_when_the_host_can_afford_it()
+    {
+        var vm = new VeMemoryTelemetry { Id = VeId.New(), Name = "vm", Kind = VeKind.Vm, LimitBytes = ByteSize.GiB, OverheadBytes = MemoryAccounting.Overhead(VeKind.Vm, ByteSize.GiB) };
+        var t = new MemoryTelemetry(new HostMemoryTelemetry(8 * ByteSize.GiB, 0, 4 * ByteSize.GiB, 0), [vm], TimeSpan.FromSeconds(1));
+        var plan = MemoryBalancer.Decide(new PerformanceMemoryPolicy(), t, MemoryPolicyState.Empty);
+        plan.For(vm.Id)!.ProtectionBytes.Should().Be(MemoryAccounting.GuaranteeBytes(ByteSize.GiB, 80) + vm.OverheadBytes);
+        plan.For(vm.Id)!.TargetBytes.Should().Be(ByteSize.GiB);
+    }
+}

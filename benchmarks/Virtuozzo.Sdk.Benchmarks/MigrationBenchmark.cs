@@ -84,6 +84,23 @@ internal static class MigrationBenchmark
             await ssh.ExecuteAsync(new Command(host2.Vzsdk).WithArguments("delete", name).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(2)));
         }
 
+        try
+        {
+            return await MeasureAsync(rounds, host, host2, vms, containers, migrations, destination, root.Path, Vm, DeleteThereAsync);
+        }
+        finally
+        {
+            // whatever a failed round left running on this side
+            foreach (var v in await vms.ListAsync())
+                await vms.KillAsync(v.Id.ToString());
+            foreach (var c in await containers.ListAsync(all: true))
+                await containers.DeleteAsync(c.Id.ToString());
+        }
+    }
+
+    private static async Task<int> MeasureAsync(int rounds, LocalHost host, SecondHost host2, VirtualMachineClient vms, ContainerClient containers, MigrationClient migrations,
+        MigrationDestination destination, string rootPath, Func<string, VmCreateOptions> Vm, Func<string, Task> DeleteThereAsync)
+    {
         var idleTotal = new List<double>();
         var idleDowntime = new List<double>();
         var copyPeer = new List<double>();
@@ -100,7 +117,7 @@ internal static class MigrationBenchmark
             await vms.StartAsync(name);
             await vms.WaitForGuestToolsAsync(name, TimeSpan.FromMinutes(2));
             copyPeer.Add(await TimeAsync(() => host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-O", "qcow2",
-                Path.Combine(root.Path, "private", vm.Id.ToString(), "hdd0.qcow2"), Path.Combine(host2.DataRoot, "peer.qcow2")).WithTimeout(TimeSpan.FromMinutes(5)))));
+                Path.Combine(rootPath, "private", vm.Id.ToString(), "hdd0.qcow2"), Path.Combine(host2.DataRoot, "peer.qcow2")).WithTimeout(TimeSpan.FromMinutes(5)))));
             File.Delete(Path.Combine(host2.DataRoot, "peer.qcow2"));
             var r = await migrations.MigrateAsync(name, destination);
             idleTotal.Add(r.TotalTime.TotalSeconds);
@@ -122,7 +139,7 @@ internal static class MigrationBenchmark
             name = $"ct{i}";
             var ct = await containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.FromGiB(1) } });
             await containers.StartAsync(name);
-            var rootfs = Path.Combine(root.Path, "root", ct.Id.ToString());
+            var rootfs = Path.Combine(rootPath, "root", ct.Id.ToString());
             var target = Path.Combine(host2.DataRoot, "rsync-peer");
             var rsync = await TimeAsync(() => host.ExecuteAsync(new Command("rsync").WithArguments("-a", rootfs + "/", target + "/").WithTimeout(TimeSpan.FromMinutes(5))));
             Directory.Delete(target, recursive: true);

@@ -91,8 +91,12 @@ public sealed class HostHealthCheckTests : IDisposable
     public void The_builder_extension_registers_the_check_by_name_with_its_tags()
     {
         var services = new ServiceCollection();
-        services.AddVirtuozzoSdk(o => o.DataRoot = _root.Path);
+        var dataRoot = _root.Path;
+        #region Snippet:HealthCheckRegistration
+        services.AddVirtuozzoSdk(o => o.DataRoot = dataRoot);
         services.AddHealthChecks().AddVirtuozzoHost(tags: ["ready"]);
+        // ASP.NET Core: app.MapHealthChecks("/health/ready", new() { Predicate = c => c.Tags.Contains("ready") });
+        #endregion
         using var provider = services.BuildServiceProvider();
         var registration = provider.GetRequiredService<Microsoft.Extensions.Options.IOptions<HealthCheckServiceOptions>>().Value.Registrations
             .Should().ContainSingle(r => r.Name == "virtuozzo-host").Which;

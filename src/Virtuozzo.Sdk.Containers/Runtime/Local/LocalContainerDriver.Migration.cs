@@ -239,28 +239,8 @@ internal sealed partial class LocalContainerDriver
         }
     }
 
-    private static async Task FinishMirrorAsync(QmpClient qmp, bool requireSuccess, CancellationToken ct)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
-        while (true)
-        {
-            var jobs = (await qmp.ExecuteAsync("query-jobs", null, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false))!.AsArray();
-            var job = jobs.FirstOrDefault(j => j!["id"]!.GetValue<string>() == MigrationNode);
-            if (job is null)
-                return;
-            if (job["status"]!.GetValue<string>() is "concluded" or "null")
-            {
-                var error = job["error"]?.GetValue<string>();
-                await qmp.ExecuteAsync("job-dismiss", new JsonObject { ["id"] = MigrationNode }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
-                if (requireSuccess && error is not null)
-                    throw new InvalidStateException($"Finishing the disk copy failed: {error}.");
-                return;
-            }
-            if (DateTime.UtcNow > deadline)
-                throw new InvalidStateException("The disk copy did not end within 2 minutes.");
-            await Task.Delay(20, ct).ConfigureAwait(false);
-        }
-    }
+    private static Task FinishMirrorAsync(QmpClient qmp, bool requireSuccess, CancellationToken ct)
+        => BlockJobs.FinishAsync(qmp, MigrationNode, "the disk copy", requireSuccess, LocalTimeouts.MonitorBlockCommand, ct);
 
     /// <summary>Undoes a failed outgoing migration: the destination's copy goes; the container runs here again.</summary>
     private async Task RollBackOutgoingAsync(VeId id, VeIdentity identity, ContainerConfig config, IContainerMigrationPeer peer, Core.Runtime.Local.StorageDaemonPaths daemon,

@@ -241,28 +241,8 @@ internal sealed partial class LocalVmDriver
         }
     }
 
-    private static async Task FinishJobAsync(QmpClient qmp, string id, bool requireSuccess, CancellationToken ct)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
-        while (true)
-        {
-            var jobs = (await qmp.ExecuteAsync("query-jobs", null, QmpTimeout, ct).ConfigureAwait(false))!.AsArray();
-            var job = jobs.FirstOrDefault(j => j!["id"]!.GetValue<string>() == id);
-            if (job is null)
-                return;
-            if (job["status"]!.GetValue<string>() is "concluded" or "null")
-            {
-                var error = job["error"]?.GetValue<string>();
-                await qmp.ExecuteAsync("job-dismiss", new JsonObject { ["id"] = id }, QmpTimeout, ct).ConfigureAwait(false);
-                if (requireSuccess && error is not null)
-                    throw new InvalidStateException($"Finishing the copy of disk {id[MigrationNodePrefix.Length..]} failed: {error}.");
-                return;
-            }
-            if (DateTime.UtcNow > deadline)
-                throw new InvalidStateException($"The disk copy job {id} did not end within 2 minutes.");
-            await Task.Delay(20, ct).ConfigureAwait(false);
-        }
-    }
+    private static Task FinishJobAsync(QmpClient qmp, string id, bool requireSuccess, CancellationToken ct)
+        => BlockJobs.FinishAsync(qmp, id, $"the copy of disk {id[MigrationNodePrefix.Length..]}", requireSuccess, QmpTimeout, ct);
 
     /// <summary>Undoes what the source did: the migration, the mirrors, the NBD clients; resumes the VM if the switch-over paused it.</summary>
     private async Task RollBackOutgoingAsync(QmpClient qmp, List<string> nodes, bool migrating, bool postCopy)

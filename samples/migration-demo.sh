@@ -61,8 +61,8 @@ for i in $(seq 50); do [ -f "$W/sshd1.pid" ] && [ -f "$W/sshd2.pid" ] && break; 
 ssh_h2() { ssh -i "$W/key" -o UserKnownHostsFile="$W/known_hosts" -o BatchMode=yes "root@$IP2" "$@"; }
 MIG=(-i "$W/key" --known-hosts "$W/known_hosts" --remote-vzsdk "$VZ")
 
-step "host1: a container (10.209.0.250) and a VM, both running, each counting in memory"
-"$VZ" --data-root "$H1" ct create demo-ct --ipadd 10.209.0.250/24 --diskspace 256M | tail -n1 >/dev/null
+step "host1: a container (10.209.0.250; privileged: CRIU restores only those with runc 1.1) and a VM, both running, each counting in memory"
+"$VZ" --data-root "$H1" ct create demo-ct --ipadd 10.209.0.250/24 --diskspace 256M --privileged | tail -n1 >/dev/null
 "$VZ" --data-root "$H1" ct start demo-ct
 "$VZ" --data-root "$H1" ct exec demo-ct --shell -- "setsid sh -c 'i=0; while true; do i=\$((i+1)); echo \$i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"
 "$VZ" --data-root "$H1" vm create demo-vm --memsize 512M --network user --kernel "$GUEST/VMLINUZ" --initrd "$GUEST/INITRD" \

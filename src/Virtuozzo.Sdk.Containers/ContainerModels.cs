@@ -59,6 +59,40 @@ public sealed record ContainerCreateOptions
 
     /// <summary>Start the container when <c>vzsdk host autostart</c> runs at boot.</summary>
     public bool Autostart { get; init; }
+
+    /// <summary>The container's sandbox: its own id range (unprivileged, the default) and its system-call filter.</summary>
+    public ContainerSecurityOptions Security { get; init; } = new();
+}
+
+/// <summary>
+/// How tightly a container is confined beyond its namespaces and capabilities (see <c>docs/articles/containers/sandbox.md</c>).
+/// Set when the container is created; a clone or a restored copy keeps it.
+/// </summary>
+public sealed record ContainerSecurityOptions
+{
+    /// <summary>
+    /// False (the default): the container runs in a user namespace with an id range of its own, so that its root is an
+    /// unprivileged user on the host and its files belong to that range. True: the container's root is the host's root
+    /// (as containers created before user namespaces are) — only for software that needs it; the capability set and the
+    /// system-call filter still apply.
+    /// </summary>
+    public bool Privileged { get; init; }
+
+    /// <summary>The system-call filter. Default <see cref="ContainerSyscallFilter.Default"/>.</summary>
+    public ContainerSyscallFilter SyscallFilter { get; init; } = ContainerSyscallFilter.Default;
+
+    /// <summary>System calls allowed beyond the default filter's list, by name (such as <c>keyctl</c>). Empty by default.</summary>
+    public IReadOnlyList<string> AllowedSyscalls { get; init; } = [];
+}
+
+/// <summary>The system-call filter a container runs under.</summary>
+public enum ContainerSyscallFilter
+{
+    /// <summary>The SDK's default allow-list, at least as strict as Docker's default profile.</summary>
+    Default,
+
+    /// <summary>No filter: every call the kernel and the container's capabilities allow.</summary>
+    Unconfined,
 }
 
 /// <summary>Changes applied by <see cref="ContainerClient.SetAsync"/>; null leaves a setting as it is.</summary>
@@ -106,6 +140,15 @@ public sealed record ContainerInfo : VeInfo
 
     /// <summary>Its configured resources.</summary>
     public required ContainerResources Resources { get; init; }
+
+    /// <summary>Its sandbox settings.</summary>
+    public ContainerSecurityOptions Security { get; init; } = new();
+
+    /// <summary>
+    /// For an unprivileged container, the host id its root is: container user and group id N is host id
+    /// <c>HostIdStart + N</c>, for 65,536 ids. Null for a privileged container.
+    /// </summary>
+    public long? HostIdStart { get; init; }
 }
 
 /// <summary>An OS template: a root file system tarball and its manifest.</summary>

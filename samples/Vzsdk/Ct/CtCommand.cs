@@ -78,9 +78,13 @@ internal static class CtCommand
         var template = new Option<string>("--template", "--ostemplate") { Description = "OS template (default busybox).", DefaultValueFactory = _ => ContainerClient.BusyboxTemplate };
         var ip = new Option<string[]>("--ipadd") { Description = "ADDRESS/PREFIX on eth0 (repeatable).", AllowMultipleArgumentsPerToken = false };
         var ns = new Option<string[]>("--nameserver") { Description = "DNS server (repeatable)." };
+        var privileged = new Option<bool>("--privileged") { Description = "No user namespace: the container's root is the host's root (default: an unprivileged id range of its own)." };
+        var filter = new Option<string>("--syscall-filter") { Description = "default (an allow-list at least as strict as Docker's) or unconfined.", DefaultValueFactory = _ => "default" };
+        filter.AcceptOnlyFromAmong("default", "unconfined");
+        var allow = new Option<string[]>("--allow-syscall") { Description = "A system call to allow beyond the default filter (repeatable)." };
         var json = Json();
         var r = new ResourceFlags();
-        var cmd = new Command("create", "Create a container from an OS template.") { name, template, ip, ns, json };
+        var cmd = new Command("create", "Create a container from an OS template.") { name, template, ip, ns, privileged, filter, allow, json };
         r.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
@@ -106,6 +110,12 @@ internal static class CtCommand
                 IpAddresses = p.GetValue(ip) ?? [],
                 Nameservers = p.GetValue(ns) ?? [],
                 Autostart = Cli.OnOff(p, r.Autostart) ?? false,
+                Security = new ContainerSecurityOptions
+                {
+                    Privileged = p.GetValue(privileged),
+                    SyscallFilter = p.GetValue(filter) == "unconfined" ? ContainerSyscallFilter.Unconfined : ContainerSyscallFilter.Default,
+                    AllowedSyscalls = p.GetValue(allow) ?? [],
+                },
             }, ct);
             if (p.GetValue(json))
                 Cli.WriteJson(ToJson(info), VzsdkJson.Default.ContainerInfo);
@@ -162,6 +172,8 @@ internal static class CtCommand
             Console.Out.WriteLine($"CPUs: {(r.Cpus?.ToString() ?? "all")}, cpulimit {(r.CpuLimitPercent is { } l ? l + "%" : "none")}, cpuunits {r.CpuUnits}, cpumask {r.CpuMask ?? "all"}");
             Console.Out.WriteLine($"Disk: {r.DiskSpace}, pids {r.MaxProcesses}");
             Console.Out.WriteLine($"Autostart: {(c.Autostart ? "on" : "off")}");
+            Console.Out.WriteLine($"Root: {(c.HostIdStart is { } start ? $"unprivileged (host ids {start}-{start + 65535})" : "privileged (the host's root)")}");
+            Console.Out.WriteLine($"System-call filter: {(c.Security.SyscallFilter == ContainerSyscallFilter.Unconfined ? "unconfined" : "default")}{(c.Security.AllowedSyscalls.Count > 0 ? " + " + string.Join(',', c.Security.AllowedSyscalls) : "")}");
             return Cli.Success;
         });
         return cmd;
@@ -400,13 +412,15 @@ internal static class CtCommand
         var r = c.Resources;
         return new CtInfoJson(c.Id.ToString(), c.Name.Value, "container", StateName(c.State), c.IpAddresses.Count > 0 ? string.Join(' ', c.IpAddresses.Select(a => a.Split('/')[0])) : null,
             c.Hostname ?? c.Name.Value, c.Template, c.IpAddresses.ToList(), r.MemorySize.Bytes, r.Swap.Bytes, r.MemoryGuaranteePercent, r.Cpus, r.CpuLimitPercent, r.CpuUnits, r.CpuMask, r.DiskSpace.Bytes, r.MaxProcesses,
-            c.Autostart, c.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture));
+            c.Autostart, c.CreatedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture),
+            c.HostIdStart is null, c.HostIdStart, c.Security.SyscallFilter == ContainerSyscallFilter.Unconfined ? "unconfined" : "default", [.. c.Security.AllowedSyscalls]);
     }
 
     internal sealed record CtListJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname);
 
     internal sealed record CtInfoJson(string Uuid, string Name, string Type, string Status, string? IpConfigured, string Hostname, string Template, List<string> IpAddresses,
-        long Memsize, long Swap, int Memguarantee, int? Cpus, int? Cpulimit, int Cpuunits, string? Cpumask, long Diskspace, long MaxProcesses, bool Autostart, string CreatedAt);
+        long Memsize, long Swap, int Memguarantee, int? Cpus, int? Cpulimit, int Cpuunits, string? Cpumask, long Diskspace, long MaxProcesses, bool Autostart, string CreatedAt,
+        bool Privileged, long? HostIdStart, string SyscallFilter, List<string> AllowedSyscalls);
 
     internal sealed record TemplateJson(string Name, IReadOnlyList<string> Init, string StopSignal, long Size);
 }

@@ -43,6 +43,22 @@ internal sealed record ContainerConfig : IVersionedDocument
 
     public required string StopSignal { get; init; }
 
+    /// <summary>
+    /// The first host id of the container's user namespace (its root), or null for a privileged container whose root is
+    /// the host's root. Configurations written before user namespaces have none: those containers stay privileged.
+    /// </summary>
+    public long? UserIdStart { get; init; }
+
+    /// <summary>The system-call filter: <see cref="DefaultFilter"/> or <see cref="UnconfinedFilter"/>.</summary>
+    public string SyscallFilter { get; init; } = DefaultFilter;
+
+    /// <summary>Calls allowed beyond the default filter's list.</summary>
+    public List<string> AllowedSyscalls { get; init; } = [];
+
+    public const string DefaultFilter = "default";
+
+    public const string UnconfinedFilter = "unconfined";
+
     /// <summary>The container's snapshots (internal snapshots of its disk, with CRIU images when taken running).</summary>
     public List<ContainerSnapshotConfig> Snapshots { get; init; } = [];
 

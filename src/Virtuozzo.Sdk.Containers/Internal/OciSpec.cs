@@ -19,9 +19,12 @@ internal static class OciSpec
         "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
     ];
 
+    /// <summary>What the host's <c>/sys</c> (bound read-only into an unprivileged container) also holds and the container must not see.</summary>
+    internal static readonly string[] HostSysMaskedPaths = ["/sys/kernel/debug", "/sys/kernel/tracing", "/sys/kernel/security", "/sys/fs/bpf", "/sys/fs/fuse/connections"];
+
     internal static readonly string[] ReadonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-    public static JsonObject Build(ContainerConfig config, string rootPath, string networkNamespacePath, string cgroupsPath)
+    public static JsonObject Build(ContainerConfig config, string rootPath, string networkNamespacePath, string cgroupsPath, string? userNamespacePath = null)
     {
         var caps = new JsonArray(DefaultCapabilities.Select(c => (JsonNode)c).ToArray());
         var resources = new JsonObject
@@ -31,7 +34,8 @@ internal static class OciSpec
             ["cpu"] = Cpu(config),
             ["pids"] = new JsonObject { ["limit"] = config.Pids },
         };
-        return new JsonObject
+        var unprivileged = config.UserIdStart is not null;
+        var spec = new JsonObject
         {
             ["ociVersion"] = "1.0.2",
             ["process"] = new JsonObject
@@ -53,7 +57,9 @@ internal static class OciSpec
                 Mount("/dev/pts", "devpts", "devpts", "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
                 Mount("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", "size=65536k"),
                 Mount("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev"),
-                Mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
+                // A user namespace may not mount sysfs for a network namespace it does not own (the SDK makes the
+                // network namespace beforehand, as the host's root): it gets the host's /sys, read-only, masked as below.
+                unprivileged ? Mount("/sys", "bind", "/sys", "rbind", "nosuid", "noexec", "nodev", "ro") : Mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
                 Mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime", "ro"),
                 Mount("/run", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=755", "size=65536k")),
             ["linux"] = new JsonObject
@@ -67,11 +73,27 @@ internal static class OciSpec
                     new JsonObject { ["type"] = "uts" },
                     new JsonObject { ["type"] = "mount" },
                     new JsonObject { ["type"] = "cgroup" }),
-                ["maskedPaths"] = new JsonArray(MaskedPaths.Select(p => (JsonNode)p).ToArray()),
+                ["maskedPaths"] = new JsonArray(MaskedPaths.Concat(unprivileged ? HostSysMaskedPaths : []).Select(p => (JsonNode)p).ToArray()),
                 ["readonlyPaths"] = new JsonArray(ReadonlyPaths.Select(p => (JsonNode)p).ToArray()),
             },
         };
+        var linux = spec["linux"]!.AsObject();
+        if (config.UserIdStart is { } start)
+        {
+            var user = new JsonObject { ["type"] = "user" };
+            if (userNamespacePath is not null)
+                user["path"] = userNamespacePath; // the one that owns the network namespace (HostBridge made both)
+            linux["namespaces"]!.AsArray().Insert(0, user);
+            linux["uidMappings"] = new JsonArray(IdMapping(start));
+            linux["gidMappings"] = new JsonArray(IdMapping(start));
+        }
+        if (SyscallProfile.Build(config) is { } seccomp)
+            linux["seccomp"] = seccomp;
+        return spec;
     }
+
+    private static JsonObject IdMapping(long start)
+        => new() { ["containerID"] = 0, ["hostID"] = start, ["size"] = Core.Runtime.Local.UserIdRanges.PerContainer };
 
     /// <summary>The open-files limit: as high as Docker's 1048576, but never above what the SDK's own process may grant.</summary>
     private static long OpenFilesLimit()

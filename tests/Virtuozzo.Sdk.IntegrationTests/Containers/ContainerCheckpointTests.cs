@@ -35,7 +35,7 @@ public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<Conta
     {
         var name = ContainerFixture.UniqueName("ckpt");
         const string ip = "10.209.0.241";
-        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"] });
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"], Security = ContainerFixture.CheckpointableSecurity });
         await Client.StartAsync(name);
         try
         {
@@ -75,7 +75,7 @@ public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<Conta
     public async Task Snapshots_of_a_running_container_bring_back_its_processes_and_disk_and_stopped_ones_its_disk()
     {
         var name = ContainerFixture.UniqueName("snap");
-        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
+        await Client.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, Security = ContainerFixture.CheckpointableSecurity });
         await Client.StartAsync(name);
         try
         {

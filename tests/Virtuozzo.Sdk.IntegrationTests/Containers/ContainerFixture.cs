@@ -34,6 +34,12 @@ public sealed class ContainerFixture : IAsyncLifetime
     }
 
     public static string UniqueName(string prefix) => $"{prefix}-{Guid.NewGuid().ToString("N")[..8]}";
+
+    /// <summary>
+    /// The sandbox of containers whose processes are checkpointed (CRIU): privileged, because CRIU cannot restore an
+    /// unprivileged container's processes with runc 1.1 (docs/articles/containers/sandbox.md).
+    /// </summary>
+    public static ContainerSecurityOptions CheckpointableSecurity { get; } = new() { Privileged = true };
 }
 
 /// <summary>Container tests touch cgroups, mounts and the bridge: they run one class at a time.</summary>

@@ -52,7 +52,7 @@ public class ContainerMigrationTests : IAsyncLifetime
     {
         var name = ContainerFixture.UniqueName("ctmig");
         const string ip = "10.209.0.246";
-        await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"] });
+        await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"], Security = ContainerFixture.CheckpointableSecurity });
         await _containers.StartAsync(name);
         var pid = await ShAsync(_containers, name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
         await ShAsync(_containers, name, "echo written-before > /root-file && sync");
@@ -101,5 +101,30 @@ public class ContainerMigrationTests : IAsyncLifetime
         (await there.GetAsync(name)).State.Should().Be(VeState.Stopped, "it arrives as it left");
         (await _host2.RunAsync(_host2.Vzsdk, "ct", "start", name)).ExitCode.Should().Be(0);
         (await ShAsync(there, name, "cat /kept")).Should().Be("kept");
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task A_running_unprivileged_container_moves_by_a_restart_keeping_its_ids_and_files_and_refuses_RequireLive()
+    {
+        var name = ContainerFixture.UniqueName("ctmig");
+        var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
+        created.HostIdStart.Should().NotBeNull("new containers are unprivileged");
+        await _containers.StartAsync(name);
+        await ShAsync(_containers, name, "echo kept > /kept && chown 7:7 /kept && sync");
+
+        var live = () => new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk), new MigrationOptions { RequireLive = true });
+        (await live.Should().ThrowAsync<UnsupportedOnHostException>()).Which.Message.Should().Contain("unprivileged");
+        (await _containers.GetAsync(name)).State.Should().Be(VeState.Running, "a refused migration leaves the container as it was");
+
+        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk));
+        result.Mode.Should().NotBe(MigrationMode.Online);
+        result.Reason.Should().Contain("user namespace");
+        (await _containers.ListAsync(all: true)).Should().BeEmpty();
+
+        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        var arrived = await there.GetAsync(name);
+        arrived.State.Should().Be(VeState.Running, "a restart migration starts it again on the destination");
+        arrived.HostIdStart.Should().NotBeNull("it stays unprivileged");
+        (await ShAsync(there, name, "stat -c %u:%g /kept && cat /kept")).Should().Be("7:7\nkept");
     }
 }

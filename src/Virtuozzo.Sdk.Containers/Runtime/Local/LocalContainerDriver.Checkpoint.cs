@@ -31,8 +31,20 @@ internal sealed partial class LocalContainerDriver
         return new CheckpointSupport(p.Usable, p.Path, p.Version, p.BreakpointsWork, p.MemoryDirtyTracking, p.LazyPages, p.Reason);
     }
 
-    internal async Task<CriuTool> RequireCriuAsync(CancellationToken ct)
+    /// <summary>
+    /// Why the processes of this container cannot be checkpointed, or null when they can. With runc 1.1, CRIU restores an
+    /// unprivileged container's processes into a new user namespace of its own, which cannot enter the network namespace
+    /// the container's user namespace owns (setns fails with EPERM): checkpoints are for privileged containers until the
+    /// OCI runtime passes the user namespace as external.
+    /// </summary>
+    internal static string? CheckpointRefusal(ContainerConfig config)
+        => config.UserIdStart is null ? null
+            : "its processes run in a user namespace of their own (an unprivileged container), which CRIU cannot restore them into with runc 1.1; create the container with Security.Privileged = true to checkpoint it";
+
+    internal async Task<CriuTool> RequireCriuAsync(CancellationToken ct, ContainerConfig? config = null)
     {
+        if (config is not null && CheckpointRefusal(config) is { } refusal)
+            throw new UnsupportedOnHostException($"This container's processes cannot be checkpointed: {refusal}.");
         var p = await Criu.ProbeAsync(_host, _runtime.Options.Local.CriuPath, _store.RunDirectory, ct).ConfigureAwait(false);
         return p.Tool ?? throw new UnsupportedOnHostException($"Checkpointing containers needs a working CRIU 4: {p.Reason}.");
     }
@@ -46,7 +58,7 @@ internal sealed partial class LocalContainerDriver
         {
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
             VeTransitions.Require(VeKind.Container, identity.Name, state, VeVerb.Suspend);
-            var criu = await RequireCriuAsync(cancellationToken).ConfigureAwait(false);
+            var criu = await RequireCriuAsync(cancellationToken, config).ConfigureAwait(false);
             await CheckpointLockedAsync(id, identity.Name, criu, leaveRunning: false, cancellationToken).ConfigureAwait(false);
             await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
             _logger.LogDebug("Container {Name} suspended to disk", identity.Name);

@@ -56,6 +56,12 @@ internal sealed partial class LocalContainerDriver
         {
             reason = "a restart migration was asked for: the container was stopped and started on the destination";
         }
+        else if (CheckpointRefusal(config) is { } refusal)
+        {
+            if (requireLive || !allowRestart)
+                throw new UnsupportedOnHostException($"Container {identity.Name} cannot migrate live: {refusal}.{(requireLive ? "" : " Allow a restart migration to move it anyway.")}");
+            reason = $"the container cannot migrate live ({refusal}): it was stopped and started on the destination";
+        }
         else if (probe.Tool is { } tool)
         {
             criu = tool;

@@ -22,11 +22,15 @@ internal sealed partial class LocalContainerDriver : IRestoreTarget
         try
         {
             using var veLock = await _store.LockVeAsync(newId, cancellationToken).ConfigureAwait(false);
+            // A restored copy of an unprivileged container has ids of its own: its files move to them at its first start.
+            if (config["user_id_start"] is JsonValue)
+                config["user_id_start"] = (await AllocateIdRangeAsync(newId, null, cancellationToken).ConfigureAwait(false)).Start;
             await writeDisks(new Dictionary<string, string> { [RootDisk] = DiskPath(newId) }).ConfigureAwait(false);
             await Core.Internal.AtomicFileAccess.WriteTextAsync(ConfigPath(newId), config.ToJsonString(), cancellationToken).ConfigureAwait(false);
         }
         catch
         {
+            await Core.Runtime.Local.UserIdRanges.ReleaseAsync(newId, _store.DataRoot, CancellationToken.None).ConfigureAwait(false);
             await _registry.UnregisterAsync(newId, CancellationToken.None).ConfigureAwait(false);
             throw;
         }

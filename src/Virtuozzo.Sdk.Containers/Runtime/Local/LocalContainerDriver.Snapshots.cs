@@ -60,7 +60,7 @@ internal sealed partial class LocalContainerDriver
                 var qmp = await StorageDaemon.ConnectAsync(DaemonPaths(id), ct).ConfigureAwait(false);
                 await using (qmp.ConfigureAwait(false))
                     await qmp.ExecuteAsync("blockdev-snapshot-internal-sync", new JsonObject { ["device"] = StorageDaemon.ExportNode, ["name"] = tag }, LocalTimeouts.Snapshot, ct).ConfigureAwait(false);
-                if (criu.Tool is { } tool)
+                if (criu.Tool is { } tool && CheckpointRefusal(config) is null)
                 {
                     var dir = SnapshotImagesDirectory(id, snapshot);
                     var partial = dir + ".partial";
@@ -86,7 +86,7 @@ internal sealed partial class LocalContainerDriver
                 }
                 else
                 {
-                    _logger.LogWarning("Container {Name}: snapshot {Snapshot} holds the disk only ({Reason})", identity.Name, snapshotName, criu.Reason);
+                    _logger.LogWarning("Container {Name}: snapshot {Snapshot} holds the disk only ({Reason})", identity.Name, snapshotName, CheckpointRefusal(config) ?? criu.Reason);
                 }
             }
             finally

@@ -88,6 +88,10 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             if (!System.Net.IPAddress.TryParse(ns, out _))
                 throw new ArgumentException($"'{ns}' is not an IP address.", nameof(options));
         }
+        var security = options.Security ?? throw new ArgumentException("Security may not be null: leave it out for the defaults.", nameof(options));
+        SyscallProfile.ValidateNames(security.AllowedSyscalls ?? throw new ArgumentException("AllowedSyscalls may not be null.", nameof(options)));
+        if (!Enum.IsDefined(security.SyscallFilter))
+            throw new ArgumentOutOfRangeException(nameof(options), security.SyscallFilter, "SyscallFilter is Default or Unconfined.");
         var (manifest, tarball) = await _templates.GetAsync(options.Template, cancellationToken).ConfigureAwait(false);
 
         var id = VeId.New();
@@ -96,8 +100,12 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         {
             using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
             var r = options.Resources;
+            long? userIdStart = security.Privileged ? null : (await AllocateIdRangeAsync(id, null, cancellationToken).ConfigureAwait(false)).Start;
             var config = new ContainerConfig
             {
+                UserIdStart = userIdStart,
+                SyscallFilter = security.SyscallFilter == ContainerSyscallFilter.Unconfined ? ContainerConfig.UnconfinedFilter : ContainerConfig.DefaultFilter,
+                AllowedSyscalls = [.. security.AllowedSyscalls.Distinct(StringComparer.Ordinal)],
                 Template = manifest.Name,
                 Hostname = hostname,
                 MemSizeBytes = r.MemorySize.Bytes,
@@ -115,11 +123,12 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
                 Init = manifest.Init,
                 StopSignal = manifest.StopSignal,
             };
-            await BuildDiskAsync(id, tarball, r.DiskSpace.Bytes, cancellationToken).ConfigureAwait(false);
+            await BuildDiskAsync(id, tarball, r.DiskSpace.Bytes, userIdStart ?? 0, cancellationToken).ConfigureAwait(false);
             await _store.WriteDocumentAsync(ConfigPath(id), config, ContainersJson.Default.ContainerConfig, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
+            await UserIdRanges.ReleaseAsync(id, _store.DataRoot, CancellationToken.None).ConfigureAwait(false);
             await _registry.UnregisterAsync(id, CancellationToken.None).ConfigureAwait(false);
             throw;
         }
@@ -156,17 +165,30 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         }
     }
 
-    private async Task BuildDiskAsync(VeId id, string tarball, long size, CancellationToken ct)
+    /// <summary>
+    /// The id range of container <paramref name="id"/>: the one it has, else <paramref name="preferred"/> when free, else a
+    /// new one. Its private directory exists first, so that the host's registry never takes the range for a leftover.
+    /// </summary>
+    private Task<UserIdRange> AllocateIdRangeAsync(VeId id, long? preferred, CancellationToken ct)
+    {
+        Directory.CreateDirectory(_store.PrivatePath(id));
+        return UserIdRanges.AllocateAsync(id, _store.DataRoot, preferred, ct);
+    }
+
+    private async Task BuildDiskAsync(VeId id, string tarball, long size, long userIdStart, CancellationToken ct)
     {
         var work = Path.Combine(_store.PrivatePath(id), ".build");
         try
         {
             var rootfs = Path.Combine(work, "rootfs");
             await _templates.ExtractAsync(tarball, rootfs, ct).ConfigureAwait(false);
+            // An unprivileged container's files belong to its id range: shifted once, here, before the file system is made.
+            OwnershipShift.Shift(rootfs, userIdStart, ct);
             var raw = Path.Combine(work, "root.raw");
             using (var f = new FileStream(raw, FileMode.CreateNew))
                 f.SetLength(size);
-            await _host.ExecuteAsync(new Command("mkfs.ext4").WithArguments("-q", "-F", "-L", "vzroot", "-E", "root_owner=0:0", "-d", rootfs, raw)
+            var owner = userIdStart.ToString(CultureInfo.InvariantCulture);
+            await _host.ExecuteAsync(new Command("mkfs.ext4").WithArguments("-q", "-F", "-L", "vzroot", "-E", $"root_owner={owner}:{owner}", "-d", rootfs, raw)
                 .WithTimeout(LocalTimeouts.FileSystemBuild), ct).ConfigureAwait(false);
             await Qcow2Converter.ConvertAsync(raw, DiskPath(id), new Qcow2ConvertOptions { SourceFormat = "raw", OutputFormat = "qcow2" }, cancellationToken: ct).ConfigureAwait(false);
         }
@@ -225,6 +247,13 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             Hostname = config.Hostname,
             IpAddresses = config.IpAddresses,
             Resources = r,
+            Security = new ContainerSecurityOptions
+            {
+                Privileged = config.UserIdStart is null,
+                SyscallFilter = config.SyscallFilter == ContainerConfig.UnconfinedFilter ? ContainerSyscallFilter.Unconfined : ContainerSyscallFilter.Default,
+                AllowedSyscalls = config.AllowedSyscalls,
+            },
+            HostIdStart = config.UserIdStart,
             Autostart = config.Autostart,
             CreatedAt = identity.CreatedAt,
             Cpus = r.Cpus,
@@ -325,11 +354,13 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             var root = _store.RootPath(id);
             Directory.CreateDirectory(root);
             await _host.ExecuteAsync(new Command("mount").WithArguments("-o", "loop", daemon.ExportPath, root), ct).ConfigureAwait(false);
+            config = await PrepareOwnershipAsync(id, identity, config, root, ct).ConfigureAwait(false);
             await WriteGuestFilesAsync(root, config, _logger, ct).ConfigureAwait(false);
-            var netns = await _bridge.CreateVeNamespaceAsync(id, config.IpAddresses, ct).ConfigureAwait(false);
+            var userIds = config.UserIdStart is { } start ? new UserIdRange(start, UserIdRanges.PerContainer) : (UserIdRange?)null;
+            var netns = await _bridge.CreateVeNamespaceAsync(id, config.IpAddresses, ct, userIds).ConfigureAwait(false);
             var bundle = Path.Combine(run, "bundle");
             Directory.CreateDirectory(bundle);
-            var spec = OciSpec.Build(config, root, netns, Cgroups.RelativePath(id, CgroupRole.Payload));
+            var spec = OciSpec.Build(config, root, netns, Cgroups.RelativePath(id, CgroupRole.Payload), HostBridge.UserNamespacePath(id));
             await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), spec.ToJsonString(), ct).ConfigureAwait(false);
             if (launch is not null)
                 await launch(bundle, run).ConfigureAwait(false);
@@ -342,6 +373,35 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Makes the mounted file system at <paramref name="root"/> belong to the container's id range before it starts: the
+    /// range is confirmed in the host's registry (a container that came from another host, or from a backup, gets a new
+    /// one when its old range is taken here — recorded in its configuration), and files still owned by another range (a
+    /// clone's, a restored copy's, a template's) are moved to it. A privileged container's files are moved back to the
+    /// host's ids the same way.
+    /// </summary>
+    private async Task<ContainerConfig> PrepareOwnershipAsync(VeId id, VeIdentity identity, ContainerConfig config, string root, CancellationToken ct)
+    {
+        if (config.UserIdStart is { } wanted)
+        {
+            var range = await AllocateIdRangeAsync(id, wanted, ct).ConfigureAwait(false);
+            if (range.Start != wanted)
+            {
+                _logger.LogInformation("Container {Name} ({Id}): its id range at {Old} is taken on this host; it moves to {New}", identity.Name, id, wanted, range.Start);
+                config = config with { UserIdStart = range.Start };
+                await _store.WriteDocumentAsync(ConfigPath(id), config, ContainersJson.Default.ContainerConfig, ct).ConfigureAwait(false);
+            }
+        }
+        var target = config.UserIdStart ?? 0;
+        if (OwnershipShift.RangeOf(root) != target)
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            var changed = OwnershipShift.Shift(root, target, ct);
+            _logger.LogInformation("Container {Name} ({Id}): {Count} files moved to the id range at {Start} in {Elapsed} ms", identity.Name, id, changed, target, watch.ElapsedMilliseconds);
+        }
+        return config;
     }
 
     /// <summary>Grows the ext4 file system to the disk's size when the disk grew while the file system could not (offline resize).</summary>
@@ -368,7 +428,11 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         // The container owns its file system: a symlinked /etc could point the SDK (running as root) at host files.
         if (new DirectoryInfo(etc) is { Exists: true, LinkTarget: not null } || (File.Exists(etc) && new FileInfo(etc).LinkTarget is not null))
             return;
-        Directory.CreateDirectory(etc);
+        if (!Directory.Exists(etc))
+        {
+            Directory.CreateDirectory(etc);
+            GiveToContainerRoot(etc, config);
+        }
         // Never follow a symlink planted inside the container: replace it with a regular file.
         await WriteRegularFileAsync(Path.Combine(etc, "hostname"), config.Hostname + "\n", logger, ct).ConfigureAwait(false);
         var hosts = new StringBuilder("127.0.0.1 localhost\n::1 localhost\n");
@@ -377,6 +441,18 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         await WriteRegularFileAsync(Path.Combine(etc, "hosts"), hosts.ToString(), logger, ct).ConfigureAwait(false);
         if (config.Nameservers.Count > 0)
             await WriteRegularFileAsync(Path.Combine(etc, "resolv.conf"), string.Concat(config.Nameservers.Select(n => $"nameserver {n}\n")), logger, ct).ConfigureAwait(false);
+        foreach (var file in new[] { "hostname", "hosts", "resolv.conf" })
+        {
+            if (config.Nameservers.Count > 0 || file != "resolv.conf")
+                GiveToContainerRoot(Path.Combine(etc, file), config);
+        }
+    }
+
+    /// <summary>A file the SDK writes into a container belongs to the container's root (its host id when unprivileged).</summary>
+    private static void GiveToContainerRoot(string path, ContainerConfig config)
+    {
+        var root = (uint)(config.UserIdStart ?? 0);
+        _ = Core.Internal.Native.Lchown(path, root, root);
     }
 
     private static async Task WriteRegularFileAsync(string path, string content, ILogger logger, CancellationToken ct)
@@ -726,10 +802,14 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             {
                 await Qcow2Converter.ConvertAsync(DiskPath(identity.VeId), DiskPath(newId), new Qcow2ConvertOptions { SourceFormat = "qcow2", OutputFormat = "qcow2" }, cancellationToken: cancellationToken).ConfigureAwait(false);
                 var cloned = config with { Hostname = config.Hostname == identity.Name ? newName.Value : config.Hostname, IpAddresses = [], Autostart = false };
+                // A clone has ids of its own: its files move to them at its first start.
+                if (config.UserIdStart is not null)
+                    cloned = cloned with { UserIdStart = (await AllocateIdRangeAsync(newId, null, cancellationToken).ConfigureAwait(false)).Start };
                 await _store.WriteDocumentAsync(ConfigPath(newId), cloned, ContainersJson.Default.ContainerConfig, cancellationToken).ConfigureAwait(false);
             }
             catch
             {
+                await UserIdRanges.ReleaseAsync(newId, _store.DataRoot, CancellationToken.None).ConfigureAwait(false);
                 await _registry.UnregisterAsync(newId, CancellationToken.None).ConfigureAwait(false);
                 throw;
             }
@@ -770,6 +850,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             await _runc.KillAsync(id, "KILL", all: true, cancellationToken).ConfigureAwait(false);
             await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
             await _registry.UnregisterAsync(id, CancellationToken.None).ConfigureAwait(false);
+            await UserIdRanges.ReleaseAsync(id, _store.DataRoot, CancellationToken.None).ConfigureAwait(false);
         }
         return true;
     }

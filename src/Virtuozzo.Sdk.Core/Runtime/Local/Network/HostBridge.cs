@@ -97,11 +97,21 @@ internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.D
     /// joins the bridge and whose other end is <c>eth0</c> inside, with the address and a default route via the bridge.
     /// </summary>
     /// <returns>The namespace's path, for runc's config.</returns>
-    public async Task<string> CreateVeNamespaceAsync(VeId id, IReadOnlyList<string> addresses, CancellationToken cancellationToken)
+    /// <remarks>
+    /// With <paramref name="userIds"/> (an unprivileged container), the network namespace is owned by a user namespace
+    /// with that id mapping, made here and pinned at <see cref="UserNamespacePath"/>: the container runs in that user
+    /// namespace, so that its processes (and <c>runc exec</c>, which enters the user namespace first) may enter and
+    /// administer their own network namespace, as they could not one owned by the host.
+    /// </remarks>
+    public async Task<string> CreateVeNamespaceAsync(VeId id, IReadOnlyList<string> addresses, CancellationToken cancellationToken, UserIdRange? userIds = null)
     {
         var ns = NamespaceName(id);
         await IpUnchecked("netns", "del", ns).ConfigureAwait(false);
-        await Ip("netns", "add", ns).ConfigureAwait(false);
+        await ReleaseUserNamespaceAsync(id).ConfigureAwait(false);
+        if (userIds is { } range)
+            await CreateOwnedNamespacesAsync(id, ns, range, cancellationToken).ConfigureAwait(false);
+        else
+            await Ip("netns", "add", ns).ConfigureAwait(false);
         await Ip("-n", ns, "link", "set", "lo", "up").ConfigureAwait(false);
         if (addresses.Count > 0)
         {
@@ -122,11 +132,69 @@ internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.D
         return "/var/run/netns/" + ns;
     }
 
+    /// <summary>Where the user namespace of an unprivileged container is pinned (a bind mount of its nsfs file; gone at reboot).</summary>
+    public static string UserNamespacePath(VeId id) => "/run/vzsdk-userns/" + NamespaceName(id);
+
+    /// <summary>
+    /// Makes a user namespace mapping container ids 0…65535 to <paramref name="range"/> and a network namespace it owns,
+    /// pinned at <see cref="UserNamespacePath"/> and <c>/run/netns/NAME</c>: <c>unshare</c> creates both at once (the
+    /// kernel makes the user namespace first, so it owns the network namespace); while its process lives the id maps are
+    /// written and both namespaces bind-mounted from outside (unshare's own pinning is refused here), then it ends.
+    /// </summary>
+    private async Task CreateOwnedNamespacesAsync(VeId id, string ns, UserIdRange range, CancellationToken ct)
+    {
+        var userPin = UserNamespacePath(id);
+        var netPin = "/run/netns/" + ns;
+        Directory.CreateDirectory(Path.GetDirectoryName(userPin)!);
+        Directory.CreateDirectory("/run/netns");
+        File.WriteAllBytes(userPin, []);
+        File.WriteAllBytes(netPin, []);
+        try
+        {
+            await host.ExecuteAsync(new Command("sh").WithArguments("-c", OwnedNamespacesScript, "sh", userPin, netPin,
+                range.Start.ToString(System.Globalization.CultureInfo.InvariantCulture), range.Count.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                .WithTimeout(TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await IpUnchecked("netns", "del", ns).ConfigureAwait(false);
+            await ReleaseUserNamespaceAsync(id).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>The script of <see cref="CreateOwnedNamespacesAsync"/>: $1 user pin, $2 network pin, $3 first host id, $4 count.</summary>
+    private const string OwnedNamespacesScript =
+        "unshare --user --net sleep 30 &\n" +
+        "pid=$!\n" +
+        "i=0\n" +
+        "while [ \"$(readlink /proc/$pid/ns/net)\" = \"$(readlink /proc/self/ns/net)\" ]; do\n" +
+        "  i=$((i+1)); [ $i -lt 1000 ] || { kill $pid; echo 'unshare did not create the namespaces' >&2; exit 1; }\n" +
+        "  sleep 0.01\n" +
+        "done\n" +
+        "echo \"0 $3 $4\" > /proc/$pid/uid_map && echo \"0 $3 $4\" > /proc/$pid/gid_map &&\n" +
+        "  mount --bind /proc/$pid/ns/user \"$1\" && mount --bind /proc/$pid/ns/net \"$2\"\n" +
+        "status=$?\n" +
+        "kill $pid\n" +
+        "wait $pid 2>/dev/null\n" +
+        "exit $status\n";
+
+    private async Task ReleaseUserNamespaceAsync(VeId id)
+    {
+        var pin = UserNamespacePath(id);
+        if (!File.Exists(pin))
+            return;
+        await host.ExecuteBufferedAsync(new Command("umount").WithArguments(pin).WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(30))).ConfigureAwait(false);
+        try { File.Delete(pin); }
+        catch (IOException) { }
+    }
+
     /// <summary>Removes the VE's namespace and host link. Idempotent.</summary>
     public async Task DeleteVeNamespaceAsync(VeId id, CancellationToken cancellationToken)
     {
         await IpUnchecked("link", "del", HostLinkName(id)).ConfigureAwait(false);
         await IpUnchecked("netns", "del", NamespaceName(id)).ConfigureAwait(false);
+        await ReleaseUserNamespaceAsync(id).ConfigureAwait(false);
         await IpUnchecked("link", "del", TapName(id)).ConfigureAwait(false);
     }
 

@@ -133,7 +133,7 @@ internal sealed partial class LocalContainerDriver
                     if (live)
                         await CheckpointLockedAsync(id, identity.Name, criu!, leaveRunning: false, ct).ConfigureAwait(false);
                     else
-                        await StopLockedAsync(id, config, new VeStopOptions(), ct).ConfigureAwait(false);
+                        await StopLockedAsync(id, config, new VeStopOptions(), ct, teardown: false).ConfigureAwait(false); // the daemon serves the last delta
                     stopped = true;
                     await UnmountRootAsync(id, ct).ConfigureAwait(false);
                 }

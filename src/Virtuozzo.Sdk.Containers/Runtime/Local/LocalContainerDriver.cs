@@ -549,7 +549,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         }
     }
 
-    private async Task<VeStopMethod> StopLockedAsync(VeId id, ContainerConfig config, VeStopOptions options, CancellationToken ct)
+    // teardown = false keeps the disk mounted and its storage daemon running (a restart migration copies the last delta from it).
+    private async Task<VeStopMethod> StopLockedAsync(VeId id, ContainerConfig config, VeStopOptions options, CancellationToken ct, bool teardown = true)
     {
         var method = VeStopMethod.AlreadyStopped;
         var status = await _runc.StatusAsync(id, ct).ConfigureAwait(false);
@@ -576,7 +577,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
                     await Task.Delay(50, ct).ConfigureAwait(false);
             }
         }
-        await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
+        if (teardown)
+            await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false);
         return method;
     }
 

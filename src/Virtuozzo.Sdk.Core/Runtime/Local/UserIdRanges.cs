@@ -39,6 +39,9 @@ internal static class UserIdRanges
     /// <summary>The file that records every allocation on the host. Tests may point it elsewhere.</summary>
     internal static string RegistryPath { get; set; } = Environment.GetEnvironmentVariable("VZSDK_IDMAP_REGISTRY") ?? "/var/lib/vzsdk-idmap/ranges.json";
 
+    /// <summary>The host's subordinate-id files (<c>/etc/subuid</c>, <c>/etc/subgid</c>). Tests may point them elsewhere.</summary>
+    internal static string[] SubordinateIdFiles { get; set; } = ["/etc/subuid", "/etc/subgid"];
+
     /// <summary>
     /// The range of container <paramref name="id"/> in <paramref name="dataRoot"/>: the one it already has, else
     /// <paramref name="preferred"/> when it is free (a migrated or restored container keeps its ids), else the lowest free one.
@@ -125,7 +128,7 @@ internal static class UserIdRanges
     private static List<UserIdRange> ForeignRanges()
     {
         var list = new List<UserIdRange>();
-        foreach (var file in new[] { "/etc/subuid", "/etc/subgid" })
+        foreach (var file in SubordinateIdFiles)
         {
             if (!File.Exists(file))
                 continue;
@@ -143,7 +146,7 @@ internal static class UserIdRanges
     private static void EnsureDelegation()
     {
         var line = $"vzsdk:{BlockStart}:{BlockSize}";
-        foreach (var file in new[] { "/etc/subuid", "/etc/subgid" })
+        foreach (var file in SubordinateIdFiles)
         {
             try
             {

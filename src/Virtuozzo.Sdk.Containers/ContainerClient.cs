@@ -216,6 +216,45 @@ public class ContainerClient
         return Driver.ImportTemplateAsync(options, cancellationToken);
     }
 
+    /// <summary>
+    /// Builds an OS template from a distribution's packages, as Virtuozzo's EZ templates are (Debian 12 <c>debian-12</c> and
+    /// 13 <c>debian-13</c>, through debootstrap), with systemd as its init, and caches it under the data root. The build
+    /// downloads the packages; it takes about a minute.
+    /// </summary>
+    /// <exception cref="ToolNotFoundException">debootstrap is not installed.</exception>
+    /// <exception cref="CommandFailedException">The packages could not be fetched or installed.</exception>
+    public virtual Task<ContainerTemplate> CreateTemplateAsync(ContainerTemplateCreateOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Driver.CreateTemplateAsync(options, cancellationToken);
+    }
+
+    /// <summary>Rebuilds a template made by <see cref="CreateTemplateAsync"/> from the distribution's current packages (the cache is replaced only when the build succeeds).</summary>
+    /// <exception cref="NotFoundException">No such template.</exception>
+    /// <exception cref="InvalidStateException">The template was imported from a tarball: import it again instead.</exception>
+    public virtual Task<ContainerTemplate> UpdateTemplateAsync(string name, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        return Driver.UpdateTemplateAsync(name, cancellationToken);
+    }
+
+    /// <summary>
+    /// Sets (or creates the password of) a user inside a running container, through the container's own <c>chpasswd</c>
+    /// (<c>prlctl set --userpasswd</c>). The password never appears on a command line or in a log.
+    /// </summary>
+    /// <exception cref="InvalidStateException">The container is not running.</exception>
+    /// <exception cref="CommandFailedException">The container's chpasswd refused it (no such user, or no chpasswd).</exception>
+    public virtual Task SetUserPasswordAsync(VeRef container, string user, string password, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(user);
+        ArgumentNullException.ThrowIfNull(password);
+        if (!System.Text.RegularExpressions.Regex.IsMatch(user, "^[a-z_][a-z0-9_.-]{0,31}$"))
+            throw new ArgumentException($"'{user}' is not a user name (lower-case letters, digits, '_', '.', '-'; at most 32).", nameof(user));
+        if (password.Length == 0 || password.Contains('\n') || password.Contains('\r') || password.Contains('\0'))
+            throw new ArgumentException("A password must not be empty or contain a line break or NUL.", nameof(password));
+        return Driver.SetUserPasswordAsync(container.Value, user, password, cancellationToken);
+    }
+
     /// <summary>Starts every stopped container marked for autostart; returns those started. One failure does not stop the others.</summary>
     public virtual Task<IReadOnlyList<ContainerInfo>> StartAutostartAsync(CancellationToken cancellationToken = default)
         => Driver.StartAutostartAsync(cancellationToken);

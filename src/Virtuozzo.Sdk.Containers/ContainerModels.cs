@@ -158,6 +158,25 @@ public sealed record ContainerInfo : VeInfo
 /// <param name="SizeBytes">The tarball's size.</param>
 public sealed record ContainerTemplate(string Name, IReadOnlyList<string> Init, string StopSignal, long SizeBytes);
 
+/// <summary>Options of <see cref="ContainerClient.CreateTemplateAsync"/>: an OS template built from a distribution's packages.</summary>
+public sealed record ContainerTemplateCreateOptions
+{
+    /// <summary>
+    /// The template's name: <c>debian-12</c> or <c>debian-13</c> (the distribution and suite follow from it), or any name
+    /// with <see cref="Suite"/> set.
+    /// </summary>
+    public required string Name { get; init; }
+
+    /// <summary>The Debian suite (<c>bookworm</c>, <c>trixie</c>); null to take it from <see cref="Name"/>.</summary>
+    public string? Suite { get; init; }
+
+    /// <summary>Packages installed beyond the base (systemd, iproute2, dbus, login tools, ping, procps).</summary>
+    public IReadOnlyList<string> Packages { get; init; } = [];
+
+    /// <summary>The package mirror. Default <c>http://deb.debian.org/debian</c>.</summary>
+    public Uri Mirror { get; init; } = new("http://deb.debian.org/debian");
+}
+
 /// <summary>Options of <see cref="ContainerClient.ImportTemplateAsync"/>.</summary>
 public sealed record ContainerTemplateImportOptions
 {

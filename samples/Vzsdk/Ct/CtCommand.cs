@@ -273,10 +273,22 @@ internal static class CtCommand
     {
         var name = NameArg();
         var r = new ResourceFlags();
-        var cmd = new Command("set", "Change a container's resources (live where possible, persisted always).") { name };
+        var userpasswd = new Option<string?>("--userpasswd") { Description = "USER (the password is read from standard input) or USER:PASSWORD: set a user's password inside the running container." };
+        var userpasswdFile = new Option<string?>("--userpasswd-file") { Description = "Read the password for --userpasswd USER from this file." };
+        var cmd = new Command("set", "Change a container's resources (live where possible, persisted always).") { name, userpasswd, userpasswdFile };
         r.AddTo(cmd);
         cmd.SetAction(async (p, ct) =>
         {
+            if (p.GetValue(userpasswd) is { } spec)
+            {
+                var colon = spec.IndexOf(':', StringComparison.Ordinal);
+                var user = colon < 0 ? spec : spec[..colon];
+                var password = colon >= 0 ? spec[(colon + 1)..]
+                    : p.GetValue(userpasswdFile) is { } file ? File.ReadAllText(file).TrimEnd('\n', '\r')
+                    : (Console.In.ReadLine() ?? string.Empty);
+                await Client(p).SetUserPasswordAsync(p.GetValue(name)!, user, password, ct);
+                Console.Out.WriteLine($"Password of {user} set");
+            }
             var c = await Client(p).SetAsync(p.GetValue(name)!, new ContainerSetOptions
             {
                 MemorySize = Cli.ResourceSize(p, r.MemorySize),
@@ -397,8 +409,36 @@ internal static class CtCommand
             Console.Out.WriteLine(t.Name);
             return Cli.Success;
         });
+        var buildName = new Argument<string>("NAME") { Description = "debian-12 or debian-13 (or any name with --suite)." };
+        var suite = new Option<string?>("--suite") { Description = "The Debian suite (default: from the name)." };
+        var packages = new Option<string[]>("--packages") { Description = "Packages to add (repeatable, or comma-separated).", AllowMultipleArgumentsPerToken = true };
+        var mirror = new Option<string?>("--mirror") { Description = "The package mirror (default http://deb.debian.org/debian)." };
+        var create = new Command("create", "Build an OS template from Debian's packages (debootstrap), with systemd as init, and cache it.") { buildName, suite, packages, mirror };
+        create.SetAction(async (p, ct) =>
+        {
+            var t = await Client(p).CreateTemplateAsync(new ContainerTemplateCreateOptions
+            {
+                Name = p.GetValue(buildName)!,
+                Suite = p.GetValue(suite),
+                Packages = (p.GetValue(packages) ?? []).SelectMany(x => x.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList(),
+                Mirror = p.GetValue(mirror) is { } m ? new Uri(m) : new Uri("http://deb.debian.org/debian"),
+            }, ct);
+            Console.Out.WriteLine($"Built template {t.Name} ({new ByteSize(t.SizeBytes).ToHumanString()})");
+            Console.Out.WriteLine(t.Name);
+            return Cli.Success;
+        });
+        var updateName = new Argument<string>("NAME") { Description = "A template built with template create." };
+        var update = new Command("update", "Rebuild a template from the distribution's current packages.") { updateName };
+        update.SetAction(async (p, ct) =>
+        {
+            var t = await Client(p).UpdateTemplateAsync(p.GetValue(updateName)!, ct);
+            Console.Out.WriteLine($"Updated template {t.Name} ({new ByteSize(t.SizeBytes).ToHumanString()})");
+            return Cli.Success;
+        });
         template.Subcommands.Add(list);
         template.Subcommands.Add(import);
+        template.Subcommands.Add(create);
+        template.Subcommands.Add(update);
         return template;
     }
 

@@ -55,6 +55,12 @@ internal sealed record ContainerConfig : IVersionedDocument
     /// <summary>Calls allowed beyond the default filter's list.</summary>
     public List<string> AllowedSyscalls { get; init; } = [];
 
+    /// <summary>
+    /// True when the container's init is systemd: it runs with the capabilities systemd needs (inside its user namespace
+    /// only), a delegated cgroup subtree, tmpfs on /run, /run/lock and /tmp, and its start waits for the boot to finish.
+    /// </summary>
+    public bool Systemd { get; init; }
+
     public const string DefaultFilter = "default";
 
     public const string UnconfinedFilter = "unconfined";
@@ -93,9 +99,17 @@ internal sealed record ContainerConfig : IVersionedDocument
 internal sealed record ContainerSnapshotConfig(Guid Id, string Name, string? Description, DateTimeOffset CreatedAt, Guid? ParentId, bool IncludesMemory);
 
 /// <summary>A template's manifest (<c>templates/&lt;name&gt;.json</c>).</summary>
-internal sealed record TemplateManifest(int FormatVersion, string Name, List<string> Init, string StopSignal) : IVersionedDocument;
+internal sealed record TemplateManifest(int FormatVersion, string Name, List<string> Init, string StopSignal) : IVersionedDocument
+{
+    /// <summary>How the template was made: null for an imported tarball, else the suite and packages it was built from.</summary>
+    public TemplateRecipe? Recipe { get; init; }
+}
+
+/// <summary>What a template built from a distribution's packages was made of (for <c>template update</c>).</summary>
+internal sealed record TemplateRecipe(string Distribution, string Suite, string Mirror, List<string> Packages, DateTimeOffset BuiltAt);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true)]
 [JsonSerializable(typeof(ContainerConfig))]
 [JsonSerializable(typeof(TemplateManifest))]
+[JsonSerializable(typeof(TemplateRecipe))]
 internal sealed partial class ContainersJson : JsonSerializerContext;

@@ -13,6 +13,18 @@ internal static class OciSpec
         "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
     ];
 
+    /// <summary>
+    /// What systemd as init holds beyond <see cref="DefaultCapabilities"/>, inside the container's user namespace only
+    /// (a systemd container is always unprivileged): mounts and namespaces for its services, network setup, resource
+    /// settings of its own processes, reboot of its own PID namespace.
+    /// </summary>
+    internal static readonly string[] SystemdCapabilities =
+    [
+        "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_NICE", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH",
+        "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_LINUX_IMMUTABLE", "CAP_SYS_BOOT", "CAP_LEASE", "CAP_NET_BROADCAST",
+        "CAP_SYS_TTY_CONFIG", "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+    ];
+
     internal static readonly string[] MaskedPaths =
     [
         "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -26,7 +38,7 @@ internal static class OciSpec
 
     public static JsonObject Build(ContainerConfig config, string rootPath, string networkNamespacePath, string cgroupsPath, string? userNamespacePath = null)
     {
-        var caps = new JsonArray(DefaultCapabilities.Select(c => (JsonNode)c).ToArray());
+        var caps = new JsonArray(DefaultCapabilities.Concat(config.Systemd ? SystemdCapabilities : []).Select(c => (JsonNode)c).ToArray());
         var resources = new JsonObject
         {
             ["devices"] = Devices(),
@@ -47,7 +59,8 @@ internal static class OciSpec
                 ["cwd"] = "/",
                 ["capabilities"] = new JsonObject { ["bounding"] = caps.DeepClone(), ["effective"] = caps.DeepClone(), ["permitted"] = caps.DeepClone() },
                 ["rlimits"] = new JsonArray(new JsonObject { ["type"] = "RLIMIT_NOFILE", ["hard"] = OpenFilesLimit(), ["soft"] = OpenFilesLimit() }),
-                ["noNewPrivileges"] = true,
+                // systemd's logins and su need set-user-id programs, which gain only the user namespace's root
+                ["noNewPrivileges"] = !config.Systemd,
             },
             ["root"] = new JsonObject { ["path"] = rootPath, ["readonly"] = false },
             ["hostname"] = config.Hostname,
@@ -60,7 +73,9 @@ internal static class OciSpec
                 // A user namespace may not mount sysfs for a network namespace it does not own (the SDK makes the
                 // network namespace beforehand, as the host's root): it gets the host's /sys, read-only, masked as below.
                 unprivileged ? Mount("/sys", "bind", "/sys", "rbind", "nosuid", "noexec", "nodev", "ro") : Mount("/sys", "sysfs", "sysfs", "nosuid", "noexec", "nodev", "ro"),
-                Mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime", "ro"),
+                config.Systemd
+                    ? Mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime") // its delegated subtree is writable
+                    : Mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid", "noexec", "nodev", "relatime", "ro"),
                 Mount("/run", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=755", "size=65536k")),
             ["linux"] = new JsonObject
             {
@@ -77,6 +92,12 @@ internal static class OciSpec
                 ["readonlyPaths"] = new JsonArray(ReadonlyPaths.Select(p => (JsonNode)p).ToArray()),
             },
         };
+        if (config.Systemd)
+        {
+            var mounts = spec["mounts"]!.AsArray();
+            mounts.Add((JsonNode)Mount("/run/lock", "tmpfs", "tmpfs", "nosuid", "nodev", "noexec", "mode=1777", "size=5120k"));
+            mounts.Add((JsonNode)Mount("/tmp", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=1777"));
+        }
         var linux = spec["linux"]!.AsObject();
         if (config.UserIdStart is { } start)
         {

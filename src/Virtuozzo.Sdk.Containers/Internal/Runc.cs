@@ -126,7 +126,21 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
     }
 
     public Task KillAsync(VeId id, string signal, bool all, CancellationToken ct)
-        => host.ExecuteAsync(Cmd(all ? ["kill", "--all", id.ToString(), signal] : ["kill", id.ToString(), signal]).WithValidation(CommandResultValidation.None), ct);
+        => host.ExecuteAsync(Cmd(all ? ["kill", "--all", id.ToString(), SignalArgument(signal)] : ["kill", id.ToString(), SignalArgument(signal)]).WithValidation(CommandResultValidation.None), ct);
+
+    /// <summary>
+    /// The signal as runc takes it: runc 1.1 knows no real-time signal names, so <c>SIGRTMIN+N</c> (systemd's
+    /// <c>SIGRTMIN+3</c>) and <c>SIGRTMAX-N</c> go as numbers (the C library's SIGRTMIN is 34, SIGRTMAX 64).
+    /// </summary>
+    internal static string SignalArgument(string signal)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(signal, @"^(SIG)?RT(MIN|MAX)([+-]\d+)?$");
+        if (!m.Success)
+            return signal;
+        var offset = m.Groups[3].Success ? int.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        var number = (m.Groups[2].Value == "MIN" ? 34 : 64) + offset;
+        return number is >= 34 and <= 64 ? number.ToString(System.Globalization.CultureInfo.InvariantCulture) : signal;
+    }
 
     public Task DeleteAsync(VeId id, CancellationToken ct)
         => host.ExecuteAsync(Cmd("delete", "--force", id.ToString()).WithValidation(CommandResultValidation.None), ct);

@@ -109,12 +109,23 @@ internal static class SyscallProfile
         "io_uring_setup", "io_uring_enter", "io_uring_register",
     ];
 
+    /// <summary>
+    /// What systemd as a container's init needs beyond <see cref="Allowed"/> (Docker allows the same to a container that
+    /// holds CAP_SYS_ADMIN): mounts, namespaces for its sandboxed services, host names and file handles. The capability
+    /// they need is the container's user namespace's, never the host's.
+    /// </summary>
+    internal static readonly string[] SystemdAllowed =
+    [
+        "mount", "umount", "umount2", "unshare", "setns", "clone", "clone3", "pivot_root", "sethostname", "setdomainname",
+        "name_to_handle_at", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+    ];
+
     /// <summary>The OCI <c>linux.seccomp</c> object for a container; null when the container runs unconfined.</summary>
     public static JsonObject? Build(ContainerConfig config)
     {
         if (config.SyscallFilter == ContainerConfig.UnconfinedFilter)
             return null;
-        var allowed = Allowed.Concat(config.AllowedSyscalls).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var allowed = Allowed.Concat(config.Systemd ? SystemdAllowed : []).Concat(config.AllowedSyscalls).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         var rules = new JsonArray(Rule([.. allowed], "SCMP_ACT_ALLOW"));
         // The calls allowed only with some arguments, unless the container's own list allows them outright.
         if (!allowed.Contains("clone"))

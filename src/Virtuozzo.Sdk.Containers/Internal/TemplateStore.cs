@@ -113,12 +113,121 @@ internal sealed class TemplateStore(IVirtuozzoHost host, StateStore store)
         return (await ListAsync(ct).ConfigureAwait(false)).Single(t => t.Name == options.Name);
     }
 
-    private async Task CommitAsync(string name, string stagedTarball, string ext, List<string> init, string stopSignal, CancellationToken ct)
+    private async Task CommitAsync(string name, string stagedTarball, string ext, List<string> init, string stopSignal, CancellationToken ct, TemplateRecipe? recipe = null)
     {
         foreach (var old in new[] { ".tar.gz", ".tar.xz", ".tar" }.Where(e => e != ext))
             File.Delete(Path.Combine(Dir, name + old));
         File.Move(stagedTarball, Path.Combine(Dir, name + ext), overwrite: true);
-        await store.WriteDocumentAsync(ManifestPath(name), new TemplateManifest(1, name, init, stopSignal), ContainersJson.Default.TemplateManifest, ct).ConfigureAwait(false);
+        await store.WriteDocumentAsync(ManifestPath(name), new TemplateManifest(1, name, init, stopSignal) { Recipe = recipe }, ContainersJson.Default.TemplateManifest, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The packages every template built from a distribution has: systemd as init, networking, logins, ping, ps.</summary>
+    internal static readonly string[] BasePackages = ["systemd-sysv", "dbus", "iproute2", "iputils-ping", "procps", "login", "passwd"];
+
+    /// <summary>The Debian suite a template name stands for (<c>debian-12</c> → bookworm, <c>debian-13</c> → trixie).</summary>
+    internal static string? SuiteOf(string name) => name switch
+    {
+        "debian-12" => "bookworm",
+        "debian-13" => "trixie",
+        _ => null,
+    };
+
+    /// <summary>
+    /// Builds a template from Debian's packages: debootstrap (minbase, the base packages and the caller's), then made fit
+    /// to boot as a container (the console getty masked, no machine id so that each container makes its own, no host
+    /// name, no package cache), packed and committed in place of any template of that name only when all of it worked.
+    /// </summary>
+    public async Task<ContainerTemplate> BuildAsync(ContainerTemplateCreateOptions options, CancellationToken ct)
+    {
+        ValidateName(options.Name);
+        var suite = options.Suite ?? SuiteOf(options.Name)
+            ?? throw new ArgumentException($"Which distribution is '{options.Name}'? Name it debian-12 or debian-13, or set Suite.", nameof(options));
+        if (!System.Text.RegularExpressions.Regex.IsMatch(suite, "^[a-z][a-z0-9-]{1,30}$"))
+            throw new ArgumentException($"'{suite}' is not a Debian suite name such as bookworm.", nameof(options));
+        foreach (var p in options.Packages)
+        {
+            if (!System.Text.RegularExpressions.Regex.IsMatch(p, "^[a-z0-9][a-z0-9+.-]{0,100}$"))
+                throw new ArgumentException($"'{p}' is not a Debian package name.", nameof(options));
+        }
+        if (options.Mirror is not { IsAbsoluteUri: true, Scheme: "http" or "https" or "file" })
+            throw new ArgumentException("Mirror must be an absolute http, https or file URI.", nameof(options));
+        var recipe = new TemplateRecipe("debian", suite, options.Mirror.ToString(), [.. options.Packages.Distinct(StringComparer.Ordinal)], DateTimeOffset.UtcNow);
+        return await BuildAsync(options.Name, recipe, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Rebuilds a template from its recipe.</summary>
+    public async Task<ContainerTemplate> UpdateAsync(string name, CancellationToken ct)
+    {
+        ValidateName(name);
+        var manifest = await store.ReadDocumentAsync(ManifestPath(name), ContainersJson.Default.TemplateManifest, 1, ct).ConfigureAwait(false)
+            ?? throw new NotFoundException($"There is no template '{name}'.");
+        if (manifest.Recipe is not { } recipe)
+            throw new InvalidStateException($"Template '{name}' was imported from a tarball, not built from packages: import the new tarball instead.");
+        return await BuildAsync(name, recipe with { BuiltAt = DateTimeOffset.UtcNow }, ct).ConfigureAwait(false);
+    }
+
+    private async Task<ContainerTemplate> BuildAsync(string name, TemplateRecipe recipe, CancellationToken ct)
+    {
+        store.EnsureUsable();
+        Directory.CreateDirectory(Dir);
+        var work = Path.Combine(Dir, $".build-{Guid.NewGuid():N}");
+        var rootfs = Path.Combine(work, "rootfs");
+        try
+        {
+            Directory.CreateDirectory(work);
+            var include = string.Join(',', BasePackages.Concat(recipe.Packages).Distinct(StringComparer.Ordinal));
+            await host.ExecuteAsync(new Command("debootstrap").WithArguments("--variant=minbase", "--include=" + include, recipe.Suite, rootfs, recipe.Mirror)
+                .WithTimeout(LocalTimeouts.TemplateBuild), ct).ConfigureAwait(false);
+            PrepareForContainers(rootfs);
+            var staged = Path.Combine(Dir, $".import-{Guid.NewGuid():N}.tar.gz");
+            await host.ExecuteAsync(new Command("tar").WithArguments("--numeric-owner", "--xattrs", "-C", rootfs, "-czf", staged, ".").WithTimeout(LocalTimeouts.TemplateBuild), ct).ConfigureAwait(false);
+            await CommitAsync(name, staged, ".tar.gz", ["/sbin/init"], "SIGRTMIN+3", ct, recipe).ConfigureAwait(false);
+        }
+        finally
+        {
+            try { Directory.Delete(work, recursive: true); }
+            catch (IOException) { }
+        }
+        return (await ListAsync(ct).ConfigureAwait(false)).Single(t => t.Name == name);
+    }
+
+    /// <summary>What a freshly bootstrapped Debian needs to boot well as a container.</summary>
+    private static void PrepareForContainers(string rootfs)
+    {
+        // No console getty: a container has no console device; the unit would only fail and leave the boot degraded.
+        var masks = Path.Combine(rootfs, "etc/systemd/system");
+        Directory.CreateDirectory(masks);
+        foreach (var unit in new[] { "console-getty.service", "getty@tty1.service", "systemd-udevd.service", "systemd-modules-load.service" })
+        {
+            var link = Path.Combine(masks, unit);
+            if (!File.Exists(link) && new FileInfo(link).LinkTarget is null)
+                File.CreateSymbolicLink(link, "/dev/null");
+        }
+        // Each container makes its own machine id at its first boot.
+        File.WriteAllText(Path.Combine(rootfs, "etc/machine-id"), string.Empty);
+        File.Delete(Path.Combine(rootfs, "var/lib/dbus/machine-id"));
+        File.Delete(Path.Combine(rootfs, "etc/hostname"));
+        foreach (var deb in Directory.EnumerateFiles(Path.Combine(rootfs, "var/cache/apt/archives"), "*.deb"))
+            File.Delete(deb);
+    }
+
+    /// <summary>True when <paramref name="init"/>, resolved inside <paramref name="rootfs"/> (symlinks followed there, never on the host), is systemd.</summary>
+    public static bool IsSystemd(string rootfs, string init)
+    {
+        var path = init;
+        for (var hop = 0; hop < 16; hop++)
+        {
+            if (Path.GetFileName(path) == "systemd")
+                return true;
+            var full = Path.Combine(rootfs, path.TrimStart('/'));
+            string? target;
+            try { target = new FileInfo(full).LinkTarget; }
+            catch (IOException) { return false; }
+            if (target is null)
+                return false;
+            path = target.StartsWith('/') ? target : Path.GetFullPath(Path.Combine("/", Path.GetDirectoryName(path.TrimStart('/')) ?? "", target));
+        }
+        return false;
     }
 
     /// <summary>Unpacks a template into a directory (owners and modes preserved).</summary>

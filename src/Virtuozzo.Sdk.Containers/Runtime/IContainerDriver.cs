@@ -55,6 +55,18 @@ internal interface IContainerDriver : IVeDriver
 
     Task<ContainerTemplate> ImportTemplateAsync(ContainerTemplateImportOptions options, CancellationToken cancellationToken);
 
+    /// <summary>Builds an OS template from a distribution's packages (runtimes that cannot refuse by name).</summary>
+    Task<ContainerTemplate> CreateTemplateAsync(ContainerTemplateCreateOptions options, CancellationToken cancellationToken)
+        => throw new UnsupportedOnHostException("Building OS templates from packages is not available on this runtime.");
+
+    /// <summary>Rebuilds a template made by <see cref="CreateTemplateAsync"/> from the distribution's current packages.</summary>
+    Task<ContainerTemplate> UpdateTemplateAsync(string name, CancellationToken cancellationToken)
+        => throw new UnsupportedOnHostException("Updating OS templates is not available on this runtime.");
+
+    /// <summary>Sets a user's password inside a running container.</summary>
+    Task SetUserPasswordAsync(string nameOrId, string user, string password, CancellationToken cancellationToken)
+        => throw new UnsupportedOnHostException("Setting passwords inside containers is not available on this runtime.");
+
     Task<IReadOnlyList<ContainerInfo>> StartAutostartAsync(CancellationToken cancellationToken);
 
     Task<int> ReconcileAsync(CancellationToken cancellationToken);

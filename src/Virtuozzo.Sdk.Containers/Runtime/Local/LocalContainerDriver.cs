@@ -123,7 +123,10 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
                 Init = manifest.Init,
                 StopSignal = manifest.StopSignal,
             };
-            await BuildDiskAsync(id, tarball, r.DiskSpace.Bytes, userIdStart ?? 0, cancellationToken).ConfigureAwait(false);
+            var systemd = await BuildDiskAsync(id, tarball, r.DiskSpace.Bytes, userIdStart ?? 0, manifest.Init[0], cancellationToken).ConfigureAwait(false);
+            if (systemd && userIdStart is null)
+                throw new ArgumentException($"The template {manifest.Name} boots systemd, which needs CAP_SYS_ADMIN: such containers run unprivileged (in a user namespace of their own). Leave Security.Privileged false.", nameof(options));
+            config = config with { Systemd = systemd };
             await _store.WriteDocumentAsync(ConfigPath(id), config, ContainersJson.Default.ContainerConfig, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -175,13 +178,15 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
         return UserIdRanges.AllocateAsync(id, _store.DataRoot, preferred, ct);
     }
 
-    private async Task BuildDiskAsync(VeId id, string tarball, long size, long userIdStart, CancellationToken ct)
+    /// <returns>True when the template's init is systemd.</returns>
+    private async Task<bool> BuildDiskAsync(VeId id, string tarball, long size, long userIdStart, string init, CancellationToken ct)
     {
         var work = Path.Combine(_store.PrivatePath(id), ".build");
         try
         {
             var rootfs = Path.Combine(work, "rootfs");
             await _templates.ExtractAsync(tarball, rootfs, ct).ConfigureAwait(false);
+            var systemd = TemplateStore.IsSystemd(rootfs, init);
             // An unprivileged container's files belong to its id range: shifted once, here, before the file system is made.
             OwnershipShift.Shift(rootfs, userIdStart, ct);
             var raw = Path.Combine(work, "root.raw");
@@ -191,6 +196,7 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             await _host.ExecuteAsync(new Command("mkfs.ext4").WithArguments("-q", "-F", "-L", "vzroot", "-E", $"root_owner={owner}:{owner}", "-d", rootfs, raw)
                 .WithTimeout(LocalTimeouts.FileSystemBuild), ct).ConfigureAwait(false);
             await Qcow2Converter.ConvertAsync(raw, DiskPath(id), new Qcow2ConvertOptions { SourceFormat = "raw", OutputFormat = "qcow2" }, cancellationToken: ct).ConfigureAwait(false);
+            return systemd;
         }
         finally
         {
@@ -362,10 +368,15 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             Directory.CreateDirectory(bundle);
             var spec = OciSpec.Build(config, root, netns, Cgroups.RelativePath(id, CgroupRole.Payload), HostBridge.UserNamespacePath(id));
             await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), spec.ToJsonString(), ct).ConfigureAwait(false);
+            if (config.Systemd && config.UserIdStart is { } owner)
+                Cgroups.Delegate(id, owner);
             if (launch is not null)
                 await launch(bundle, run).ConfigureAwait(false);
             else
+            {
                 await _runc.RunDetachedAsync(id, bundle, Path.Combine(run, "init.pid"), Path.Combine(run, "console.log"), ct).ConfigureAwait(false);
+                await ConfirmStartedAsync(id, identity, config, Path.Combine(run, "console.log"), ct).ConfigureAwait(false);
+            }
             _logger.LogDebug("Container {Name} ({Id}) started", identity.Name, id);
         }
         catch
@@ -402,6 +413,52 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             _logger.LogInformation("Container {Name} ({Id}): {Count} files moved to the id range at {Start} in {Elapsed} ms", identity.Name, id, changed, target, watch.ElapsedMilliseconds);
         }
         return config;
+    }
+
+    /// <summary>
+    /// Makes sure the init the start just launched lives: an init that exits at once (a template whose init cannot run)
+    /// fails the start with its console output, and the caller rolls it back — never "running". A systemd container's
+    /// start also waits, up to <see cref="LocalTimeouts.SystemdBoot"/>, for the boot to finish (<c>running</c>, or
+    /// <c>degraded</c> with the failed units logged).
+    /// </summary>
+    private async Task ConfirmStartedAsync(VeId id, VeIdentity identity, ContainerConfig config, string consoleLog, CancellationToken ct)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var window = config.Systemd ? LocalTimeouts.SystemdBoot : TimeSpan.FromMilliseconds(60);
+        while (true)
+        {
+            var status = await _runc.StatusAsync(id, ct).ConfigureAwait(false);
+            if (status is not ("running" or "created" or "paused"))
+            {
+                await Task.Delay(50, CancellationToken.None).ConfigureAwait(false); // the console's reader may still be writing
+                var output = File.Exists(consoleLog) ? string.Join(" | ", File.ReadLines(consoleLog).TakeLast(10)) : string.Empty;
+                throw new CommandFailedException(
+                    $"The init of container {identity.Name} ({string.Join(' ', config.Init)}) exited {watch.Elapsed.TotalSeconds:0.0} s after it started, so the container did not start. " +
+                    $"Its console: {(output.Length > 0 ? output : "(empty)")}", string.Join(' ', config.Init), -1, output);
+            }
+            if (config.Systemd)
+            {
+                var state = (await _host.ExecuteBufferedAsync(_runc.Exec(id, new VeExecOptions { Command = ["systemctl", "is-system-running"] })
+                    .WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(10)), ct).ConfigureAwait(false)).StandardOutput.Trim();
+                if (state == "running")
+                    return;
+                if (state == "degraded")
+                {
+                    var failed = (await _host.ExecuteBufferedAsync(_runc.Exec(id, new VeExecOptions { Command = ["systemctl", "--failed", "--no-legend", "--plain"] })
+                        .WithValidation(CommandResultValidation.None).WithTimeout(TimeSpan.FromSeconds(10)), ct).ConfigureAwait(false)).StandardOutput;
+                    _logger.LogWarning("Container {Name} booted degraded; failed units: {Units}", identity.Name,
+                        string.Join(", ", failed.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ', 2)[0])));
+                    return;
+                }
+            }
+            if (watch.Elapsed >= window)
+            {
+                if (config.Systemd)
+                    _logger.LogWarning("Container {Name} is still booting after {Seconds} s; the start returns while it goes on", identity.Name, window.TotalSeconds);
+                return;
+            }
+            await Task.Delay(config.Systemd ? 200 : 30, ct).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Grows the ext4 file system to the disk's size when the disk grew while the file system could not (offline resize).</summary>
@@ -913,6 +970,30 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
     {
         ArgumentNullException.ThrowIfNull(options);
         return _templates.ImportAsync(options, cancellationToken);
+    }
+
+    /// <summary>Builds an OS template from a distribution's packages (debootstrap).</summary>
+    public Task<ContainerTemplate> CreateTemplateAsync(ContainerTemplateCreateOptions options, CancellationToken cancellationToken)
+        => _templates.BuildAsync(options, cancellationToken);
+
+    /// <summary>Rebuilds a template from its recipe.</summary>
+    public Task<ContainerTemplate> UpdateTemplateAsync(string name, CancellationToken cancellationToken)
+        => _templates.UpdateAsync(name, cancellationToken);
+
+    /// <summary>Sets a user's password through the container's own chpasswd; the password goes through its standard input only.</summary>
+    public async Task SetUserPasswordAsync(string nameOrId, string user, string password, CancellationToken cancellationToken)
+    {
+        var (identity, _) = await LoadAsync(nameOrId, cancellationToken).ConfigureAwait(false);
+        var state = await StateOfAsync(identity.VeId, cancellationToken).ConfigureAwait(false);
+        if (state != VeState.Running)
+            throw new InvalidStateException($"Container {identity.Name} is {state.ToString().ToLowerInvariant()}; passwords are set in a running container (start it first).");
+        using var input = new MemoryStream(Encoding.UTF8.GetBytes($"{user}:{password}\n"));
+        var r = await ExecAsync(identity.VeId.ToString(), new VeExecOptions { Command = ["chpasswd"], StandardInput = input, Timeout = TimeSpan.FromSeconds(60) }, cancellationToken).ConfigureAwait(false);
+        if (r.ExitCode != 0)
+        {
+            var why = r.StandardError.Replace(password, "***", StringComparison.Ordinal).Trim();
+            throw new CommandFailedException($"Container {identity.Name} refused the password of '{user}': {why}", "chpasswd", r.ExitCode, why);
+        }
     }
 
     /// <summary>Starts every stopped container marked for autostart; returns those started. One failure does not stop the others.</summary>

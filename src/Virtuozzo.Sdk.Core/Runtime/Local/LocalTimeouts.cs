@@ -16,6 +16,12 @@ internal static class LocalTimeouts
     /// <summary>One command of the OCI runtime (<c>runc state|kill|delete|pause|resume|run -d</c>).</summary>
     public static readonly TimeSpan OciRuntimeCommand = TimeSpan.FromSeconds(60);
 
+    /// <summary>How long a start waits for a systemd container to finish booting (running or degraded) before it returns anyway.</summary>
+    public static readonly TimeSpan SystemdBoot = TimeSpan.FromSeconds(60);
+
+    /// <summary>Building an OS template from a distribution's packages (debootstrap downloads and installs them).</summary>
+    public static readonly TimeSpan TemplateBuild = TimeSpan.FromMinutes(30);
+
     /// <summary>A CRIU checkpoint or restore of a container (through <c>runc checkpoint|restore</c>): seconds per GiB of memory.</summary>
     public static readonly TimeSpan Checkpoint = TimeSpan.FromMinutes(5);
 

@@ -132,6 +132,40 @@ internal sealed class CgroupManager
         return new VeCgroup(this, id);
     }
 
+    /// <summary>
+    /// Delegates the VE's payload cgroup to the container's root (host id <paramref name="owner"/>), for an init that
+    /// manages its own cgroups (systemd): on v1 and hybrid hosts the payload cgroup of the named <c>systemd</c> hierarchy,
+    /// which binds no controller, so nothing the container does there lifts a limit; on v2 the payload directory with its
+    /// <c>cgroup.procs</c>, <c>cgroup.threads</c> and <c>cgroup.subtree_control</c> (the kernel's delegation contract: the
+    /// limits stay in files the container cannot write).
+    /// </summary>
+    public void Delegate(VeId id, long owner)
+    {
+        var uid = (uint)owner;
+        var rel = Path.Combine(Parent, id.ToString(), RoleName(CgroupRole.Payload));
+        string dir;
+        string[] files;
+        if (IsV2)
+        {
+            dir = Path.Combine(Root, rel);
+            files = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+        }
+        else
+        {
+            var named = Path.Combine(Root, "systemd");
+            if (!Directory.Exists(named))
+                throw new UnsupportedOnHostException($"This host mounts no named systemd cgroup hierarchy at {named}: a container whose init is systemd cannot be given a cgroup subtree of its own.");
+            dir = Path.Combine(named, rel);
+            files = ["cgroup.procs", "tasks", "cgroup.clone_children", "notify_on_release"];
+        }
+        Directory.CreateDirectory(dir);
+        foreach (var path in files.Select(f => Path.Combine(dir, f)).Where(File.Exists).Prepend(dir))
+        {
+            if (Native.Lchown(path, uid, uid) != 0)
+                throw new UnsupportedOnHostException($"Cannot delegate the cgroup {dir} to the container (chown {path}: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}).");
+        }
+    }
+
     /// <summary>Opens an existing VE's cgroups (no check that they exist).</summary>
     public VeCgroup Open(VeId id) => new(this, id);
 

@@ -19,7 +19,7 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPE
 APT_PACKAGES=(
   runc qemu-utils qemu-system-x86 qemu-system-common busybox-static openssh-server openssh-client
   kmod cpio criu e2fsprogs iproute2 iputils-ping iptables fuse3 util-linux procps tar ca-certificates
-  clang lld zlib1g-dev rsync
+  clang lld zlib1g-dev rsync debootstrap
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -74,11 +74,10 @@ internal static class Prlctl
         => options.Count == 0 ? null : Of(["set", id, .. options]);
 
     /// <summary>
-    /// <c>prlctl exec ID --without-shell CMD ARG…</c> runs the vector as it is; with <paramref name="shell"/>,
-    /// <c>prlctl exec ID "CMD ARG…"</c> runs it through the guest's shell (prlctl's default, <c>bash -c</c>).
+    /// <c>prlctl exec ID --without-shell CMD ARG…</c>: the vector as it is, never through prlctl's default <c>bash -c</c>
+    /// (the SDK's shell mode passes <c>/bin/sh -c "…"</c> as the vector, as on every runtime).
     /// </summary>
-    public static PrlctlCommand Exec(string id, IReadOnlyList<string> command, bool shell)
-        => shell ? Of("exec", id, string.Join(' ', command)) : Of(["exec", id, "--without-shell", .. command]);
+    public static PrlctlCommand Exec(string id, IReadOnlyList<string> command) => Of(["exec", id, "--without-shell", .. command]);
 
     /// <summary><c>prlctl set ID --userpasswd USER:PASSWORD</c> (the pair is a secret).</summary>
     public static PrlctlCommand SetUserPassword(string id, string user, string password)

@@ -74,7 +74,7 @@ internal static partial class PrlctlErrors
     [GeneratedRegex(@"^Warning: The '[^']*' action is deprecated", RegexOptions.CultureInvariant)]
     private static partial Regex VzctlDeprecated();
 
-    [GeneratedRegex(@"does not exist|doesn't exist|not found|unable to find|no such|is not registered|PRL_ERR_VM_UUID_NOT_FOUND",
+    [GeneratedRegex(@"does not exist|doesn't exist|not found|(could|can) ?not be found|unable to find|no such|is not registered|PRL_ERR_VM_UUID_NOT_FOUND",
         RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
     private static partial Regex NotFound();
 

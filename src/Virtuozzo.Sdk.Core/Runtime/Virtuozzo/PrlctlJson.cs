@@ -164,26 +164,43 @@ internal static class PrlctlJson
             return true;
         switch (text[i])
         {
-            case '\r' or '\n' or '}' or ']':
+            case '}' or ']':
                 return true;
+            case '\r' or '\n':
+                // one key per line: what follows a value's end is a closing bracket or the next key
+                return NextLineIsStructure(text, i);
             case ',':
                 var j = SkipBlanks(text, i + 1);
-                if (j >= text.Length || text[j] is '\r' or '\n')
+                if (j >= text.Length)
                     return true;
+                if (text[j] is '\r' or '\n')
+                    return NextLineIsStructure(text, j);
                 // compact output: the next key follows on the same line ("a","b": …)
-                if (text[j] != '"')
-                    return false;
-                var close = text.IndexOf('"', j + 1);
-                if (close < 0)
-                    return false;
-                var newline = text.IndexOf('\n', j + 1);
-                if (newline >= 0 && newline < close)
-                    return false;
-                var k = SkipBlanks(text, close + 1);
-                return k < text.Length && text[k] == ':';
+                return text[j] == '"' && KeyAt(text, j);
             default:
                 return false;
         }
+    }
+
+    // After a line end: the rest is empty, or the next line starts with a bracket or a "key":.
+    private static bool NextLineIsStructure(string text, int i)
+    {
+        while (i < text.Length && char.IsWhiteSpace(text[i]))
+            i++;
+        return i >= text.Length || text[i] is '}' or ']' or '{' or '[' || (text[i] == '"' && KeyAt(text, i));
+    }
+
+    // A quoted key on one line followed by a colon, starting at the quote at i.
+    private static bool KeyAt(string text, int i)
+    {
+        var close = text.IndexOf('"', i + 1);
+        if (close < 0)
+            return false;
+        var newline = text.IndexOf('\n', i + 1);
+        if (newline >= 0 && newline < close)
+            return false;
+        var k = SkipBlanks(text, close + 1);
+        return k < text.Length && text[k] == ':';
     }
 
     private static int SkipBlanks(string text, int i)

@@ -49,6 +49,6 @@ internal readonly partial record struct PrlctlVersion(int Major, int Minor, int 
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Major}.{Minor}.{Build}");
 
-    [GeneratedRegex(@"(\d{1,9})\.(\d{1,9})\.(\d{1,9})", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"(?<![\d.])(\d{1,9})\.(\d{1,9})\.(\d{1,9})(?![\d])", RegexOptions.CultureInvariant)]
     private static partial Regex VersionPattern();
 }

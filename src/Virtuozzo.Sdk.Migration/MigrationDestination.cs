@@ -60,6 +60,9 @@ public abstract class MigrationDestination
     internal abstract Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken);
 
     internal abstract VirtuozzoRuntime? LocalRuntime { get; }
+
+    /// <summary>The destination as <c>prlctl migrate</c> names a node (<c>user@host</c>); null when it is not a node.</summary>
+    internal virtual string? NodeAddress => null;
 }
 
 internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listenAddress) : MigrationDestination
@@ -80,6 +83,8 @@ internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listen
 internal sealed class SshDestination(SshHostOptions ssh, string? remoteDataRoot, string remoteVzsdk, string listenAddress) : MigrationDestination
 {
     internal override VirtuozzoRuntime? LocalRuntime => null;
+
+    internal override string? NodeAddress => string.IsNullOrEmpty(ssh.User) ? ssh.HostName : $"{ssh.User}@{ssh.HostName}";
 
     internal override async Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
         => await ConnectAsync(logger, cancellationToken).ConfigureAwait(false);

@@ -245,3 +245,45 @@ public class CommandTests
     public void A_disk_name_that_is_not_hddN_is_refused(string name)
         => ((Action)(() => VirtuozzoVmCommands.RemoveDisk(U, name))).Should().Throw<ArgumentException>();
 }
+
+/// <summary>Migration to another node: the destination's validation and what prlctl migrate cannot honour.</summary>
+public class MigrationCommandTests
+{
+    private const string U = "ccefa40c-5c72-4e17-94c7-d68034a1c1a5";
+
+    private static Core.Runtime.Virtuozzo.PrlctlVeConfig Ve(string state)
+        => Core.Runtime.Virtuozzo.PrlctlVeConfig.Parse(Core.Runtime.Virtuozzo.PrlctlJson.ParseObjects(PrlctlFixtures.Ct(U, "web1", state), null)[0]);
+
+    [Theory]
+    [InlineData("-oProxyCommand=x", "root")]
+    [InlineData("node2 --force", "root")]
+    [InlineData("node2", "root@evil")]
+    [InlineData("", "root")]
+    public void A_destination_node_that_is_not_a_plain_name_is_refused(string host, string user)
+        => ((Action)(() => Migration.MigrationDestination.ToVirtuozzoNode(host, user))).Should().Throw<ArgumentException>();
+
+    [Fact]
+    public void A_running_VE_migrates_live_with_prlctl_migrate_and_can_keep_its_source()
+    {
+        Migration.Runtime.Virtuozzo.VirtuozzoMigration.Command(Ve("running"), "root@node2", new Migration.MigrationOptions()).Argv
+            .Should().Equal("prlctl", "migrate", U, "root@node2");
+        Migration.Runtime.Virtuozzo.VirtuozzoMigration.Command(Ve("stopped"), "root@node2", new Migration.MigrationOptions { KeepSource = true }).Argv
+            .Should().Equal("prlctl", "migrate", U, "root@node2", "--keep-src");
+    }
+
+    [Fact]
+    public void Tuning_prlctl_migrate_has_no_option_for_is_refused_by_name()
+    {
+        ((Action)(() => Migration.Runtime.Virtuozzo.VirtuozzoMigration.Command(Ve("running"), "n", new Migration.MigrationOptions { PostCopy = true })))
+            .Should().Throw<UnsupportedOnHostException>().WithMessage("*PostCopy*");
+        ((Action)(() => Migration.Runtime.Virtuozzo.VirtuozzoMigration.Command(Ve("running"), "n", new Migration.MigrationOptions { MaxBandwidthPerSecond = ByteSize.FromMiB(10) })))
+            .Should().Throw<UnsupportedOnHostException>().WithMessage("*MaxBandwidthPerSecond*");
+        ((Action)(() => Migration.Runtime.Virtuozzo.VirtuozzoMigration.Command(Ve("running"), "n", new Migration.MigrationOptions { Mode = Migration.MigrationMode.Offline })))
+            .Should().Throw<UnsupportedOnHostException>().WithMessage("*Offline*");
+    }
+
+    [Fact]
+    public void A_live_migration_of_a_stopped_VE_is_an_invalid_state()
+        => ((Action)(() => Migration.Runtime.Virtuozzo.VirtuozzoMigration.Command(Ve("stopped"), "n", new Migration.MigrationOptions { Mode = Migration.MigrationMode.Online })))
+            .Should().Throw<InvalidStateException>();
+}

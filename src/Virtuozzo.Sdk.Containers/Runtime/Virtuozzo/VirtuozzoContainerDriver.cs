@@ -48,7 +48,7 @@ internal sealed class VirtuozzoContainerDriver(VirtuozzoRuntime runtime) : Virtu
         var settings = VirtuozzoContainerCommands.CreateSettings(options);
         if (await Node.FindAsync(options.Name.Value, cancellationToken).ConfigureAwait(false) is not null)
             throw new AlreadyExistsException($"A VE named {options.Name} already exists on {Node.Host.Name}.");
-        var id = VeId.New();
+        var id = Node.NewId();
         await Node.RunAsync(VirtuozzoContainerCommands.Create(options, id), cancellationToken).ConfigureAwait(false);
         try
         {

@@ -25,6 +25,9 @@ internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null)
 
     public IVirtuozzoHost Host { get; } = host ?? throw new ArgumentNullException(nameof(host));
 
+    /// <summary>Chooses the UUID of a new VE (passed to <c>prlctl create --uuid</c>); tests replaying a recorded session fix it.</summary>
+    internal Func<VeId> NewId { get; set; } = VeId.New;
+
     /// <summary>Runs a command; a non-zero exit is mapped to the SDK's exceptions unless <paramref name="allowFailure"/>.</summary>
     public async Task<BufferedCommandResult> RunAsync(PrlctlCommand command, CancellationToken cancellationToken, bool allowFailure = false, Command? template = null)
     {

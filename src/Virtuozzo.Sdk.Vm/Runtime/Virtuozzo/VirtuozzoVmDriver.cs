@@ -38,7 +38,7 @@ internal sealed class VirtuozzoVmDriver(VirtuozzoRuntime runtime) : VirtuozzoVeD
     public async Task<VmInfo> CreateAsync(VmCreateOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var id = VeId.New();
+        var id = Node.NewId();
         var commands = VirtuozzoVmCommands.Create(options, id);
         if (await Node.FindAsync(options.Name.Value, cancellationToken).ConfigureAwait(false) is not null)
             throw new AlreadyExistsException($"A VE named {options.Name} already exists on {Node.Host.Name}.");

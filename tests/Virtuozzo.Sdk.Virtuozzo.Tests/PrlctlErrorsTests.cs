@@ -59,6 +59,14 @@ public class PrlctlErrorsTests
     public void A_message_printed_on_standard_output_is_used_when_standard_error_has_only_the_banner()
         => Map(255, PrlctlFixtures.Banner, stdout: "The web1 virtual machine does not exist.").Should().BeOfType<NotFoundException>();
 
+    [Theory]
+    [InlineData("ssh: connect to host 10.0.0.9 port 22: Connection refused")]
+    [InlineData("Host key verification failed.")]
+    [InlineData("root@node1: Permission denied (publickey,gssapi-keyex).")]
+    [InlineData("ssh: Could not resolve hostname node9: Name or service not known")]
+    public void Ssh_failing_to_reach_the_node_with_its_own_exit_255_is_a_connection_error(string message)
+        => Map(255, message).Should().BeOfType<HostConnectionException>().Which.Message.Should().Contain("node1");
+
     [Fact]
     public void A_missing_prlctl_over_SSH_is_a_missing_tool()
         => Map(127, "bash: prlctl: command not found").Should().BeOfType<ToolNotFoundException>().Which.Tool.Should().Be("prlctl");

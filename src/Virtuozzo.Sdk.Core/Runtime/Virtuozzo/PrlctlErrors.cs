@@ -45,6 +45,9 @@ internal static partial class PrlctlErrors
         if (exitCode == 127 && (text.Contains("not found", StringComparison.OrdinalIgnoreCase) || text.Length == 0))
             return new ToolNotFoundException(program,
                 $"'{program}' is not installed on {hostName}; the Virtuozzo runtime needs a Virtuozzo Hybrid Server 7 / OpenVZ 7 node with prlctl and vzctl.", failed);
+        // ssh exits 255 too when it cannot reach the node; its own messages tell the two apart.
+        if (exitCode == 255 && SshFailure().IsMatch(text))
+            return new HostConnectionException($"The node {hostName} cannot be reached over SSH ('{commandLine}'): {tail}", failed);
         if (exitCode == 253)
             return new HostConnectionException(
                 $"prlctl on {hostName} cannot reach the Virtuozzo service (exit 253): start it with 'systemctl start prl-disp-service' and retry. {tail}".TrimEnd(), failed);
@@ -70,6 +73,10 @@ internal static partial class PrlctlErrors
         var tail = string.Join(" ", lines.TakeLast(5));
         return tail.Length > 1000 ? tail[^1000..] : tail;
     }
+
+    [GeneratedRegex(@"^ssh: |Host key verification failed|Permission denied \((publickey|password|keyboard)|Connection (refused|timed out|closed by remote host)|Could not resolve hostname",
+        RegexOptions.CultureInvariant | RegexOptions.Multiline)]
+    private static partial Regex SshFailure();
 
     [GeneratedRegex(@"^Warning: The '[^']*' action is deprecated", RegexOptions.CultureInvariant)]
     private static partial Regex VzctlDeprecated();

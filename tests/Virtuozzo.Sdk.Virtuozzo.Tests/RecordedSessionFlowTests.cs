@@ -265,6 +265,53 @@ public sealed class RecordedSessionFlowTests : IAsyncDisposable
         => await ((Func<Task>)(() => _provider.GetRequiredService<ContainerClient>().GetAsync("web1")))
             .Should().ThrowAsync<UnrecordedCommandException>().WithMessage("*'prlctl' 'list' '-i' '-f' '-j' 'web1'*");
 
+    private static string BackupRows(params (string Id, string Type)[] rows)
+        => $"{"ID",38} {"Backup_ID",-38} {"Node",-20} {"Date",-20} {"Type",4} {"Size",10}\n"
+            + string.Concat(rows.Select((r, i) => $"{"{" + U + "}",38} {r.Id,-38} {"node1",-20} {$"03/0{i + 1}/2024 10:20:30",-20} {r.Type,4} {1000 + i,10}\n"));
+
+    [Fact]
+    public async Task Deleting_a_backup_with_later_increments_keeps_the_chain_unless_its_dependents_go_too()
+    {
+        var all = BackupRows((Bk, "f"), (Bk + ".1", "i"), (Bk + ".2", "i"));
+        var row = Rows(Row(U, "stopped", "CT", "web1"));
+        // without dependents: --keep-chain, and only that backup is gone
+        _node.Expect(["prlctl", "backup-list"], all).Expect(Inventory, row)
+            .Expect(["prlctl", "backup-list", U], all).Expect(Inventory, row)
+            .Expect(["prlctl", "backup-delete", "-t", Bk + ".1", "--keep-chain"], "", Banner)
+            .Expect(["prlctl", "backup-list", U], BackupRows((Bk, "f"), (Bk + ".2", "i"))).Expect(Inventory, row);
+        var backups = _provider.GetRequiredService<BackupClient>();
+        (await backups.DeleteAsync(Bk + ".1")).Should().Equal(Bk + ".1");
+
+        // with dependents: prlctl's default removes it and every later one
+        _node.Expect(["prlctl", "backup-list"], all).Expect(Inventory, row)
+            .Expect(["prlctl", "backup-list", U], all).Expect(Inventory, row)
+            .Expect(["prlctl", "backup-delete", "-t", Bk + ".1"], "", Banner)
+            .Expect(["prlctl", "backup-list", U], BackupRows((Bk, "f"))).Expect(Inventory, row);
+        (await backups.DeleteAsync(Bk + ".1", withDependents: true)).Should().Equal(Bk + ".1", Bk + ".2");
+        _node.VerifyAllReplayed();
+    }
+
+    [Fact]
+    public async Task Backups_read_as_chains_of_a_full_and_its_increments()
+    {
+        _node.Expect(["prlctl", "backup-list"], BackupRows((Bk, "f"), (Bk + ".1", "i"), (Bk + ".2", "i")))
+            .Expect(Inventory, Rows(Row(U, "running", "CT", "web1")));
+        var chains = await _provider.GetRequiredService<BackupClient>().ListChainsAsync();
+        var chain = chains.Should().ContainSingle().Subject;
+        chain.VeName.Should().Be("web1");
+        chain.Backups.Select(b => (b.Id, b.Type, b.ParentId)).Should().Equal(
+            (Bk, BackupType.Full, (string?)null), (Bk + ".1", BackupType.Incremental, Bk), (Bk + ".2", BackupType.Incremental, Bk + ".1"));
+    }
+
+    [Fact]
+    public async Task Restoring_into_a_running_VE_is_refused_before_prlctl_restore_runs()
+    {
+        _node.Expect(["prlctl", "backup-list"], BackupRows((Bk, "f"))).Expect(Inventory, Rows(Row(U, "running", "CT", "web1")))
+            .Expect(Info(U), Ct(U, "web1", "running"));
+        await ((Func<Task>)(() => _provider.GetRequiredService<BackupClient>().RestoreAsync(Bk))).Should().ThrowAsync<InvalidStateException>().WithMessage("*stop it*");
+        _node.Commands.Should().NotContain(c => c[1] == "restore");
+    }
+
     private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
     {
         public void Report(T value) => report(value);

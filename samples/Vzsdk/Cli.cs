@@ -23,12 +23,64 @@ internal static class Cli
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("VZSDK_DATA_ROOT") is { Length: > 0 } env ? env : Virtuozzo.Sdk.Core.VirtuozzoSdkOptions.DefaultDataRoot,
     };
 
+    /// <summary>
+    /// Global <c>--host</c>: a Virtuozzo node to manage through its own tools instead of this machine
+    /// (<c>ssh://[USER@]HOST[:PORT]</c>, or <c>local</c> on the node itself). The SSH key and known-hosts file come from
+    /// <c>$VZSDK_SSH_IDENTITY</c> and <c>$VZSDK_KNOWN_HOSTS</c> (default ~/.ssh/known_hosts).
+    /// </summary>
+    public static readonly Option<string?> Host = new("--host")
+    {
+        Description = "Manage a Virtuozzo node through prlctl instead of this machine: ssh://[USER@]HOST[:PORT], or 'local' on the node itself.",
+        Recursive = true,
+    };
+
+    /// <summary>True when <c>--host</c> names a Virtuozzo node.</summary>
+    public static bool HasHost(ParseResult parse) => parse.GetValue(Host) is not null;
+
+    /// <summary>The host <c>--host</c> names.</summary>
+    public static Virtuozzo.Sdk.Core.Hosts.IVirtuozzoHost NodeHost(string text, ILoggerFactory? loggers)
+    {
+        if (text == "local")
+            return new Virtuozzo.Sdk.Core.Hosts.LocalHost(loggers?.CreateLogger<Virtuozzo.Sdk.Core.Hosts.LocalHost>());
+        var (host, port, user) = SshAddress(text, "--host");
+        var knownHosts = Environment.GetEnvironmentVariable("VZSDK_KNOWN_HOSTS") is { Length: > 0 } k ? k
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".ssh", "known_hosts");
+        return new Virtuozzo.Sdk.Core.Hosts.SshHost(new Virtuozzo.Sdk.Core.Hosts.SshHostOptions
+        {
+            HostName = host,
+            Port = port,
+            User = user,
+            IdentityFile = Environment.GetEnvironmentVariable("VZSDK_SSH_IDENTITY") is { Length: > 0 } i ? i : null,
+            KnownHostsFile = knownHosts,
+        }, loggers?.CreateLogger<Virtuozzo.Sdk.Core.Hosts.SshHost>());
+    }
+
+    /// <summary>Parses <c>ssh://[USER@]HOST[:PORT]</c> as a usage error when malformed.</summary>
+    public static (string Host, int Port, string User) SshAddress(string text, string option)
+    {
+        if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme != "ssh" || string.IsNullOrEmpty(uri.Host)
+            || uri.AbsolutePath is not ("" or "/") || uri.Query.Length > 0)
+            throw new UsageException($"{option}: '{text}' is not ssh://[USER@]HOST[:PORT].");
+        return (uri.Host.Trim('[', ']'), uri.IsDefaultPort || uri.Port <= 0 ? 22 : uri.Port,
+            string.IsNullOrEmpty(uri.UserInfo) ? "root" : Uri.UnescapeDataString(uri.UserInfo));
+    }
+
     /// <summary>The SDK options for this invocation.</summary>
     public static Virtuozzo.Sdk.Core.VirtuozzoSdkOptions Options(ParseResult parse) => new() { DataRoot = Path.GetFullPath(parse.GetValue(DataRoot)!) };
 
-    /// <summary>The SDK's local runtime for this invocation: one per process, shared by every client the verb uses.</summary>
+    /// <summary>
+    /// The SDK's runtime for this invocation (the local runtime, or the Virtuozzo runtime on the <c>--host</c> node): one
+    /// per process, shared by every client the verb uses.
+    /// </summary>
     public static Virtuozzo.Sdk.Core.VirtuozzoRuntime Runtime(ParseResult parse)
-        => s_runtime ??= Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateLocal(Options(parse), Loggers(parse));
+    {
+        if (s_runtime is not null)
+            return s_runtime;
+        var loggers = Loggers(parse);
+        return s_runtime = parse.GetValue(Host) is { } host
+            ? Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateVirtuozzo(NodeHost(host, loggers), Options(parse), loggers)
+            : Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateLocal(Options(parse), loggers);
+    }
 
     private static Virtuozzo.Sdk.Core.VirtuozzoRuntime? s_runtime;
 
@@ -75,6 +127,7 @@ internal static class Cli
         var root = lean ? new Command("vzsdk", RootDescription) : new RootCommand(RootDescription);
         root.Options.Add(Verbose);
         root.Options.Add(DataRoot);
+        root.Options.Add(Host);
         foreach (var c in commands)
             root.Subcommands.Add(c);
         return root;

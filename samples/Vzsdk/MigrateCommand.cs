@@ -49,7 +49,7 @@ internal static class MigrateCommand
                 DowntimeLimit = p.GetValue(downtime) is { } ms ? TimeSpan.FromMilliseconds(ms) : MigrationOptions.DefaultDowntimeLimit,
                 MaxBandwidthPerSecond = p.GetValue(bandwidth) is { } bw ? ByteSize.Parse(bw) : null,
             };
-            var target = Destination(p.GetValue(destination)!, p.GetValue(remoteDataRoot), p.GetValue(remoteVzsdk)!, p.GetValue(identity), p.GetValue(knownHosts), p.GetValue(listen));
+            var target = Cli.HasHost(p) ? NodeDestination(p.GetValue(destination)!) : Destination(p.GetValue(destination)!, p.GetValue(remoteDataRoot), p.GetValue(remoteVzsdk)!, p.GetValue(identity), p.GetValue(knownHosts), p.GetValue(listen));
             IProgress<MigrationProgress>? progress = Console.IsErrorRedirected ? null : new Progress<MigrationProgress>(Report);
             var result = await new MigrationClient(Cli.Runtime(p)).MigrateAsync(p.GetValue(name)!, target, options, progress, ct);
             if (progress is not null)
@@ -73,6 +73,13 @@ internal static class MigrateCommand
     private static void Report(MigrationProgress p)
         => Console.Error.Write($"\r{p.Phase,-14} {new ByteSize(p.BytesTransferred).ToHumanString(),10} sent, {new ByteSize(p.BytesRemaining).ToHumanString(),10} left" +
             (p.ExpectedDowntime is { } d ? $", expected downtime {d.TotalMilliseconds:0} ms" : "") + "   ");
+
+    /// <summary>With <c>--host</c>, the destination is another Virtuozzo node: <c>prlctl migrate</c> on the source reaches it.</summary>
+    private static MigrationDestination NodeDestination(string text)
+    {
+        var (host, _, user) = Cli.SshAddress(text, "DESTINATION");
+        return MigrationDestination.ToVirtuozzoNode(host, user);
+    }
 
     private static MigrationDestination Destination(string text, string? remoteDataRoot, string remoteVzsdk, string? identity, string? knownHosts, string? listen)
     {

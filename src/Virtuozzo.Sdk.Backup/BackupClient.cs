@@ -42,6 +42,7 @@ public class BackupClient
     private readonly string _location;
     private readonly ILogger _logger;
     private readonly LocalLiveBackupSource _live;
+    private readonly Runtime.Virtuozzo.VirtuozzoBackups? _node;
 
     /// <summary>
     /// Creates a client over an SDK runtime, for its containers and VMs; backups go under <c>backups/</c> in the data root
@@ -51,6 +52,19 @@ public class BackupClient
     public BackupClient(VirtuozzoRuntime runtime, BackupClientOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(runtime);
+        if (runtime.Kind == RuntimeKind.Virtuozzo)
+        {
+            // A Virtuozzo node keeps its own backups (prlctl backup); this client delegates to it.
+            _runtime = runtime;
+            _node = new Runtime.Virtuozzo.VirtuozzoBackups(runtime);
+            _containers = null!;
+            _vms = null!;
+            _store = runtime.Store;
+            _location = _node.Location;
+            _logger = runtime.CreateLogger<BackupClient>();
+            _live = null!;
+            return;
+        }
         if (runtime.Kind != RuntimeKind.Local)
             throw new UnsupportedOnHostException($"Backups are not available on the {runtime.Kind} runtime yet.");
         _runtime = runtime;
@@ -117,7 +131,9 @@ public class BackupClient
     /// virtual size as the emulator reports them; for a stopped VE, <c>copying disk NAME</c> per disk.
     /// </remarks>
     public virtual Task<BackupResult> CreateAsync(VeRef ve, BackupCreateOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
-        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.BackupOperation, null, ve.Value, scope => CreateCoreAsync(ve, options, progress, scope, cancellationToken));
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.BackupOperation, null, ve.Value, scope => _node is not null
+            ? _node.CreateAsync(ve.Value, options, cancellationToken)
+            : CreateCoreAsync(ve, options, progress, scope, cancellationToken));
 
     private async Task<BackupResult> CreateCoreAsync(VeRef ve, BackupCreateOptions? options, IProgress<OperationProgress>? progress, SdkTelemetry.OperationScope scope, CancellationToken cancellationToken)
     {
@@ -304,6 +320,8 @@ public class BackupClient
     public virtual async Task<IReadOnlyList<BackupInfo>> ListAsync(VeRef ve = default, CancellationToken cancellationToken = default)
     {
         var nameOrId = ve.IsEmpty ? null : ve.Value;
+        if (_node is not null)
+            return await _node.ListAsync(nameOrId, cancellationToken).ConfigureAwait(false);
         IEnumerable<VeId> ves;
         if (nameOrId is null)
             ves = Repository.ListVes();
@@ -334,6 +352,8 @@ public class BackupClient
     /// <remarks>The equivalent of <c>prlctl backup-delete -t ID</c>.</remarks>
     public virtual async Task<IReadOnlyList<string>> DeleteAsync(string backupId, bool withDependents = false, CancellationToken cancellationToken = default)
     {
+        if (_node is not null)
+            return await _node.DeleteAsync(backupId, withDependents, cancellationToken).ConfigureAwait(false);
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         using var veLock = await _store.LockVeAsync(ve, cancellationToken).ConfigureAwait(false);
         await Repository.RecoverAsync(ve, cancellationToken).ConfigureAwait(false);
@@ -352,7 +372,9 @@ public class BackupClient
     /// <remarks>The equivalent of <c>prlctl restore -t ID [--name NEW]</c>.</remarks>
     /// <returns>The restored VE's UUID.</returns>
     public virtual Task<VeId> RestoreAsync(string backupId, BackupRestoreOptions? options = null, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
-        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.RestoreOperation, null, backupId, scope => RestoreCoreAsync(backupId, options, progress, scope, cancellationToken));
+        => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.RestoreOperation, null, backupId, scope => _node is not null
+            ? _node.RestoreAsync(backupId, options, cancellationToken)
+            : RestoreCoreAsync(backupId, options, progress, scope, cancellationToken));
 
     private async Task<VeId> RestoreCoreAsync(string backupId, BackupRestoreOptions? options, IProgress<OperationProgress>? progress, SdkTelemetry.OperationScope scope, CancellationToken cancellationToken)
     {
@@ -404,6 +426,8 @@ public class BackupClient
     /// <param name="cancellationToken">Cancels the lookup.</param>
     public virtual async Task<Stream> OpenDiskAsync(string backupId, string? diskName = null, CancellationToken cancellationToken = default)
     {
+        if (_node is not null)
+            throw Runtime.Virtuozzo.VirtuozzoBackups.Unsupported("Opening a backup's disk", "the node's backups are read by the node (prlctl restore, or prlctl set --backup-add to attach one).");
         var (ve, meta) = await FindAsync(backupId, cancellationToken).ConfigureAwait(false);
         var disk = diskName is null ? meta.Disks[0] : meta.Disks.FirstOrDefault(d => d.Name == diskName)
             ?? throw new NotFoundException($"Backup {meta.Id} has no disk '{diskName}' (it has: {string.Join(", ", meta.Disks.Select(d => d.Name))}).");
@@ -420,6 +444,8 @@ public class BackupClient
     /// <remarks>The equivalent of <c>qemu-img check</c> on each file plus a check of the recorded digests.</remarks>
     public virtual async Task<BackupVerifyResult> VerifyAsync(string? target = null, CancellationToken cancellationToken = default)
     {
+        if (_node is not null)
+            throw Runtime.Virtuozzo.VirtuozzoBackups.Unsupported("Verifying backups", "the node's backup server keeps its own backups.");
         var nameOrIdOrBackupId = target;
         List<BackupInfo> scope;
         if (nameOrIdOrBackupId is not null && nameOrIdOrBackupId.StartsWith('{'))
@@ -474,6 +500,8 @@ public class BackupClient
     /// <summary>Deletes the container's or VM's backups that no retention rule keeps (each delete merges as <see cref="DeleteAsync"/> does). Returns the deleted ids.</summary>
     public virtual async Task<IReadOnlyList<string>> PruneAsync(VeRef ve, BackupRetention retention, CancellationToken cancellationToken = default)
     {
+        if (_node is not null)
+            throw Runtime.Virtuozzo.VirtuozzoBackups.Unsupported("Pruning backups by retention", "delete them with DeleteAsync.");
         var nameOrId = ve.Value;
         ArgumentNullException.ThrowIfNull(retention);
         if (retention.KeepLast < 0 || retention.KeepDaily < 0 || retention.KeepWeekly < 0 || retention.KeepMonthly < 0)

@@ -40,6 +40,7 @@ public class ContainerClient
     internal static IContainerDriver CreateDriver(VirtuozzoRuntime runtime) => runtime.Kind switch
     {
         RuntimeKind.Local => new LocalContainerDriver(runtime),
+        RuntimeKind.Virtuozzo => new Runtime.Virtuozzo.VirtuozzoContainerDriver(runtime),
         _ => throw new UnsupportedOnHostException($"Containers are not available on the {runtime.Kind} runtime yet."),
     };
 

@@ -5,6 +5,7 @@ using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.Runtime;
+using Virtuozzo.Sdk.Core.Runtime.Virtuozzo;
 using Virtuozzo.Sdk.Core.State;
 
 namespace Virtuozzo.Sdk.Core;
@@ -18,7 +19,10 @@ public enum RuntimeKind
     /// </summary>
     Local,
 
-    /// <summary><c>prlctl</c>, <c>vzctl</c> and <c>prl_disk_tool</c> on a Virtuozzo Hybrid Server 7 / OpenVZ 7 node, locally or over SSH (not available yet).</summary>
+    /// <summary>
+    /// <c>prlctl</c> and <c>vzctl</c> on a Virtuozzo Hybrid Server 7 / OpenVZ 7 node, locally or over SSH
+    /// (<see cref="VirtuozzoRuntime.CreateVirtuozzo"/>). Verified against the tools' documented formats; not yet run against a live node.
+    /// </summary>
     Virtuozzo,
 
     /// <summary>A libvirt daemon, locally or remotely (not available yet).</summary>
@@ -75,8 +79,42 @@ public sealed class VirtuozzoRuntime
         if (options.RemoteHost is not null)
             throw new UnsupportedOnHostException(
                 $"The local runtime manages this machine only, and the options name the remote host '{options.RemoteHost.HostName}'. " +
-                "Remote nodes are managed through the Virtuozzo runtime, which is not available yet.");
+                "Remote Virtuozzo nodes are managed through the Virtuozzo runtime: VirtuozzoRuntime.CreateVirtuozzo(new SshHost(...)).");
         return new VirtuozzoRuntime(RuntimeKind.Local, options, new LocalHost(loggerFactory?.CreateLogger<LocalHost>()), loggerFactory);
+    }
+
+    /// <summary>
+    /// Creates the Virtuozzo runtime: a Virtuozzo Hybrid Server 7 / OpenVZ 7 node driven through its own tools
+    /// (<c>prlctl</c>, <c>vzctl</c>) on <paramref name="host"/> — <see cref="LocalHost"/> on the node itself, or an
+    /// <see cref="SshHost"/>. The node owns its VEs, their state and their memory guarantees; the SDK keeps no registry or
+    /// ledger of its own for them. Operations the node's tools do not offer throw <see cref="UnsupportedOnHostException"/>
+    /// naming the feature.
+    /// </summary>
+    /// <remarks>
+    /// Verified against the documented formats of prlctl's output (JSON of <c>prlctl list -i -f -j</c>, the plain text of
+    /// snapshots and backups); not yet run against a live node. See the article "The Virtuozzo runtime".
+    /// </remarks>
+    /// <param name="host">The node: <see cref="LocalHost"/> or an <see cref="SshHost"/>.</param>
+    /// <param name="options">SDK options (<see cref="VirtuozzoSdkOptions.DataRoot"/> is not used by this runtime); null for the defaults.</param>
+    /// <param name="loggerFactory">Receives what the SDK does (each prlctl command at Debug level); null for none.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="host"/> is null.</exception>
+    /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
+    /// <example>
+    /// <code>
+    /// await using var node = new SshHost(new SshHostOptions { HostName = "node1.example.com", UserName = "root" });
+    /// var runtime = VirtuozzoRuntime.CreateVirtuozzo(node);
+    /// var all = await new VirtualEnvironmentClient(runtime).ListAsync(all: true); // prlctl list -a
+    /// </code>
+    /// </example>
+    public static VirtuozzoRuntime CreateVirtuozzo(IVirtuozzoHost host, VirtuozzoSdkOptions? options = null, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        options ??= new VirtuozzoSdkOptions();
+        var errors = options.Validate();
+        if (errors.Count > 0)
+            throw new ArgumentException(string.Join(" ", errors), nameof(options));
+        var node = new VirtuozzoNode(host, loggerFactory?.CreateLogger<VirtuozzoNode>());
+        return new VirtuozzoRuntime(RuntimeKind.Virtuozzo, options, host, loggerFactory, node) { Node = node };
     }
 
     /// <summary>A runtime whose VEs come from <paramref name="inventory"/> and whatever drivers the caller registers (unit tests, test doubles).</summary>
@@ -103,6 +141,12 @@ public sealed class VirtuozzoRuntime
     internal VeRegistry Registry { get; }
 
     internal IVeInventory Inventory { get; }
+
+    /// <summary>The node's tools, for the Virtuozzo runtime; null for the others.</summary>
+    internal VirtuozzoNode? Node { get; private init; }
+
+    /// <summary>The node's tools, or a refusal naming the runtime that lacks them.</summary>
+    internal VirtuozzoNode RequireNode() => Node ?? throw new UnsupportedOnHostException($"The {Kind} runtime does not drive prlctl.");
 
     internal HostBridge Bridge { get; }
 

@@ -31,6 +31,30 @@ public sealed class VirtuozzoSdkBuilder
         return this;
     }
 
+    /// <summary>
+    /// Chooses the Virtuozzo runtime: a Virtuozzo Hybrid Server 7 / OpenVZ 7 node driven through <c>prlctl</c> and
+    /// <c>vzctl</c> on <paramref name="host"/> (<see cref="LocalHost"/> on the node, or an <see cref="SshHost"/>). See
+    /// <see cref="VirtuozzoRuntime.CreateVirtuozzo"/>.
+    /// </summary>
+    /// <param name="host">The node. The caller keeps owning it: dispose an <see cref="SshHost"/> after the service provider.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="host"/> is null.</exception>
+    /// <example>
+    /// <code>
+    /// services.AddVirtuozzoSdk()
+    ///     .UseVirtuozzoRuntime(new SshHost(new SshHostOptions { HostName = "node1.example.com", UserName = "root" }))
+    ///     .AddContainers()
+    ///     .AddVirtualMachines();
+    /// </code>
+    /// </example>
+    public VirtuozzoSdkBuilder UseVirtuozzoRuntime(IVirtuozzoHost host)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        Services.Configure<VirtuozzoSdkOptions>(o => o.Runtime = RuntimeKind.Virtuozzo);
+        Services.RemoveAll<VirtuozzoNodeHost>();
+        Services.AddSingleton(new VirtuozzoNodeHost(host));
+        return this;
+    }
+
     /// <summary>Makes a VE kind's driver part of every runtime this container builds (used by the kind packages). Idempotent.</summary>
     internal VirtuozzoSdkBuilder AddVeKind(VeKind kind, Func<VirtuozzoRuntime, IServiceProvider, IVeDriver> factory)
     {
@@ -70,7 +94,11 @@ public static class VirtuozzoSdkServiceCollectionExtensions
             var runtime = o.Runtime switch
             {
                 RuntimeKind.Local => VirtuozzoRuntime.CreateLocal(o, sp.GetService<ILoggerFactory>()),
-                _ => throw new UnsupportedOnHostException($"The {o.Runtime} runtime is not available yet; use UseLocalRuntime()."),
+                RuntimeKind.Virtuozzo => VirtuozzoRuntime.CreateVirtuozzo(
+                    sp.GetService<VirtuozzoNodeHost>()?.Host ?? throw new InvalidOperationException(
+                        "The Virtuozzo runtime needs its node: choose it with UseVirtuozzoRuntime(host) rather than by the Runtime option alone."),
+                    o, sp.GetService<ILoggerFactory>()),
+                _ => throw new UnsupportedOnHostException($"The {o.Runtime} runtime is not available yet; use UseLocalRuntime() or UseVirtuozzoRuntime(host)."),
             };
             foreach (var registration in sp.GetServices<VeDriverRegistration>())
                 runtime.GetDriver(registration.Kind, rt => registration.Factory(rt, sp));
@@ -110,6 +138,12 @@ public static class VirtuozzoSdkServiceCollectionExtensions
             services.Configure(configure);
         return builder;
     }
+}
+
+/// <summary>The node chosen by <see cref="VirtuozzoSdkBuilder.UseVirtuozzoRuntime"/>.</summary>
+internal sealed class VirtuozzoNodeHost(IVirtuozzoHost host)
+{
+    public IVirtuozzoHost Host { get; } = host;
 }
 
 internal sealed class VirtuozzoSdkOptionsValidator : IValidateOptions<VirtuozzoSdkOptions>

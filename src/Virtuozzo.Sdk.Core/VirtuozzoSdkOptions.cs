@@ -35,7 +35,7 @@ public sealed class VirtuozzoSdkOptions
     /// </summary>
     public SshHostOptions? RemoteHost { get; set; }
 
-    /// <summary>Which runtime does the work. Default <see cref="RuntimeKind.Local"/>; chosen on the builder with <c>UseLocalRuntime()</c>.</summary>
+    /// <summary>Which runtime does the work. Default <see cref="RuntimeKind.Local"/>; chosen on the builder with <c>UseLocalRuntime()</c> or <c>UseVirtuozzoRuntime(host)</c>.</summary>
     public RuntimeKind Runtime { get; set; } = RuntimeKind.Local;
 
     /// <summary>Settings of the local runtime (the programs it runs).</summary>

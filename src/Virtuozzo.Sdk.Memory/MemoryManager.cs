@@ -56,9 +56,14 @@ public class MemoryManager
 
     /// <summary>A manager of <paramref name="runtime"/>'s VEs.</summary>
     /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
+    /// <exception cref="UnsupportedOnHostException">The runtime is a Virtuozzo node, whose own memory manager (VCMMD) balances its VEs.</exception>
     public MemoryManager(VirtuozzoRuntime runtime, MemoryManagerOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(runtime);
+        if (runtime.Kind == RuntimeKind.Virtuozzo)
+            throw new UnsupportedOnHostException(
+                "The SDK's memory manager is not supported by the Virtuozzo runtime: the node's VCMMD balances memory itself. " +
+                "Set guarantees with the clients' SetAsync (MemoryGuaranteePercent) and the policy with 'prlsrvctl set --vcmmd-policy' on the node.");
         Options = options ?? new MemoryManagerOptions();
         var errors = Options.Validate();
         if (errors.Count > 0)

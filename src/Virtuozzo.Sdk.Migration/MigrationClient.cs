@@ -32,7 +32,7 @@ public class MigrationClient
     public MigrationClient(VirtuozzoRuntime runtime)
     {
         ArgumentNullException.ThrowIfNull(runtime);
-        if (runtime.Kind != RuntimeKind.Local)
+        if (runtime.Kind is not (RuntimeKind.Local or RuntimeKind.Virtuozzo))
             throw new UnsupportedOnHostException($"Migration is not available on the {runtime.Kind} runtime yet.");
         _runtime = runtime;
         _logger = runtime.CreateLogger<MigrationClient>();
@@ -75,6 +75,12 @@ public class MigrationClient
         options ??= new MigrationOptions();
         options.Validate();
         var runtime = Runtime;
+        if (runtime.Kind == RuntimeKind.Virtuozzo)
+        {
+            if (ve.IsEmpty)
+                throw new ArgumentException("Name the VE to migrate.", nameof(ve));
+            return await Migration.Runtime.Virtuozzo.VirtuozzoMigration.MigrateAsync(runtime, ve.Value, destination, options, progress, cancellationToken).ConfigureAwait(false);
+        }
         if (destination.LocalRuntime is { } other && Path.GetFullPath(other.Options.DataRoot) == Path.GetFullPath(runtime.Options.DataRoot))
             throw new ArgumentException($"The destination is this runtime itself (data root '{runtime.Options.DataRoot}').", nameof(destination));
         var identity = await runtime.Inventory.FindAsync(ve.Value, cancellationToken).ConfigureAwait(false)

@@ -8,7 +8,7 @@ using Virtuozzo.Sdk.Vm.Runtime;
 namespace Virtuozzo.Sdk.Migration;
 
 /// <summary>Where a VE migrates to.</summary>
-public abstract class MigrationDestination
+public abstract partial class MigrationDestination
 {
     private protected MigrationDestination()
     {
@@ -55,11 +55,36 @@ public abstract class MigrationDestination
         return new SshDestination(ssh, remoteDataRoot, remoteVzsdk, listenAddress);
     }
 
+    /// <summary>
+    /// Another Virtuozzo node, for a runtime created with <c>UseVirtuozzoRuntime</c>: the source node moves the VE there
+    /// itself (its dispatcher talks to the destination's), live for a running VE.
+    /// </summary>
+    /// <param name="hostName">The destination node's host name or IP address, as the source node reaches it.</param>
+    /// <param name="user">The account on the destination (default <c>root</c>); the nodes authenticate with keys.</param>
+    /// <exception cref="ArgumentException">The host name or user is empty or not a plain name.</exception>
+    /// <remarks>The equivalent of <c>prlctl migrate NAME USER@HOST</c>.</remarks>
+    public static MigrationDestination ToVirtuozzoNode(string hostName, string user = "root")
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(hostName);
+        ArgumentException.ThrowIfNullOrWhiteSpace(user);
+        if (!PlainName().IsMatch(hostName))
+            throw new ArgumentException($"'{hostName}' is not a host name or IP address.", nameof(hostName));
+        if (!PlainName().IsMatch(user))
+            throw new ArgumentException($"'{user}' is not a user name.", nameof(user));
+        return new NodeDestination(hostName, user);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,252}$", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex PlainName();
+
     internal abstract Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken);
 
     internal abstract Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken);
 
     internal abstract VirtuozzoRuntime? LocalRuntime { get; }
+
+    /// <summary>The destination as <c>prlctl migrate</c> names a node (<c>user@host</c>); null when it is not a node.</summary>
+    internal virtual string? NodeAddress => null;
 }
 
 internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listenAddress) : MigrationDestination
@@ -77,9 +102,29 @@ internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listen
     public override string ToString() => $"the runtime at '{runtime.Options.DataRoot}' (receiving on {listenAddress})";
 }
 
+/// <summary>A Virtuozzo node, reached by the source node's own <c>prlctl migrate</c>.</summary>
+internal sealed class NodeDestination(string hostName, string user) : MigrationDestination
+{
+    internal override VirtuozzoRuntime? LocalRuntime => null;
+
+    internal override string? NodeAddress => $"{user}@{hostName}";
+
+    private UnsupportedOnHostException NotHere() => new($"{this} is a Virtuozzo node: only a runtime created with UseVirtuozzoRuntime migrates to it.");
+
+    internal override Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => Task.FromException<IVmMigrationPeer>(NotHere());
+
+    internal override Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => Task.FromException<IContainerMigrationPeer>(NotHere());
+
+    public override string ToString() => $"the Virtuozzo node {user}@{hostName}";
+}
+
 internal sealed class SshDestination(SshHostOptions ssh, string? remoteDataRoot, string remoteVzsdk, string listenAddress) : MigrationDestination
 {
     internal override VirtuozzoRuntime? LocalRuntime => null;
+
+    internal override string? NodeAddress => string.IsNullOrEmpty(ssh.User) ? ssh.HostName : $"{ssh.User}@{ssh.HostName}";
 
     internal override async Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
         => await ConnectAsync(logger, cancellationToken).ConfigureAwait(false);

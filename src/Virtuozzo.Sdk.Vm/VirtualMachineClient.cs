@@ -41,6 +41,7 @@ public class VirtualMachineClient
     internal static IVmDriver CreateDriver(VirtuozzoRuntime runtime, VirtualMachineClientOptions options) => runtime.Kind switch
     {
         RuntimeKind.Local => new LocalVmDriver(runtime, options),
+        RuntimeKind.Virtuozzo => new Runtime.Virtuozzo.VirtuozzoVmDriver(runtime),
         _ => throw new UnsupportedOnHostException($"VMs are not available on the {runtime.Kind} runtime yet."),
     };
 

@@ -1,0 +1,167 @@
+using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Core.Hosts;
+using Virtuozzo.Sdk.Core.Processes;
+using Virtuozzo.Sdk.Core.State;
+
+namespace Virtuozzo.Sdk.Core.Runtime.Virtuozzo;
+
+/// <summary>What a Virtuozzo node is: its product release, the versions of its tools, what the SDK can do there.</summary>
+/// <param name="Product">The first line of <c>/etc/virtuozzo-release</c> (or <c>/etc/vzlinux-release</c>); null when neither exists.</param>
+/// <param name="PrlctlVersion">prlctl's version.</param>
+/// <param name="VzctlVersion">vzctl's version; null when vzctl is missing.</param>
+/// <param name="Features">Feature → whether the SDK drives it on this node (and why not).</param>
+internal sealed record VirtuozzoNodeCapabilities(string? Product, string PrlctlVersion, string? VzctlVersion, IReadOnlyDictionary<string, FeatureStatus> Features);
+
+/// <summary>
+/// A Virtuozzo node seen through its tools: runs prlctl/vzctl on the chosen host (local or SSH) with argument vectors,
+/// maps failures through <see cref="PrlctlErrors"/>, reads JSON through <see cref="PrlctlJson"/> gated by the prlctl
+/// version it asks for once, and answers the runtime's inventory from <c>prlctl list -a -j</c>.
+/// </summary>
+internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null) : IVeInventory
+{
+    private readonly SemaphoreSlim _versionGate = new(1, 1);
+    private PrlctlVersion? _version;
+    private bool _versionKnown;
+
+    public IVirtuozzoHost Host { get; } = host ?? throw new ArgumentNullException(nameof(host));
+
+    /// <summary>Chooses the UUID of a new VE (passed to <c>prlctl create --uuid</c>); tests replaying a recorded session fix it.</summary>
+    internal Func<VeId> NewId { get; set; } = VeId.New;
+
+    /// <summary>Runs a command; a non-zero exit is mapped to the SDK's exceptions unless <paramref name="allowFailure"/>.</summary>
+    public async Task<BufferedCommandResult> RunAsync(PrlctlCommand command, CancellationToken cancellationToken, bool allowFailure = false, Command? template = null)
+    {
+        var cmd = (template ?? new Command(command.Program))
+            .WithArguments(command.Arguments)
+            .WithValidation(CommandResultValidation.None);
+        if (command.Secrets.Length > 0)
+            cmd = cmd.WithSecrets([.. command.Secrets]);
+        logger?.LogDebug("Running {Command} on {Host}", command.ToString(), Host.Name);
+        var result = await Host.ExecuteBufferedAsync(cmd, cancellationToken).ConfigureAwait(false);
+        if (result.ExitCode != 0 && !allowFailure)
+            throw PrlctlErrors.Map(command.ToString(), result.ExitCode, result.StandardOutput, result.StandardError, Host.Name);
+        return result;
+    }
+
+    /// <summary>prlctl's version (asked once); null when its output names none.</summary>
+    public async Task<PrlctlVersion?> GetVersionAsync(CancellationToken cancellationToken)
+    {
+        if (_versionKnown)
+            return _version;
+        await _versionGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!_versionKnown)
+            {
+                var r = await RunAsync(Prlctl.Version(), cancellationToken).ConfigureAwait(false);
+                _version = PrlctlVersion.TryParse(r.StandardOutput + "\n" + r.StandardError);
+                _versionKnown = true;
+            }
+            return _version;
+        }
+        finally
+        {
+            _versionGate.Release();
+        }
+    }
+
+    /// <summary>Runs a command that prints JSON and reads it as a list of objects, tolerating prlctl's version's quirks.</summary>
+    public async Task<IReadOnlyList<System.Text.Json.Nodes.JsonObject>> RunJsonAsync(PrlctlCommand command, CancellationToken cancellationToken)
+    {
+        var version = await GetVersionAsync(cancellationToken).ConfigureAwait(false);
+        var r = await RunAsync(command, cancellationToken).ConfigureAwait(false);
+        return PrlctlJson.ParseObjects(r.StandardOutput, version);
+    }
+
+    /// <summary>One VE's full configuration (<c>list -i -f -j</c>); null when the node has no such VE.</summary>
+    public async Task<PrlctlVeConfig?> FindConfigAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<System.Text.Json.Nodes.JsonObject> items;
+        try
+        {
+            items = await RunJsonAsync(Prlctl.Info(nameOrId), cancellationToken).ConfigureAwait(false);
+        }
+        catch (NotFoundException)
+        {
+            return null;
+        }
+        return items.Count == 0 ? null : PrlctlVeConfig.Parse(items[0]);
+    }
+
+    /// <summary>One VE's full configuration, of the given kind.</summary>
+    /// <exception cref="NotFoundException">No VE of that kind has this name or UUID.</exception>
+    public async Task<PrlctlVeConfig> GetConfigAsync(string nameOrId, VeKind kind, CancellationToken cancellationToken)
+    {
+        var config = await FindConfigAsync(nameOrId, cancellationToken).ConfigureAwait(false);
+        if (config is null || config.Kind != kind)
+            throw new NotFoundException($"No {(kind == VeKind.Container ? "container" : "VM")} named '{nameOrId}' exists on {Host.Name}.");
+        return config;
+    }
+
+    /// <summary>Every VE of a kind with its full configuration (<c>list -a -i -f -j --vmtype</c>), skipping names the SDK cannot represent.</summary>
+    public async Task<IReadOnlyList<PrlctlVeConfig>> ListConfigsAsync(VeKind kind, CancellationToken cancellationToken)
+    {
+        var items = await RunJsonAsync(Prlctl.InfoAll(kind), cancellationToken).ConfigureAwait(false);
+        return items.Select(PrlctlVeConfig.Parse)
+            .Where(c => c.Kind == kind && Representable(c.Name))
+            .OrderBy(c => c.Name, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    public async Task<IReadOnlyList<VeIdentity>> ListAsync(CancellationToken cancellationToken, VeKind? kind = null)
+    {
+        var rows = await RunJsonAsync(Prlctl.ListAll(kind), cancellationToken).ConfigureAwait(false);
+        var list = new List<VeIdentity>();
+        foreach (var row in rows)
+        {
+            var uuid = row["uuid"]?.GetValue<string>();
+            var name = row["name"]?.GetValue<string>();
+            var type = row["type"]?.GetValue<string>();
+            if (uuid is null || name is null || !Guid.TryParse(uuid.Trim('{', '}'), out var guid) || !Representable(name))
+                continue;
+            var k = type switch { "CT" => VeKind.Container, "VM" => VeKind.Vm, _ => (VeKind?)null };
+            if (k is null || (kind is not null && k != kind))
+                continue;
+            list.Add(new VeIdentity(1, new VeId(guid).ToString(), name, k.Value, DateTimeOffset.MinValue));
+        }
+        return list.OrderBy(v => v.Name, StringComparer.Ordinal).ToList();
+    }
+
+    public async Task<VeIdentity?> FindAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        var all = await ListAsync(cancellationToken).ConfigureAwait(false);
+        if (VeId.TryParse(nameOrId, out var id))
+            return all.FirstOrDefault(v => v.Id == id.ToString());
+        return all.FirstOrDefault(v => v.Name == nameOrId);
+    }
+
+    /// <summary>Product, tool versions and supported features of the node.</summary>
+    public async Task<VirtuozzoNodeCapabilities> GetCapabilitiesAsync(CancellationToken cancellationToken)
+    {
+        var version = await GetVersionAsync(cancellationToken).ConfigureAwait(false);
+        var vz = await RunAsync(Prlctl.VzctlVersion(), cancellationToken, allowFailure: true).ConfigureAwait(false);
+        var vzVersion = vz.ExitCode == 0 ? PrlctlVersion.TryParse(vz.StandardOutput + vz.StandardError)?.ToString() ?? vz.StandardOutput.Trim() : null;
+        var release = await RunAsync(new PrlctlCommand("cat", ["/etc/virtuozzo-release"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+        if (release.ExitCode != 0)
+            release = await RunAsync(new PrlctlCommand("cat", ["/etc/vzlinux-release"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+        var product = release.ExitCode == 0 ? release.StandardOutput.Split('\n')[0].Trim() : null;
+        var features = new Dictionary<string, FeatureStatus>(StringComparer.Ordinal)
+        {
+            ["containers"] = new(true, "prlctl --vmtype ct"),
+            ["vms"] = new(true, "prlctl --vmtype vm"),
+            ["snapshots"] = new(true, "prlctl snapshot"),
+            ["backups"] = new(true, "prlctl backup (stored by the node's backup server)"),
+            ["migration"] = new(true, "prlctl migrate"),
+            ["memory guarantees"] = new(true, "prlctl set --memguarantee (enforced by VCMMD)"),
+            ["json escaping"] = version is { EscapesJson: true }
+                ? new(true, $"prlctl {version} escapes JSON strings")
+                : new(false, version is null ? "prlctl printed no version; JSON is read with the legacy repair when strict reading fails"
+                    : $"prlctl {version} predates 7.0.190 and does not escape JSON strings; the SDK repairs them"),
+            ["usage statistics"] = new(false, "not mapped by the Virtuozzo runtime yet"),
+            ["os template import"] = new(false, "templates are managed by the node's own tools (vzpkg)"),
+        };
+        return new VirtuozzoNodeCapabilities(product, version?.ToString() ?? "unknown", vzVersion, features);
+    }
+
+    private static bool Representable(string name) => VeName.Validate(name) is null;
+}

@@ -10,43 +10,60 @@ using Xunit.Abstractions;
 namespace Virtuozzo.Sdk.IntegrationTests.Containers;
 
 /// <summary>
-/// A Debian 12 template built from packages (debootstrap, once per machine: cached in <see cref="CacheDirectory"/>), and
-/// the containers that boot it with systemd as init (issue 22).
+/// The Debian 12 template built from packages (debootstrap) once per machine and kept in <see cref="CacheDirectory"/>
+/// between test runs (CI starts without it and builds it).
 /// </summary>
-public sealed class DebianTemplateFixture : IAsyncLifetime
+public static class DebianTemplate
 {
-    /// <summary>Where the built template is kept between test runs on one machine (CI starts without it and builds it).</summary>
     public const string CacheDirectory = "/var/cache/vzsdk-tests";
 
+    private static readonly SemaphoreSlim Gate = new(1, 1);
+
+    /// <summary>How long building the template took in this process; null when it came from the cache.</summary>
+    public static TimeSpan? BuildTime { get; private set; }
+
+    /// <summary>Builds the template unless it is cached, and imports it into <paramref name="client"/>'s data root.</summary>
+    public static async Task ImportIntoAsync(ContainerClient client)
+    {
+        var cached = Path.Combine(CacheDirectory, "debian-12.tar.gz");
+        await Gate.WaitAsync();
+        try
+        {
+            if (!File.Exists(cached))
+            {
+                var watch = Stopwatch.StartNew();
+                using var buildRoot = new TempDirectory("vzsdk-tpl");
+                var builder = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = buildRoot.Path }));
+                await builder.CreateTemplateAsync(new ContainerTemplateCreateOptions { Name = "debian-12" });
+                BuildTime = watch.Elapsed;
+                Directory.CreateDirectory(CacheDirectory);
+                File.Copy(Path.Combine(buildRoot.Path, "templates", "debian-12.tar.gz"), cached + ".tmp", overwrite: true);
+                File.Move(cached + ".tmp", cached, overwrite: true);
+            }
+        }
+        finally
+        {
+            Gate.Release();
+        }
+        await client.ImportTemplateAsync(new ContainerTemplateImportOptions { Name = "debian-12", TarballPath = cached, Init = ["/sbin/init"], StopSignal = "SIGRTMIN+3" });
+    }
+
+    /// <summary>Why the template cannot be built here, or null.</summary>
+    public static string? MissingReason => Prerequisites.MissingReason(needsRoot: true, ["debootstrap", "runc", "qemu-storage-daemon", "mkfs.ext4"]);
+}
+
+/// <summary>A data root with the debian-12 template (issue 22).</summary>
+public sealed class DebianTemplateFixture : IAsyncLifetime
+{
     public ContainerFixture Containers { get; } = new();
 
-    /// <summary>How long building the template took in this run; null when it came from the cache.</summary>
-    public TimeSpan? BuildTime { get; private set; }
+    public TimeSpan? BuildTime => DebianTemplate.BuildTime;
 
     public async Task InitializeAsync()
     {
         await Containers.InitializeAsync();
-        if (Prerequisites.MissingReason(needsRoot: true, ["debootstrap", "runc", "qemu-storage-daemon", "mkfs.ext4"]) is not null)
-            return; // the tests say why they skip (or fail under CI=true)
-        var cached = Path.Combine(CacheDirectory, "debian-12.tar.gz");
-        if (!File.Exists(cached))
-        {
-            var watch = Stopwatch.StartNew();
-            using var buildRoot = new TempDirectory("vzsdk-tpl");
-            var builder = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = buildRoot.Path }));
-            await builder.CreateTemplateAsync(new ContainerTemplateCreateOptions { Name = "debian-12" });
-            BuildTime = watch.Elapsed;
-            Directory.CreateDirectory(CacheDirectory);
-            File.Copy(Path.Combine(buildRoot.Path, "templates", "debian-12.tar.gz"), cached + ".tmp", overwrite: true);
-            File.Move(cached + ".tmp", cached, overwrite: true);
-        }
-        await Containers.Client.ImportTemplateAsync(new ContainerTemplateImportOptions
-        {
-            Name = "debian-12",
-            TarballPath = cached,
-            Init = ["/sbin/init"],
-            StopSignal = "SIGRTMIN+3",
-        });
+        if (DebianTemplate.MissingReason is null)
+            await DebianTemplate.ImportIntoAsync(Containers.Client); // otherwise the tests say why they skip (or fail under CI=true)
     }
 
     public Task DisposeAsync() => Containers.DisposeAsync();

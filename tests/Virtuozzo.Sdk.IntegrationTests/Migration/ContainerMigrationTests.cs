@@ -127,4 +127,24 @@ public class ContainerMigrationTests : IAsyncLifetime
         arrived.HostIdStart.Should().NotBeNull("it stays unprivileged");
         (await ShAsync(there, name, "stat -c %u:%g /kept && cat /kept")).Should().Be("7:7\nkept");
     }
+
+    [IntegrationFact("debootstrap", "runc", "qemu-storage-daemon", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task A_running_systemd_container_migrates_and_boots_again_on_the_destination()
+    {
+        await DebianTemplate.ImportIntoAsync(_containers);
+        var name = ContainerFixture.UniqueName("ctmig");
+        await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Template = "debian-12", Resources = new ContainerResources { DiskSpace = ByteSize.Parse("1G") } });
+        await _containers.StartAsync(name);
+        (await ShAsync(_containers, name, "systemctl is-system-running")).Should().Be("running");
+        await ShAsync(_containers, name, "useradd -m bob && echo note > /home/bob/note && chown bob: /home/bob/note && sync");
+
+        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk));
+        result.Mode.Should().NotBe(MigrationMode.Online, "systemd containers are unprivileged: they move by a restart");
+
+        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await there.GetAsync(name)).State.Should().Be(VeState.Running);
+        (await ShAsync(there, name, "systemctl is-system-running")).Should().Be("running", "systemd booted again on the destination");
+        (await ShAsync(there, name, "stat -c %U /home/bob/note && cat /home/bob/note")).Should().Be("bob\nnote");
+        (await there.StopAsync(name)).Should().Be(VeStopMethod.Signal);
+    }
 }

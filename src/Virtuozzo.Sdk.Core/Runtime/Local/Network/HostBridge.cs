@@ -128,6 +128,10 @@ internal sealed class HostBridge(IVirtuozzoHost host, string name = HostBridge.D
                 await Ip("-n", ns, "addr", "add", a, "dev", "eth0").ConfigureAwait(false);
             await Ip("-n", ns, "link", "set", "eth0", "up").ConfigureAwait(false);
             await Ip("-n", ns, "route", "add", "default", "via", Gateway).ConfigureAwait(false);
+            // The new link has a new MAC address: forget what the host remembers for these addresses (a restarted or
+            // restored VE would otherwise be unreachable until the stale neighbour entry times out).
+            foreach (var a in addresses)
+                await IpUnchecked("neigh", "flush", "to", a.Split('/')[0], "dev", Name).ConfigureAwait(false);
         }
         return "/var/run/netns/" + ns;
     }

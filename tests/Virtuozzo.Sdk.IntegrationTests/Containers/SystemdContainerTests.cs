@@ -111,6 +111,7 @@ public class SystemdContainerTests(DebianTemplateFixture fx, ITestOutputHelper o
             // the address answers from the bridge; the host name is the container's
             (await PingAsync(ip)).Should().BeTrue();
             (await ShAsync(name, "hostname")).Should().Be(name);
+            (await ShAsync(name, "hostnamectl --static")).Should().Be(name, "systemd's own view of the name (hostnamed over D-Bus)");
 
             // a password set from the host logs in through su (run by an unprivileged user, so that su asks for it)
             await ShAsync(name, "useradd -m alice");

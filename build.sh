@@ -184,7 +184,8 @@ case "$cmd" in
     # ./build.sh bench                 every benchmark project, default arguments
     # ./build.sh bench sdk ARGS...     benchmarks/Virtuozzo.Sdk.Benchmarks (containers, backup, vms, BenchmarkDotNet filters)
     # ./build.sh bench qcow2 ARGS...   benchmarks/Virtuozzo.Sdk.Storage.Qcow2.Benchmarks (convert, compression, IOPS vs qemu-img)
-    # ./build.sh bench startup [N]     benchmarks/startup.sh: start-up of the published vzsdk against qemu-img
+    # ./build.sh bench startup [N]     benchmarks/startup.sh: start-up of the published vzsdk against qemu-img, then (root)
+    #                                  vzsdk ct start/stop, vm start, list -a against the library calls they wrap
     # ./build.sh bench migration [R]   VM and container live migration to a second host, against qemu-img / rsync copies
     # ./build.sh bench memory [VES]    the memory policies through the simulator (benchmarks/Virtuozzo.Sdk.Benchmarks memory)
     setup; build

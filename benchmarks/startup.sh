@@ -2,6 +2,9 @@
 # Start-up of the vzsdk tool against qemu-img: each command runs ROUNDS times, the tools alternating, and the median
 # wall time of each is printed (bash's EPOCHREALTIME around a fork+exec; the loop's own cost is under 1 ms).
 #   benchmarks/startup.sh [ROUNDS] [VZSDK]     (./build.sh bench startup [ROUNDS])
+# Then, as root, the lifecycle verbs against the library calls they wrap (vzsdk ct start / ct stop / vm start / list -a,
+# tool vs library per verb, alternating; benchmarks/Virtuozzo.Sdk.Benchmarks `verbs`, built Release): VERBS_ROUNDS
+# rounds (default 15), VERBS=0 to skip.
 set -euo pipefail
 rounds=${1:-40}
 vzsdk=${2:-artifacts/vzsdk/vzsdk}
@@ -36,3 +39,7 @@ echo "median of $rounds alternating runs; $(nproc) CPUs, $(uname -r), $(qemu-img
 printf '%-22s %s\n' "vzsdk --version" "$(median_ms "${times[vzsdk --version]}")"
 printf '%-22s %-12s %s\n' "disk info IMG" "$(median_ms "${times[vzsdk disk info]}")" "qemu-img: $(median_ms "${times[qemu-img info]}")"
 printf '%-22s %-12s %s\n' "convert -O raw IMG" "$(median_ms "${times[vzsdk disk convert]}")" "qemu-img: $(median_ms "${times[qemu-img convert]}")"
+
+if [ "${VERBS:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
+  dotnet run --project benchmarks/Virtuozzo.Sdk.Benchmarks -c Release --no-build -- verbs "${VERBS_ROUNDS:-15}" "$vzsdk"
+fi

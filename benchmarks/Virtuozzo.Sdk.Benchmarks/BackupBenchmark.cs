@@ -21,6 +21,9 @@ internal static class BackupBenchmark
     public static async Task<int> RunAsync(string[] args)
     {
         var rounds = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 3;
+        // What to measure: "stopped" (full, incremental, restore, delete-merge), "running" (the live backup), or both (default).
+        var parts = (args.Length > 1 ? args[1] : "stopped,running").Split(',');
+        bool stopped = parts.Contains("stopped"), live = parts.Contains("running");
         var root = Path.Combine(Path.GetTempPath(), $"vzsdk-bench-bk-{Guid.NewGuid():N}");
         var options = new VirtuozzoSdkOptions { DataRoot = root, LockTimeout = TimeSpan.FromMinutes(10) };
         // VZSDK_BENCH_VERBOSE=1 prints the backup client's debug log (the phases of each backup) to standard error.
@@ -41,9 +44,10 @@ internal static class BackupBenchmark
             var incrTimes = new List<double>();
             var restoreTimes = new List<double>();
             var qemuRestoreTimes = new List<double>();
+            var qemuRestoreUnsafeTimes = new List<double>();
             var mergeTimes = new List<double>();
             long fullSize = 0, qemuSize = 0, incrSize = 0;
-            for (var round = 0; round < rounds; round++)
+            for (var round = 0; round < (stopped ? rounds : 0); round++)
             {
                 // Alternate the order each round: page-cache warmth favours whoever runs second.
                 var qemuOut = Path.Combine(root, $"qemu-{round}.qcow2");
@@ -67,15 +71,38 @@ internal static class BackupBenchmark
                 if (incr.Backup.Type != BackupType.Incremental)
                     throw new InvalidOperationException("expected an incremental: " + string.Join("; ", incr.FullReasons));
 
-                var swr = Stopwatch.StartNew();
-                var restored = await backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName($"bench-r{round}") });
-                restoreTimes.Add(swr.Elapsed.TotalSeconds);
-                await containers.DeleteAsync(restored.ToString());
+                // Restore against qemu-img's convert of the same chain, the order alternating between rounds. The restore is
+                // durable before it is published (flushed), so the like-for-like peer is qemu-img with -t writeback (a
+                // final flush); qemu-img's default (-t unsafe, never flushed) is timed too. The outputs must be identical.
                 var qemuRestore = Path.Combine(root, $"qemu-restore-{round}.qcow2");
-                var swq = Stopwatch.StartNew();
-                await host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-O", "qcow2", incr.Backup.Disks[0].File, qemuRestore));
-                qemuRestoreTimes.Add(swq.Elapsed.TotalSeconds);
+                var qemuRestoreUnsafe = Path.Combine(root, $"qemu-restore-unsafe-{round}.qcow2");
+                VeId restored = default;
+                async Task SdkRestore()
+                {
+                    var swr = Stopwatch.StartNew();
+                    restored = await backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName($"bench-r{round}") });
+                    restoreTimes.Add(swr.Elapsed.TotalSeconds);
+                }
+                async Task QemuRestore()
+                {
+                    var swq = Stopwatch.StartNew();
+                    await host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-t", "writeback", "-O", "qcow2", incr.Backup.Disks[0].File, qemuRestore));
+                    qemuRestoreTimes.Add(swq.Elapsed.TotalSeconds);
+                    File.Delete(qemuRestoreUnsafe);
+                    var swu = Stopwatch.StartNew();
+                    await host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-O", "qcow2", incr.Backup.Disks[0].File, qemuRestoreUnsafe));
+                    qemuRestoreUnsafeTimes.Add(swu.Elapsed.TotalSeconds);
+                }
+                await host.ExecuteAsync(new Command("sync"));
+                if (round % 2 == 0) { await QemuRestore(); await host.ExecuteAsync(new Command("sync")); await SdkRestore(); }
+                else { await SdkRestore(); await host.ExecuteAsync(new Command("sync")); await QemuRestore(); }
+                var restoredDisk = Path.Combine(root, "private", restored.ToString(), "root.qcow2");
+                var compare = await host.ExecuteBufferedAsync(new Command("qemu-img").WithArguments("compare", "-U", "-f", "qcow2", "-F", "qcow2", restoredDisk, qemuRestore).WithValidation(CommandResultValidation.None));
+                if (compare.ExitCode != 0)
+                    throw new InvalidOperationException($"the restored disk differs from qemu-img's convert of the chain: {compare.StandardOutput} {compare.StandardError}");
+                await containers.DeleteAsync(restored.ToString());
                 File.Delete(qemuRestore);
+                File.Delete(qemuRestoreUnsafe);
 
                 var swm = Stopwatch.StartNew();
                 await backups.DeleteAsync(full!.Backup.Id); // merges the full into the incremental
@@ -83,6 +110,12 @@ internal static class BackupBenchmark
                 foreach (var b in await backups.ListAsync("bench-bk"))
                     await backups.DeleteAsync(b.Id);
             }
+            var runTimes = new List<double>();
+            var runQemuTimes = new List<double>();
+            var runQemuFlushedTimes = new List<double>();
+            long runSize = 0, runQemuSize = 0;
+            if (live)
+            {
             // A running container: the same amount of data written inside its file system; its disk daemon's backup job
             // writes to the SDK's NBD target while the container runs.
             var running = await containers.CreateAsync(new ContainerCreateOptions { Name = new VeName("bench-bk-run"), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("2G") } });
@@ -95,13 +128,16 @@ internal static class BackupBenchmark
             if (gen.ExitCode != 0)
                 throw new InvalidOperationException("could not write the data inside the container: " + gen.StandardError);
             var runDisk = Path.Combine(root, "private", running.Id.ToString(), "root.qcow2");
-            var runTimes = new List<double>();
-            var runQemuTimes = new List<double>();
-            long runSize = 0, runQemuSize = 0;
             for (var round = 0; round < rounds; round++)
             {
                 var qemuOut = Path.Combine(root, $"qemu-run-{round}.qcow2");
-                async Task Qemu() => runQemuSize = await QemuCompressedCopyAsync(host, runDisk, qemuOut, runQemuTimes);
+                async Task Qemu()
+                {
+                    runQemuSize = await QemuCompressedCopyAsync(host, runDisk, qemuOut, runQemuTimes);
+                    File.Delete(qemuOut);
+                    await host.ExecuteAsync(new Command("sync"));
+                    await QemuCompressedCopyAsync(host, runDisk, qemuOut, runQemuFlushedTimes, flush: true);
+                }
                 async Task Sdk()
                 {
                     var sw = Stopwatch.StartNew();
@@ -109,19 +145,30 @@ internal static class BackupBenchmark
                     runTimes.Add(sw.Elapsed.TotalSeconds);
                     runSize = b.Backup.SizeBytes;
                 }
-                if (round % 2 == 0) { await Qemu(); await Sdk(); } else { await Sdk(); await Qemu(); }
+                await host.ExecuteAsync(new Command("sync"));
+                if (round % 2 == 0) { await Qemu(); await host.ExecuteAsync(new Command("sync")); await Sdk(); }
+                else { await Sdk(); await host.ExecuteAsync(new Command("sync")); await Qemu(); }
                 File.Delete(qemuOut);
             }
             await containers.StopAsync("bench-bk-run");
+            }
 
             double M(List<double> v) => v.OrderBy(x => x).ElementAt(v.Count / 2);
             Console.WriteLine();
             Console.WriteLine($"Backup: 2 GiB disk with 1 GiB of data (768 MiB random + 256 MiB text), zstd, median of {rounds} rounds");
+            if (stopped)
+            {
             Console.WriteLine($"full backup        {M(fullTimes),7:0.00} s  vs qemu-img convert -c zstd {M(qemuTimes),7:0.00} s   ratio {M(fullTimes) / M(qemuTimes):0.00} (target <= 1.0)   sizes {fullSize / 1048576.0:0} MiB vs {qemuSize / 1048576.0:0} MiB");
             Console.WriteLine($"incremental (1 %)  {M(incrTimes),7:0.00} s  = {M(incrTimes) / M(fullTimes) * 100:0.0} % of the full (target <= 5 %)   size {incrSize / 1048576.0:0.0} MiB");
-            Console.WriteLine($"restore (chain)    {M(restoreTimes),7:0.00} s  vs qemu-img convert -O qcow2 {M(qemuRestoreTimes),7:0.00} s   ratio {M(restoreTimes) / M(qemuRestoreTimes):0.00}");
+            Console.WriteLine($"restore (chain)    {M(restoreTimes),7:0.00} s  vs qemu-img convert -t writeback -O qcow2 {M(qemuRestoreTimes),7:0.00} s   ratio {M(restoreTimes) / M(qemuRestoreTimes):0.00} (target <= 1.0; both flushed, outputs compared identical)");
+            Console.WriteLine($"                              vs qemu-img convert -O qcow2 (default -t unsafe: never flushed) {M(qemuRestoreUnsafeTimes),7:0.00} s   ratio {M(restoreTimes) / M(qemuRestoreUnsafeTimes):0.00}");
             Console.WriteLine($"delete-merge       {M(mergeTimes),7:0.00} s  for a full of {fullSize / 1048576.0:0} MiB merged into its child");
-            Console.WriteLine($"full, running      {M(runTimes),7:0.00} s  vs qemu-img convert -U -c zstd of the live disk {M(runQemuTimes),7:0.00} s   ratio {M(runTimes) / M(runQemuTimes):0.00}   sizes {runSize / 1048576.0:0} MiB vs {runQemuSize / 1048576.0:0} MiB");
+            }
+            if (live)
+            {
+            Console.WriteLine($"full, running      {M(runTimes),7:0.00} s  vs qemu-img convert -U -c zstd of the live disk {M(runQemuTimes),7:0.00} s   ratio {M(runTimes) / M(runQemuTimes):0.00} (target <= 1.0; qemu-img never flushes, the SDK does)   sizes {runSize / 1048576.0:0} MiB vs {runQemuSize / 1048576.0:0} MiB");
+            Console.WriteLine($"                              vs the same with -t writeback (flushed, like the SDK) {M(runQemuFlushedTimes),7:0.00} s   ratio {M(runTimes) / M(runQemuFlushedTimes):0.00}");
+            }
             return 0;
         }
         finally
@@ -134,10 +181,10 @@ internal static class BackupBenchmark
     }
 
     /// <summary>The peer: <c>qemu-img convert -U -c</c> with zstd, timed into <paramref name="times"/>; returns the output's size.</summary>
-    private static async Task<long> QemuCompressedCopyAsync(LocalHost host, string disk, string output, List<double> times)
+    private static async Task<long> QemuCompressedCopyAsync(LocalHost host, string disk, string output, List<double> times, bool flush = false)
     {
         var sw = Stopwatch.StartNew();
-        await host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-c", "-O", "qcow2", "-o", "compression_type=zstd", disk, output));
+        await host.ExecuteAsync(new Command("qemu-img").WithArguments("convert", "-U", "-t", flush ? "writeback" : "unsafe", "-c", "-O", "qcow2", "-o", "compression_type=zstd", disk, output));
         times.Add(sw.Elapsed.TotalSeconds);
         return new FileInfo(output).Length;
     }

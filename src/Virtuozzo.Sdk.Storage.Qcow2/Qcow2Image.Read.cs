@@ -48,6 +48,57 @@ public sealed partial class Qcow2Image
             Read(offset, buffer.AsSpan(0, count));
             return;
         }
+        var maps = ResolveMaps(offset, count);
+        int compressed = maps.Count(x => x.Map.Kind == MapKind.Compressed);
+        if (parallel && compressed > 1 && Environment.ProcessorCount > 1)
+        {
+            var type = (Qcow2CompressionType)_h.CompressionType;
+            void One(int i)
+            {
+                var (guest, at, m) = maps[i];
+                var part = buffer.AsSpan(at, (int)m.Length);
+                if (m.Kind == MapKind.Compressed)
+                {
+                    var (coff, csize) = CompressedRange(m.Entry);
+                    if (coff < _cs)
+                        throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
+                    var input = new byte[csize];
+                    _file.Read(coff, input);
+                    var output = new byte[_cs];
+                    Compression.Decompress(type, input, output);
+                    output.AsSpan((int)(guest & (_cs - 1)), part.Length).CopyTo(part);
+                }
+                else
+                {
+                    ReadUncompressed(m, guest, part);
+                }
+            }
+            Parallel.For(0, maps.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, One);
+        }
+        else
+        {
+            ReadMaps(maps, buffer.AsSpan(0, count));
+        }
+    }
+
+    /// <summary>
+    /// Reads a read-only image the way <see cref="ReadBulk"/> does on one thread: the mapping under the lock, the
+    /// data and its decompression outside it, so that several threads reading one chain (a convert's workers reading
+    /// through an incremental into its compressed full) decompress at the same time. Other images read under the lock.
+    /// </summary>
+    internal void ReadShared(long offset, Span<byte> buffer)
+    {
+        if (!_options.ReadOnly)
+        {
+            ReadUnlocked(offset, buffer);
+            return;
+        }
+        ReadMaps(ResolveMaps(offset, buffer.Length), buffer);
+    }
+
+    /// <summary>The mappings of [offset, offset + count), resolved under the lock.</summary>
+    private List<(long Guest, int BufferOffset, Mapping Map)> ResolveMaps(long offset, int count)
+    {
         var maps = new List<(long Guest, int BufferOffset, Mapping Map)>();
         lock (_lock)
         {
@@ -63,33 +114,69 @@ public sealed partial class Qcow2Image
                 done += (int)m.Length;
             }
         }
+        return maps;
+    }
+
+    /// <summary>Largest host range read at once for a run of compressed clusters.</summary>
+    private const int CompressedBatchBytes = 2 << 20;
+
+    [ThreadStatic] private static byte[]? t_compressedInput;
+    [ThreadStatic] private static byte[]? t_clusterOutput;
+
+    /// <summary>
+    /// Reads resolved mappings into <paramref name="buffer"/> on the calling thread, outside the lock (read-only images
+    /// only). Compressed clusters stored close together in the file (as a convert or a backup writes them: back to back)
+    /// are read with one <c>pread</c> per run and decompressed straight into the buffer when they cover a whole cluster.
+    /// </summary>
+    private void ReadMaps(List<(long Guest, int BufferOffset, Mapping Map)> maps, Span<byte> buffer)
+    {
         var type = (Qcow2CompressionType)_h.CompressionType;
-        void One(int i)
+        for (int i = 0; i < maps.Count;)
         {
             var (guest, at, m) = maps[i];
-            var part = buffer.AsSpan(at, (int)m.Length);
-            if (m.Kind == MapKind.Compressed)
+            if (m.Kind != MapKind.Compressed)
             {
-                var (coff, csize) = CompressedRange(m.Entry);
-                if (coff < _cs)
-                    throw new Qcow2FormatException($"Compressed cluster at host offset 0x{coff:x} overlaps the header.");
-                var input = new byte[csize];
-                _file.Read(coff, input);
-                var output = new byte[_cs];
-                Compression.Decompress(type, input, output);
-                output.AsSpan((int)(guest & (_cs - 1)), part.Length).CopyTo(part);
+                ReadUncompressed(m, guest, buffer.Slice(at, (int)m.Length));
+                i++;
+                continue;
             }
-            else
+            // a run of compressed clusters whose stored bytes lie within one batch of the file, in file order
+            var (runStart, first) = CompressedRange(m.Entry);
+            if (runStart < _cs)
+                throw new Qcow2FormatException($"Compressed cluster at host offset 0x{runStart:x} overlaps the header.");
+            long runEnd = runStart + first;
+            int j = i + 1;
+            while (j < maps.Count && maps[j].Map.Kind == MapKind.Compressed)
             {
-                ReadUncompressed(m, guest, part);
+                var (coff, csize) = CompressedRange(maps[j].Map.Entry);
+                if (coff < runStart || coff > runEnd + 4096 || Math.Max(runEnd, coff + csize) - runStart > CompressedBatchBytes)
+                    break;
+                runEnd = Math.Max(runEnd, coff + csize);
+                j++;
             }
+            int runLength = (int)(runEnd - runStart);
+            var input = t_compressedInput is { } ti && ti.Length >= runLength ? ti : t_compressedInput = GC.AllocateUninitializedArray<byte>(Math.Max(runLength, CompressedBatchBytes + (2 << 16)));
+            _file.Read(runStart, input.AsSpan(0, runLength)); // a short read (the file's last sectors) leaves zeroes
+            for (int k = i; k < j; k++)
+            {
+                var (g, a, mk) = maps[k];
+                var (coff, csize) = CompressedRange(mk.Entry);
+                var src = input.AsSpan((int)(coff - runStart), csize);
+                var part = buffer.Slice(a, (int)mk.Length);
+                int inCluster = (int)(g & (_cs - 1));
+                if (inCluster == 0 && part.Length == _cs)
+                {
+                    Compression.Decompress(type, src, part);
+                }
+                else
+                {
+                    var output = t_clusterOutput is { } to && to.Length >= _cs ? to : t_clusterOutput = new byte[_cs];
+                    Compression.Decompress(type, src, output.AsSpan(0, _cs));
+                    output.AsSpan(inCluster, part.Length).CopyTo(part);
+                }
+            }
+            i = j;
         }
-        int compressed = maps.Count(x => x.Map.Kind == MapKind.Compressed);
-        if (parallel && compressed > 1 && Environment.ProcessorCount > 1)
-            Parallel.For(0, maps.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, One);
-        else
-            for (int i = 0; i < maps.Count; i++)
-                One(i);
     }
 
     internal void ReadUnlocked(long offset, Span<byte> buffer)

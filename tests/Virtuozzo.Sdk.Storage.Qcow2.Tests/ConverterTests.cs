@@ -180,3 +180,64 @@ public class ConverterTests
         Directory.GetFiles(dir.Path, ".out.img.*.tmp").Should().HaveCount(3);
     }
 }
+
+public class ChainReadTests
+{
+    /// <summary>
+    /// An overlay over a compressed full (a restore's chain): the backing's compressed clusters are read outside its lock,
+    /// a run of them with one read, whole clusters decompressed in place and partial ones through a scratch cluster.
+    /// Every way of reading the chain must give the bytes written: converted (parallel workers), and read at unaligned
+    /// offsets and lengths from several threads at once.
+    /// </summary>
+    [Theory]
+    [InlineData(65536, Qcow2CompressionType.Zstd)]
+    [InlineData(4096, Qcow2CompressionType.Zlib)]
+    [InlineData(512, Qcow2CompressionType.Zstd)]
+    public void An_overlay_over_a_compressed_full_reads_and_converts_to_exactly_its_bytes(int clusterSize, Qcow2CompressionType type)
+    {
+        using var dir = new Virtuozzo.Sdk.Testing.TempDirectory();
+        const int size = 12 << 20;
+        var expected = new byte[size];
+        TestData.Pattern(3 << 20, clusterSize).CopyTo(expected, 1 << 20);
+        TestData.Compressible(4 << 20, clusterSize).CopyTo(expected, 5 << 20);
+        TestData.Pattern(1 << 20, 3).CopyTo(expected, size - (1 << 20)); // up to the end: the file's last compressed cluster
+        var raw = dir.File("src.raw");
+        File.WriteAllBytes(raw, expected);
+        var full = dir.File("full.qcow2");
+        Qcow2Converter.Convert(raw, full, new Qcow2ConvertOptions { Compress = true, Create = new Qcow2CreateOptions { ClusterSize = clusterSize, CompressionType = type } });
+        var top = dir.File("top.qcow2");
+        using (var overlay = Qcow2Image.Create(top, new Qcow2CreateOptions { Size = size, ClusterSize = clusterSize, BackingFile = "full.qcow2", BackingFormat = "qcow2" }))
+        {
+            var rng = new Random(clusterSize);
+            for (var i = 0; i < 40; i++)
+            {
+                var data = new byte[rng.Next(1, 3 * clusterSize)];
+                rng.NextBytes(data);
+                var at = rng.NextInt64(0, size - data.Length);
+                overlay.Write(at, data);
+                data.CopyTo(expected, at);
+            }
+        }
+        using (var image = Qcow2Image.Open(top, new Qcow2OpenOptions { ReadOnly = true }))
+        {
+            image.GetAllocationMap().Should().Contain(e => e.Kind == Qcow2ExtentKind.Compressed && e.Depth == 1);
+            TestData.ReadAll(image).Should().Equal(expected);
+            Parallel.For(0, 64, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+            {
+                var rng = new Random(i);
+                var length = rng.Next(1, 5 * clusterSize);
+                var at = rng.NextInt64(0, size - length);
+                var buffer = new byte[length];
+                image.Read(at, buffer);
+                buffer.Should().Equal(expected.AsSpan((int)at, length).ToArray(), $"read {i} at {at}, {length} bytes");
+            });
+        }
+        var back = dir.File("back.raw");
+        Qcow2Converter.Convert(top, back, new Qcow2ConvertOptions { OutputFormat = "raw" });
+        File.ReadAllBytes(back).Should().Equal(expected);
+        var restored = dir.File("restored.qcow2");
+        Qcow2Converter.Convert(top, restored, new Qcow2ConvertOptions());
+        using (var image = Qcow2Image.Open(restored, new Qcow2OpenOptions { ReadOnly = true }))
+            TestData.ReadAll(image).Should().Equal(expected);
+    }
+}

@@ -69,6 +69,11 @@ internal static partial class Native
         }
         return (*(uint*)(buffer + 20), *(uint*)(buffer + 24), *(ushort*)(buffer + 28));
     }
+    /// <summary>SYNC_FILE_RANGE_WRITE: start writeback of the range's dirty pages without waiting for it.</summary>
+    public const uint SYNC_FILE_RANGE_WRITE = 2;
+
+    [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
+    public static partial int SyncFileRange(Microsoft.Win32.SafeHandles.SafeFileHandle fd, long offset, long nbytes, uint flags);
 
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint GetEuid();

@@ -96,7 +96,7 @@ internal sealed class Qcow2Backing(Qcow2Image image) : IBacking
             return;
         }
         int n = (int)Math.Min(buffer.Length, Size - offset);
-        image.ReadUnlocked(offset, buffer[..n]);
+        image.ReadShared(offset, buffer[..n]);
         buffer[n..].Clear();
     }
 

@@ -47,6 +47,8 @@ builder.Services.AddAuthorizationBuilder()
     .AddPolicy("admin", p => p.RequireClaim(Tenancy.AdminClaim, "true"));
 builder.Services.AddAntiforgery(o => { o.HeaderName = "X-CSRF-TOKEN"; o.Cookie.Name = "panel.csrf"; o.Cookie.SameSite = SameSiteMode.Strict; });
 builder.Services.AddProblemDetails();
+// A body that does not parse is the caller's mistake: a 400 problem, in Development too (where it would otherwise throw).
+builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = false);
 builder.Services.AddOpenApi();
 
 var app = builder.Build();

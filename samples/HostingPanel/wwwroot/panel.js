@@ -58,8 +58,17 @@ async function loadBackups() {
   }
 }
 
-function track(op) { currentOp = op.id; showOp(op); }
+const seenOps = new Map();
+// The operation may have moved on (or finished) before its POST answered: show the newest state known, then catch up once.
+async function track(op) {
+  currentOp = op.id; showOp(seenOps.get(op.id) ?? op);
+  try { showOp(await api('GET', '/api/operations/' + op.id)); } catch { /* gone */ }
+}
+const rank = { running: 0, succeeded: 1, failed: 1, cancelled: 1 };
 function showOp(op) {
+  const known = seenOps.get(op.id);
+  if (known && rank[known.status] > rank[op.status]) op = known;
+  seenOps.set(op.id, op);
   if (op.id !== currentOp) return;
   el('op').hidden = false; el('op-kind').textContent = op.kind; el('op-stage').textContent = op.stage;
   const p = el('op-progress'); if (op.total) { p.max = op.total; p.value = op.completed; } else p.removeAttribute('value');

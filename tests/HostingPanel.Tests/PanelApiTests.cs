@@ -53,6 +53,23 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
     }
 
     [Fact]
+    public async Task The_administrator_reads_the_host_memory_account_and_creates_customers_who_can_sign_in()
+    {
+        var admin = await panel.SignInAsync("operator");
+        var memory = await admin.GetFromJsonAsync<JsonElement>("/api/admin/memory");
+        memory.GetProperty("capacityBytes").GetInt64().Should().BePositive();
+        memory.GetProperty("availableBytes").GetInt64().Should().BeLessThanOrEqualTo(memory.GetProperty("capacityBytes").GetInt64());
+
+        var bad = await admin.PostAsJsonAsync("/api/admin/users", new { name = "x y", password = "short" });
+        bad.StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        var name = "cust" + Guid.NewGuid().ToString("N")[..6];
+        (await admin.PostAsJsonAsync("/api/admin/users", new { name, password = PanelFactory.Password })).StatusCode.Should().Be(HttpStatusCode.Created);
+        var customer = await panel.SignInAsync(name);
+        (await customer.GetFromJsonAsync<JsonElement[]>("/api/ves")).Should().BeEmpty();
+        (await customer.GetAsync("/api/admin/memory")).StatusCode.Should().Be(HttpStatusCode.Forbidden);
+    }
+
+    [Fact]
     public async Task A_state_changing_request_without_the_csrf_token_is_refused_and_creates_nothing()
     {
         var alice = await panel.SignInAsync("alice", withCsrf: false);
@@ -169,6 +186,18 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
         var check = await (await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "test -e /pwned && echo yes || echo no" })).Content.ReadFromJsonAsync<JsonElement>();
         check.GetProperty("standardOutput").GetString()!.Trim().Should().Be("no");
         (await panel.RuntimeVesAsync()).Should().NotContain(v => v.Name.Value.StartsWith("steal-", StringComparison.Ordinal));
+
+        // Bad input on her own container is a 400 too, and changes nothing.
+        var badSet = await alice.PutAsJsonAsync($"/api/ves/{id}/resources", new { memory = "1T", cpus = 1 });
+        badSet.StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        badSet.Content.Headers.ContentType!.MediaType.Should().Be("application/problem+json");
+        (await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "" })).StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        (await alice.PostAsJsonAsync($"/api/backups/{backupId}/restore", new { newName = "no spaces allowed" })).StatusCode.Should().Be(HttpStatusCode.BadRequest);
+        (await alice.GetFromJsonAsync<JsonElement>($"/api/ves/{id}")).GetProperty("memoryBytes").GetInt64().Should().Be(128L << 20);
+
+        // The administrator sees every tenant's VE.
+        var admin = await panel.SignInAsync("operator");
+        (await admin.GetFromJsonAsync<JsonElement[]>("/api/ves")).Should().Contain(v => v.GetProperty("id").GetString() == id);
 
         // alice's own actions work: change resources, restore in place (the panel stops it first), delete.
         var set = await alice.PutAsJsonAsync($"/api/ves/{id}/resources", new { memory = "192M", cpus = 1 });

@@ -30,6 +30,7 @@ public sealed class PanelFactory : WebApplicationFactory<Program>, IAsyncLifetim
         var users = Services.GetRequiredService<UserStore>();
         users.Create("alice", Password, isAdmin: false);
         users.Create("bob", Password, isAdmin: false);
+        users.Create("operator", Password, isAdmin: true);
         return Task.CompletedTask;
     }
 

@@ -11,9 +11,10 @@ public static class PanelPages
 {
     public static void MapPanelPages(this WebApplication app)
     {
-        app.MapGet("/login", (HttpContext ctx, IAntiforgery af) => Html(LoginPage(af.GetAndStoreTokens(ctx).RequestToken!, null)));
+        var pages = app.MapGroup("").ExcludeFromDescription(); // the OpenAPI document describes the JSON API only
+        pages.MapGet("/login", (HttpContext ctx, IAntiforgery af) => Html(LoginPage(af.GetAndStoreTokens(ctx).RequestToken!, null)));
 
-        app.MapPost("/login", async (HttpContext ctx, IAntiforgery af, UserStore users, ILoggerFactory logs) =>
+        pages.MapPost("/login", async (HttpContext ctx, IAntiforgery af, UserStore users, ILoggerFactory logs) =>
         {
             if (!await af.IsRequestValidAsync(ctx))
                 return Results.Problem("The login form has no valid anti-forgery token.", statusCode: 400, title: "CSRF check failed");
@@ -31,7 +32,7 @@ public static class PanelPages
             return Results.Redirect("/");
         }).DisableAntiforgery();
 
-        app.MapPost("/logout", async (HttpContext ctx, IAntiforgery af) =>
+        pages.MapPost("/logout", async (HttpContext ctx, IAntiforgery af) =>
         {
             if (!await af.IsRequestValidAsync(ctx))
                 return Results.Problem("No valid anti-forgery token.", statusCode: 400);
@@ -39,7 +40,7 @@ public static class PanelPages
             return Results.Redirect("/login");
         }).DisableAntiforgery();
 
-        app.MapGet("/", (HttpContext ctx, IAntiforgery af, Tenancy t, IWebHostEnvironment env) =>
+        pages.MapGet("/", (HttpContext ctx, IAntiforgery af, Tenancy t, IWebHostEnvironment env) =>
         {
             var page = File.ReadAllText(Path.Combine(env.WebRootPath, "dashboard.html"))
                 .Replace("{{csrf}}", WebUtility.HtmlEncode(af.GetAndStoreTokens(ctx).RequestToken), StringComparison.Ordinal)

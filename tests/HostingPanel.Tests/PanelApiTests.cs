@@ -20,6 +20,15 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
     }
 
     [Fact]
+    public async Task The_openapi_document_describes_the_json_api_and_not_the_pages()
+    {
+        var doc = await panel.CreateClient().GetFromJsonAsync<JsonElement>("/openapi/v1.json");
+        var paths = doc.GetProperty("paths").EnumerateObject().Select(p => p.Name).ToList();
+        paths.Should().Contain(["/api/containers", "/api/ves/{id}/exec", "/api/ves/{id}/backups", "/api/backups/{backupId}/restore", "/api/events"]);
+        paths.Should().NotContain(["/login", "/"]);
+    }
+
+    [Fact]
     public async Task A_wrong_password_is_refused_and_the_store_holds_only_hashes()
     {
         var client = panel.CreateClient(new() { AllowAutoRedirect = false });

@@ -104,8 +104,12 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         var ves = new VirtualEnvironmentClient(runtime);
         var navigations = 0;
         alice.FrameNavigated += (_, _) => navigations++;
+        // WatchAsync compares snapshots taken a second apart: a start and a stop inside one interval are no change at all,
+        // so let the watcher see the start before stopping behind the page's back.
+        await Task.Delay(VirtualEnvironmentClient.DefaultWatchInterval * 2.5);
         await ves.StopAsync(id!);
         await Assertions.Expect(row.Locator(".state")).ToHaveTextAsync("Stopped", new() { Timeout = 15_000 });
+        await Task.Delay(VirtualEnvironmentClient.DefaultWatchInterval * 2.5);
         await ves.StartAsync(id!);
         await Assertions.Expect(row.Locator(".state")).ToHaveTextAsync("Running", new() { Timeout = 15_000 });
         navigations.Should().Be(0, "the state changed without a reload");

@@ -102,11 +102,18 @@ el('op-cancel').onclick = () => currentOp && api('POST', `/api/operations/${curr
 const events = new EventSource('/api/events');
 events.onopen = () => { el('live').textContent = 'live'; };
 events.onerror = () => { el('live').textContent = 'reconnecting…'; };
-events.addEventListener('ve', async (m) => {
+// Events are applied strictly in order (one chain), and a state change takes the state the event carries, so a
+// slow lookup for an earlier event can never overwrite a later state.
+let applying = Promise.resolve();
+events.addEventListener('ve', (m) => {
   const e = JSON.parse(m.data);
-  if (e.event === 'Deleted') ves.delete(e.id);
-  else { try { ves.set(e.id, await api('GET', '/api/ves/' + e.id)); } catch { /* gone or not ours */ } }
-  render();
+  applying = applying.then(async () => {
+    const known = ves.get(e.id);
+    if (e.event === 'Deleted') ves.delete(e.id);
+    else if (known) { known.state = e.state; known.name = e.name; }
+    else { try { ves.set(e.id, await api('GET', '/api/ves/' + e.id)); } catch { /* gone or not ours */ } }
+    render();
+  });
 });
 events.addEventListener('usage', (m) => { const u = JSON.parse(m.data); const v = ves.get(u.id); if (v) { v.usage = u; render(); } });
 events.addEventListener('operation', (m) => showOp(JSON.parse(m.data)));

@@ -212,9 +212,24 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
         var set = await alice.PutAsJsonAsync($"/api/ves/{id}/resources", new { memory = "192M", cpus = 1 });
         set.StatusCode.Should().Be(HttpStatusCode.OK, await set.Content.ReadAsStringAsync());
         (await set.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("memoryBytes").GetInt64().Should().Be(192L << 20);
-        var restore = await (await alice.PostAsJsonAsync($"/api/backups/{backupId}/restore", new { })).Content.ReadFromJsonAsync<JsonElement>();
+        // An incremental backup joins the chain after the full one; restoring it restores the chain.
+        await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "echo v2 > /data.txt" });
+        var incrOp = await (await alice.PostAsJsonAsync($"/api/ves/{id}/backups", new { full = false })).Content.ReadFromJsonAsync<JsonElement>();
+        var incr = await WaitAsync(alice, incrOp.GetProperty("id").GetString()!);
+        incr.GetProperty("status").GetString().Should().Be("succeeded", incr.ToString());
+        var chain = await alice.GetFromJsonAsync<JsonElement[]>($"/api/ves/{id}/backups");
+        chain.Should().HaveCount(2);
+        var child = chain!.Single(b => b.GetProperty("id").GetString() == incr.GetProperty("result").GetString());
+        child.GetProperty("type").GetString().Should().Be("Incremental");
+        child.GetProperty("parentId").GetString().Should().Be(backupId);
+
+        await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "echo v3 > /data.txt" }); // after the backup: the restore undoes it
+        var restore = await (await alice.PostAsJsonAsync($"/api/backups/{child.GetProperty("id").GetString()}/restore", new { })).Content.ReadFromJsonAsync<JsonElement>();
         var restored = await WaitAsync(alice, restore.GetProperty("id").GetString()!);
         restored.GetProperty("status").GetString().Should().Be("succeeded", restored.ToString());
+        (await alice.PostAsync($"/api/ves/{id}/start", null)).StatusCode.Should().Be(HttpStatusCode.OK);
+        var data = await (await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "cat /data.txt" })).Content.ReadFromJsonAsync<JsonElement>();
+        data.GetProperty("standardOutput").GetString()!.Trim().Should().Be("v2", "the restore brought back the incremental's contents");
         (await alice.DeleteAsync($"/api/backups/{backupId}")).StatusCode.Should().Be(HttpStatusCode.OK);
         (await alice.GetFromJsonAsync<JsonElement[]>($"/api/ves/{id}/backups")).Should().BeEmpty();
         (await alice.DeleteAsync($"/api/ves/{id}")).StatusCode.Should().Be(HttpStatusCode.OK);

@@ -2,6 +2,7 @@
 # Virtuozzo.Sdk build entry point.
 #   ./build.sh build   install prerequisites, build everything, publish the vzsdk tool to artifacts/vzsdk/vzsdk
 #   ./build.sh demo    build, then run the samples (a tour of the SDK on this machine, ending with live migration there and back)
+#   ./build.sh panel   build, then start the hosting-panel sample on http://127.0.0.1:5080 (prints the generated admin password once)
 #   ./build.sh test    build, then run every unit and integration test, the docs build and the consumer check;
 #                      ends with "N passed, N failed"
 #   ./build.sh docs    build the documentation site with the API reference (DocFX, warnings as errors) into docs/_site
@@ -19,7 +20,7 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPE
 APT_PACKAGES=(
   runc qemu-utils qemu-system-x86 qemu-system-common busybox-static openssh-server openssh-client
   kmod cpio criu e2fsprogs iproute2 iputils-ping iptables fuse3 util-linux procps tar ca-certificates
-  clang lld zlib1g-dev rsync debootstrap
+  clang lld zlib1g-dev rsync debootstrap chromium
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -166,6 +167,11 @@ case "$cmd" in
     else
       log "skipping the migration demo: it creates network namespaces and runs sshd, which needs root"
     fi
+    ;;
+  panel)
+    setup; build
+    log "starting the hosting-panel sample on http://127.0.0.1:5080 (the first start prints the generated admin password once)"
+    exec dotnet run --project samples/HostingPanel/HostingPanel.csproj -c "$CONFIG" --no-build -- --urls http://127.0.0.1:5080 --contentRoot "$PWD/samples/HostingPanel"
     ;;
   test) setup; build; run_tests ;;
   docs)

@@ -1,0 +1,192 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Virtuozzo.Sdk.Core;
+
+namespace HostingPanel;
+
+/// <summary>The panel's own settings (section <c>Panel</c> of appsettings.json).</summary>
+public sealed class PanelOptions
+{
+    /// <summary>Where the panel keeps its accounts and the VE-to-tenant map.</summary>
+    public string StateDirectory { get; set; } = "/var/lib/vzsdk-panel/panel";
+}
+
+/// <summary>An account: an administrator sees every VE, a customer only the VEs of its tenant.</summary>
+public sealed record PanelUser(string Name, string PasswordHash, bool IsAdmin);
+
+/// <summary>Accounts in a small JSON file; passwords are stored as PBKDF2-SHA256 hashes with a per-user salt.</summary>
+public sealed class UserStore
+{
+    private const int Iterations = 210_000;
+    private readonly string _path;
+    private readonly Lock _gate = new();
+    private Dictionary<string, PanelUser> _users;
+
+    public UserStore(PanelOptions options)
+    {
+        Directory.CreateDirectory(options.StateDirectory);
+        _path = Path.Combine(options.StateDirectory, "users.json");
+        _users = File.Exists(_path)
+            ? JsonSerializer.Deserialize<Dictionary<string, PanelUser>>(File.ReadAllText(_path)) ?? []
+            : [];
+    }
+
+    public bool HasAdmin { get { lock (_gate) return _users.Values.Any(u => u.IsAdmin); } }
+
+    /// <summary>Account names: letters, digits, '-' and '_', 2 to 32 characters.</summary>
+    public static bool IsValidName(string? name)
+        => name is { Length: >= 2 and <= 32 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_');
+
+    public void Create(string name, string password, bool isAdmin)
+    {
+        if (!IsValidName(name))
+            throw new ArgumentException("An account name is 2-32 letters, digits, '-' or '_'.", nameof(name));
+        if (password is not { Length: >= 8 })
+            throw new ArgumentException("A password has at least 8 characters.", nameof(password));
+        lock (_gate)
+        {
+            if (_users.ContainsKey(name))
+                throw new ArgumentException($"The account '{name}' exists.", nameof(name));
+            _users[name] = new PanelUser(name, Hash(password), isAdmin);
+            Save();
+        }
+    }
+
+    public PanelUser? Verify(string? name, string? password)
+    {
+        PanelUser? user;
+        lock (_gate)
+            _users.TryGetValue(name ?? "", out user);
+        if (user is null || password is null)
+        {
+            Hash(password ?? ""); // the same work either way, so a missing account is not faster to answer
+            return null;
+        }
+        return Check(password, user.PasswordHash) ? user : null;
+    }
+
+    private static string Hash(string password)
+    {
+        var salt = RandomNumberGenerator.GetBytes(16);
+        var hash = Rfc2898DeriveBytes.Pbkdf2(password, salt, Iterations, HashAlgorithmName.SHA256, 32);
+        return $"pbkdf2-sha256${Iterations}${Convert.ToBase64String(salt)}${Convert.ToBase64String(hash)}";
+    }
+
+    private static bool Check(string password, string stored)
+    {
+        var parts = stored.Split('$');
+        if (parts.Length != 4 || !int.TryParse(parts[1], out var iterations))
+            return false;
+        var salt = Convert.FromBase64String(parts[2]);
+        var expected = Convert.FromBase64String(parts[3]);
+        var actual = Rfc2898DeriveBytes.Pbkdf2(password, salt, iterations, HashAlgorithmName.SHA256, expected.Length);
+        return CryptographicOperations.FixedTimeEquals(actual, expected);
+    }
+
+    private void Save()
+    {
+        var tmp = _path + ".tmp";
+        File.WriteAllText(tmp, JsonSerializer.Serialize(_users));
+        File.SetUnixFileMode(tmp, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.Move(tmp, _path, overwrite: true);
+    }
+}
+
+/// <summary>Which tenant owns each VE (a JSON file). A VE the panel did not create belongs to no tenant: only the administrator sees it.</summary>
+public sealed class OwnershipStore
+{
+    private readonly string _path;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, string> _owners;
+
+    public OwnershipStore(PanelOptions options)
+    {
+        Directory.CreateDirectory(options.StateDirectory);
+        _path = Path.Combine(options.StateDirectory, "owners.json");
+        _owners = File.Exists(_path)
+            ? JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(_path)) ?? []
+            : [];
+    }
+
+    public string? OwnerOf(VeId id) { lock (_gate) return _owners.GetValueOrDefault(id.ToString()); }
+
+    public void Assign(VeId id, string tenant) { lock (_gate) { _owners[id.ToString()] = tenant; Save(); } }
+
+    public void Forget(VeId id) { lock (_gate) { if (_owners.Remove(id.ToString())) Save(); } }
+
+    private void Save()
+    {
+        var tmp = _path + ".tmp";
+        File.WriteAllText(tmp, JsonSerializer.Serialize(_owners));
+        File.Move(tmp, _path, overwrite: true);
+    }
+}
+
+/// <summary>A long operation (backup, restore) that reports progress and can be cancelled from the page.</summary>
+public sealed class PanelOperation : IProgress<OperationProgress>
+{
+    private readonly Action<PanelOperation> _changed;
+
+    public PanelOperation(string tenant, string kind, VeId veId, Action<PanelOperation> changed)
+    {
+        Tenant = tenant; Kind = kind; VeId = veId; _changed = changed;
+    }
+
+    public string Id { get; } = Guid.NewGuid().ToString("N")[..12];
+    public string Tenant { get; }
+    public string Kind { get; }
+    public VeId VeId { get; }
+    public string Stage { get; private set; } = "queued";
+    public long Completed { get; private set; }
+    public long? Total { get; private set; }
+    public string Status { get; private set; } = "running";
+    public string? Result { get; private set; }
+    public string? Error { get; private set; }
+    internal CancellationTokenSource Cancellation { get; } = new();
+
+    public void Report(OperationProgress value)
+    {
+        (Stage, Completed, Total) = (value.Stage, value.Completed, value.Total);
+        _changed(this);
+    }
+
+    internal void Finish(string status, string? result = null, string? error = null)
+    {
+        (Status, Result, Error) = (status, result, error);
+        _changed(this);
+    }
+
+    public object ToDto() => new { Id, Kind, VeId = VeId.ToString(), Stage, Completed, Total, Status, Result, Error };
+}
+
+/// <summary>Running and finished operations, by id.</summary>
+public sealed class OperationRegistry(EventHub hub)
+{
+    private readonly ConcurrentDictionary<string, PanelOperation> _ops = new();
+
+    public PanelOperation Start(string tenant, string kind, VeId veId, Func<PanelOperation, CancellationToken, Task<string>> work)
+    {
+        var op = new PanelOperation(tenant, kind, veId, o => hub.Publish(new HubMessage("operation", o.Tenant, null, o.ToDto())));
+        _ops[op.Id] = op;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var result = await work(op, op.Cancellation.Token);
+                op.Finish("succeeded", result);
+            }
+            catch (OperationCanceledException)
+            {
+                op.Finish("cancelled");
+            }
+            catch (Exception ex) when (ex is VirtuozzoException or ArgumentException or IOException)
+            {
+                op.Finish("failed", error: ex.Message);
+            }
+        });
+        return op;
+    }
+
+    public PanelOperation? Get(string id) => _ops.GetValueOrDefault(id);
+}

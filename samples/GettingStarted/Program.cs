@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Storage.Qcow2;
 using Virtuozzo.Sdk.Vm;
 
@@ -14,10 +15,25 @@ var dataRoot = args.Length > 0 ? args[0] : "/var/lib/vzsdk";
 
 var services = new ServiceCollection();
 services.AddLogging(logging => logging.AddConsole().SetMinimumLevel(LogLevel.Warning));
-services.AddVirtuozzoSdk(options => options.DataRoot = dataRoot)
-    .UseLocalRuntime()          // this machine, managed by the SDK itself
-    .AddContainers()
-    .AddVirtualMachines();
+var sdk = services.AddVirtuozzoSdk(options => options.DataRoot = dataRoot);
+// The runtime: this machine, managed by the SDK itself (the default), or a Virtuozzo node through its own tools when
+// VZSDK_NODE names one: "local" (prlctl on this machine) or ssh://root@node1.example.com.
+var node = Environment.GetEnvironmentVariable("VZSDK_NODE");
+if (string.IsNullOrEmpty(node))
+    sdk.UseLocalRuntime();
+else if (node == "local")
+    sdk.UseVirtuozzoRuntime(new LocalHost());
+else
+{
+    var uri = new Uri(node);
+    sdk.UseVirtuozzoRuntime(new SshHost(new SshHostOptions
+    {
+        HostName = uri.Host,
+        User = uri.UserInfo.Length > 0 ? uri.UserInfo : "root",
+        Port = uri.Port > 0 ? uri.Port : 22,
+    }));
+}
+sdk.AddContainers().AddVirtualMachines();
 await using var provider = services.BuildServiceProvider();
 
 // One client for every VE, containers and VMs alike (as prlctl list -a).

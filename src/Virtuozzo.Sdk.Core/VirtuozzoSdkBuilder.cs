@@ -41,7 +41,7 @@ public sealed class VirtuozzoSdkBuilder
     /// <example>
     /// <code>
     /// services.AddVirtuozzoSdk()
-    ///     .UseVirtuozzoRuntime(new SshHost(new SshHostOptions { HostName = "node1.example.com", UserName = "root" }))
+    ///     .UseVirtuozzoRuntime(new SshHost(new SshHostOptions { HostName = "node1.example.com", User = "root" }))
     ///     .AddContainers()
     ///     .AddVirtualMachines();
     /// </code>

@@ -12,16 +12,6 @@ public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<Conta
 {
     private ContainerClient Client => fx.Client;
 
-    private async Task<string> ShAsync(string name, string script)
-    {
-        var r = await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", script] });
-        r.ExitCode.Should().Be(0, "'{0}' should succeed; stderr: {1}", script, r.StandardError);
-        return r.StandardOutput.Trim();
-    }
-
-    private static async Task<bool> PingAsync(string address)
-        => (await new LocalHost().ExecuteAsync(new Command("ping").WithArguments("-c", "1", "-W", "2", address).WithValidation(CommandResultValidation.None))).ExitCode == 0;
-
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "ping", Root = true)]
     public async Task CRIU_is_found_and_probed_on_this_host()
     {
@@ -40,23 +30,23 @@ public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<Conta
         try
         {
             // a counter held in a shell's memory, written to the container's disk ten times a second
-            var pid = await ShAsync(name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+            var pid = await ContainerFixture.ShAsync(Client, name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
             await Task.Delay(700);
-            var before = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            var before = long.Parse(await ContainerFixture.ShAsync(Client, name, "cat /tmp/counter"));
             before.Should().BeGreaterThan(0);
-            (await PingAsync(ip)).Should().BeTrue("the container answers on the bridge");
+            (await ContainerFixture.PingAsync(ip)).Should().BeTrue("the container answers on the bridge");
 
             var suspended = await Client.SuspendToDiskAsync(name);
             suspended.State.Should().Be(VeState.Suspended);
-            (await PingAsync(ip)).Should().BeFalse("a container suspended to disk has no process and no network");
+            (await ContainerFixture.PingAsync(ip)).Should().BeFalse("a container suspended to disk has no process and no network");
             Directory.Exists(Path.Combine(fx.Root.Path, "private", suspended.Id.ToString(), "checkpoint")).Should().BeTrue("the processes are saved beside the disk");
 
             var resumed = await Client.ResumeAsync(name);
             resumed.State.Should().Be(VeState.Running);
-            (await ShAsync(name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process, with the same PID, was restored");
+            (await ContainerFixture.ShAsync(Client, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process, with the same PID, was restored");
             await Task.Delay(500);
-            long.Parse(await ShAsync(name, "cat /tmp/counter")).Should().BeGreaterThan(before, "the counter continued from where it was, it did not restart");
-            (await PingAsync(ip)).Should().BeTrue("the container answers at its address again");
+            long.Parse(await ContainerFixture.ShAsync(Client, name, "cat /tmp/counter")).Should().BeGreaterThan(before, "the counter continued from where it was, it did not restart");
+            (await ContainerFixture.PingAsync(ip)).Should().BeTrue("the container answers at its address again");
 
             // stopping a container suspended to disk discards what was saved: the next start is a fresh boot
             await Client.SuspendToDiskAsync(name);
@@ -79,34 +69,34 @@ public class ContainerCheckpointTests(ContainerFixture fx) : IClassFixture<Conta
         await Client.StartAsync(name);
         try
         {
-            var pid = await ShAsync(name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
-            await ShAsync(name, "echo a > /a && sync");
+            var pid = await ContainerFixture.ShAsync(Client, name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+            await ContainerFixture.ShAsync(Client, name, "echo a > /a && sync");
             await Task.Delay(500);
             var running = await Client.CreateSnapshotAsync(name, "running", "with processes");
             running.IncludesMemory.Should().BeTrue("CRIU saved the processes");
-            var atSnapshot = long.Parse(await ShAsync(name, "cat /tmp/counter"));
-            await ShAsync(name, "echo b > /b && sync");
+            var atSnapshot = long.Parse(await ContainerFixture.ShAsync(Client, name, "cat /tmp/counter"));
+            await ContainerFixture.ShAsync(Client, name, "echo b > /b && sync");
             await Task.Delay(1500);
-            var later = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            var later = long.Parse(await ContainerFixture.ShAsync(Client, name, "cat /tmp/counter"));
             later.Should().BeGreaterThan(atSnapshot + 5);
 
             await Client.SwitchSnapshotAsync(name, "running");
             (await Client.GetAsync(name)).State.Should().Be(VeState.Running, "a snapshot with processes resumes them");
-            (await ShAsync(name, $"kill -0 {pid} && echo alive")).Should().Be("alive");
-            var back = long.Parse(await ShAsync(name, "cat /tmp/counter"));
+            (await ContainerFixture.ShAsync(Client, name, $"kill -0 {pid} && echo alive")).Should().Be("alive");
+            var back = long.Parse(await ContainerFixture.ShAsync(Client, name, "cat /tmp/counter"));
             back.Should().BeLessThan(later, "the counter went back to the snapshot's instant");
-            (await ShAsync(name, "cat /a; ls /b 2>/dev/null || echo no-b")).Should().Be("a\nno-b", "the disk is the snapshot's: /b was written after it");
+            (await ContainerFixture.ShAsync(Client, name, "cat /a; ls /b 2>/dev/null || echo no-b")).Should().Be("a\nno-b", "the disk is the snapshot's: /b was written after it");
 
             await Client.StopAsync(name, new VeStopOptions { Kill = true });
             var stopped = await Client.CreateSnapshotAsync(name, "stopped");
             stopped.IncludesMemory.Should().BeFalse();
             stopped.ParentId.Should().Be(running.Id);
             await Client.StartAsync(name);
-            await ShAsync(name, "echo c > /c && sync");
+            await ContainerFixture.ShAsync(Client, name, "echo c > /c && sync");
             await Client.SwitchSnapshotAsync(name, stopped.Id.ToString());
             (await Client.GetAsync(name)).State.Should().Be(VeState.Stopped, "a snapshot of a stopped container leaves it stopped");
             await Client.StartAsync(name);
-            (await ShAsync(name, "ls /c 2>/dev/null || echo no-c")).Should().Be("no-c");
+            (await ContainerFixture.ShAsync(Client, name, "ls /c 2>/dev/null || echo no-c")).Should().Be("no-c");
 
             var list = await Client.ListSnapshotsAsync(name);
             list.Select(s => s.Name).Should().Equal("running", "stopped");

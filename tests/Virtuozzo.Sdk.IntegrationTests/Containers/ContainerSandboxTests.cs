@@ -16,13 +16,6 @@ public class ContainerSandboxTests(ContainerFixture fx) : IClassFixture<Containe
     private async Task<VeExecResult> RunAsync(string name, string script)
         => await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", script] });
 
-    private async Task<string> ShAsync(string name, string script)
-    {
-        var r = await RunAsync(name, script);
-        r.ExitCode.Should().Be(0, "'{0}' should succeed; stderr: {1}", script, r.StandardError);
-        return r.StandardOutput.Trim();
-    }
-
     /// <summary>The owner (uid:gid) on the host of a file in a stopped container, read through the container's mount.</summary>
     private async Task<string> HostOwnerAsync(string name, string pathInside)
     {
@@ -73,13 +66,13 @@ public class ContainerSandboxTests(ContainerFixture fx) : IClassFixture<Containe
             var start = infoA.HostIdStart.Value;
 
             await Client.StartAsync(a);
-            (await ShAsync(a, "id -u")).Should().Be("0", "inside, the container's root is root");
-            (await ShAsync(a, "cat /proc/self/uid_map")).Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            (await ContainerFixture.ShAsync(Client, a, "id -u")).Should().Be("0", "inside, the container's root is root");
+            (await ContainerFixture.ShAsync(Client, a, "cat /proc/self/uid_map")).Split(' ', StringSplitOptions.RemoveEmptyEntries)
                 .Should().Equal("0", start.ToString(), "65536");
-            (await ShAsync(a, "cat /proc/self/gid_map")).Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            (await ContainerFixture.ShAsync(Client, a, "cat /proc/self/gid_map")).Split(' ', StringSplitOptions.RemoveEmptyEntries)
                 .Should().Equal("0", start.ToString(), "65536");
-            (await ShAsync(a, "stat -c %u:%g /bin/busybox /etc/hostname")).Split('\n').Should().AllBe("0:0", "the template's files and the SDK's were shifted into the range");
-            await ShAsync(a, "echo x > /made-inside && chown 1000:1000 /made-inside && sync");
+            (await ContainerFixture.ShAsync(Client, a, "stat -c %u:%g /bin/busybox /etc/hostname")).Split('\n').Should().AllBe("0:0", "the template's files and the SDK's were shifted into the range");
+            await ContainerFixture.ShAsync(Client, a, "echo x > /made-inside && chown 1000:1000 /made-inside && sync");
 
             // seen from the host, the container's processes run as the range's first id, not as root
             ProcessUids().Should().Contain(start, "the container's init runs as host id {0}", start);
@@ -120,18 +113,18 @@ public class ContainerSandboxTests(ContainerFixture fx) : IClassFixture<Containe
             await Client.StartAsync(relaxed);
             await Client.StartAsync(unconfined);
 
-            (await ShAsync(strict, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("2", "a filter applies (mode 2)");
+            (await ContainerFixture.ShAsync(Client, strict, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("2", "a filter applies (mode 2)");
             var unshare = await RunAsync(strict, "unshare -U true");
             unshare.ExitCode.Should().NotBe(0, "making a user namespace inside is refused");
             unshare.StandardError.Should().Contain("Operation not permitted");
             (await RunAsync(strict, "unshare -m true")).ExitCode.Should().NotBe(0);
             (await RunAsync(strict, "mkdir -p /mnt/t && mount -t tmpfs t /mnt/t")).ExitCode.Should().NotBe(0, "mounts are refused");
-            (await ShAsync(strict, "echo ok")).Should().Be("ok", "ordinary programs run");
+            (await ContainerFixture.ShAsync(Client, strict, "echo ok")).Should().Be("ok", "ordinary programs run");
 
             (await RunAsync(relaxed, "unshare -U true")).ExitCode.Should().Be(0, "a call the container's own list allows goes through");
-            (await ShAsync(relaxed, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("2", "the rest of the filter still applies");
+            (await ContainerFixture.ShAsync(Client, relaxed, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("2", "the rest of the filter still applies");
 
-            (await ShAsync(unconfined, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("0", "no filter at all");
+            (await ContainerFixture.ShAsync(Client, unconfined, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("0", "no filter at all");
             (await RunAsync(unconfined, "unshare -U true")).ExitCode.Should().Be(0);
         }
         finally
@@ -157,8 +150,8 @@ public class ContainerSandboxTests(ContainerFixture fx) : IClassFixture<Containe
             info.Security.Privileged.Should().BeTrue();
             info.HostIdStart.Should().BeNull();
             await Client.StartAsync(name);
-            (await ShAsync(name, "cat /proc/self/uid_map")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Should().Equal("0", "0", "4294967295");
-            (await ShAsync(name, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("2", "privileged means host ids, not no filter");
+            (await ContainerFixture.ShAsync(Client, name, "cat /proc/self/uid_map")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Should().Equal("0", "0", "4294967295");
+            (await ContainerFixture.ShAsync(Client, name, "grep '^Seccomp:' /proc/self/status")).Should().EndWith("2", "privileged means host ids, not no filter");
         }
         finally
         {
@@ -175,14 +168,14 @@ public class ContainerSandboxTests(ContainerFixture fx) : IClassFixture<Containe
         try
         {
             await Client.StartAsync(name);
-            await ShAsync(name, "echo mine > /data && chown 33:33 /data && sync");
+            await ContainerFixture.ShAsync(Client, name, "echo mine > /data && chown 33:33 /data && sync");
             await Client.StopAsync(name);
 
             var clone = await Client.CloneAsync(name, new VeName(copy));
             clone.HostIdStart.Should().NotBeNull().And.NotBe(original.HostIdStart, "a clone never shares its original's ids");
             await Client.StartAsync(copy);
-            (await ShAsync(copy, "stat -c %u:%g /data /bin/busybox")).Split('\n').Should().Equal("33:33", "0:0");
-            (await ShAsync(copy, "cat /data")).Should().Be("mine");
+            (await ContainerFixture.ShAsync(Client, copy, "stat -c %u:%g /data /bin/busybox")).Split('\n').Should().Equal("33:33", "0:0");
+            (await ContainerFixture.ShAsync(Client, copy, "cat /data")).Should().Be("mine");
             await Client.StopAsync(copy);
             (await HostOwnerAsync(copy, "/data")).Should().Be($"{clone.HostIdStart + 33}:{clone.HostIdStart + 33}");
             (await HostOwnerAsync(name, "/data")).Should().Be($"{original.HostIdStart + 33}:{original.HostIdStart + 33}", "the original is untouched");
@@ -205,7 +198,7 @@ public class ContainerSandboxTests(ContainerFixture fx) : IClassFixture<Containe
             var suspend = () => Client.SuspendToDiskAsync(name);
             (await suspend.Should().ThrowAsync<UnsupportedOnHostException>()).Which.Message.Should().Contain("unprivileged").And.Contain("Privileged = true");
             (await Client.GetAsync(name)).State.Should().Be(VeState.Running);
-            (await ShAsync(name, "echo still")).Should().Be("still");
+            (await ContainerFixture.ShAsync(Client, name, "echo still")).Should().Be("still");
         }
         finally
         {

@@ -74,16 +74,6 @@ public class SystemdContainerTests(DebianTemplateFixture fx, ITestOutputHelper o
 {
     private ContainerClient Client => fx.Containers.Client;
 
-    private async Task<string> ShAsync(string name, string script)
-    {
-        var r = await Client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", script] });
-        r.ExitCode.Should().Be(0, "'{0}' should succeed; stderr: {1}", script, r.StandardError);
-        return r.StandardOutput.Trim();
-    }
-
-    private static async Task<bool> PingAsync(string address)
-        => (await new LocalHost().ExecuteAsync(new Command("ping").WithArguments("-c", "1", "-W", "2", address).WithValidation(CommandResultValidation.None))).ExitCode == 0;
-
     [IntegrationFact("debootstrap", "runc", "qemu-storage-daemon", "mkfs.ext4", "ping", Root = true)]
     public async Task A_Debian_container_boots_systemd_runs_services_and_logins_and_stops_cleanly_and_quickly()
     {
@@ -97,28 +87,28 @@ public class SystemdContainerTests(DebianTemplateFixture fx, ITestOutputHelper o
             var watch = Stopwatch.StartNew();
             (await Client.StartAsync(name)).State.Should().Be(VeState.Running);
             output.WriteLine($"start to systemd 'running': {watch.Elapsed.TotalSeconds:0.00} s");
-            (await ShAsync(name, "systemctl is-system-running")).Should().Be("running", "no unit failed: {0}", await ShAsync(name, "systemctl --failed --no-legend || true"));
-            (await ShAsync(name, "cat /proc/1/comm")).Should().Be("systemd");
-            (await ShAsync(name, "grep '^Seccomp:' /proc/1/status")).Should().EndWith("2", "systemd runs under the filter too");
-            (await ShAsync(name, "cat /proc/self/uid_map")).Should().NotStartWith("0 0", "and in its own user namespace");
+            (await ContainerFixture.ShAsync(Client, name, "systemctl is-system-running")).Should().Be("running", "no unit failed: {0}", await ContainerFixture.ShAsync(Client, name, "systemctl --failed --no-legend || true"));
+            (await ContainerFixture.ShAsync(Client, name, "cat /proc/1/comm")).Should().Be("systemd");
+            (await ContainerFixture.ShAsync(Client, name, "grep '^Seccomp:' /proc/1/status")).Should().EndWith("2", "systemd runs under the filter too");
+            (await ContainerFixture.ShAsync(Client, name, "cat /proc/self/uid_map")).Should().NotStartWith("0 0", "and in its own user namespace");
 
             // a service the test installs starts, and the journal records it
-            await ShAsync(name, "printf '[Service]\\nExecStart=/bin/sh -c \"echo hello-from-unit; echo started > /run/hello; exec sleep infinity\"\\n' > /etc/systemd/system/hello.service && systemctl daemon-reload && systemctl start hello");
-            (await ShAsync(name, "systemctl is-active hello")).Should().Be("active");
-            (await ShAsync(name, "cat /run/hello")).Should().Be("started");
-            (await ShAsync(name, "journalctl -u hello --no-pager -o cat")).Should().Contain("hello-from-unit");
+            await ContainerFixture.ShAsync(Client, name, "printf '[Service]\\nExecStart=/bin/sh -c \"echo hello-from-unit; echo started > /run/hello; exec sleep infinity\"\\n' > /etc/systemd/system/hello.service && systemctl daemon-reload && systemctl start hello");
+            (await ContainerFixture.ShAsync(Client, name, "systemctl is-active hello")).Should().Be("active");
+            (await ContainerFixture.ShAsync(Client, name, "cat /run/hello")).Should().Be("started");
+            (await ContainerFixture.ShAsync(Client, name, "journalctl -u hello --no-pager -o cat")).Should().Contain("hello-from-unit");
 
             // the address answers from the bridge; the host name is the container's
-            (await PingAsync(ip)).Should().BeTrue();
-            (await ShAsync(name, "hostname")).Should().Be(name);
-            (await ShAsync(name, "hostnamectl --static")).Should().Be(name, "systemd's own view of the name (hostnamed over D-Bus)");
+            (await ContainerFixture.PingAsync(ip)).Should().BeTrue();
+            (await ContainerFixture.ShAsync(Client, name, "hostname")).Should().Be(name);
+            (await ContainerFixture.ShAsync(Client, name, "hostnamectl --static")).Should().Be(name, "systemd's own view of the name (hostnamed over D-Bus)");
 
             // a password set from the host logs in through su (run by an unprivileged user, so that su asks for it)
-            await ShAsync(name, "useradd -m alice");
+            await ContainerFixture.ShAsync(Client, name, "useradd -m alice");
             await Client.SetUserPasswordAsync(name, "alice", "S3cret:pass");
             const string login = "setpriv --reuid=nobody --regid=nogroup --clear-groups script -qc \"su alice -c 'id -un'\" /dev/null";
-            (await ShAsync(name, $"(sleep 1; echo 'S3cret:pass') | {login}")).Should().EndWith("alice");
-            (await ShAsync(name, $"(sleep 1; echo wrong) | {login}")).Should().Contain("Authentication failure");
+            (await ContainerFixture.ShAsync(Client, name, $"(sleep 1; echo 'S3cret:pass') | {login}")).Should().EndWith("alice");
+            (await ContainerFixture.ShAsync(Client, name, $"(sleep 1; echo wrong) | {login}")).Should().Contain("Authentication failure");
 
             // stopped by SIGRTMIN+3: systemd shuts down by itself, well within the timeout
             watch.Restart();
@@ -134,9 +124,9 @@ public class SystemdContainerTests(DebianTemplateFixture fx, ITestOutputHelper o
             try
             {
                 await Client.StartAsync(copy);
-                (await ShAsync(copy, "systemctl is-system-running")).Should().Be("running");
-                (await ShAsync(copy, "id -un alice && test -d /home/alice && echo home")).Should().Be("alice\nhome");
-                (await ShAsync(copy, "stat -c %u /home/alice")).Should().Be("1000", "the restored copy's files moved to its own id range");
+                (await ContainerFixture.ShAsync(Client, copy, "systemctl is-system-running")).Should().Be("running");
+                (await ContainerFixture.ShAsync(Client, copy, "id -un alice && test -d /home/alice && echo home")).Should().Be("alice\nhome");
+                (await ContainerFixture.ShAsync(Client, copy, "stat -c %u /home/alice")).Should().Be("1000", "the restored copy's files moved to its own id range");
             }
             finally
             {

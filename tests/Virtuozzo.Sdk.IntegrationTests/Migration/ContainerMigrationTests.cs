@@ -40,13 +40,6 @@ public class ContainerMigrationTests : IAsyncLifetime
         }
     }
 
-    private async Task<string> ShAsync(ContainerClient client, string name, string script)
-    {
-        var r = await client.ExecAsync(name, new VeExecOptions { Command = ["sh", "-c", script] });
-        r.ExitCode.Should().Be(0, "'{0}' should succeed; stderr: {1}", script, r.StandardError);
-        return r.StandardOutput.Trim();
-    }
-
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "ping", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task A_running_container_migrates_live_with_the_same_process_its_files_and_its_address()
     {
@@ -54,10 +47,10 @@ public class ContainerMigrationTests : IAsyncLifetime
         const string ip = "10.209.0.246";
         await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, IpAddresses = [ip + "/24"], Security = ContainerFixture.CheckpointableSecurity });
         await _containers.StartAsync(name);
-        var pid = await ShAsync(_containers, name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
-        await ShAsync(_containers, name, "echo written-before > /root-file && sync");
+        var pid = await ContainerFixture.ShAsync(_containers, name, "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+        await ContainerFixture.ShAsync(_containers, name, "echo written-before > /root-file && sync");
         await Task.Delay(700);
-        var before = long.Parse(await ShAsync(_containers, name, "cat /tmp/counter"));
+        var before = long.Parse(await ContainerFixture.ShAsync(_containers, name, "cat /tmp/counter"));
 
         var phases = new List<MigrationPhase>();
         var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk),
@@ -72,10 +65,10 @@ public class ContainerMigrationTests : IAsyncLifetime
 
         var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
         (await there.GetAsync(name)).State.Should().Be(VeState.Running);
-        (await ShAsync(there, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process (same PID) runs on the second host");
+        (await ContainerFixture.ShAsync(there, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process (same PID) runs on the second host");
         await Task.Delay(500);
-        long.Parse(await ShAsync(there, name, "cat /tmp/counter")).Should().BeGreaterThan(before, "the counter continued without a restart");
-        (await ShAsync(there, name, "cat /root-file")).Should().Be("written-before");
+        long.Parse(await ContainerFixture.ShAsync(there, name, "cat /tmp/counter")).Should().BeGreaterThan(before, "the counter continued without a restart");
+        (await ContainerFixture.ShAsync(there, name, "cat /root-file")).Should().Be("written-before");
         SecondHost.RunInNetwork(_host2.Namespace, "ping", "-c", "1", "-W", "3", ip).Should().Be(0, "the container answers at its address on the second host's bridge");
     }
 
@@ -85,7 +78,7 @@ public class ContainerMigrationTests : IAsyncLifetime
         var name = ContainerFixture.UniqueName("ctmig");
         await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
         await _containers.StartAsync(name);
-        await ShAsync(_containers, name, "echo kept > /kept && sync");
+        await ContainerFixture.ShAsync(_containers, name, "echo kept > /kept && sync");
         await _containers.StopAsync(name);
 
         var live = () => new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk), new MigrationOptions { RequireLive = true });
@@ -100,7 +93,7 @@ public class ContainerMigrationTests : IAsyncLifetime
         var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
         (await there.GetAsync(name)).State.Should().Be(VeState.Stopped, "it arrives as it left");
         (await _host2.RunAsync(_host2.Vzsdk, "ct", "start", name)).ExitCode.Should().Be(0);
-        (await ShAsync(there, name, "cat /kept")).Should().Be("kept");
+        (await ContainerFixture.ShAsync(there, name, "cat /kept")).Should().Be("kept");
     }
 
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
@@ -110,7 +103,7 @@ public class ContainerMigrationTests : IAsyncLifetime
         var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") } });
         created.HostIdStart.Should().NotBeNull("new containers are unprivileged");
         await _containers.StartAsync(name);
-        await ShAsync(_containers, name, "echo kept > /kept && chown 7:7 /kept && sync");
+        await ContainerFixture.ShAsync(_containers, name, "echo kept > /kept && chown 7:7 /kept && sync");
 
         var live = () => new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk), new MigrationOptions { RequireLive = true });
         (await live.Should().ThrowAsync<UnsupportedOnHostException>()).Which.Message.Should().Contain("unprivileged");
@@ -125,7 +118,7 @@ public class ContainerMigrationTests : IAsyncLifetime
         var arrived = await there.GetAsync(name);
         arrived.State.Should().Be(VeState.Running, "a restart migration starts it again on the destination");
         arrived.HostIdStart.Should().NotBeNull("it stays unprivileged");
-        (await ShAsync(there, name, "stat -c %u:%g /kept && cat /kept")).Should().Be("7:7\nkept");
+        (await ContainerFixture.ShAsync(there, name, "stat -c %u:%g /kept && cat /kept")).Should().Be("7:7\nkept");
     }
 
     [IntegrationFact("debootstrap", "runc", "qemu-storage-daemon", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
@@ -135,16 +128,16 @@ public class ContainerMigrationTests : IAsyncLifetime
         var name = ContainerFixture.UniqueName("ctmig");
         await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Template = "debian-12", Resources = new ContainerResources { DiskSpace = ByteSize.Parse("1G") } });
         await _containers.StartAsync(name);
-        (await ShAsync(_containers, name, "systemctl is-system-running")).Should().Be("running");
-        await ShAsync(_containers, name, "useradd -m bob && echo note > /home/bob/note && chown bob: /home/bob/note && sync");
+        (await ContainerFixture.ShAsync(_containers, name, "systemctl is-system-running")).Should().Be("running");
+        await ContainerFixture.ShAsync(_containers, name, "useradd -m bob && echo note > /home/bob/note && chown bob: /home/bob/note && sync");
 
         var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk));
         result.Mode.Should().NotBe(MigrationMode.Online, "systemd containers are unprivileged: they move by a restart");
 
         var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
         (await there.GetAsync(name)).State.Should().Be(VeState.Running);
-        (await ShAsync(there, name, "systemctl is-system-running")).Should().Be("running", "systemd booted again on the destination");
-        (await ShAsync(there, name, "stat -c %U /home/bob/note && cat /home/bob/note")).Should().Be("bob\nnote");
+        (await ContainerFixture.ShAsync(there, name, "systemctl is-system-running")).Should().Be("running", "systemd booted again on the destination");
+        (await ContainerFixture.ShAsync(there, name, "stat -c %U /home/bob/note && cat /home/bob/note")).Should().Be("bob\nnote");
         (await there.StopAsync(name)).Should().Be(VeStopMethod.Signal);
     }
 }

@@ -173,6 +173,7 @@ public class VirtualEnvironmentClient
         Dictionary<VeId, VeInfo>? known = null;
         while (!cancellationToken.IsCancellationRequested)
         {
+            var changed = Runtime.Changes.Next;
             var now = (await ListAsync(true, cancellationToken).ConfigureAwait(false)).ToDictionary(v => v.Id);
             var events = known is null
                 ? (options.IncludeExisting ? now.Values.Select(v => Event(VeEventType.Created, v, null)).ToList() : [])
@@ -182,7 +183,9 @@ public class VirtualEnvironmentClient
             known = now;
             try
             {
-                await Task.Delay(interval, cancellationToken).ConfigureAwait(false);
+                // A runtime that hears of changes (libvirt's domain events) wakes the watch at once; otherwise it looks every interval.
+                await Task.WhenAny(changed, Task.Delay(interval, cancellationToken)).ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
             }
             catch (OperationCanceledException)
             {

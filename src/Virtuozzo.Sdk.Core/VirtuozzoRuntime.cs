@@ -5,6 +5,7 @@ using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Core.Hosts;
 using Virtuozzo.Sdk.Core.Resources;
 using Virtuozzo.Sdk.Core.Runtime;
+using Virtuozzo.Sdk.Core.Runtime.Libvirt;
 using Virtuozzo.Sdk.Core.Runtime.Virtuozzo;
 using Virtuozzo.Sdk.Core.State;
 
@@ -25,7 +26,10 @@ public enum RuntimeKind
     /// </summary>
     Virtuozzo,
 
-    /// <summary>A libvirt daemon, locally or remotely (not available yet).</summary>
+    /// <summary>
+    /// A libvirt daemon, locally (<c>qemu:///system</c>) or remotely (<c>qemu+ssh://root@host/system</c>), through libvirt's C
+    /// library (<see cref="VirtuozzoRuntime.CreateLibvirt"/>). VMs only, except on Virtuozzo's <c>vz</c> driver.
+    /// </summary>
     Libvirt,
 }
 
@@ -117,6 +121,41 @@ public sealed class VirtuozzoRuntime
         return new VirtuozzoRuntime(RuntimeKind.Virtuozzo, options, host, loggerFactory, node) { Node = node };
     }
 
+    /// <summary>
+    /// Creates the libvirt runtime: VMs defined and driven by the libvirt daemon at <paramref name="uri"/> —
+    /// <c>qemu:///system</c> on this machine, <c>qemu+ssh://root@host/system</c> on another, or Virtuozzo's
+    /// <c>vz+ssh://root@node/system</c>. libvirt owns the VMs' definitions and state (what <c>virsh</c> shows is what the
+    /// SDK sees); on a local URI the SDK makes the VMs' QCOW2 disks under <see cref="VirtuozzoSdkOptions.DataRoot"/> with its
+    /// own engine. Operations libvirt cannot do here throw <see cref="UnsupportedOnHostException"/> naming the feature.
+    /// </summary>
+    /// <remarks>The connection is opened here, so that an unreachable daemon fails at once. See the article "The libvirt runtime".</remarks>
+    /// <param name="uri">The libvirt connection URI.</param>
+    /// <param name="options">SDK options (data root, bridge); null for the defaults.</param>
+    /// <param name="loggerFactory">Receives what the SDK does; null for none.</param>
+    /// <exception cref="ArgumentException">The URI is malformed, or the options are invalid.</exception>
+    /// <exception cref="ToolNotFoundException">libvirt's client library (Debian's libvirt0) is not installed.</exception>
+    /// <exception cref="HostConnectionException">The daemon cannot be reached.</exception>
+    /// <example>
+    /// <code>
+    /// var runtime = VirtuozzoRuntime.CreateLibvirt("qemu:///system");
+    /// var vms = new VirtualMachineClient(runtime);       // defines, starts and changes libvirt domains
+    /// var all = new VirtualEnvironmentClient(runtime);   // virsh list --all, as VEs
+    /// </code>
+    /// </example>
+    public static VirtuozzoRuntime CreateLibvirt(string uri, VirtuozzoSdkOptions? options = null, ILoggerFactory? loggerFactory = null)
+    {
+        if (LibvirtConnection.ValidateUri(uri) is { } problem)
+            throw new ArgumentException(problem, nameof(uri));
+        options ??= new VirtuozzoSdkOptions();
+        var errors = options.Validate();
+        if (errors.Count > 0)
+            throw new ArgumentException(string.Join(" ", errors), nameof(options));
+        var connection = LibvirtConnection.OpenAsync(uri, loggerFactory?.CreateLogger<LibvirtConnection>(), CancellationToken.None).GetAwaiter().GetResult();
+        var runtime = new VirtuozzoRuntime(RuntimeKind.Libvirt, options, new LocalHost(loggerFactory?.CreateLogger<LocalHost>()), loggerFactory, connection) { Libvirt = connection };
+        connection.DomainChanged += _ => runtime.Changes.Pulse();
+        return runtime;
+    }
+
     /// <summary>A runtime whose VEs come from <paramref name="inventory"/> and whatever drivers the caller registers (unit tests, test doubles).</summary>
     internal static VirtuozzoRuntime ForTesting(IVeInventory inventory, VirtuozzoSdkOptions? options = null)
         => new(RuntimeKind.Local, options ?? new VirtuozzoSdkOptions { DataRoot = Path.Combine(Path.GetTempPath(), "vzsdk-unit-" + Guid.NewGuid().ToString("N")) },
@@ -147,6 +186,15 @@ public sealed class VirtuozzoRuntime
 
     /// <summary>The node's tools, or a refusal naming the runtime that lacks them.</summary>
     internal VirtuozzoNode RequireNode() => Node ?? throw new UnsupportedOnHostException($"The {Kind} runtime does not drive prlctl.");
+
+    /// <summary>The libvirt connection, for the libvirt runtime; null for the others.</summary>
+    internal LibvirtConnection? Libvirt { get; private init; }
+
+    /// <summary>The libvirt connection, or a refusal naming the runtime that lacks it.</summary>
+    internal LibvirtConnection RequireLibvirt() => Libvirt ?? throw new UnsupportedOnHostException($"The {Kind} runtime does not drive libvirt.");
+
+    /// <summary>Pulsed when a runtime learns that a VE changed (libvirt's domain events), so that watches look at once.</summary>
+    internal VeChangeSignal Changes { get; } = new();
 
     internal HostBridge Bridge { get; }
 
@@ -182,4 +230,15 @@ public sealed class VirtuozzoRuntime
 
         public Task<VeIdentity?> FindAsync(string nameOrId, CancellationToken cancellationToken) => registry.FindAsync(nameOrId, cancellationToken);
     }
+}
+
+/// <summary>A pulse that wakes whoever waits for "something changed" (the unified client's watch).</summary>
+internal sealed class VeChangeSignal
+{
+    private TaskCompletionSource _current = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes when the next pulse comes; take it before looking, so that a change made meanwhile is not missed.</summary>
+    public Task Next => Volatile.Read(ref _current).Task;
+
+    public void Pulse() => Interlocked.Exchange(ref _current, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
 }

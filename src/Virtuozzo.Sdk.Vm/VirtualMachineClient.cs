@@ -42,6 +42,7 @@ public class VirtualMachineClient
     {
         RuntimeKind.Local => new LocalVmDriver(runtime, options),
         RuntimeKind.Virtuozzo => new Runtime.Virtuozzo.VirtuozzoVmDriver(runtime),
+        RuntimeKind.Libvirt => new Runtime.Libvirt.LibvirtVmDriver(runtime),
         _ => throw new UnsupportedOnHostException($"VMs are not available on the {runtime.Kind} runtime yet."),
     };
 

@@ -54,7 +54,7 @@ internal sealed record GuestVcpu(int LogicalId, bool Online, bool CanOffline);
 /// every timeout is followed) by a <c>guest-sync-delimited</c> resynchronisation: a 0xFF byte resets the agent's
 /// parser, and the reply is preceded by a 0xFF sentinel. The channel serves one client: hold it under the VE's lock.
 /// </summary>
-internal sealed class GuestAgentClient : IAsyncDisposable
+internal sealed class GuestAgentClient : IGuestAgentChannel, IAsyncDisposable
 {
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
@@ -269,68 +269,6 @@ internal sealed class GuestAgentClient : IAsyncDisposable
         }
     }
 
-    /// <summary>
-    /// Runs a program in the guest (no shell), feeding <paramref name="input"/> to its standard input, and waits for it
-    /// to end; returns its exit code (128 + signal when a signal ended it) and captured output.
-    /// </summary>
-    /// <exception cref="TimeoutException">The program did not end within <paramref name="timeout"/> (it keeps running in the guest).</exception>
-    public async Task<GuestExecOutcome> ExecAsync(
-        string path, IReadOnlyList<string> arguments, IReadOnlyDictionary<string, string>? environment, byte[]? input,
-        TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        var args = new JsonObject
-        {
-            ["path"] = path,
-            ["arg"] = new JsonArray(arguments.Select(a => (JsonNode)JsonValue.Create(a)!).ToArray()),
-            ["capture-output"] = true,
-        };
-        if (environment is { Count: > 0 })
-            args["env"] = new JsonArray(environment.Select(kv => (JsonNode)JsonValue.Create($"{kv.Key}={kv.Value}")!).ToArray());
-        if (input is { Length: > 0 })
-            args["input-data"] = Convert.ToBase64String(input);
-        var started = await ExecuteAsync("guest-exec", args, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
-        var pid = started?["pid"]?.GetValue<long>() ?? throw new GuestAgentException("guest-exec", "GenericError", "no pid in the reply");
-        var deadline = DateTimeOffset.UtcNow + timeout;
-        var delay = 20;
-        while (true)
-        {
-            var status = await ExecuteAsync("guest-exec-status", new JsonObject { ["pid"] = pid }, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false) as JsonObject;
-            if (status?["exited"]?.GetValue<bool>() == true)
-            {
-                var signal = status["signal"]?.GetValue<int>();
-                var code = status["exitcode"]?.GetValue<int>() ?? (signal is { } s ? 128 + s : -1);
-                return new GuestExecOutcome(
-                    code, signal,
-                    Decode(status["out-data"]), Decode(status["err-data"]),
-                    status["out-truncated"]?.GetValue<bool>() == true || status["err-truncated"]?.GetValue<bool>() == true);
-            }
-            if (DateTimeOffset.UtcNow >= deadline)
-                throw new TimeoutException($"The program '{path}' (guest pid {pid}) did not end within {timeout.TotalSeconds:0.#} s; it is still running in the guest.");
-            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-            delay = Math.Min(delay * 2, 250);
-        }
-    }
-
-    private static byte[] Decode(JsonNode? node) => node is null ? [] : Convert.FromBase64String(node.GetValue<string>());
-
-    /// <summary>Sets a user's password (<c>guest-set-user-password</c>); the password never leaves this process unencoded.</summary>
-    public Task SetUserPasswordAsync(string user, string password, bool crypted, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(user);
-        ArgumentNullException.ThrowIfNull(password);
-        return ExecuteAsync("guest-set-user-password", new JsonObject
-        {
-            ["username"] = user,
-            ["password"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(password)),
-            ["crypted"] = crypted,
-        }, timeout, cancellationToken);
-    }
-
-    /// <summary>The guest's network interfaces and addresses.</summary>
-    public async Task<IReadOnlyList<GuestInterface>> GetNetworkInterfacesAsync(TimeSpan timeout, CancellationToken cancellationToken)
-        => ParseInterfaces(await ExecuteAsync("guest-network-get-interfaces", null, timeout, cancellationToken).ConfigureAwait(false));
-
     internal static IReadOnlyList<GuestInterface> ParseInterfaces(JsonNode? reply)
     {
         var list = new List<GuestInterface>();
@@ -491,4 +429,80 @@ internal sealed class GuestAgentClient : IAsyncDisposable
     }
 
     internal static string FormatId(long id) => id.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>Something that carries guest-agent commands: the SDK's own client on the agent's socket, or libvirt's agent API.</summary>
+internal interface IGuestAgentChannel
+{
+    /// <summary>Runs one agent command and returns its <c>return</c> value.</summary>
+    /// <exception cref="GuestAgentException">The agent answered with an error.</exception>
+    /// <exception cref="GuestAgentUnavailableException">No answer within the timeout.</exception>
+    Task<JsonNode?> ExecuteAsync(string command, JsonObject? arguments, TimeSpan timeout, CancellationToken cancellationToken);
+}
+
+/// <summary>The guest-agent commands the runtimes share, over any <see cref="IGuestAgentChannel"/>.</summary>
+internal static class GuestAgentCommands
+{
+    /// <summary>
+    /// Runs a program in the guest (no shell), feeding <paramref name="input"/> to its standard input, and waits for it
+    /// to end; returns its exit code (128 + signal when a signal ended it) and captured output.
+    /// </summary>
+    /// <exception cref="TimeoutException">The program did not end within <paramref name="timeout"/> (it keeps running in the guest).</exception>
+    public static async Task<GuestExecOutcome> ExecAsync(this IGuestAgentChannel agent,
+        string path, IReadOnlyList<string> arguments, IReadOnlyDictionary<string, string>? environment, byte[]? input,
+        TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var args = new JsonObject
+        {
+            ["path"] = path,
+            ["arg"] = new JsonArray(arguments.Select(a => (JsonNode)JsonValue.Create(a)!).ToArray()),
+            ["capture-output"] = true,
+        };
+        if (environment is { Count: > 0 })
+            args["env"] = new JsonArray(environment.Select(kv => (JsonNode)JsonValue.Create($"{kv.Key}={kv.Value}")!).ToArray());
+        if (input is { Length: > 0 })
+            args["input-data"] = Convert.ToBase64String(input);
+        var started = await agent.ExecuteAsync("guest-exec", args, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+        var pid = started?["pid"]?.GetValue<long>() ?? throw new GuestAgentException("guest-exec", "GenericError", "no pid in the reply");
+        var deadline = DateTimeOffset.UtcNow + timeout;
+        var delay = 20;
+        while (true)
+        {
+            var status = await agent.ExecuteAsync("guest-exec-status", new JsonObject { ["pid"] = pid }, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false) as JsonObject;
+            if (status?["exited"]?.GetValue<bool>() == true)
+            {
+                var signal = status["signal"]?.GetValue<int>();
+                var code = status["exitcode"]?.GetValue<int>() ?? (signal is { } s ? 128 + s : -1);
+                return new GuestExecOutcome(
+                    code, signal,
+                    Decode(status["out-data"]), Decode(status["err-data"]),
+                    status["out-truncated"]?.GetValue<bool>() == true || status["err-truncated"]?.GetValue<bool>() == true);
+            }
+            if (DateTimeOffset.UtcNow >= deadline)
+                throw new TimeoutException($"The program '{path}' (guest pid {pid}) did not end within {timeout.TotalSeconds:0.#} s; it is still running in the guest.");
+            await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+            delay = Math.Min(delay * 2, 250);
+        }
+    }
+
+    private static byte[] Decode(JsonNode? node) => node is null ? [] : Convert.FromBase64String(node.GetValue<string>());
+
+    /// <summary>Sets a user's password (<c>guest-set-user-password</c>); the password never leaves this process unencoded.</summary>
+    public static Task SetUserPasswordAsync(this IGuestAgentChannel agent, string user, string password, bool crypted, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(user);
+        ArgumentNullException.ThrowIfNull(password);
+        return agent.ExecuteAsync("guest-set-user-password", new JsonObject
+        {
+            ["username"] = user,
+            ["password"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(password)),
+            ["crypted"] = crypted,
+        }, timeout, cancellationToken);
+    }
+
+    /// <summary>The guest's network interfaces and addresses.</summary>
+    public static async Task<IReadOnlyList<GuestInterface>> GetNetworkInterfacesAsync(this IGuestAgentChannel agent, TimeSpan timeout, CancellationToken cancellationToken)
+        => GuestAgentClient.ParseInterfaces(await agent.ExecuteAsync("guest-network-get-interfaces", null, timeout, cancellationToken).ConfigureAwait(false));
+
 }

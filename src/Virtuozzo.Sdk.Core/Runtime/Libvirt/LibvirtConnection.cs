@@ -1,0 +1,383 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Virtuozzo.Sdk.Core.State;
+
+namespace Virtuozzo.Sdk.Core.Runtime.Libvirt;
+
+/// <summary>A domain's state as libvirt reports it (<c>virDomainState</c>).</summary>
+internal enum LibvirtDomainState
+{
+    NoState = 0,
+    Running = 1,
+    Blocked = 2,
+    Paused = 3,
+    Shutdown = 4,
+    Shutoff = 5,
+    Crashed = 6,
+    PmSuspended = 7,
+}
+
+/// <summary>A domain as listed: identity, kind (from its OS type) and state.</summary>
+internal sealed record LibvirtDomainSummary(Guid Id, string Name, VeKind Kind, LibvirtDomainState State, bool HasManagedSave);
+
+/// <summary>One domain's statistics from <c>virConnectGetAllDomainStats</c>, keyed by libvirt's field names (<c>cpu.time</c>, <c>balloon.rss</c>, <c>net.0.rx.bytes</c>…).</summary>
+internal sealed record LibvirtDomainStats(Guid Id, IReadOnlyDictionary<string, object> Fields);
+
+/// <summary>
+/// One connection to a libvirt daemon (<c>qemu:///system</c>, <c>qemu+ssh://root@host/system</c>, <c>vz+ssh://…</c>).
+/// libvirt's connection objects are thread-safe; every call runs on a pool thread and reads libvirt's error on that same
+/// thread (libvirt keeps the last error per thread). Domain events are delivered by libvirt's default event loop, run by
+/// one background thread per process, and raised as <see cref="DomainChanged"/>.
+/// </summary>
+internal sealed class LibvirtConnection : IVeInventory, IDisposable
+{
+    private static readonly object EventLoopGate = new();
+    private static bool _eventLoopStarted;
+
+    private readonly ILogger? _logger;
+    private nint _conn;
+    private GCHandle _self;
+    private int _callbackId = -1;
+
+    private LibvirtConnection(string uri, nint conn, ILogger? logger)
+    {
+        Uri = uri;
+        _conn = conn;
+        _logger = logger;
+    }
+
+    /// <summary>The URI the connection was opened with.</summary>
+    public string Uri { get; }
+
+    /// <summary>True when the URI names this machine (no host part): disks are then created by the SDK's own QCOW2 engine.</summary>
+    public bool IsLocal => IsLocalUri(Uri);
+
+    /// <summary>True for Virtuozzo's <c>vz</c> driver, whose <c>exe</c> domains are containers.</summary>
+    public bool IsVz => Uri.StartsWith("vz", StringComparison.OrdinalIgnoreCase) || Uri.StartsWith("parallels", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Raised (on libvirt's event thread) when a domain starts, stops, pauses, is defined or undefined.</summary>
+    public event Action<Guid>? DomainChanged;
+
+    /// <summary>
+    /// Checks a libvirt URI before it reaches libvirt: a scheme (<c>qemu</c>, <c>qemu+ssh</c>, <c>vz+ssh</c>…), then
+    /// <c>://</c>. Returns the problem, or null when the URI is acceptable.
+    /// </summary>
+    public static string? ValidateUri(string? uri)
+    {
+        if (string.IsNullOrWhiteSpace(uri))
+            return "The libvirt URI is empty; give one such as 'qemu:///system' or 'qemu+ssh://root@host/system'.";
+        var sep = uri.IndexOf("://", StringComparison.Ordinal);
+        if (sep <= 0)
+            return $"'{uri}' is not a libvirt URI: it has no scheme (for example 'qemu:///system').";
+        var scheme = uri[..sep];
+        if (!scheme.All(c => char.IsAsciiLetterOrDigit(c) || c is '+' or '-' or '.'))
+            return $"'{uri}' is not a libvirt URI: the scheme '{scheme}' has characters a scheme cannot have.";
+        if (uri.Any(char.IsControl) || uri.Contains(' ', StringComparison.Ordinal))
+            return $"'{uri}' is not a libvirt URI: it contains spaces or control characters.";
+        return null;
+    }
+
+    /// <summary>True when <paramref name="uri"/> has no host part (<c>qemu:///system</c>, <c>qemu+unix:///system</c>).</summary>
+    public static bool IsLocalUri(string uri)
+    {
+        var sep = uri.IndexOf("://", StringComparison.Ordinal);
+        return sep > 0 && uri.AsSpan(sep + 3).StartsWith("/");
+    }
+
+    /// <summary>Opens a connection (and, the first time in the process, libvirt's event loop).</summary>
+    /// <exception cref="ArgumentException">The URI is malformed.</exception>
+    /// <exception cref="ToolNotFoundException">libvirt's client library (libvirt0) is not installed.</exception>
+    /// <exception cref="HostConnectionException">The daemon cannot be reached.</exception>
+    public static async Task<LibvirtConnection> OpenAsync(string uri, ILogger? logger, CancellationToken cancellationToken)
+    {
+        if (ValidateUri(uri) is { } problem)
+            throw new ArgumentException(problem, nameof(uri));
+        cancellationToken.ThrowIfCancellationRequested();
+        return await Task.Run(() =>
+        {
+            try
+            {
+                StartEventLoop();
+            }
+            catch (DllNotFoundException ex)
+            {
+                throw new ToolNotFoundException("libvirt.so.0", "libvirt's client library (libvirt.so.0) is not installed: install Debian's libvirt0 (apt-get install libvirt0), or choose another runtime.", ex);
+            }
+            var conn = LibvirtNative.virConnectOpen(uri);
+            if (conn == 0)
+            {
+                var e = LibvirtErrors.Last($"Connecting to libvirt at '{uri}'");
+                throw e is HostConnectionException ? e : new HostConnectionException(
+                    e.Message + " Is libvirtd running (libvirtd -d, or systemctl start libvirtd) and does this user have access?", e);
+            }
+            var c = new LibvirtConnection(uri, conn, logger);
+            c.RegisterEvents();
+            return c;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private unsafe static void StartEventLoop()
+    {
+        lock (EventLoopGate)
+        {
+            if (_eventLoopStarted)
+                return;
+            LibvirtNative.virInitialize();
+            // libvirt prints every error to stderr unless a handler is set; the SDK reads them itself.
+            LibvirtNative.virSetErrorFunc(0, (nint)(delegate* unmanaged<nint, nint, void>)&IgnoreError);
+            if (LibvirtNative.virEventRegisterDefaultImpl() < 0)
+                throw LibvirtErrors.Last("Starting libvirt's event loop");
+            var thread = new Thread(() =>
+            {
+                while (true)
+                    LibvirtNative.virEventRunDefaultImpl();
+            })
+            { IsBackground = true, Name = "vzsdk-libvirt-events" };
+            thread.Start();
+            _eventLoopStarted = true;
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    private static void IgnoreError(nint userData, nint error)
+    {
+    }
+
+    private unsafe void RegisterEvents()
+    {
+        _self = GCHandle.Alloc(this);
+        _callbackId = LibvirtNative.virConnectDomainEventRegisterAny(_conn, 0, LibvirtNative.EventIdLifecycle,
+            (nint)(delegate* unmanaged<nint, nint, int, int, nint, int>)&OnLifecycle, GCHandle.ToIntPtr(_self), 0);
+        if (_callbackId < 0)
+        {
+            // A daemon without events still works: the SDK's watch then relies on its polling alone.
+            _logger?.LogDebug("{Error}", LibvirtErrors.Last("Registering for libvirt's domain events").Message);
+        }
+        LibvirtNative.virConnectSetKeepAlive(_conn, 5, 3);
+    }
+
+    [UnmanagedCallersOnly]
+    private static int OnLifecycle(nint conn, nint dom, int eventType, int detail, nint opaque)
+    {
+        try
+        {
+            if (GCHandle.FromIntPtr(opaque).Target is LibvirtConnection c && c.DomainChanged is { } handler && UuidOf(dom) is { } id)
+                handler(id);
+        }
+        catch (Exception)
+        {
+            // An exception must not cross into libvirt's C stack.
+        }
+        return 0;
+    }
+
+    private nint Handle => _conn != 0 ? _conn : throw new ObjectDisposedException(nameof(LibvirtConnection));
+
+    /// <summary>Runs a libvirt call on a pool thread; <paramref name="call"/> reads the error on its own thread.</summary>
+    public Task<T> RunAsync<T>(Func<nint, T> call, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return Task.Run(() => call(Handle), cancellationToken);
+    }
+
+    /// <summary>libvirt's version on this connection's daemon side, as major*1,000,000 + minor*1,000 + release.</summary>
+    public Task<ulong> GetLibraryVersionAsync(CancellationToken cancellationToken) => RunAsync(c =>
+        LibvirtNative.virConnectGetLibVersion(c, out var v) < 0 ? throw LibvirtErrors.Last("Reading libvirt's version") : (ulong)v, cancellationToken);
+
+    /// <summary>The hypervisor's capabilities XML (<c>virsh capabilities</c>).</summary>
+    public unsafe Task<string> GetCapabilitiesAsync(CancellationToken cancellationToken) => RunAsync(c =>
+        LibvirtNative.Owned(LibvirtNative.virConnectGetCapabilities(c)) ?? throw LibvirtErrors.Last("Reading the hypervisor's capabilities"), cancellationToken);
+
+    /// <summary>Every domain, defined or running.</summary>
+    public unsafe Task<IReadOnlyList<LibvirtDomainSummary>> ListDomainsAsync(CancellationToken cancellationToken) => RunAsync(c =>
+    {
+        nint* domains = null;
+        var n = LibvirtNative.virConnectListAllDomains(c, &domains, LibvirtNative.ListDomainsAll);
+        if (n < 0)
+            throw LibvirtErrors.Last("Listing libvirt's domains");
+        var list = new List<LibvirtDomainSummary>(n);
+        try
+        {
+            for (var i = 0; i < n; i++)
+            {
+                if (Summarize(domains[i]) is { } s)
+                    list.Add(s);
+            }
+        }
+        finally
+        {
+            for (var i = 0; i < n; i++)
+                LibvirtNative.virDomainFree(domains[i]);
+            NativeMemory.Free(domains);
+        }
+        return (IReadOnlyList<LibvirtDomainSummary>)list.OrderBy(d => d.Name, StringComparer.Ordinal).ToList();
+    }, cancellationToken);
+
+    private unsafe static LibvirtDomainSummary? Summarize(nint dom)
+    {
+        // A domain undefined between the list and these calls is skipped.
+        if (UuidOf(dom) is not { } id || LibvirtNative.Borrowed(LibvirtNative.virDomainGetName(dom)) is not { } name)
+            return null;
+        if (LibvirtNative.virDomainGetState(dom, out var state, out _, 0) < 0)
+            return null;
+        var os = LibvirtNative.Owned(LibvirtNative.virDomainGetOSType(dom));
+        var saved = LibvirtNative.virDomainHasManagedSaveImage(dom, 0) == 1;
+        LibvirtNative.virResetLastError();
+        return new LibvirtDomainSummary(id, name, string.Equals(os, "exe", StringComparison.OrdinalIgnoreCase) ? VeKind.Container : VeKind.Vm, (LibvirtDomainState)state, saved);
+    }
+
+    private unsafe static Guid? UuidOf(nint dom)
+    {
+        var buffer = stackalloc byte[37];
+        if (LibvirtNative.virDomainGetUUIDString(dom, buffer) < 0)
+            return null;
+        return Guid.TryParse(Encoding.ASCII.GetString(buffer, 36), out var g) ? g : null;
+    }
+
+    /// <summary>A domain by UUID or name, as a handle the caller disposes; null when there is none.</summary>
+    public Task<LibvirtDomain?> FindDomainAsync(string nameOrId, CancellationToken cancellationToken) => RunAsync(c =>
+    {
+        var dom = Guid.TryParse(nameOrId, out var id) ? LibvirtNative.virDomainLookupByUUIDString(c, id.ToString()) : 0;
+        if (dom == 0)
+            dom = LibvirtNative.virDomainLookupByName(c, nameOrId);
+        if (dom != 0)
+            return new LibvirtDomain(this, dom);
+        if (LibvirtErrors.LastIs(LibvirtErrors.NoDomain))
+        {
+            LibvirtNative.virResetLastError();
+            return null;
+        }
+        throw LibvirtErrors.Last($"Looking up the domain '{nameOrId}'");
+    }, cancellationToken);
+
+    /// <summary>Defines (or redefines) a persistent domain from XML.</summary>
+    public Task<LibvirtDomain> DefineAsync(string xml, string what, CancellationToken cancellationToken) => RunAsync(c =>
+    {
+        var dom = LibvirtNative.virDomainDefineXML(c, xml);
+        return dom != 0 ? new LibvirtDomain(this, dom) : throw LibvirtErrors.Last(what);
+    }, cancellationToken);
+
+    /// <summary>Statistics of every domain (<c>virConnectGetAllDomainStats</c>: state, CPU, balloon, interfaces, block devices).</summary>
+    public unsafe Task<IReadOnlyList<LibvirtDomainStats>> GetAllStatsAsync(CancellationToken cancellationToken) => RunAsync(c =>
+    {
+        LibvirtNative.VirDomainStatsRecord** records = null;
+        var n = LibvirtNative.virConnectGetAllDomainStats(c,
+            LibvirtNative.StatsState | LibvirtNative.StatsCpuTotal | LibvirtNative.StatsBalloon | LibvirtNative.StatsInterface | LibvirtNative.StatsBlock, &records, 0);
+        if (n < 0)
+            throw LibvirtErrors.Last("Reading the domains' statistics");
+        var list = new List<LibvirtDomainStats>(n);
+        try
+        {
+            for (var i = 0; i < n; i++)
+            {
+                var r = records[i];
+                if (UuidOf(r->Dom) is not { } id)
+                    continue;
+                var fields = new Dictionary<string, object>(StringComparer.Ordinal);
+                for (var p = 0; p < r->NParams; p++)
+                {
+                    var param = &r->Params[p];
+                    var field = Marshal.PtrToStringUTF8((nint)param->Field) ?? string.Empty;
+                    object? value = param->Type switch
+                    {
+                        1 => (long)(int)param->Value,          // int
+                        2 => (long)(uint)param->Value,         // uint
+                        3 => param->Value,                     // llong
+                        4 => (long)(ulong)param->Value,        // ullong (counters fit in a long)
+                        5 => BitConverter.Int64BitsToDouble(param->Value),
+                        6 => (byte)param->Value != 0,
+                        7 => Marshal.PtrToStringUTF8((nint)param->Value),
+                        _ => null,
+                    };
+                    if (value is not null)
+                        fields[field] = value;
+                }
+                list.Add(new LibvirtDomainStats(id, fields));
+            }
+        }
+        finally
+        {
+            if (records is not null)
+                LibvirtNative.virDomainStatsRecordListFree(records);
+        }
+        return (IReadOnlyList<LibvirtDomainStats>)list;
+    }, cancellationToken);
+
+    // ---- IVeInventory: libvirt's domains are the runtime's VEs.
+
+    async Task<IReadOnlyList<VeIdentity>> IVeInventory.ListAsync(CancellationToken cancellationToken, VeKind? kind)
+        => (await ListDomainsAsync(cancellationToken).ConfigureAwait(false))
+            .Where(d => kind is null || d.Kind == kind)
+            .Select(d => new VeIdentity(VeRegistry.FormatVersion, d.Id.ToString(), d.Name, d.Kind, DateTimeOffset.MinValue))
+            .ToList();
+
+    async Task<VeIdentity?> IVeInventory.FindAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        using var dom = await FindDomainAsync(nameOrId, cancellationToken).ConfigureAwait(false);
+        if (dom is null)
+            return null;
+        var s = await dom.SummarizeAsync(cancellationToken).ConfigureAwait(false);
+        return new VeIdentity(VeRegistry.FormatVersion, s.Id.ToString(), s.Name, s.Kind, DateTimeOffset.MinValue);
+    }
+
+    internal static LibvirtDomainSummary SummaryOf(nint dom, string what) => Summarize(dom) ?? throw LibvirtErrors.Last(what);
+
+    public void Dispose()
+    {
+        var conn = Interlocked.Exchange(ref _conn, 0);
+        if (conn == 0)
+            return;
+        if (_callbackId >= 0)
+            LibvirtNative.virConnectDomainEventDeregisterAny(conn, _callbackId);
+        LibvirtNative.virConnectClose(conn);
+        if (_self.IsAllocated)
+            _self.Free();
+    }
+}
+
+/// <summary>A handle on one domain (<c>virDomainPtr</c>); dispose it to free the reference.</summary>
+internal sealed class LibvirtDomain : IDisposable
+{
+    private readonly LibvirtConnection _connection;
+    private nint _dom;
+
+    internal LibvirtDomain(LibvirtConnection connection, nint dom)
+    {
+        _connection = connection;
+        _dom = dom;
+    }
+
+    private nint Handle => _dom != 0 ? _dom : throw new ObjectDisposedException(nameof(LibvirtDomain));
+
+    /// <summary>Runs a call on the domain on a pool thread (libvirt's error is read on that thread).</summary>
+    public Task<T> RunAsync<T>(Func<nint, T> call, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var dom = Handle;
+        return Task.Run(() => call(dom), cancellationToken);
+    }
+
+    /// <summary>Runs a call that returns libvirt's int status (negative on failure), throwing the mapped error.</summary>
+    public Task CallAsync(Func<nint, int> call, string what, CancellationToken cancellationToken)
+        => RunAsync(d => call(d) < 0 ? throw LibvirtErrors.Last(what) : 0, cancellationToken);
+
+    public Task<LibvirtDomainSummary> SummarizeAsync(CancellationToken cancellationToken)
+        => RunAsync(d => LibvirtConnection.SummaryOf(d, "Reading a domain's state"), cancellationToken);
+
+    /// <summary>The domain's XML: the live definition while it runs, or the persistent one with <paramref name="inactive"/>.</summary>
+    public unsafe Task<string> GetXmlAsync(bool inactive, CancellationToken cancellationToken)
+        => RunAsync(d => LibvirtNative.Owned(LibvirtNative.virDomainGetXMLDesc(d, inactive ? LibvirtNative.XmlInactive : 0)) ?? throw LibvirtErrors.Last("Reading the domain's XML"), cancellationToken);
+
+    /// <summary>Sends a command to the guest agent through libvirt and returns its JSON reply.</summary>
+    public unsafe Task<string> AgentCommandAsync(string json, int timeoutSeconds, CancellationToken cancellationToken)
+        => RunAsync(d => LibvirtNative.Owned(LibvirtNative.virDomainQemuAgentCommand(d, json, timeoutSeconds, 0)) ?? throw LibvirtErrors.Last("A guest tools command"), cancellationToken);
+
+    public void Dispose()
+    {
+        var dom = Interlocked.Exchange(ref _dom, 0);
+        if (dom != 0)
+            LibvirtNative.virDomainFree(dom);
+    }
+}

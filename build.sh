@@ -20,7 +20,7 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPE
 APT_PACKAGES=(
   runc qemu-utils qemu-system-x86 qemu-system-common busybox-static openssh-server openssh-client
   kmod cpio criu e2fsprogs iproute2 iputils-ping iptables fuse3 util-linux procps tar ca-certificates
-  clang lld zlib1g-dev rsync debootstrap chromium
+  clang lld zlib1g-dev rsync debootstrap chromium libvirt-daemon-system libvirt-clients libvirt0
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -75,10 +75,27 @@ ensure_dotnet() {
   command -v dotnet >/dev/null 2>&1 || die "the .NET SDK 10 is required (dotnet on PATH); see https://learn.microsoft.com/dotnet/core/install/linux-debian"
 }
 
+# libvirtd for the libvirt runtime's tests and samples. These machines have no systemd, so the daemons are started by hand
+# when they do not answer. /dev/kvm gets the group udev gives it on a normal Debian host (root:kvm 0660): without it,
+# libvirt sees KVM as unusable for its qemu user while its probe finds KVM, and it re-probes QEMU on every call (4 s each).
+ensure_libvirtd() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  command -v libvirtd >/dev/null 2>&1 || return 0
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then chgrp kvm /dev/kvm && chmod 660 /dev/kvm; fi
+  virsh -c qemu:///system list >/dev/null 2>&1 && return 0
+  log "starting virtlogd and libvirtd"
+  pgrep -x virtlogd >/dev/null || virtlogd -d
+  pgrep -x libvirtd >/dev/null || libvirtd -d
+  local i
+  for i in $(seq 1 50); do virsh -c qemu:///system list >/dev/null 2>&1 && return 0; sleep 0.2; done
+  die "libvirtd did not answer on qemu:///system"
+}
+
 setup() {
   ensure_dotnet
   ensure_packages
   case "$(uname -m)" in x86_64) ensure_criu ;; esac
+  ensure_libvirtd
 }
 
 build() {

@@ -16,13 +16,16 @@ var dataRoot = args.Length > 0 ? args[0] : "/var/lib/vzsdk";
 var services = new ServiceCollection();
 services.AddLogging(logging => logging.AddConsole().SetMinimumLevel(LogLevel.Warning));
 var sdk = services.AddVirtuozzoSdk(options => options.DataRoot = dataRoot);
-// The runtime: this machine, managed by the SDK itself (the default), or a Virtuozzo node through its own tools when
-// VZSDK_NODE names one: "local" (prlctl on this machine) or ssh://root@node1.example.com.
+// The runtime: this machine, managed by the SDK itself (the default), a Virtuozzo node through its own tools when
+// VZSDK_NODE names one ("local" for prlctl on this machine, or ssh://root@node1.example.com), or a libvirt daemon when it
+// is a libvirt URI (qemu:///system, qemu+ssh://root@host/system).
 var node = Environment.GetEnvironmentVariable("VZSDK_NODE");
 if (string.IsNullOrEmpty(node))
     sdk.UseLocalRuntime();
 else if (node == "local")
     sdk.UseVirtuozzoRuntime(new LocalHost());
+else if (!node.StartsWith("ssh://", StringComparison.Ordinal))
+    sdk.UseLibvirtRuntime(node);
 else
 {
     var uri = new Uri(node);

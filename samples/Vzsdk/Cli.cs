@@ -34,6 +34,16 @@ internal static class Cli
         Recursive = true,
     };
 
+    /// <summary>
+    /// Global <c>--connect</c>: a libvirt daemon to drive VMs through instead of this machine's own runtime
+    /// (<c>qemu:///system</c>, <c>qemu+ssh://root@host/system</c>, <c>vz+ssh://root@node/system</c>).
+    /// </summary>
+    public static readonly Option<string?> Connect = new("--connect")
+    {
+        Description = "Drive VMs through a libvirt daemon instead of this machine's runtime: qemu:///system, qemu+ssh://root@host/system.",
+        Recursive = true,
+    };
+
     /// <summary>True when <c>--host</c> names a Virtuozzo node.</summary>
     public static bool HasHost(ParseResult parse) => parse.GetValue(Host) is not null;
 
@@ -77,6 +87,12 @@ internal static class Cli
         if (s_runtime is not null)
             return s_runtime;
         var loggers = Loggers(parse);
+        if (parse.GetValue(Connect) is { } uri)
+        {
+            if (parse.GetValue(Host) is not null)
+                throw new UsageException("--host and --connect name two runtimes; give one of them.");
+            return s_runtime = Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateLibvirt(uri, Options(parse), loggers);
+        }
         return s_runtime = parse.GetValue(Host) is { } host
             ? Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateVirtuozzo(NodeHost(host, loggers), Options(parse), loggers)
             : Virtuozzo.Sdk.Core.VirtuozzoRuntime.CreateLocal(Options(parse), loggers);
@@ -128,6 +144,7 @@ internal static class Cli
         root.Options.Add(Verbose);
         root.Options.Add(DataRoot);
         root.Options.Add(Host);
+        root.Options.Add(Connect);
         foreach (var c in commands)
             root.Subcommands.Add(c);
         return root;

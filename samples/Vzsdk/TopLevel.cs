@@ -31,8 +31,9 @@ internal static class TopLevel
     private static VirtualEnvironmentClient Client(ParseResult p)
     {
         var runtime = Cli.Runtime(p);
-        // The unified client sees the kinds enabled on its runtime: enable both.
-        _ = new ContainerClient(runtime);
+        // The unified client sees the kinds enabled on its runtime: enable both (a runtime without containers, libvirt's, refuses them).
+        if (runtime.Kind != RuntimeKind.Libvirt)
+            _ = new ContainerClient(runtime);
         _ = new VirtualMachineClient(runtime);
         return new VirtualEnvironmentClient(runtime);
     }

@@ -200,3 +200,72 @@ public sealed class LibvirtVmTests(LibvirtFixture env)
         FluentActions.Invoking(() => VirtuozzoRuntime.CreateLibvirt("test+unix:///nowhere/at/all")).Should().Throw<HostConnectionException>();
     }
 }
+
+/// <summary>The getting-started sample, unchanged, on the libvirt runtime (<c>VZSDK_NODE=qemu:///system</c>).</summary>
+[Collection("libvirt")]
+public sealed class GettingStartedOnLibvirtTests(LibvirtFixture env)
+{
+    [IntegrationFact("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", Root = true)]
+    public async Task The_getting_started_program_lists_libvirts_domains_as_VEs()
+    {
+        var vm = await env.Vms.CreateAsync(env.GuestVm("gs") with { Disks = [] });
+        try
+        {
+            var testDir = AppContext.BaseDirectory.TrimEnd('/');
+            var repo = Path.GetFullPath(Path.Combine(testDir, "../../../../.."));
+            var sample = Path.Combine(repo, "samples", "GettingStarted", "bin", Path.GetFileName(Path.GetDirectoryName(testDir)!), Path.GetFileName(testDir), "GettingStarted.dll");
+            File.Exists(sample).Should().BeTrue("the sample is built with the solution ({0})", sample);
+            using var data = new TempDirectory("vzsdk-gs-libvirt");
+            var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+            start.ArgumentList.Add(sample);
+            start.ArgumentList.Add(data.Path);
+            start.Environment["VZSDK_NODE"] = LibvirtFixture.Uri;
+            using var process = System.Diagnostics.Process.Start(start)!;
+            var stdout = process.StandardOutput.ReadToEndAsync();
+            var stderr = process.StandardError.ReadToEndAsync();
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+            await process.WaitForExitAsync(timeout.Token);
+            process.ExitCode.Should().Be(0, "the sample runs; stderr: {0}", await stderr);
+            var lines = (await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            lines.Should().Contain($"  Vm {vm.Name} Stopped");
+        }
+        finally
+        {
+            await env.Vms.DeleteAsync(vm.Id.ToString());
+        }
+    }
+}
+
+/// <summary><c>vzsdk --connect URI</c>: every verb on a libvirt daemon's VMs.</summary>
+[Collection("libvirt")]
+public sealed class VzsdkOnLibvirtTests(LibvirtFixture env)
+{
+    [IntegrationFact("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", Root = true)]
+    public async Task Vzsdk_connect_lists_and_drives_libvirts_VMs()
+    {
+        var vm = await env.Vms.CreateAsync(env.GuestVm("cli") with { Disks = [] });
+        try
+        {
+            var list = await Cli.VzsdkTool.RunAsync("--connect", LibvirtFixture.Uri, "--data-root", env.Root.Path, "list", "-a", "--json");
+            list.ExitCode.Should().Be(0, list.StandardError);
+            var ves = System.Text.Json.JsonDocument.Parse(list.StandardOutput).RootElement;
+            ves.EnumerateArray().Should().Contain(v => v.GetProperty("name").GetString() == vm.Name.Value);
+
+            var start = await Cli.VzsdkTool.RunAsync("--connect", LibvirtFixture.Uri, "--data-root", env.Root.Path, "start", vm.Name.Value);
+            start.ExitCode.Should().Be(0, start.StandardError);
+            (await LibvirtFixture.Virsh("domstate", vm.Name.Value)).Output.Trim().Should().Be("running");
+            var stop = await Cli.VzsdkTool.RunAsync("--connect", LibvirtFixture.Uri, "--data-root", env.Root.Path, "stop", vm.Name.Value, "--kill");
+            stop.ExitCode.Should().Be(0, stop.StandardError);
+            (await LibvirtFixture.Virsh("domstate", vm.Name.Value)).Output.Trim().Should().Be("shut off");
+
+            var bad = await Cli.VzsdkTool.RunAsync("--connect", "no-scheme-here", "list", "-a");
+            bad.ExitCode.Should().Be(2, "a malformed URI is a usage error");
+            var both = await Cli.VzsdkTool.RunAsync("--connect", LibvirtFixture.Uri, "--host", "local", "list", "-a");
+            both.ExitCode.Should().Be(2, "--host and --connect together are a usage error");
+        }
+        finally
+        {
+            await env.Vms.DeleteAsync(vm.Id.ToString());
+        }
+    }
+}

@@ -32,6 +32,7 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
     private readonly IDiskImages _disks = new Qcow2DiskImages();
     private readonly ILogger _logger;
     private bool? _software;
+    private Core.Hosts.HostCapabilities? _capabilities;
 
     public LibvirtVmDriver(VirtuozzoRuntime runtime)
     {
@@ -178,7 +179,7 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
         if (_conn.IsLocal)
         {
             // On this machine the host's probe boots a tiny guest: /dev/kvm can exist and still hang.
-            var caps = await _runtime.Host.GetCapabilitiesAsync(null, ct).ConfigureAwait(false);
+            var caps = _capabilities ??= await _runtime.Host.GetCapabilitiesAsync(null, ct).ConfigureAwait(false);
             if (caps.Kvm.Usable)
                 return false;
             if (acceleration == VmAcceleration.Hardware)

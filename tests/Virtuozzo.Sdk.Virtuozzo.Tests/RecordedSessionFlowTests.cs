@@ -201,6 +201,9 @@ public sealed class RecordedSessionFlowTests : IAsyncDisposable
         result.Mode.Should().Be(MigrationMode.Online);
         result.Kind.Should().Be(VeKind.Vm);
         result.Id.Should().Be(VeId.Parse(V));
+        // prlctl migrate prints no downtime or byte counts (reference §3.9): unknown, not zero.
+        result.TransferMeasured.Should().BeFalse();
+        result.Downtime.Should().Be(TimeSpan.Zero);
         progress.Should().Equal(MigrationPhase.Preparing, MigrationPhase.CleaningUp);
         _node.VerifyAllReplayed();
     }

@@ -13,6 +13,8 @@ namespace Virtuozzo.Sdk.Core.Runtime.Virtuozzo;
 internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null) : IVeInventory
 {
     private readonly SemaphoreSlim _versionGate = new(1, 1);
+    private readonly SemaphoreSlim _zoneGate = new(1, 1);
+    private NodeTimeZone? _zone;
     private PrlctlVersion? _version;
     private bool _versionKnown;
 
@@ -55,6 +57,37 @@ internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null)
         finally
         {
             _versionGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The node's local time zone (asked once): <c>readlink /etc/localtime</c>, else <c>date +%z</c>, else UTC. prlctl's
+    /// <c>backup-list</c> prints its dates in it.
+    /// </summary>
+    public async Task<NodeTimeZone> GetTimeZoneAsync(CancellationToken cancellationToken)
+    {
+        if (_zone is { } known)
+            return known;
+        await _zoneGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_zone is null)
+            {
+                var link = await RunAsync(new PrlctlCommand("readlink", ["/etc/localtime"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+                var zone = link.ExitCode == 0 ? NodeTimeZone.FromLocaltimeLink(link.StandardOutput) : null;
+                if (zone is null)
+                {
+                    var date = await RunAsync(new PrlctlCommand("date", ["+%z"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+                    zone = date.ExitCode == 0 ? NodeTimeZone.FromDateOffset(date.StandardOutput) : null;
+                }
+                _zone = zone ?? NodeTimeZone.Utc;
+                logger?.LogDebug("The time zone of {Host}: {Zone}", Host.Name, _zone.Source);
+            }
+            return _zone;
+        }
+        finally
+        {
+            _zoneGate.Release();
         }
     }
 

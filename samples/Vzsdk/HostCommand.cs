@@ -20,16 +20,19 @@ internal static class HostCommand
     {
         var json = new Option<bool>("--json") { Description = "Print JSON." };
         var refresh = new Option<bool>("--refresh") { Description = "Probe KVM again instead of using this boot's cached result." };
-        var info = new Command("info", "Show the kernel, cgroup layout, CPUs, memory, tools, and whether KVM and CRIU are usable.") { json, refresh };
+        var info = new Command("info", "Show the kernel, cgroup layout, CPUs, memory, tools, whether KVM and CRIU are usable, and what the runtime supports (with --host: the node's product, prlctl/vzctl versions and features).") { json, refresh };
         info.SetAction(async (parse, ct) =>
         {
-            var caps = await new LocalHost().GetCapabilitiesAsync(new CapabilityProbeOptions { RefreshKvmProbe = parse.GetValue(refresh) }, ct);
+            var caps = await Cli.Runtime(parse).GetHostCapabilitiesAsync(new CapabilityProbeOptions { RefreshKvmProbe = parse.GetValue(refresh) }, ct);
             if (parse.GetValue(json))
             {
                 Cli.WriteJson(ToJson(caps), VzsdkJson.Default.HostInfo);
                 return Cli.Success;
             }
             Console.WriteLine($"Host:     {caps.HostName}");
+            Console.WriteLine($"Runtime:  {RuntimeName(caps.Runtime)}");
+            if (caps.Product is not null)
+                Console.WriteLine($"Product:  {caps.Product}");
             Console.WriteLine($"Kernel:   {caps.Kernel}");
             Console.WriteLine($"Cgroup:   {LayoutName(caps.Cgroup)}");
             Console.WriteLine($"CPUs:     {caps.Cpus}");
@@ -39,6 +42,9 @@ internal static class HostCommand
             Console.WriteLine("Tools:");
             foreach (var (name, version) in caps.Tools)
                 Console.WriteLine($"  {name,-22}{version ?? "missing"}");
+            Console.WriteLine("Features:");
+            foreach (var (name, status) in caps.Features)
+                Console.WriteLine($"  {name,-22}{(status.Usable ? "yes" : "no")} ({status.Reason})");
             return Cli.Success;
         });
         return info;
@@ -78,11 +84,20 @@ internal static class HostCommand
         _ => "none",
     };
 
-    private static HostInfoJson ToJson(HostCapabilities c) => new(
-        c.HostName, c.Kernel, LayoutName(c.Cgroup), c.Cpus, c.MemoryBytes,
-        new FeatureJson(c.Kvm.Usable, c.Kvm.Reason), new Dictionary<string, string?>(c.Tools), new FeatureJson(c.Criu.Usable, c.Criu.Reason));
+    internal static string RuntimeName(RuntimeKind kind) => kind switch
+    {
+        RuntimeKind.Virtuozzo => "virtuozzo",
+        RuntimeKind.Libvirt => "libvirt",
+        _ => "local",
+    };
+
+    internal static HostInfoJson ToJson(HostCapabilities c) => new(
+        c.HostName, RuntimeName(c.Runtime), c.Product, c.Kernel, LayoutName(c.Cgroup), c.Cpus, c.MemoryBytes,
+        new FeatureJson(c.Kvm.Usable, c.Kvm.Reason), new Dictionary<string, string?>(c.Tools), new FeatureJson(c.Criu.Usable, c.Criu.Reason),
+        c.Features.ToDictionary(kv => kv.Key, kv => new FeatureJson(kv.Value.Usable, kv.Value.Reason)));
 
     internal sealed record FeatureJson(bool Usable, string Reason);
 
-    internal sealed record HostInfoJson(string Hostname, string Kernel, string Cgroup, int Cpus, long Memory, FeatureJson Kvm, Dictionary<string, string?> Tools, FeatureJson Criu);
+    internal sealed record HostInfoJson(string Hostname, string Runtime, string? Product, string Kernel, string Cgroup, int Cpus, long Memory, FeatureJson Kvm,
+        Dictionary<string, string?> Tools, FeatureJson Criu, Dictionary<string, FeatureJson> Features);
 }

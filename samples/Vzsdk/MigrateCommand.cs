@@ -57,13 +57,16 @@ internal static class MigrateCommand
             if (p.GetValue(json))
             {
                 Cli.WriteJson(new MigrateResultJson(result.Id.ToString(), result.Name.Value, result.Kind == VeKind.Container ? "container" : "vm",
-                    result.Mode.ToString().ToLowerInvariant(), result.Reason, (long)result.Downtime.TotalMilliseconds, (long)result.TotalTime.TotalMilliseconds,
-                    result.DiskBytes, result.MemoryBytes, result.PostCopyUsed), VzsdkJson.Default.MigrateResult);
+                    result.Mode.ToString().ToLowerInvariant(), result.Reason,
+                    result.TransferMeasured ? (long)result.Downtime.TotalMilliseconds : null, (long)result.TotalTime.TotalMilliseconds,
+                    result.TransferMeasured ? result.DiskBytes : null, result.TransferMeasured ? result.MemoryBytes : null, result.PostCopyUsed), VzsdkJson.Default.MigrateResult);
             }
             else
             {
                 Console.Out.WriteLine($"{(result.Kind == VeKind.Container ? "Container" : "VM")} {result.Name} migrated {result.Mode.ToString().ToLowerInvariant()} in {result.TotalTime.TotalSeconds:0.0} s " +
-                    $"(downtime {result.Downtime.TotalMilliseconds:0} ms; {new ByteSize(result.DiskBytes).ToHumanString()} of disk, {new ByteSize(result.MemoryBytes).ToHumanString()} of memory)");
+                    (result.TransferMeasured
+                        ? $"(downtime {result.Downtime.TotalMilliseconds:0} ms; {new ByteSize(result.DiskBytes).ToHumanString()} of disk, {new ByteSize(result.MemoryBytes).ToHumanString()} of memory)"
+                        : "(downtime and bytes copied not reported by the runtime)"));
             }
             return Cli.Success;
         });
@@ -111,4 +114,4 @@ internal static class MigrateCommand
 }
 
 /// <summary>The JSON of <c>vzsdk migrate --json</c> (snake_case keys).</summary>
-internal sealed record MigrateResultJson(string Uuid, string Name, string Type, string Mode, string Reason, long DowntimeMs, long TotalTimeMs, long DiskBytes, long MemoryBytes, bool PostCopy);
+internal sealed record MigrateResultJson(string Uuid, string Name, string Type, string Mode, string Reason, long? DowntimeMs, long TotalTimeMs, long? DiskBytes, long? MemoryBytes, bool PostCopy);

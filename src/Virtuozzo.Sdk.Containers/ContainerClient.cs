@@ -130,6 +130,20 @@ public class ContainerClient
     public virtual Task<ContainerSnapshotInfo> CreateSnapshotAsync(VeRef container, string snapshotName, string? description = null, CancellationToken cancellationToken = default)
         => Driver.CreateSnapshotAsync(container.Value, snapshotName, description, cancellationToken);
 
+    /// <summary>
+    /// Compacts a container's disk: blocks its file system no longer uses are given back to the host, so the image
+    /// shrinks; the disk's size limit does not change.
+    /// </summary>
+    /// <remarks>
+    /// The equivalent of <c>vzctl compact CTID</c> on a Virtuozzo node (containers' ploop disks grow but do not shrink by
+    /// themselves). The local runtime does not compact disks and refuses with <see cref="UnsupportedOnHostException"/>
+    /// (see <c>HostCapabilities.Features["disk_compaction"]</c>).
+    /// </remarks>
+    /// <exception cref="NotFoundException">No such container.</exception>
+    /// <exception cref="UnsupportedOnHostException">The runtime cannot compact disks (the local runtime).</exception>
+    public virtual Task CompactDiskAsync(VeRef container, CancellationToken cancellationToken = default)
+        => Driver.CompactDiskAsync(container.Value, cancellationToken);
+
     /// <summary>Lists a container's snapshots; <see cref="ContainerSnapshotInfo.ParentId"/> links them into a tree.</summary>
     /// <remarks>The equivalent of <c>prlctl snapshot-list NAME</c>.</remarks>
     public virtual Task<IReadOnlyList<ContainerSnapshotInfo>> ListSnapshotsAsync(VeRef container, CancellationToken cancellationToken = default)

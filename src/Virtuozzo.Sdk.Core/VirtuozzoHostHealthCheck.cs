@@ -8,11 +8,19 @@ namespace Virtuozzo.Sdk.Core;
 /// <summary>Options of <see cref="VirtuozzoHostHealthCheck"/>.</summary>
 public sealed record VirtuozzoHostHealthCheckOptions
 {
+    /// <summary>The local runtime's tools, the default of <see cref="RequiredTools"/>.</summary>
+    internal static readonly IReadOnlyList<string> LocalRuntimeTools = ["runc", "qemu-system-x86_64", "qemu-img", "qemu-storage-daemon"];
+
+    /// <summary>What a Virtuozzo node must have when <see cref="RequiredTools"/> is left at its default.</summary>
+    internal static readonly IReadOnlyList<string> NodeTools = ["prlctl"];
+
     /// <summary>
-    /// Programs that must be installed; a missing one makes the host unhealthy. Default <c>runc</c>,
-    /// <c>qemu-system-x86_64</c>, <c>qemu-img</c>, <c>qemu-storage-daemon</c> (what the local runtime runs).
+    /// Programs that must be installed; a missing one makes the host unhealthy. Default: the runtime's own tools —
+    /// <c>runc</c>, <c>qemu-system-x86_64</c>, <c>qemu-img</c>, <c>qemu-storage-daemon</c> on the local runtime;
+    /// <c>prlctl</c> on a Virtuozzo node (where the names refer to the node's tools: <c>prlctl</c>, <c>vzctl</c>,
+    /// <c>prl_disk_tool</c>, <c>criu</c>).
     /// </summary>
-    public IReadOnlyList<string> RequiredTools { get; init; } = ["runc", "qemu-system-x86_64", "qemu-img", "qemu-storage-daemon"];
+    public IReadOnlyList<string> RequiredTools { get; init; } = LocalRuntimeTools;
 
     /// <summary>When true, a host where KVM guests do not run is unhealthy; otherwise it is degraded (VMs fall back to TCG). Default false.</summary>
     public bool RequireKvm { get; init; }
@@ -31,10 +39,13 @@ public sealed record VirtuozzoHostHealthCheckOptions
 /// A health check of the host an SDK runtime manages, in the <c>Microsoft.Extensions.Diagnostics.HealthChecks</c> model:
 /// the required tools are installed, KVM and CRIU work (or how they do not), the data root is writable, and the resource
 /// ledger is consistent (no guarantee reserved for a VE the host does not have, no more guaranteed than the host can give).
+/// On the Virtuozzo runtime it checks the node instead: the node's tools (<c>prlctl</c> reachable), the Virtuozzo
+/// service answering (<c>prlctl list -a -j</c>), <c>/dev/kvm</c> and <c>criu check</c> on the node; the node keeps its
+/// own state and VCMMD its own guarantees, so the data root and the ledger are not checked there.
 /// </summary>
 /// <remarks>
 /// Unhealthy (or the registration's failure status): a required tool is missing, the data root cannot be written, or a
-/// required KVM/CRIU does not work. Degraded: KVM does not work (and is not required), or the ledger is inconsistent.
+/// required KVM/CRIU does not work; on a Virtuozzo node also prlctl cannot be run or the Virtuozzo service does not answer. Degraded: KVM does not work (and is not required), or the ledger is inconsistent.
 /// The result's data carries the kernel, cgroup layout, tool versions, KVM and CRIU states and the ledger's totals — what
 /// <c>vzsdk host info</c> shows. Register it with
 /// <see cref="VirtuozzoHealthChecksBuilderExtensions.AddVirtuozzoHost"/>.
@@ -46,8 +57,9 @@ public sealed class VirtuozzoHostHealthCheck : IHealthCheck
     private readonly ResourceLedger _ledger;
     private readonly Func<CancellationToken, Task<IReadOnlyCollection<VeId>>> _knownVes;
     private readonly VirtuozzoHostHealthCheckOptions _options;
+    private readonly VirtuozzoRuntime? _node;
 
-    /// <summary>Checks the host, data root and ledger of <paramref name="runtime"/>.</summary>
+    /// <summary>Checks the host, data root and ledger of <paramref name="runtime"/> (on the Virtuozzo runtime: the node's tools and service).</summary>
     public VirtuozzoHostHealthCheck(VirtuozzoRuntime runtime, VirtuozzoHostHealthCheckOptions? options = null)
         : this(
             (runtime ?? throw new ArgumentNullException(nameof(runtime))).Host,
@@ -56,6 +68,8 @@ public sealed class VirtuozzoHostHealthCheck : IHealthCheck
             async ct => (await runtime.Inventory.ListAsync(ct).ConfigureAwait(false)).Select(v => v.VeId).ToList(),
             options)
     {
+        if (runtime.Kind == RuntimeKind.Virtuozzo)
+            _node = runtime;
     }
 
     /// <summary>For tests: any host (a test double), data root, ledger and set of VEs.</summary>
@@ -73,6 +87,8 @@ public sealed class VirtuozzoHostHealthCheck : IHealthCheck
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var failureStatus = context?.Registration?.FailureStatus ?? HealthStatus.Unhealthy;
+        if (_node is not null)
+            return await CheckNodeAsync(_node, failureStatus, cancellationToken).ConfigureAwait(false);
         var failures = new List<string>();
         var degradations = new List<string>();
         var data = new Dictionary<string, object>();
@@ -111,6 +127,67 @@ public sealed class VirtuozzoHostHealthCheck : IHealthCheck
         if (degradations.Count > 0)
             return HealthCheckResult.Degraded(string.Join("; ", degradations), data: data);
         return HealthCheckResult.Healthy($"{_host.Name}: tools present, data root writable, ledger consistent", data);
+    }
+
+    /// <summary>
+    /// The Virtuozzo runtime's check: the node's capabilities (prlctl reachable and its version, vzctl, prl_disk_tool,
+    /// criu, /dev/kvm), then the Virtuozzo service answering an inventory (<c>prlctl list -a -j</c>; exit 253 means
+    /// prl-disp-service does not answer).
+    /// </summary>
+    private async Task<HealthCheckResult> CheckNodeAsync(VirtuozzoRuntime runtime, HealthStatus failureStatus, CancellationToken cancellationToken)
+    {
+        var failures = new List<string>();
+        var degradations = new List<string>();
+        var data = new Dictionary<string, object> { ["host"] = _host.Name, ["runtime"] = "virtuozzo" };
+        try
+        {
+            var caps = await runtime.GetHostCapabilitiesAsync(new CapabilityProbeOptions { SkipProbes = !_options.ProbeKvmAndCriu }, cancellationToken).ConfigureAwait(false);
+            data["kernel"] = caps.Kernel;
+            if (caps.Product is not null)
+                data["product"] = caps.Product;
+            foreach (var (tool, version) in caps.Tools)
+                data["tool:" + tool] = version ?? "missing";
+            var required = ReferenceEquals(_options.RequiredTools, VirtuozzoHostHealthCheckOptions.LocalRuntimeTools)
+                ? VirtuozzoHostHealthCheckOptions.NodeTools : _options.RequiredTools;
+            var missing = required.Where(t => !caps.Tools.TryGetValue(t, out var v) || v is null).ToList();
+            if (missing.Count > 0)
+                failures.Add($"missing tools on the node: {string.Join(", ", missing)}");
+            data["kvm"] = caps.Kvm.Usable ? "usable" : "unusable: " + caps.Kvm.Reason;
+            data["criu"] = caps.Criu.Usable ? "usable" : "unusable: " + caps.Criu.Reason;
+            if (_options.ProbeKvmAndCriu && !caps.Kvm.Usable)
+                (_options.RequireKvm ? failures : degradations).Add("KVM does not work on the node (" + caps.Kvm.Reason + ")");
+            if (_options.ProbeKvmAndCriu && !caps.Criu.Usable && _options.RequireCriu)
+                failures.Add("CRIU does not work on the node (" + caps.Criu.Reason + ")");
+        }
+        catch (ToolNotFoundException ex)
+        {
+            failures.Add("prlctl cannot be run on the node: " + ex.Message);
+        }
+        catch (Exception ex) when (ex is VirtuozzoException or IOException or UnauthorizedAccessException)
+        {
+            failures.Add("the node's capabilities cannot be read: " + ex.Message);
+        }
+
+        if (failures.Count == 0)
+        {
+            try
+            {
+                var ves = await runtime.Inventory.ListAsync(cancellationToken).ConfigureAwait(false);
+                data["dispatcher"] = "answering";
+                data["ves"] = ves.Count;
+            }
+            catch (Exception ex) when (ex is VirtuozzoException or IOException)
+            {
+                data["dispatcher"] = "not answering";
+                failures.Add("the Virtuozzo service (prl-disp-service) does not answer 'prlctl list': " + ex.Message);
+            }
+        }
+
+        if (failures.Count > 0)
+            return new HealthCheckResult(failureStatus, string.Join("; ", failures.Concat(degradations)), data: data);
+        if (degradations.Count > 0)
+            return HealthCheckResult.Degraded(string.Join("; ", degradations), data: data);
+        return HealthCheckResult.Healthy($"{_host.Name}: prlctl present, the Virtuozzo service answering", data);
     }
 
     private async Task CheckDataRootAsync(List<string> failures, Dictionary<string, object> data, CancellationToken ct)

@@ -170,6 +170,55 @@ public sealed class VirtuozzoRuntime
     /// <summary>The host the runtime manages.</summary>
     public IVirtuozzoHost Host { get; }
 
+    /// <summary>
+    /// What the managed host is and what this runtime can do there: the host's facts (kernel, cgroups, CPUs, memory),
+    /// the tools the runtime drives with their versions, the virtualization product (a Virtuozzo node's release) and
+    /// <see cref="HostCapabilities.Features"/> — the same feature names on every runtime.
+    /// </summary>
+    /// <remarks>
+    /// The local runtime: <see cref="IVirtuozzoHost.GetCapabilitiesAsync"/> (the KVM probe boots a tiny guest; CRIU is
+    /// checked) plus the features those facts allow. The Virtuozzo runtime: the node's facts, and <c>prlctl --version</c>,
+    /// <c>vzctl --version</c>, <c>cat /etc/virtuozzo-release</c>, <c>test -x /usr/sbin/prl_disk_tool</c>,
+    /// <c>test -c /dev/kvm</c>, <c>criu --version</c> (and <c>criu check</c> unless <see cref="CapabilityProbeOptions.SkipProbes"/>)
+    /// on the node; <see cref="HostCapabilities.Tools"/> then names prlctl, vzctl, prl_disk_tool and criu.
+    /// <c>vzsdk host info</c> prints this.
+    /// </remarks>
+    /// <param name="options">What to probe; null for the defaults.</param>
+    /// <param name="cancellationToken">Cancels the probes.</param>
+    /// <exception cref="ToolNotFoundException">The Virtuozzo runtime's node has no prlctl.</exception>
+    /// <exception cref="HostConnectionException">The node cannot be reached.</exception>
+    public async Task<HostCapabilities> GetHostCapabilitiesAsync(CapabilityProbeOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new CapabilityProbeOptions();
+        if (Node is { } node)
+            return await node.GetCapabilitiesAsync(options, cancellationToken).ConfigureAwait(false);
+        var caps = await Host.GetCapabilitiesAsync(options, cancellationToken).ConfigureAwait(false);
+        return caps with { Runtime = Kind, Features = LocalFeatures(caps) };
+    }
+
+    /// <summary>What the local runtime can do with the tools and accelerators it found.</summary>
+    internal static IReadOnlyDictionary<string, FeatureStatus> LocalFeatures(HostCapabilities caps)
+    {
+        static bool Has(HostCapabilities c, string tool) => c.Tools.TryGetValue(tool, out var v) && v is not null;
+        var qemu = Has(caps, "qemu-system-x86_64");
+        var vms = !qemu ? new FeatureStatus(false, "qemu-system-x86_64 is not installed")
+            : caps.Kvm.Usable ? new FeatureStatus(true, "QEMU with KVM")
+            : new FeatureStatus(true, "QEMU without KVM (software emulation, slow): " + caps.Kvm.Reason);
+        return new Dictionary<string, FeatureStatus>(StringComparer.Ordinal)
+        {
+            ["containers"] = Has(caps, "runc") ? new(true, "runc") : new(false, "runc is not installed"),
+            ["vms"] = vms,
+            ["snapshots"] = new(true, "the SDK's snapshots"),
+            ["backups"] = new(true, "the SDK's backup repository (QCOW2 images)"),
+            ["live_migration"] = caps.Criu.Usable
+                ? new(true, qemu ? "QEMU live migration for VMs; CRIU for containers" : "CRIU for containers")
+                : new(qemu, (qemu ? "QEMU live migration for VMs; " : string.Empty) + "containers cannot migrate live: " + caps.Criu.Reason),
+            ["memory_guarantees"] = new(true, "the SDK's resource ledger"),
+            ["memory_hotplug"] = qemu ? new(true, "QEMU memory hotplug (VMs)") : new(false, "qemu-system-x86_64 is not installed"),
+            ["disk_compaction"] = new(false, "the local runtime does not compact disks (UnsupportedOnHostException)"),
+        };
+    }
+
     /// <summary>The host-wide account of memory guarantees that admits or refuses every start and change, for every VE kind.</summary>
     public ResourceLedger Ledger { get; }
 

@@ -110,4 +110,17 @@ public sealed record MigrationOptions
 /// <param name="DiskBytes">Disk bytes copied.</param>
 /// <param name="MemoryBytes">Memory bytes sent (a VM's pages dirtied again are counted again; a container's CRIU images).</param>
 /// <param name="PostCopyUsed">Whether the migration switched to post-copy.</param>
-public sealed record MigrationResult(VeId Id, VeName Name, VeKind Kind, MigrationMode Mode, string Reason, TimeSpan Downtime, TimeSpan TotalTime, long DiskBytes, long MemoryBytes, bool PostCopyUsed);
+/// <remarks>
+/// When the runtime cannot know the downtime and the byte counts (<see cref="TransferMeasured"/> false: the Virtuozzo
+/// runtime, whose <c>prlctl migrate</c> reports neither), <see cref="Downtime"/>, <see cref="DiskBytes"/> and
+/// <see cref="MemoryBytes"/> are zero and mean "unknown", not "none".
+/// </remarks>
+public sealed record MigrationResult(VeId Id, VeName Name, VeKind Kind, MigrationMode Mode, string Reason, TimeSpan Downtime, TimeSpan TotalTime, long DiskBytes, long MemoryBytes, bool PostCopyUsed)
+{
+    /// <summary>
+    /// Whether <see cref="Downtime"/>, <see cref="DiskBytes"/> and <see cref="MemoryBytes"/> were measured. True on the
+    /// local runtime; false on the Virtuozzo runtime (prlctl migrate prints no downtime or byte counts), where they are
+    /// zero and unknown. <see cref="TotalTime"/> is always measured.
+    /// </summary>
+    public bool TransferMeasured { get; init; } = true;
+}

@@ -206,6 +206,22 @@ public class VirtualMachineClient
         => Driver.ResizeDiskAsync(vm.Value, diskName, newSize, cancellationToken);
 
     /// <summary>
+    /// Compacts a stopped VM's disk: blocks the guest no longer uses are given back to the host, so the image file
+    /// shrinks; the disk's virtual size does not change.
+    /// </summary>
+    /// <remarks>
+    /// The equivalent of <c>prl_disk_tool compact --hdd IMAGE</c> on a Virtuozzo node. The local runtime does not compact
+    /// disks and refuses with <see cref="UnsupportedOnHostException"/> (see <c>HostCapabilities.Features["disk_compaction"]</c>).
+    /// </remarks>
+    /// <returns>The disk afterwards.</returns>
+    /// <exception cref="ArgumentException"><paramref name="diskName"/> is empty or not a disk name (<c>hdd0</c>…).</exception>
+    /// <exception cref="NotFoundException">No such VM, or the VM has no such disk.</exception>
+    /// <exception cref="InvalidStateException">The VM is not stopped.</exception>
+    /// <exception cref="UnsupportedOnHostException">The runtime cannot compact disks (the local runtime).</exception>
+    public virtual Task<VmDiskInfo> CompactDiskAsync(VeRef vm, string diskName, CancellationToken cancellationToken = default)
+        => Driver.CompactDiskAsync(vm.Value, diskName, cancellationToken);
+
+    /// <summary>
     /// Suspends a running VM to a state file in its private directory and ends its process; the next start (or
     /// <see cref="ResumeAsync"/>) continues the guest where it was. Releases the memory guarantee meanwhile.
     /// </summary>

@@ -96,8 +96,19 @@ public sealed class RecordedSessionHost : IVirtuozzoHost
     public Task DeleteFileAsync(string path, CancellationToken cancellationToken = default)
         => throw new UnrecordedCommandException($"The recorded session does not delete files ({path}).");
 
+    /// <summary>What <see cref="GetCapabilitiesAsync"/> answers (the host's own facts); null makes it throw.</summary>
+    public HostCapabilities? Capabilities { get; set; }
+
+    /// <summary>Records the host's own facts (kernel, cgroups, CPUs, memory) that <see cref="GetCapabilitiesAsync"/> answers.</summary>
+    public RecordedSessionHost WithCapabilities(HostCapabilities capabilities)
+    {
+        Capabilities = capabilities;
+        return this;
+    }
+
     public Task<HostCapabilities> GetCapabilitiesAsync(CapabilityProbeOptions? options = null, CancellationToken cancellationToken = default)
-        => throw new UnrecordedCommandException("The recorded session does not probe host capabilities.");
+        => Capabilities is { } c ? Task.FromResult(c)
+            : throw new UnrecordedCommandException("The recorded session was given no host capabilities (WithCapabilities).");
 
     private static string Key(IReadOnlyList<string> argv) => string.Join('\0', argv);
 }

@@ -33,6 +33,7 @@ public sealed class RecordedSessionFlowTests : IAsyncDisposable
     public RecordedSessionFlowTests()
     {
         _node.Always(["prlctl", "--version"], "prlctl version 7.0.253\n");
+        _node.Always(["readlink", "/etc/localtime"], "../usr/share/zoneinfo/UTC\n"); // backup-list dates: the node's zone (BackupDatesTests)
         var services = new ServiceCollection();
         services.AddVirtuozzoSdk().UseVirtuozzoRuntime(_node).AddContainers().AddVirtualMachines().AddBackup().AddMigration();
         _provider = services.BuildServiceProvider();
@@ -45,7 +46,7 @@ public sealed class RecordedSessionFlowTests : IAsyncDisposable
 
     /// <summary>The commands that changed something on the node, in order (the reads are left out).</summary>
     private List<string> Changes() => _node.Commands
-        .Where(c => c[0] != "prlctl" || c[1] is not ("list" or "--version" or "snapshot-list" or "backup-list"))
+        .Where(c => c[0] != "readlink" && (c[0] != "prlctl" || c[1] is not ("list" or "--version" or "snapshot-list" or "backup-list")))
         .Select(c => string.Join(' ', c)).ToList();
 
     [Fact]
@@ -201,6 +202,9 @@ public sealed class RecordedSessionFlowTests : IAsyncDisposable
         result.Mode.Should().Be(MigrationMode.Online);
         result.Kind.Should().Be(VeKind.Vm);
         result.Id.Should().Be(VeId.Parse(V));
+        // prlctl migrate prints no downtime or byte counts (reference §3.9): unknown, not zero.
+        result.TransferMeasured.Should().BeFalse();
+        result.Downtime.Should().Be(TimeSpan.Zero);
         progress.Should().Equal(MigrationPhase.Preparing, MigrationPhase.CleaningUp);
         _node.VerifyAllReplayed();
     }

@@ -25,6 +25,7 @@ internal static class CtCommand
         ct.Subcommands.Add(Delete());
         ct.Subcommands.Add(Mount());
         ct.Subcommands.Add(Umount());
+        ct.Subcommands.Add(Compact());
         ct.Subcommands.Add(Template());
         foreach (var verb in SnapshotCommands.Build("container", "with its processes when it runs", p => new SnapshotCommands.Ops(
             async (n, s, d, ct) => await Client(p).CreateSnapshotAsync(n, s, d, ct) is var c ? (c.Id, c.Name) : default,
@@ -371,6 +372,19 @@ internal static class CtCommand
         {
             await Client(p).UnmountAsync(p.GetValue(name)!, ct);
             Console.Out.WriteLine($"Container {p.GetValue(name)} unmounted");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Compact()
+    {
+        var name = NameArg();
+        var cmd = new Command("compact", "Give the unused blocks of a container's disk back to the host (vzctl compact; Virtuozzo nodes only).") { name };
+        cmd.SetAction(async (p, ct) =>
+        {
+            await Client(p).CompactDiskAsync(p.GetValue(name)!, ct);
+            Console.Out.WriteLine($"Container {p.GetValue(name)}: disk compacted");
             return Cli.Success;
         });
         return cmd;

@@ -25,6 +25,7 @@ internal static class VmCommand
         vm.Subcommands.Add(Set());
         vm.Subcommands.Add(Clone());
         vm.Subcommands.Add(Rename());
+        vm.Subcommands.Add(Compact());
         foreach (var verb in SnapshotCommands.Build("VM", "with memory when the VM runs", p => new SnapshotCommands.Ops(
             async (n, s, d, ct) => await Client(p).CreateSnapshotAsync(n, s, d, ct) is var v ? (v.Id, v.Name) : default,
             async (n, ct) => (await Client(p).ListSnapshotsAsync(n, ct)).Select(s => new SnapshotCommands.Row(s.Id, s.Name, s.Description, s.ParentId, s.CreatedAt, s.IncludesMemory, s.IsCurrent)).ToList(),
@@ -340,6 +341,20 @@ internal static class VmCommand
         {
             var v = await Client(p).RenameAsync(p.GetValue(name)!, new VeName(p.GetValue(newName)!), ct);
             Console.Out.WriteLine($"VM renamed to {v.Name}");
+            return Cli.Success;
+        });
+        return cmd;
+    }
+
+    private static Command Compact()
+    {
+        var name = NameArg();
+        var disk = new Argument<string>("DISK") { Description = "The disk (hdd0, hdd1…)." };
+        var cmd = new Command("compact", "Give the unused blocks of a stopped VM's disk back to the host (prl_disk_tool compact; Virtuozzo nodes only).") { name, disk };
+        cmd.SetAction(async (p, ct) =>
+        {
+            var d = await Client(p).CompactDiskAsync(p.GetValue(name)!, p.GetValue(disk)!, ct);
+            Console.Out.WriteLine($"VM {p.GetValue(name)}: disk {d.Name} compacted ({d.ImagePath})");
             return Cli.Success;
         });
         return cmd;

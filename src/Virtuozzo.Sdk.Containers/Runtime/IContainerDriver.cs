@@ -33,6 +33,8 @@ internal interface IContainerDriver : IVeDriver
 
     Task<IReadOnlyList<ContainerSnapshotInfo>> ListSnapshotsAsync(string nameOrId, CancellationToken cancellationToken);
 
+    Task CompactDiskAsync(string nameOrId, CancellationToken cancellationToken);
+
     Task SwitchSnapshotAsync(string nameOrId, string snapshotIdOrName, CancellationToken cancellationToken);
 
     Task DeleteSnapshotAsync(string nameOrId, string snapshotIdOrName, CancellationToken cancellationToken);

@@ -43,6 +43,27 @@ public sealed record HostCapabilities(
     /// <summary>The programs whose presence and version are reported.</summary>
     public static IReadOnlyList<string> KnownTools { get; } =
         ["runc", "qemu-system-x86_64", "qemu-img", "qemu-storage-daemon", "criu"];
+
+    /// <summary>
+    /// The runtime these capabilities were read for: <see cref="RuntimeKind.Local"/> (the default, and what
+    /// <see cref="IVirtuozzoHost.GetCapabilitiesAsync"/> reports) or <see cref="RuntimeKind.Virtuozzo"/> (a node, read by
+    /// <see cref="VirtuozzoRuntime.GetHostCapabilitiesAsync"/>, where <see cref="Tools"/> names the node's tools).
+    /// </summary>
+    public RuntimeKind Runtime { get; init; } = RuntimeKind.Local;
+
+    /// <summary>
+    /// The virtualization product and its release, as the host names it (on a Virtuozzo node the first line of
+    /// <c>/etc/virtuozzo-release</c>, else of <c>/etc/vzlinux-release</c>); null on the local runtime or when the host names none.
+    /// </summary>
+    public string? Product { get; init; }
+
+    /// <summary>
+    /// What the runtime can do on this host: feature name (<c>containers</c>, <c>vms</c>, <c>snapshots</c>, <c>backups</c>,
+    /// <c>live_migration</c>, <c>memory_guarantees</c>, <c>memory_hotplug</c>, <c>disk_compaction</c>…) → whether it is
+    /// usable and why. Empty when only the host was probed (<see cref="IVirtuozzoHost.GetCapabilitiesAsync"/>); filled by
+    /// <see cref="VirtuozzoRuntime.GetHostCapabilitiesAsync"/>.
+    /// </summary>
+    public IReadOnlyDictionary<string, FeatureStatus> Features { get; init; } = new Dictionary<string, FeatureStatus>();
 }
 
 /// <summary>Options for <see cref="IVirtuozzoHost.GetCapabilitiesAsync"/>.</summary>

@@ -130,7 +130,7 @@ internal static partial class HostProber
         return new FeatureStatus(true, $"CRIU {p.Version} at {p.Path} ({string.Join("; ", notes)})");
     }
 
-    private static async Task<FeatureStatus> CriuStatusAsync(IVirtuozzoHost host, CancellationToken ct)
+    internal static async Task<FeatureStatus> CriuStatusAsync(IVirtuozzoHost host, CancellationToken ct)
     {
         try
         {

@@ -49,6 +49,8 @@ internal interface IVmDriver : IVeDriver
 
     Task<VmDiskInfo> ResizeDiskAsync(string nameOrId, string diskName, ByteSize newSize, CancellationToken cancellationToken);
 
+    Task<VmDiskInfo> CompactDiskAsync(string nameOrId, string diskName, CancellationToken cancellationToken);
+
     Task SuspendAsync(string nameOrId, CancellationToken cancellationToken);
 
     Task<VmSnapshotInfo> CreateSnapshotAsync(string nameOrId, string snapshotName, string? description, CancellationToken cancellationToken);

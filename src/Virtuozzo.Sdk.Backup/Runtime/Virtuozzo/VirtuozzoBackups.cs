@@ -52,9 +52,11 @@ internal sealed class VirtuozzoBackups(VirtuozzoRuntime runtime)
         var version = await _node.GetVersionAsync(cancellationToken).ConfigureAwait(false);
         var r = await _node.RunAsync(Prlctl.ListBackups(filter), cancellationToken).ConfigureAwait(false);
         var names = (await _node.ListAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(v => v.Id, v => v.Name, StringComparer.Ordinal);
-        return PrlctlText.ParseBackupList(r.StandardOutput)
+        var rows = PrlctlText.ParseBackupList(r.StandardOutput);
+        var zone = rows.Count > 0 ? await _node.GetTimeZoneAsync(cancellationToken).ConfigureAwait(false) : NodeTimeZone.Utc;
+        return rows
             .Where(row => filter is null || row.VeId == Guid.Parse(filter))
-            .Select(row => ToInfo(row, names, version))
+            .Select(row => ToInfo(row, names, version, zone))
             .OrderBy(b => b.CreatedAt).ThenBy(b => b.Id, StringComparer.Ordinal)
             .ToList();
     }
@@ -110,15 +112,15 @@ internal sealed class VirtuozzoBackups(VirtuozzoRuntime runtime)
             ?? throw new NotFoundException($"There is no backup '{backupId}' on {_node.Host.Name} (prlctl backup-list).");
     }
 
-    private static BackupInfo ToInfo(PrlctlBackupRow row, IReadOnlyDictionary<string, string> names, PrlctlVersion? version)
+    private static BackupInfo ToInfo(PrlctlBackupRow row, IReadOnlyDictionary<string, string> names, PrlctlVersion? version, NodeTimeZone zone)
     {
         var dot = row.BackupId.IndexOf("}.", StringComparison.Ordinal);
         string? parent = null;
         if (dot > 0 && int.TryParse(row.BackupId[(dot + 2)..], NumberStyles.None, CultureInfo.InvariantCulture, out var n))
             parent = n <= 1 ? row.BackupId[..(dot + 1)] : row.BackupId[..(dot + 2)] + (n - 1).ToString(CultureInfo.InvariantCulture);
         var ve = new VeId(row.VeId);
-        // backup-list prints the node's local time without its offset; it is taken as UTC (see the runtime's article).
-        var created = new DateTimeOffset(DateTime.SpecifyKind(row.Date, DateTimeKind.Utc));
+        // backup-list prints the node's local time without its offset (convert_time, reference §3.8): read in the node's zone.
+        var created = zone.ToInstant(row.Date);
         return new BackupInfo(row.BackupId, row.Type == 'f' ? BackupType.Full : BackupType.Incremental, row.Type == 'f' ? null : parent,
             ve, names.GetValueOrDefault(ve.ToString()) ?? ve.ToString(), created,
             [new BackupDisk("backup", row.BackupId, string.Empty, 0, row.SizeBytes, string.Empty)],

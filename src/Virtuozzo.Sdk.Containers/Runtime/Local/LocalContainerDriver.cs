@@ -747,6 +747,12 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
     /// always. A raised guarantee goes through the resource ledger first; if refused, nothing changes.
     /// </summary>
     /// <remarks>The equivalent of <c>prlctl set NAME --memsize … --cpus … --diskspace …</c>.</remarks>
+    /// <summary>Refused: the local runtime does not compact disks.</summary>
+    public Task CompactDiskAsync(string nameOrId, CancellationToken cancellationToken)
+        => throw new UnsupportedOnHostException(
+            "Disk compaction (CompactDiskAsync) is not supported by the local runtime; vzctl compact is a Virtuozzo node's tool " +
+            "(the Virtuozzo runtime maps it). Nothing was changed.");
+
     public async Task<ContainerInfo> SetAsync(string nameOrId, ContainerSetOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);

@@ -102,6 +102,13 @@ internal sealed class VirtuozzoContainerDriver(VirtuozzoRuntime runtime) : Virtu
 
     public Task<VeExecResult> ExecAsync(string nameOrId, VeExecOptions options, CancellationToken cancellationToken) => ExecVerbAsync(nameOrId, options, cancellationToken);
 
+    /// <summary><c>vzctl compact CTID</c> (vzctl: a container-only operation prlctl has no verb for); the CTID is the container's EnvID.</summary>
+    public async Task CompactDiskAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        var c = await ConfigAsync(nameOrId, cancellationToken).ConfigureAwait(false);
+        await Node.RunAsync(Prlctl.CompactContainer(string.IsNullOrEmpty(c.EnvId) ? c.Id.ToString() : c.EnvId), cancellationToken).ConfigureAwait(false);
+    }
+
     public async Task<ContainerInfo> SetAsync(string nameOrId, ContainerSetOptions options, CancellationToken cancellationToken)
     {
         var args = VirtuozzoContainerCommands.Set(options);

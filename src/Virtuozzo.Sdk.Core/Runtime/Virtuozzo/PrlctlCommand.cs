@@ -31,6 +31,15 @@ internal static class Prlctl
 
     public static PrlctlCommand VzctlVersion() => new(Vzctl, ["--version"]);
 
+    /// <summary>prl_disk_tool (package prl-disk-tool, <c>/usr/sbin/prl_disk_tool</c>; reference §4).</summary>
+    public const string PrlDiskTool = "prl_disk_tool";
+
+    /// <summary><c>prl_disk_tool compact --hdd IMAGE</c>: gives a VM disk image's unused blocks back to the node (reference §4, §6).</summary>
+    public static PrlctlCommand CompactImage(string image) => new(PrlDiskTool, ["compact", "--hdd", image]);
+
+    /// <summary><c>vzctl compact CTID</c>: gives a container's ploop disk's unused blocks back to the node (reference §4, §6).</summary>
+    public static PrlctlCommand CompactContainer(string ctid) => new(Vzctl, ["compact", ctid]);
+
     /// <summary><c>prlctl list -a -j -o uuid,status,type,name</c>: every VE, one row each (the inventory).</summary>
     public static PrlctlCommand ListAll(VeKind? kind = null)
         => kind is null ? Of("list", "-a", "-j", "-o", "uuid,status,type,name")

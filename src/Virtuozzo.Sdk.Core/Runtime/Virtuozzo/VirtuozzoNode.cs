@@ -5,13 +5,6 @@ using Virtuozzo.Sdk.Core.State;
 
 namespace Virtuozzo.Sdk.Core.Runtime.Virtuozzo;
 
-/// <summary>What a Virtuozzo node is: its product release, the versions of its tools, what the SDK can do there.</summary>
-/// <param name="Product">The first line of <c>/etc/virtuozzo-release</c> (or <c>/etc/vzlinux-release</c>); null when neither exists.</param>
-/// <param name="PrlctlVersion">prlctl's version.</param>
-/// <param name="VzctlVersion">vzctl's version; null when vzctl is missing.</param>
-/// <param name="Features">Feature → whether the SDK drives it on this node (and why not).</param>
-internal sealed record VirtuozzoNodeCapabilities(string? Product, string PrlctlVersion, string? VzctlVersion, IReadOnlyDictionary<string, FeatureStatus> Features);
-
 /// <summary>
 /// A Virtuozzo node seen through its tools: runs prlctl/vzctl on the chosen host (local or SSH) with argument vectors,
 /// maps failures through <see cref="PrlctlErrors"/>, reads JSON through <see cref="PrlctlJson"/> gated by the prlctl
@@ -20,6 +13,8 @@ internal sealed record VirtuozzoNodeCapabilities(string? Product, string PrlctlV
 internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null) : IVeInventory
 {
     private readonly SemaphoreSlim _versionGate = new(1, 1);
+    private readonly SemaphoreSlim _zoneGate = new(1, 1);
+    private NodeTimeZone? _zone;
     private PrlctlVersion? _version;
     private bool _versionKnown;
 
@@ -62,6 +57,37 @@ internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null)
         finally
         {
             _versionGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The node's local time zone (asked once): <c>readlink /etc/localtime</c>, else <c>date +%z</c>, else UTC. prlctl's
+    /// <c>backup-list</c> prints its dates in it.
+    /// </summary>
+    public async Task<NodeTimeZone> GetTimeZoneAsync(CancellationToken cancellationToken)
+    {
+        if (_zone is { } known)
+            return known;
+        await _zoneGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_zone is null)
+            {
+                var link = await RunAsync(new PrlctlCommand("readlink", ["/etc/localtime"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+                var zone = link.ExitCode == 0 ? NodeTimeZone.FromLocaltimeLink(link.StandardOutput) : null;
+                if (zone is null)
+                {
+                    var date = await RunAsync(new PrlctlCommand("date", ["+%z"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+                    zone = date.ExitCode == 0 ? NodeTimeZone.FromDateOffset(date.StandardOutput) : null;
+                }
+                _zone = zone ?? NodeTimeZone.Utc;
+                logger?.LogDebug("The time zone of {Host}: {Zone}", Host.Name, _zone.Source);
+            }
+            return _zone;
+        }
+        finally
+        {
+            _zoneGate.Release();
         }
     }
 
@@ -135,32 +161,73 @@ internal sealed class VirtuozzoNode(IVirtuozzoHost host, ILogger? logger = null)
         return all.FirstOrDefault(v => v.Name == nameOrId);
     }
 
-    /// <summary>Product, tool versions and supported features of the node.</summary>
-    public async Task<VirtuozzoNodeCapabilities> GetCapabilitiesAsync(CancellationToken cancellationToken)
+    /// <summary>The path the reference gives for prl_disk_tool (package prl-disk-tool).</summary>
+    internal const string PrlDiskToolPath = "/usr/sbin/prl_disk_tool";
+
+    /// <summary>
+    /// What the node is and what the runtime can do there: the host's facts (kernel, cgroups, CPUs,
+    /// memory, read without the local runtime's KVM/CRIU probes), the product release, the node's tools and the features
+    /// probed from them.
+    /// </summary>
+    /// <remarks>
+    /// Commands: <c>prlctl --version</c>, <c>vzctl --version</c>, <c>cat /etc/virtuozzo-release</c> (else
+    /// <c>/etc/vzlinux-release</c>), <c>test -x /usr/sbin/prl_disk_tool</c> (prl_disk_tool has no documented version
+    /// option), <c>test -c /dev/kvm</c>, <c>criu --version</c> and, unless probes are skipped, <c>criu check</c>.
+    /// </remarks>
+    public async Task<HostCapabilities> GetCapabilitiesAsync(CapabilityProbeOptions options, CancellationToken cancellationToken)
     {
+        var basics = await Host.GetCapabilitiesAsync(options with { SkipProbes = true }, cancellationToken).ConfigureAwait(false);
         var version = await GetVersionAsync(cancellationToken).ConfigureAwait(false);
         var vz = await RunAsync(Prlctl.VzctlVersion(), cancellationToken, allowFailure: true).ConfigureAwait(false);
-        var vzVersion = vz.ExitCode == 0 ? PrlctlVersion.TryParse(vz.StandardOutput + vz.StandardError)?.ToString() ?? vz.StandardOutput.Trim() : null;
+        var vzVersion = vz.ExitCode == 0 ? PrlctlVersion.TryParse(vz.StandardOutput + vz.StandardError)?.ToString() ?? "unknown" : null;
         var release = await RunAsync(new PrlctlCommand("cat", ["/etc/virtuozzo-release"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
         if (release.ExitCode != 0)
             release = await RunAsync(new PrlctlCommand("cat", ["/etc/vzlinux-release"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
-        var product = release.ExitCode == 0 ? release.StandardOutput.Split('\n')[0].Trim() : null;
+        var product = release.ExitCode == 0 && release.StandardOutput.Split('\n')[0].Trim() is { Length: > 0 } line ? line : null;
+        var diskTool = (await RunAsync(new PrlctlCommand("test", ["-x", PrlDiskToolPath]), cancellationToken, allowFailure: true).ConfigureAwait(false)).ExitCode == 0;
+        var kvmDevice = (await RunAsync(new PrlctlCommand("test", ["-c", "/dev/kvm"]), cancellationToken, allowFailure: true).ConfigureAwait(false)).ExitCode == 0;
+        var criuRun = await RunAsync(new PrlctlCommand("criu", ["--version"]), cancellationToken, allowFailure: true).ConfigureAwait(false);
+        var criuVersion = criuRun.ExitCode == 0 ? Internal.HostProber.ParseVersion(criuRun.StandardOutput + "\n" + criuRun.StandardError) ?? "unknown" : null;
+
+        var kvm = kvmDevice
+            ? new FeatureStatus(true, "/dev/kvm exists; the node's dispatcher (prl-disp-service) runs VMs through its own QEMU/KVM")
+            : new FeatureStatus(false, "/dev/kvm does not exist on the node (no hardware virtualisation or the kvm module is not loaded)");
+        var criu = criuVersion is null ? new FeatureStatus(false, "criu is not installed on the node")
+            : options.SkipProbes ? new FeatureStatus(false, "not probed")
+            : await Internal.HostProber.CriuStatusAsync(Host, cancellationToken).ConfigureAwait(false);
+        var tools = new Dictionary<string, string?>(StringComparer.Ordinal)
+        {
+            ["prlctl"] = version?.ToString() ?? "unknown",
+            ["vzctl"] = vzVersion,
+            ["prl_disk_tool"] = diskTool ? "unknown" : null,
+            ["criu"] = criuVersion,
+        };
         var features = new Dictionary<string, FeatureStatus>(StringComparer.Ordinal)
         {
             ["containers"] = new(true, "prlctl --vmtype ct"),
-            ["vms"] = new(true, "prlctl --vmtype vm"),
+            ["vms"] = kvmDevice ? new(true, "prlctl --vmtype vm") : new(false, "/dev/kvm does not exist on the node"),
             ["snapshots"] = new(true, "prlctl snapshot"),
             ["backups"] = new(true, "prlctl backup (stored by the node's backup server)"),
-            ["migration"] = new(true, "prlctl migrate"),
-            ["memory guarantees"] = new(true, "prlctl set --memguarantee (enforced by VCMMD)"),
-            ["json escaping"] = version is { EscapesJson: true }
+            ["live_migration"] = criuVersion is not null
+                ? new(true, "prlctl migrate (a running container through the node's CRIU)")
+                : new(true, "prlctl migrate for VMs; running containers cannot migrate live without criu on the node"),
+            ["memory_guarantees"] = new(true, "prlctl set --memguarantee (admitted by VCMMD)"),
+            ["memory_hotplug"] = kvmDevice ? new(true, "prlctl set --mem-hotplug (VMs)") : new(false, "no VMs without /dev/kvm"),
+            ["disk_compaction"] = (diskTool, vzVersion is not null) switch
+            {
+                (true, true) => new(true, "prl_disk_tool compact (VMs), vzctl compact (containers)"),
+                (true, false) => new(true, "prl_disk_tool compact (VMs); vzctl is missing, so containers' disks cannot be compacted"),
+                (false, true) => new(true, $"vzctl compact (containers); {PrlDiskToolPath} is missing, so VMs' disks cannot be compacted"),
+                _ => new(false, $"neither {PrlDiskToolPath} nor vzctl is installed"),
+            },
+            ["json_escaping"] = version is { EscapesJson: true }
                 ? new(true, $"prlctl {version} escapes JSON strings")
                 : new(false, version is null ? "prlctl printed no version; JSON is read with the legacy repair when strict reading fails"
                     : $"prlctl {version} predates 7.0.190 and does not escape JSON strings; the SDK repairs them"),
-            ["usage statistics"] = new(false, "not mapped by the Virtuozzo runtime yet"),
-            ["os template import"] = new(false, "templates are managed by the node's own tools (vzpkg)"),
+            ["usage_statistics"] = new(false, "not mapped by the Virtuozzo runtime yet"),
+            ["os_template_import"] = new(false, "templates are managed by the node's own tools (vzpkg)"),
         };
-        return new VirtuozzoNodeCapabilities(product, version?.ToString() ?? "unknown", vzVersion, features);
+        return basics with { Runtime = RuntimeKind.Virtuozzo, Product = product, Tools = tools, Kvm = kvm, Criu = criu, Features = features };
     }
 
     private static bool Representable(string name) => VeName.Validate(name) is null;

@@ -55,7 +55,11 @@ internal static class VirtuozzoMigration
         progress?.Report(new MigrationProgress(MigrationPhase.CleaningUp, 0, 0));
         return new MigrationResult(ve.Id, new VeName(ve.Name), ve.Kind, live ? MigrationMode.Online : MigrationMode.Offline,
             live ? "the VE is running: prlctl migrated it live" : "the VE is stopped: prlctl migrated it offline",
-            TimeSpan.Zero, clock.Elapsed, 0, 0, PostCopyUsed: false);
+            TimeSpan.Zero, clock.Elapsed, 0, 0, PostCopyUsed: false)
+        {
+            // prlctl migrate prints progress and a success line, but no downtime and no byte counts (reference §3.9).
+            TransferMeasured = false,
+        };
     }
 
     private static UnsupportedOnHostException Unsupported(string feature, string instead = "prlctl migrate has no option for it; leave it at its default.")

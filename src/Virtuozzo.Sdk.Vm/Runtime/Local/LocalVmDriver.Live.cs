@@ -311,6 +311,15 @@ internal sealed partial class LocalVmDriver
 
     /// <summary>Grows a disk of a VM, online (the guest sees the new size at once) or offline. Shrinking is refused.</summary>
     /// <remarks>The equivalent of <c>prlctl set NAME --device-set hddN --size SIZE</c> and <c>prl_disk_tool resize</c>.</remarks>
+    /// <summary>
+    /// Refused: the local runtime does not compact disks. Rewriting the image (a convert that skips zero clusters) would
+    /// drop its internal snapshots and the dirty bitmaps incremental backups start from.
+    /// </summary>
+    public Task<VmDiskInfo> CompactDiskAsync(string nameOrId, string diskName, CancellationToken cancellationToken = default)
+        => throw new UnsupportedOnHostException(
+            "Disk compaction (CompactDiskAsync) is not supported by the local runtime; prl_disk_tool compact is a Virtuozzo node's tool " +
+            "(the Virtuozzo runtime maps it). Nothing was changed.");
+
     public Task<VmDiskInfo> ResizeDiskAsync(string nameOrId, string diskName, ByteSize newSize, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(diskName);

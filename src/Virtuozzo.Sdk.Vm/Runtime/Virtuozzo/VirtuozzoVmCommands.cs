@@ -145,7 +145,7 @@ internal static class VirtuozzoVmCommands
         return args;
     }
 
-    private static string ValidateDiskName(string diskName)
+    internal static string ValidateDiskName(string diskName)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(diskName);
         if (!System.Text.RegularExpressions.Regex.IsMatch(diskName, "^hdd[0-9]{1,2}$"))

@@ -180,6 +180,21 @@ internal sealed class VirtuozzoVmDriver(VirtuozzoRuntime runtime) : VirtuozzoVeD
         return after.Disks.First(d => d.Name == diskName);
     }
 
+    /// <summary><c>prl_disk_tool compact --hdd IMAGE</c> on a stopped VM's disk (the SDK does not compact an image the running VM writes).</summary>
+    public async Task<VmDiskInfo> CompactDiskAsync(string nameOrId, string diskName, CancellationToken cancellationToken)
+    {
+        VirtuozzoVmCommands.ValidateDiskName(diskName);
+        var c = await ConfigAsync(nameOrId, cancellationToken).ConfigureAwait(false);
+        var disk = c.Disks.FirstOrDefault(d => d.Name == diskName) ?? throw new NotFoundException($"The VM {c.Name} has no disk {diskName}.");
+        if (c.State != VeState.Stopped)
+            throw new InvalidStateException($"The VM {c.Name} is {c.StateText}; stop it before compacting {diskName}.");
+        if (string.IsNullOrEmpty(disk.Image))
+            throw Unsupported($"Compacting {diskName} of {c.Name} (it has no image file: a passthrough or attached-backup disk)");
+        await Node.RunAsync(Prlctl.CompactImage(disk.Image), cancellationToken).ConfigureAwait(false);
+        var after = await GetInfoAsync(c.Id.ToString(), cancellationToken).ConfigureAwait(false);
+        return after.Disks.First(d => d.Name == diskName);
+    }
+
     public async Task SuspendAsync(string nameOrId, CancellationToken cancellationToken) => await SuspendInfoAsync(nameOrId, cancellationToken).ConfigureAwait(false);
 
     public async Task<VmSnapshotInfo> CreateSnapshotAsync(string nameOrId, string snapshotName, string? description, CancellationToken cancellationToken)

@@ -68,6 +68,9 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
         var memory = await admin.GetFromJsonAsync<JsonElement>("/api/admin/memory");
         memory.GetProperty("capacityBytes").GetInt64().Should().BePositive();
         memory.GetProperty("availableBytes").GetInt64().Should().BeLessThanOrEqualTo(memory.GetProperty("capacityBytes").GetInt64());
+        // This panel does not run the memory manager: its page says so, and changing the policy is a 409 problem.
+        (await admin.GetFromJsonAsync<JsonElement>("/api/admin/memory/manager")).GetProperty("running").GetBoolean().Should().BeFalse();
+        (await admin.PutAsJsonAsync("/api/admin/memory/policy", new { policy = "static" })).StatusCode.Should().Be(HttpStatusCode.Conflict);
 
         var bad = await admin.PostAsJsonAsync("/api/admin/users", new { name = "x y", password = "short" });
         bad.StatusCode.Should().Be(HttpStatusCode.BadRequest);

@@ -194,8 +194,37 @@ public sealed class PanelVmTests(VmPanelFactory panel) : IClassFixture<VmPanelFa
         vm.GetProperty("memoryBytes").GetInt64().Should().Be(512L << 20);
         vm.GetProperty("state").GetString().Should().Be("Running");
 
+        // The guest really runs: the exec box reaches it through its guest tools once they are up.
+        (await ExecUntilAsync(alice, id, "echo up", o => o.Trim() == "up")).Trim().Should().Be("up");
+
+        // A vCPU is hotplugged live (the VM may reach the host's CPU count) and the guest sees it.
+        var cpus = await alice.PutAsJsonAsync($"/api/ves/{id}/resources", new { cpus = 2 });
+        cpus.StatusCode.Should().Be(HttpStatusCode.OK, await cpus.Content.ReadAsStringAsync());
+        (await cpus.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("cpus").GetInt32().Should().Be(2);
+        (await ExecUntilAsync(alice, id, "grep -c ^processor /proc/cpuinfo", o => o.Trim() == "2")).Trim().Should().Be("2");
+
         (await alice.DeleteAsync($"/api/ves/{id}")).StatusCode.Should().Be(HttpStatusCode.OK);
         (await panel.RuntimeVesAsync()).Should().NotContain(v => v.Id.ToString() == id);
+    }
+
+    /// <summary>Runs the command through the exec endpoint until its output satisfies <paramref name="done"/> (60 s at most); returns the last output.</summary>
+    private static async Task<string> ExecUntilAsync(HttpClient client, string id, string command, Func<string, bool> done)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        var last = "";
+        while (DateTime.UtcNow < deadline)
+        {
+            var res = await client.PostAsJsonAsync($"/api/ves/{id}/exec", new { command });
+            last = await res.Content.ReadAsStringAsync();
+            if (res.IsSuccessStatusCode)
+            {
+                last = (await res.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("standardOutput").GetString() ?? "";
+                if (done(last))
+                    return last;
+            }
+            await Task.Delay(500);
+        }
+        return last;
     }
 
     [IntegrationFact("qemu-system-x86_64", Root = true)]

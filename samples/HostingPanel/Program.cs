@@ -24,10 +24,14 @@ var sdk = builder.Services.AddVirtuozzoSdk(builder.Configuration.GetSection("Vir
 // The memory manager (policies, per-VE targets and protection, KSM) runs inside the panel when Panel:MemoryManagement says so.
 if (panelOptions.MemoryManagement is { Enabled: true } memory)
 {
+    // The manager keeps the same reserve for the host as the SDK's ledger (Virtuozzo:HostMemoryReserve) when one is set.
+    var reserve = builder.Configuration.GetSection("Virtuozzo").Get<VirtuozzoSdkOptions>()?.HostMemoryReserve;
     sdk.AddMemoryManagement(o =>
     {
         o.Policy = memory.Policy;
         o.ManageKsm = memory.ManageKsm;
+        if (reserve is { } r)
+            o.Reserve = new HostMemoryReserve(0, r.Bytes, r.Bytes);
     });
 }
 builder.Services.AddHostedService<VeWatcher>();   // the SDK's event stream, fanned out to browsers

@@ -60,6 +60,7 @@ public sealed class PanelMemoryTests(MemoryPanelFactory panel) : IClassFixture<M
         m.GetProperty("running").GetBoolean().Should().BeTrue();
         m.GetProperty("policy").GetString().Should().Be("static");
         m.GetProperty("totalBytes").GetInt64().Should().BePositive();
+        m.GetProperty("reserveBytes").GetInt64().Should().Be(512L << 20, "the manager keeps the reserve the SDK's ledger keeps (Virtuozzo:HostMemoryReserve)");
         m.GetProperty("availableBytes").GetInt64().Should().BeLessThanOrEqualTo(m.GetProperty("totalBytes").GetInt64());
         var ve = m.GetProperty("ves").EnumerateArray().Should().ContainSingle(v => v.GetProperty("id").GetString() == id, m.ToString()).Which;
         ve.GetProperty("name").GetString().Should().Be(name);

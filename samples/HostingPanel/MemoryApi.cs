@@ -12,34 +12,14 @@ public static class PanelMemoryApi
     {
         var admin = app.MapGroup("/api/admin").RequireAuthorization("admin").AddEndpointFilter(PanelApi.CsrfFilter).WithTags("panel");
 
-        #region Snippet:PanelMemoryManager
-        // The manager runs in the panel when Panel:MemoryManagement:Enabled is set (AddMemoryManagement in Program.cs).
-        // Without it the page says so, and still shows KSM as the kernel reports it (read only).
         admin.MapGet("/memory/manager", async (IServiceProvider sp, VirtuozzoRuntime runtime, OwnershipStore owners, CancellationToken ct) =>
         {
-            var manager = sp.GetService<MemoryManager>();
-            var ksmController = manager?.Ksm ?? new KsmController(Path.Combine(runtime.Options.DataRoot, "memory", "ksm"));
-            var ksm = ksmController.IsAvailable ? await ksmController.GetStatusAsync(ct) : null;
-            var ksmDto = ksm is null ? null : new
+            try { return await ReadAsync(sp, runtime, owners, ct); }
+            catch (Exception ex) when (ex is VirtuozzoException or IOException or UnauthorizedAccessException)
             {
-                Mode = ksm.Mode.ToString(), ksm.Running, ksm.PagesToScan, ksm.SleepMilliseconds, ksm.PagesShared, ksm.PagesSharing, ksm.SavedBytes, ksm.FullScans,
-                Managed = manager?.Ksm is not null,
-            };
-            if (manager is null)
-                return Results.Ok(new { Running = false, Ksm = ksmDto });
-            var s = await manager.GetStatusAsync(TimeSpan.FromMilliseconds(500), ct);
-            return Results.Ok(new
-            {
-                Running = true, s.Policy, s.TotalBytes, s.ReserveBytes, s.AvailableBytes, s.GuaranteedBytes, s.FreeBytes,
-                Ves = s.Ves.Select(v => new
-                {
-                    Id = v.Id.ToString(), v.Name, Kind = v.Kind.ToString(), Tenant = owners.OwnerOf(v.Id), v.Active,
-                    ProtectedBytes = v.GuaranteeBytes, v.TargetBytes, v.LimitBytes, v.UsageBytes, v.StallMicroseconds,
-                }),
-                Ksm = ksmDto,
-            });
+                return Results.Problem($"The host's memory state could not be read: {ex.Message}", statusCode: 503);
+            }
         });
-        #endregion
 
         admin.MapPut("/memory/policy", async (PolicyRequest req, IServiceProvider sp, CancellationToken ct) =>
         {
@@ -51,4 +31,33 @@ public static class PanelMemoryApi
             return Results.Ok(new { Policy = await manager.GetPolicyNameAsync(ct) });
         });
     }
+
+    #region Snippet:PanelMemoryManager
+    // The manager runs in the panel when Panel:MemoryManagement:Enabled is set (AddMemoryManagement in Program.cs).
+    // Without it the page says so, and still shows KSM as the kernel reports it (read only).
+    private static async Task<IResult> ReadAsync(IServiceProvider sp, VirtuozzoRuntime runtime, OwnershipStore owners, CancellationToken ct)
+    {
+        var manager = sp.GetService<MemoryManager>();
+        var ksmController = manager?.Ksm ?? new KsmController(Path.Combine(runtime.Options.DataRoot, "memory", "ksm"));
+        var ksm = ksmController.IsAvailable ? await ksmController.GetStatusAsync(ct) : null;
+        var ksmDto = ksm is null ? null : new
+        {
+            Mode = ksm.Mode.ToString(), ksm.Running, ksm.PagesToScan, ksm.SleepMilliseconds, ksm.PagesShared, ksm.PagesSharing, ksm.SavedBytes, ksm.FullScans,
+            Managed = manager?.Ksm is not null,
+        };
+        if (manager is null)
+            return Results.Ok(new { Running = false, Ksm = ksmDto });
+        var s = await manager.GetStatusAsync(TimeSpan.FromMilliseconds(500), ct);
+        return Results.Ok(new
+        {
+            Running = true, s.Policy, s.TotalBytes, s.ReserveBytes, s.AvailableBytes, s.GuaranteedBytes, s.FreeBytes,
+            Ves = s.Ves.Select(v => new
+            {
+                Id = v.Id.ToString(), v.Name, Kind = v.Kind.ToString(), Tenant = owners.OwnerOf(v.Id), v.Active,
+                ProtectedBytes = v.GuaranteeBytes, v.TargetBytes, v.LimitBytes, v.UsageBytes, v.StallMicroseconds,
+            }),
+            Ksm = ksmDto,
+        });
+    }
+    #endregion
 }

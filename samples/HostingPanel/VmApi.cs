@@ -36,10 +36,18 @@ public sealed class ImageCatalog(PanelOptions options)
     public PanelImage? Find(string? name)
         => string.IsNullOrEmpty(name) || name.Length > 255 ? null : List().FirstOrDefault(i => string.Equals(i.Name, name, StringComparison.Ordinal));
 
-    /// <summary>The creation options that boot <paramref name="image"/> (which came from <see cref="List"/>).</summary>
-    public VmCreateOptions Apply(VmCreateOptions vm, PanelImage image) => image.Kind == "kernel"
-        ? vm with { KernelPath = options.TestGuest!.KernelPath, InitrdPath = options.TestGuest.InitrdPath, KernelCommandLine = options.TestGuest.CommandLine }
-        : vm with { Disks = [new VmDiskOptions { SourceImagePath = Path.Combine(options.ImagesDirectory!, image.Name) }] };
+    /// <summary>The creation options that boot <paramref name="image"/>, which must be on offer now (<see cref="List"/>).</summary>
+    /// <exception cref="ArgumentException">The image is not one of those on offer.</exception>
+    public VmCreateOptions Apply(VmCreateOptions vm, PanelImage image)
+    {
+        ArgumentNullException.ThrowIfNull(vm);
+        ArgumentNullException.ThrowIfNull(image);
+        if (Find(image.Name) is not { } offered || offered.Kind != image.Kind)
+            throw new ArgumentException($"'{image.Name}' is not one of the images on offer.", nameof(image));
+        return offered.Kind == "kernel"
+            ? vm with { KernelPath = options.TestGuest!.KernelPath, InitrdPath = options.TestGuest.InitrdPath, KernelCommandLine = options.TestGuest.CommandLine }
+            : vm with { Disks = [new VmDiskOptions { SourceImagePath = Path.Combine(options.ImagesDirectory!, offered.Name) }] };
+    }
 }
 
 /// <summary>The VM part of the JSON API: the images on offer and creating a VM from one (the rest is the same for every VE).</summary>
@@ -70,14 +78,13 @@ public static class PanelVmApi
             if (errors.Count > 0)
                 return Results.ValidationProblem(errors);
 
-            var create = images.Apply(new VmCreateOptions
+            return await PanelApi.Guard(async () => await vms.CreateAsync(images.Apply(new VmCreateOptions
             {
                 Name = new VeName(req.Name!),
                 MemorySize = memory,
                 Cpus = req.Cpus ?? 1,
                 Network = options.VmNetwork,
-            }, image!);
-            return await PanelApi.Guard(async () => await vms.CreateAsync(create, ct), vm =>
+            }, image!), ct), vm =>
             {
                 owners.Assign(vm.Id, t.Name);
                 return Results.Created($"/api/ves/{vm.Id}", ToDto(vm, image!));

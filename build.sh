@@ -187,8 +187,15 @@ case "$cmd" in
     ;;
   panel)
     setup; build
+    # The test guest, when it can be built here, is offered as the VM image "test-guest" (direct kernel boot).
+    set --
+    if guest=$(tests/guest/build-guest.sh 2>/dev/null | tail -n1) && [ -f "$guest/VMLINUZ" ]; then
+      set -- "--Panel:TestGuest:KernelPath=$guest/VMLINUZ" "--Panel:TestGuest:InitrdPath=$guest/INITRD"
+    else
+      log "the test guest could not be built (tests/guest/build-guest.sh): VMs only from images in Panel:ImagesDirectory"
+    fi
     log "starting the hosting-panel sample on http://127.0.0.1:5080 (the first start prints the generated admin password once)"
-    exec dotnet run --project samples/HostingPanel/HostingPanel.csproj -c "$CONFIG" --no-build -- --urls http://127.0.0.1:5080 --contentRoot "$PWD/samples/HostingPanel"
+    exec dotnet run --project samples/HostingPanel/HostingPanel.csproj -c "$CONFIG" --no-build -- --urls http://127.0.0.1:5080 --contentRoot "$PWD/samples/HostingPanel" "$@"
     ;;
   test) setup; build; run_tests ;;
   docs)

@@ -5,6 +5,7 @@ using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Resources;
+using Virtuozzo.Sdk.Vm;
 
 namespace HostingPanel;
 
@@ -103,7 +104,11 @@ public static class PanelApi
                 return (object)new { deleted = veId.ToString() };
             }));
 
-        api.MapPut("/ves/{id}/resources", async (string id, ResourcesRequest req, Tenancy t, VirtualEnvironmentClient ves, ContainerClient containers, CancellationToken ct) =>
+        #region Snippet:PanelResources
+        // Memory and CPUs, live where the VE allows: a container's cgroups; a VM's balloon, DIMM and CPU hotplug.
+        // What the SDK refuses (a VM without memory hotplug cannot grow while it runs; the host cannot guarantee the
+        // memory) comes back as a typed exception, which Guard answers as a problem (409, 400, 404).
+        api.MapPut("/ves/{id}/resources", async (string id, ResourcesRequest req, Tenancy t, VirtualEnvironmentClient ves, ContainerClient containers, VirtualMachineClient vms, CancellationToken ct) =>
         {
             if (!t.TryResolve(id, out var veId))
                 return NotFound();
@@ -111,13 +116,19 @@ public static class PanelApi
             ByteSize? memory = req.Memory is null ? null : ParseMemory(req.Memory, errors);
             if (req.Cpus is < 1 or > 64)
                 errors["cpus"] = ["CPUs must be between 1 and 64."];
+            if (req.Memory is null && req.Cpus is null)
+                errors["memory"] = ["Give the memory, the CPUs or both."];
             if (errors.Count > 0)
                 return Results.ValidationProblem(errors);
-            var info = await ves.GetAsync(veId, ct);
-            if (info.Kind != VeKind.Container)
-                return Results.Problem("The panel changes the resources of containers; use the VM client for VMs.", statusCode: 400);
-            return await Guard(async () => ToDto(await containers.SetAsync(veId, new ContainerSetOptions { MemorySize = memory, Cpus = req.Cpus }, ct)));
+            return await Guard(async () =>
+            {
+                var info = await ves.GetAsync(veId, ct);
+                return info.Kind == VeKind.Vm
+                    ? ToDto(await vms.SetAsync(veId, new VmSetOptions { MemorySize = memory, Cpus = req.Cpus }, ct))
+                    : ToDto(await containers.SetAsync(veId, new ContainerSetOptions { MemorySize = memory, Cpus = req.Cpus }, ct));
+            });
         });
+        #endregion
 
         api.MapPost("/ves/{id}/exec", async (string id, ExecRequest req, Tenancy t, VirtualEnvironmentClient ves, CancellationToken ct) =>
         {
@@ -238,7 +249,7 @@ public static class PanelApi
         Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
     };
 
-    private static async ValueTask<object?> CsrfFilter(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
+    internal static async ValueTask<object?> CsrfFilter(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
     {
         var http = ctx.HttpContext;
         if (!HttpMethods.IsGet(http.Request.Method) && !HttpMethods.IsHead(http.Request.Method))
@@ -250,9 +261,9 @@ public static class PanelApi
         return await next(ctx);
     }
 
-    private static IResult NotFound() => Results.Problem("No such VE, backup or operation.", statusCode: 404);
+    internal static IResult NotFound() => Results.Problem("No such VE, backup or operation.", statusCode: 404);
 
-    private static ByteSize ParseMemory(string text, Dictionary<string, string[]> errors)
+    internal static ByteSize ParseMemory(string text, Dictionary<string, string[]> errors)
     {
         if (!ByteSize.TryParse(text, SizeUnit.Mebibytes, out var size))
             errors["memory"] = [$"'{text}' is not a size (for example 256M or 1G)."];
@@ -272,14 +283,16 @@ public static class PanelApi
     private static Task<IResult> Act(Tenancy t, string id, Func<VeId, Task<object>> action)
         => t.TryResolve(id, out var veId) ? Guard(() => action(veId)) : Task.FromResult(NotFound());
 
-    private static async Task<IResult> Guard<T>(Func<Task<T>> action)
+    /// <summary>Runs an SDK call and maps its typed errors to problem details: not found 404, bad argument 400, state and resources 409, unsupported 501.</summary>
+    internal static async Task<IResult> Guard<T>(Func<Task<T>> action, Func<T, IResult>? result = null)
     {
-        try { return Results.Ok(await action()); }
+        try { var value = await action(); return result is null ? Results.Ok(value) : result(value); }
         catch (NotFoundException ex) { return Results.Problem(ex.Message, statusCode: 404); }
         catch (ArgumentException ex) { return Results.Problem(ex.Message, statusCode: 400); }
         catch (InsufficientResourcesException ex) { return Results.Problem(ex.Message, statusCode: 409); }
         catch (InvalidStateException ex) { return Results.Problem(ex.Message, statusCode: 409); }
         catch (AlreadyExistsException ex) { return Results.Problem(ex.Message, statusCode: 409); }
+        catch (UnsupportedOnHostException ex) { return Results.Problem(ex.Message, statusCode: 501); }
     }
 
     internal static object ToDto(VeInfo v) => new

@@ -7,21 +7,37 @@ using HostingPanel;
 using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Memory;
 using Virtuozzo.Sdk.Vm;
 
 var builder = WebApplication.CreateBuilder(args);
 
+var panelOptions = builder.Configuration.GetSection("Panel").Get<PanelOptions>() ?? new PanelOptions();
+builder.Services.AddSingleton(panelOptions);
+
 #region Snippet:PanelRegistration
 // The SDK, bound from the "Virtuozzo" section of appsettings.json; the local runtime unless the section says otherwise.
-builder.Services.AddVirtuozzoSdk(builder.Configuration.GetSection("Virtuozzo"))
+var sdk = builder.Services.AddVirtuozzoSdk(builder.Configuration.GetSection("Virtuozzo"))
     .AddContainers()
     .AddVirtualMachines()
     .AddBackup();
+// The memory manager (policies, per-VE targets and protection, KSM) runs inside the panel when Panel:MemoryManagement says so.
+if (panelOptions.MemoryManagement is { Enabled: true } memory)
+{
+    // The manager keeps the same reserve for the host as the SDK's ledger (Virtuozzo:HostMemoryReserve) when one is set.
+    var reserve = builder.Configuration.GetSection("Virtuozzo").Get<VirtuozzoSdkOptions>()?.HostMemoryReserve;
+    sdk.AddMemoryManagement(o =>
+    {
+        o.Policy = memory.Policy;
+        o.ManageKsm = memory.ManageKsm;
+        if (reserve is { } r)
+            o.Reserve = new HostMemoryReserve(0, r.Bytes, r.Bytes);
+    });
+}
 builder.Services.AddHostedService<VeWatcher>();   // the SDK's event stream, fanned out to browsers
 #endregion
 
-var panelOptions = builder.Configuration.GetSection("Panel").Get<PanelOptions>() ?? new PanelOptions();
-builder.Services.AddSingleton(panelOptions);
+builder.Services.AddSingleton<ImageCatalog>();
 builder.Services.AddSingleton<UserStore>();
 builder.Services.AddSingleton<OwnershipStore>();
 builder.Services.AddSingleton<EventHub>();
@@ -72,6 +88,8 @@ app.MapOpenApi();
 
 app.MapPanelPages();
 app.MapPanelApi();
+app.MapPanelVmApi();
+app.MapPanelMemoryApi();
 
 app.Run();
 

@@ -10,6 +10,47 @@ public sealed class PanelOptions
 {
     /// <summary>Where the panel keeps its accounts and the VE-to-tenant map.</summary>
     public string StateDirectory { get; set; } = "/var/lib/vzsdk-panel/panel";
+
+    /// <summary>
+    /// The administrator's VM images: every <c>*.qcow2</c> directly in this directory is offered to customers by file name.
+    /// Null or missing: no images.
+    /// </summary>
+    public string? ImagesDirectory { get; set; }
+
+    /// <summary>A directly booted kernel offered as the image <c>test-guest</c> (the SDK's test guest); null for none.</summary>
+    public KernelBootOptions? TestGuest { get; set; }
+
+    /// <summary>How the panel's VMs reach the network. Default <see cref="Virtuozzo.Sdk.Vm.VmNetworkMode.Bridged"/> (the bridge containers share).</summary>
+    public Virtuozzo.Sdk.Vm.VmNetworkMode VmNetwork { get; set; } = Virtuozzo.Sdk.Vm.VmNetworkMode.Bridged;
+
+    /// <summary>The memory manager, run inside the panel when enabled.</summary>
+    public MemoryManagementOptions MemoryManagement { get; set; } = new();
+}
+
+/// <summary>A kernel and initramfs booted directly (no disk image), as the SDK's test guest is.</summary>
+public sealed class KernelBootOptions
+{
+    /// <summary>The kernel image.</summary>
+    public string? KernelPath { get; set; }
+
+    /// <summary>The initial RAM disk.</summary>
+    public string? InitrdPath { get; set; }
+
+    /// <summary>The kernel command line.</summary>
+    public string CommandLine { get; set; } = "console=ttyS0 memhp_default_state=online panic=-1";
+}
+
+/// <summary>Section <c>Panel:MemoryManagement</c>: whether the panel runs the SDK's memory manager, and how.</summary>
+public sealed class MemoryManagementOptions
+{
+    /// <summary>Run <see cref="Virtuozzo.Sdk.Memory.MemoryManager"/> in the panel. Default false (a host may run <c>vzsdk mem daemon</c> instead).</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>The policy it starts with (static, performance, density…). Default density.</summary>
+    public string Policy { get; set; } = Virtuozzo.Sdk.Memory.MemoryPolicies.DefaultName;
+
+    /// <summary>Let the manager drive the host's KSM. Default true.</summary>
+    public bool ManageKsm { get; set; } = true;
 }
 
 /// <summary>An account: an administrator sees every VE, a customer only the VEs of its tenant.</summary>

@@ -24,7 +24,8 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
     {
         var doc = await panel.CreateClient().GetFromJsonAsync<JsonElement>("/openapi/v1.json");
         var paths = doc.GetProperty("paths").EnumerateObject().Select(p => p.Name).ToList();
-        paths.Should().Contain(["/api/containers", "/api/ves/{id}/exec", "/api/ves/{id}/backups", "/api/backups/{backupId}/restore", "/api/events"]);
+        paths.Should().Contain(["/api/containers", "/api/ves/{id}/exec", "/api/ves/{id}/backups", "/api/backups/{backupId}/restore", "/api/events",
+            "/api/images", "/api/vms", "/api/ves/{id}/resources", "/api/admin/memory/manager", "/api/admin/memory/policy"]);
         paths.Should().NotContain(["/login", "/"]);
     }
 
@@ -68,6 +69,9 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
         var memory = await admin.GetFromJsonAsync<JsonElement>("/api/admin/memory");
         memory.GetProperty("capacityBytes").GetInt64().Should().BePositive();
         memory.GetProperty("availableBytes").GetInt64().Should().BeLessThanOrEqualTo(memory.GetProperty("capacityBytes").GetInt64());
+        // This panel does not run the memory manager: its page says so, and changing the policy is a 409 problem.
+        (await admin.GetFromJsonAsync<JsonElement>("/api/admin/memory/manager")).GetProperty("running").GetBoolean().Should().BeFalse();
+        (await admin.PutAsJsonAsync("/api/admin/memory/policy", new { policy = "static" })).StatusCode.Should().Be(HttpStatusCode.Conflict);
 
         var bad = await admin.PostAsJsonAsync("/api/admin/users", new { name = "x y", password = "short" });
         bad.StatusCode.Should().Be(HttpStatusCode.BadRequest);

@@ -30,6 +30,11 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         var users = new UserStore(new PanelOptions { StateDirectory = _root.File("panel") });
         users.Create("alice", PanelFactory.Password, isAdmin: false);
         users.Create("bob", PanelFactory.Password, isAdmin: false);
+        users.Create("operator", PanelFactory.Password, isAdmin: true);
+        Directory.CreateDirectory(_root.File("images"));
+        using (Virtuozzo.Sdk.Storage.Qcow2.Qcow2Image.Create(_root.File("images/tiny.qcow2"), new() { Size = 64L << 20 }))
+        {
+        }
 
         var port = FreePort();
         _url = $"http://127.0.0.1:{port}";
@@ -42,6 +47,12 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         psi.Environment["Virtuozzo__DataRoot"] = _root.File("data");
         psi.Environment["Virtuozzo__LockTimeout"] = "00:02:00";
         psi.Environment["Panel__StateDirectory"] = _root.File("panel");
+        psi.Environment["Panel__ImagesDirectory"] = _root.File("images");
+        psi.Environment["Panel__VmNetwork"] = "User";
+        // The memory manager runs in this panel; KSM stays unmanaged (the test host is shared).
+        psi.Environment["Panel__MemoryManagement__Enabled"] = "true";
+        psi.Environment["Panel__MemoryManagement__Policy"] = "static";
+        psi.Environment["Panel__MemoryManagement__ManageKsm"] = "false";
         _server = Process.Start(psi)!;
         _server.OutputDataReceived += (_, _) => { };
         _server.ErrorDataReceived += (_, _) => { };
@@ -67,12 +78,15 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         _server?.Dispose();
         if (Directory.Exists(_root.File("data")))
         {
-            var containers = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _root.File("data") }));
-            foreach (var c in await containers.ListAsync(all: true))
+            var runtime = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _root.File("data") });
+            _ = new ContainerClient(runtime);
+            _ = new Virtuozzo.Sdk.Vm.VirtualMachineClient(runtime);
+            var ves = new VirtualEnvironmentClient(runtime);
+            foreach (var v in await ves.ListAsync(all: true))
             {
-                if (c.IsRunning)
-                    await containers.StopAsync(c.Id, new VeStopOptions { Kill = true });
-                await containers.DeleteAsync(c.Id);
+                if (v.IsRunning)
+                    await ves.StopAsync(v.Id, new VeStopOptions { Kill = true });
+                await ves.DeleteAsync(v.Id);
             }
         }
         _root.Dispose();
@@ -140,6 +154,31 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         (await bob.Locator("#ves tr").CountAsync()).Should().Be(0);
         (await bob.ContentAsync()).Should().NotContain(name);
         await bob.ScreenshotAsync(new() { Path = Path.Combine(_shots, "other-customer.png"), FullPage = true });
+
+        // The administrator's memory page: the manager's policy and alice's running container with its tenant.
+        var admin = await SignInAsync(browser, "operator");
+        await Assertions.Expect(admin.Locator("#mm-summary")).ToContainTextAsync("policy static", new() { Timeout = 15_000 });
+        var memRow = admin.Locator($"#mm-ves tr[data-id='{id}']");
+        await Assertions.Expect(memRow.Locator("td").Nth(2)).ToHaveTextAsync("alice");
+        await Assertions.Expect(memRow.Locator("td").Nth(5)).ToHaveTextAsync("128.0M");
+        await admin.ScreenshotAsync(new() { Path = Path.Combine(_shots, "memory.png"), FullPage = true });
+
+        // A VM from an image on offer (picked by name from the administrator's list), then its memory changed.
+        var vmName = PanelFactory.UniqueName("vm");
+        await Assertions.Expect(alice.Locator("#vm-image option[value='tiny.qcow2']")).ToHaveCountAsync(1);
+        await alice.FillAsync("#vm-name", vmName);
+        await alice.SelectOptionAsync("#vm-image", "tiny.qcow2");
+        await alice.ClickAsync("#vm-create");
+        var vmRow = alice.Locator($"#ves tr[data-name='{vmName}']");
+        await Assertions.Expect(vmRow.Locator("td").Nth(1)).ToHaveTextAsync("Vm", new() { Timeout = 60_000 });
+        await vmRow.Locator(".act-open").ClickAsync();
+        await Assertions.Expect(alice.Locator("#detail-kind")).ToHaveTextAsync("VM");
+        await alice.FillAsync("#set-memory", "768M");
+        await alice.ClickAsync("#set");
+        await Assertions.Expect(vmRow.Locator("td").Nth(4)).ToHaveTextAsync("768 MiB", new() { Timeout = 15_000 });
+        await vmRow.Locator(".act-delete").ClickAsync();
+        await Assertions.Expect(vmRow).ToHaveCountAsync(0, new() { Timeout = 60_000 });
+        await row.Locator(".act-open").ClickAsync();
 
         // Restore in place (the panel stops it first), then delete.
         await alice.Locator("#backups tr .restore").ClickAsync();

@@ -12,7 +12,7 @@ using Virtuozzo.Sdk.Testing;
 namespace HostingPanel.Tests;
 
 /// <summary>The panel in-process on a data root of its own under /tmp, with two customers; every VE is deleted afterwards.</summary>
-public sealed class PanelFactory : WebApplicationFactory<Program>, IAsyncLifetime
+public class PanelFactory : WebApplicationFactory<Program>, IAsyncLifetime
 {
     public const string Password = "correct-horse-battery";
 
@@ -23,9 +23,15 @@ public sealed class PanelFactory : WebApplicationFactory<Program>, IAsyncLifetim
         builder.UseSetting("Virtuozzo:DataRoot", Root.File("data"));
         builder.UseSetting("Virtuozzo:LockTimeout", "00:02:00");
         builder.UseSetting("Panel:StateDirectory", Root.File("panel"));
+        ConfigurePanel(builder);
     }
 
-    public Task InitializeAsync()
+    /// <summary>More settings for a panel with more configured (images, the test guest, the memory manager).</summary>
+    protected virtual void ConfigurePanel(IWebHostBuilder builder)
+    {
+    }
+
+    public virtual Task InitializeAsync()
     {
         var users = Services.GetRequiredService<UserStore>();
         users.Create("alice", Password, isAdmin: false);
@@ -68,12 +74,13 @@ public sealed class PanelFactory : WebApplicationFactory<Program>, IAsyncLifetim
     {
         try
         {
-            var containers = Services.GetRequiredService<ContainerClient>();
-            foreach (var c in await containers.ListAsync(all: true))
+            // Containers and VMs alike, through the unified client.
+            var ves = Services.GetRequiredService<VirtualEnvironmentClient>();
+            foreach (var v in await ves.ListAsync(all: true))
             {
-                if (c.IsRunning)
-                    await containers.StopAsync(c.Id, new VeStopOptions { Kill = true });
-                await containers.DeleteAsync(c.Id);
+                if (v.IsRunning || v.State is VeState.Paused)
+                    await ves.StopAsync(v.Id, new VeStopOptions { Kill = true });
+                await ves.DeleteAsync(v.Id);
             }
         }
         catch (VirtuozzoException) { }

@@ -38,7 +38,7 @@ async function act(v, action) {
 }
 
 async function open(v) {
-  selected = v; el('detail').hidden = false; el('detail-name').textContent = v.name;
+  selected = v; el('detail').hidden = false; el('detail-name').textContent = v.name; el('detail-kind').textContent = v.kind === 'Vm' ? 'VM' : 'Container';
   el('set-memory').value = v.memory; el('set-cpus').value = v.cpus ?? 1; el('exec-output').textContent = '';
   await loadBackups();
 }
@@ -85,6 +85,36 @@ el('create-form').onsubmit = async (e) => {
     ves.set(v.id, v); render();
   } catch (err) { el('create-error').textContent = err.message; }
 };
+el('vm-form').onsubmit = async (e) => {
+  e.preventDefault(); el('vm-error').textContent = '';
+  try {
+    const v = await api('POST', '/api/vms', { name: el('vm-name').value, image: el('vm-image').value, memory: el('vm-memory').value, cpus: +el('vm-cpus').value });
+    ves.set(v.id, v); render();
+  } catch (err) { el('vm-error').textContent = err.message; }
+};
+async function loadImages() {
+  const select = el('vm-image'); select.replaceChildren();
+  for (const i of await api('GET', '/api/images')) {
+    const o = document.createElement('option'); o.value = i.name;
+    o.textContent = i.kind === 'kernel' ? i.name + ' (direct kernel boot)' : i.name + ' (' + human(i.sizeBytes) + ')';
+    select.append(o);
+  }
+  el('vm-create').disabled = select.options.length === 0;
+}
+async function loadMemoryManager() {
+  const m = await api('GET', '/api/admin/memory/manager');
+  const k = m.ksm;
+  el('mm-ksm').textContent = k ? `KSM: ${k.running ? 'merging' : 'idle'} (mode ${k.mode}${k.managed ? ', managed by the panel' : ', not managed by the panel'}), ${k.pagesSharing} pages saved (${human(k.savedBytes)}), ${k.fullScans} full scans` : 'KSM: not available on this kernel';
+  const body = el('mm-ves'); body.replaceChildren();
+  if (!m.running) { el('mm-summary').textContent = 'The memory manager does not run in this panel (Panel:MemoryManagement:Enabled).'; el('mm-set').disabled = true; return; }
+  el('mm-summary').textContent = `policy ${m.policy}; RAM ${human(m.totalBytes)}, reserve ${human(m.reserveBytes)}, available to VEs ${human(m.availableBytes)}, guaranteed ${human(m.guaranteedBytes)}, free ${human(m.freeBytes)}`;
+  el('mm-policy').value = m.policy;
+  for (const v of m.ves) {
+    const tr = document.createElement('tr'); tr.dataset.id = v.id;
+    for (const t of [v.name, v.kind, v.tenant ?? '(none)', human(v.protectedBytes), v.targetBytes == null ? '' : human(v.targetBytes), human(v.limitBytes), human(v.usageBytes), v.stallMicroseconds]) { const td = document.createElement('td'); td.textContent = t; tr.append(td); }
+    body.append(tr);
+  }
+}
 el('set').onclick = async () => {
   el('set-error').textContent = '';
   try { Object.assign(selected, await api('PUT', `/api/ves/${selected.id}/resources`, { memory: el('set-memory').value, cpus: +el('set-cpus').value })); render(); }
@@ -121,10 +151,13 @@ events.addEventListener('operation', (m) => showOp(JSON.parse(m.data)));
 (async () => {
   for (const v of await api('GET', '/api/ves')) ves.set(v.id, v);
   render();
+  loadImages().catch(() => {});
   if (document.body.dataset.admin === 'true') {
     el('admin').hidden = false;
     const m = await api('GET', '/api/admin/memory');
     el('memory').textContent = `capacity ${human(m.capacityBytes)}, guaranteed ${human(m.reservedBytes)}, free ${human(m.availableBytes)}\n` + m.reservations.map(r => `${r.veId} ${r.kind} ${human(r.guaranteeBytes)}`).join('\n');
+    el('mm-set').onclick = async () => { el('mm-error').textContent = ''; try { await api('PUT', '/api/admin/memory/policy', { policy: el('mm-policy').value }); await loadMemoryManager(); } catch (e) { el('mm-error').textContent = e.message; } };
+    await loadMemoryManager().catch((e) => { el('mm-summary').textContent = e.message; });
     el('user-create').onclick = async () => { try { await api('POST', '/api/admin/users', { name: el('user-name').value, password: el('user-password').value }); el('user-result').textContent = 'created'; } catch (e) { el('user-result').textContent = e.message; } };
   }
 })();

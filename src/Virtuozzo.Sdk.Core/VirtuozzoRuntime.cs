@@ -193,8 +193,28 @@ public sealed class VirtuozzoRuntime
         if (Node is { } node)
             return await node.GetCapabilitiesAsync(options, cancellationToken).ConfigureAwait(false);
         var caps = await Host.GetCapabilitiesAsync(options, cancellationToken).ConfigureAwait(false);
+        if (Libvirt is { } libvirt)
+        {
+            var v = await libvirt.GetLibraryVersionAsync(cancellationToken).ConfigureAwait(false);
+            var version = $"{v / 1_000_000}.{v / 1000 % 1000}.{v % 1000}";
+            return caps with { Runtime = Kind, Product = $"libvirt {version} at {libvirt.Uri}", Features = LibvirtFeatures(libvirt) };
+        }
         return caps with { Runtime = Kind, Features = LocalFeatures(caps) };
     }
+
+    /// <summary>What the libvirt runtime does (the same names as the other runtimes').</summary>
+    internal static IReadOnlyDictionary<string, FeatureStatus> LibvirtFeatures(LibvirtConnection libvirt)
+        => new Dictionary<string, FeatureStatus>(StringComparer.Ordinal)
+        {
+            ["containers"] = new(false, "libvirt's QEMU driver runs VMs only (containers: the local or Virtuozzo runtime)"),
+            ["vms"] = new(true, "libvirt domains"),
+            ["snapshots"] = new(true, "libvirt's internal snapshots"),
+            ["backups"] = new(false, "not on the libvirt runtime yet (UnsupportedOnHostException)"),
+            ["live_migration"] = new(false, "not on the libvirt runtime yet (UnsupportedOnHostException)"),
+            ["memory_guarantees"] = new(false, "recorded with the VM; libvirt has no guarantee to enforce"),
+            ["memory_hotplug"] = new(true, "DIMM devices and the balloon"),
+            ["disk_compaction"] = new(false, "the libvirt runtime does not compact disks (UnsupportedOnHostException)"),
+        };
 
     /// <summary>What the local runtime can do with the tools and accelerators it found.</summary>
     internal static IReadOnlyDictionary<string, FeatureStatus> LocalFeatures(HostCapabilities caps)

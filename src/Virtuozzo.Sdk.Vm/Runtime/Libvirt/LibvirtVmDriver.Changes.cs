@@ -245,6 +245,10 @@ internal sealed partial class LibvirtVmDriver
         }, cancellationToken);
     }
 
+    /// <summary>Refused: compaction is prl_disk_tool's on a Virtuozzo node; rewriting the image would drop its internal snapshots.</summary>
+    public Task<VmDiskInfo> CompactDiskAsync(string nameOrId, string diskName, CancellationToken cancellationToken)
+        => Task.FromException<VmDiskInfo>(Unsupported("Disk compaction (CompactDiskAsync)", "nothing was changed."));
+
     // ------------------------------------------------------------------ snapshots (libvirt's internal QCOW2 snapshots)
 
     public Task<VmSnapshotInfo> CreateSnapshotAsync(string nameOrId, string snapshotName, string? description, CancellationToken cancellationToken)

@@ -65,6 +65,10 @@ public class BackupClient
             _live = null!;
             return;
         }
+        if (runtime.Kind == RuntimeKind.Libvirt)
+            throw new UnsupportedOnHostException(
+                "Backups are not supported by the libvirt runtime yet: the SDK's backup repository is built on the local runtime's disks " +
+                "and libvirt's push-mode backup (virDomainBackupBegin) is not wired to it. Snapshots work (VirtualMachineClient.CreateSnapshotAsync).");
         if (runtime.Kind != RuntimeKind.Local)
             throw new UnsupportedOnHostException($"Backups are not available on the {runtime.Kind} runtime yet.");
         _runtime = runtime;

@@ -64,6 +64,10 @@ public class MemoryManager
             throw new UnsupportedOnHostException(
                 "The SDK's memory manager is not supported by the Virtuozzo runtime: the node's VCMMD balances memory itself. " +
                 "Set guarantees with the clients' SetAsync (MemoryGuaranteePercent) and the policy with 'prlsrvctl set --vcmmd-policy' on the node.");
+        if (runtime.Kind == RuntimeKind.Libvirt)
+            throw new UnsupportedOnHostException(
+                "The SDK's memory manager is not supported by the libvirt runtime: it acts on the local runtime's cgroups and QMP sockets, which libvirt owns there. " +
+                "Set a VM's memory with VirtualMachineClient.SetAsync (balloon and DIMM hotplug through libvirt).");
         Options = options ?? new MemoryManagerOptions();
         var errors = Options.Validate();
         if (errors.Count > 0)

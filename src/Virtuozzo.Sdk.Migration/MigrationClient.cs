@@ -32,6 +32,10 @@ public class MigrationClient
     public MigrationClient(VirtuozzoRuntime runtime)
     {
         ArgumentNullException.ThrowIfNull(runtime);
+        if (runtime.Kind == RuntimeKind.Libvirt)
+            throw new UnsupportedOnHostException(
+                "Migration is not supported by the libvirt runtime yet (virDomainMigrateToURI3 is not wired); migrate with 'virsh migrate --live', " +
+                "or use the local runtime's MigrationClient, which migrates its own VMs live.");
         if (runtime.Kind is not (RuntimeKind.Local or RuntimeKind.Virtuozzo))
             throw new UnsupportedOnHostException($"Migration is not available on the {runtime.Kind} runtime yet.");
         _runtime = runtime;

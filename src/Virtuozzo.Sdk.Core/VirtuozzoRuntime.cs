@@ -210,7 +210,7 @@ public sealed class VirtuozzoRuntime
             ["vms"] = new(true, "libvirt domains"),
             ["snapshots"] = new(true, "libvirt's internal snapshots"),
             ["backups"] = new(false, "not on the libvirt runtime yet (UnsupportedOnHostException)"),
-            ["live_migration"] = new(false, "not on the libvirt runtime yet (UnsupportedOnHostException)"),
+            ["live_migration"] = new(true, "libvirt peer to peer (virDomainMigrateToURI3); disks on local storage are copied"),
             ["memory_guarantees"] = new(false, "recorded with the VM; libvirt has no guarantee to enforce"),
             ["memory_hotplug"] = new(true, "DIMM devices and the balloon"),
             ["disk_compaction"] = new(false, "the libvirt runtime does not compact disks (UnsupportedOnHostException)"),

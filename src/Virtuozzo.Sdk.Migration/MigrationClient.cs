@@ -32,11 +32,7 @@ public class MigrationClient
     public MigrationClient(VirtuozzoRuntime runtime)
     {
         ArgumentNullException.ThrowIfNull(runtime);
-        if (runtime.Kind == RuntimeKind.Libvirt)
-            throw new UnsupportedOnHostException(
-                "Migration is not supported by the libvirt runtime yet (virDomainMigrateToURI3 is not wired); migrate with 'virsh migrate --live', " +
-                "or use the local runtime's MigrationClient, which migrates its own VMs live.");
-        if (runtime.Kind is not (RuntimeKind.Local or RuntimeKind.Virtuozzo))
+        if (runtime.Kind is not (RuntimeKind.Local or RuntimeKind.Virtuozzo or RuntimeKind.Libvirt))
             throw new UnsupportedOnHostException($"Migration is not available on the {runtime.Kind} runtime yet.");
         _runtime = runtime;
         _logger = runtime.CreateLogger<MigrationClient>();
@@ -79,6 +75,14 @@ public class MigrationClient
         options ??= new MigrationOptions();
         options.Validate();
         var runtime = Runtime;
+        if (runtime.Kind == RuntimeKind.Libvirt)
+        {
+            if (ve.IsEmpty)
+                throw new ArgumentException("Name the VM to migrate.", nameof(ve));
+            return await Migration.Runtime.Libvirt.LibvirtMigration.MigrateAsync(runtime, ve.Value, destination, options, progress, cancellationToken).ConfigureAwait(false);
+        }
+        if (destination is LibvirtDestination)
+            throw new UnsupportedOnHostException($"{destination} is a libvirt daemon: only a runtime created with UseLibvirtRuntime migrates to it.");
         if (runtime.Kind == RuntimeKind.Virtuozzo)
         {
             if (ve.IsEmpty)

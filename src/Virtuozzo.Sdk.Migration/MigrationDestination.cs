@@ -74,6 +74,25 @@ public abstract partial class MigrationDestination
         return new NodeDestination(hostName, user);
     }
 
+    /// <summary>
+    /// Another libvirt daemon, for a runtime created with <c>UseLibvirtRuntime</c>: this runtime's libvirtd moves the VM
+    /// there itself, peer to peer (<c>virDomainMigrateToURI3</c>), live for a running VM (offline, the definition only, for
+    /// a stopped one). The VM's disks must be reachable at the same paths on the destination (shared storage).
+    /// </summary>
+    /// <param name="uri">The destination daemon's URI as the source's libvirtd reaches it (<c>qemu+ssh://root@host2/system</c>, <c>qemu+tcp://host2/system</c>).</param>
+    /// <param name="migrationAddress">The destination's IP address for the memory stream (libvirt's <c>migrate_uri</c>
+    /// <c>tcp://ADDRESS</c>), or null for libvirt's choice (the destination's host name, which must then resolve to it).</param>
+    /// <exception cref="ArgumentException">The URI is malformed, or the address is not an IP address.</exception>
+    /// <remarks>The equivalent of <c>virsh migrate --live --p2p --persistent --undefinesource NAME URI</c>.</remarks>
+    public static MigrationDestination ToLibvirt(string uri, string? migrationAddress = null)
+    {
+        if (Core.Runtime.Libvirt.LibvirtConnection.ValidateUri(uri) is { } problem)
+            throw new ArgumentException(problem, nameof(uri));
+        if (migrationAddress is not null && !IPAddress.TryParse(migrationAddress, out _))
+            throw new ArgumentException($"'{migrationAddress}' is not an IP address.", nameof(migrationAddress));
+        return new LibvirtDestination(uri, migrationAddress);
+    }
+
     [System.Text.RegularExpressions.GeneratedRegex(@"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,252}$", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
     private static partial System.Text.RegularExpressions.Regex PlainName();
 
@@ -85,6 +104,26 @@ public abstract partial class MigrationDestination
 
     /// <summary>The destination as <c>prlctl migrate</c> names a node (<c>user@host</c>); null when it is not a node.</summary>
     internal virtual string? NodeAddress => null;
+}
+
+/// <summary>Another libvirt daemon, reached by the source's libvirtd (<see cref="MigrationDestination.ToLibvirt"/>).</summary>
+internal sealed class LibvirtDestination(string uri, string? migrationAddress) : MigrationDestination
+{
+    public string Uri { get; } = uri;
+
+    public string? MigrationAddress { get; } = migrationAddress;
+
+    internal override VirtuozzoRuntime? LocalRuntime => null;
+
+    private UnsupportedOnHostException NotHere() => new($"{this} is a libvirt daemon: only a runtime created with UseLibvirtRuntime migrates to it.");
+
+    internal override Task<IVmMigrationPeer> CreateVmPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => Task.FromException<IVmMigrationPeer>(NotHere());
+
+    internal override Task<IContainerMigrationPeer> CreateContainerPeerAsync(Microsoft.Extensions.Logging.ILogger logger, CancellationToken cancellationToken)
+        => Task.FromException<IContainerMigrationPeer>(NotHere());
+
+    public override string ToString() => $"the libvirt daemon at {Uri}";
 }
 
 internal sealed class RuntimeDestination(VirtuozzoRuntime runtime, string listenAddress) : MigrationDestination

@@ -275,25 +275,7 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
                 var r = records[i];
                 if (UuidOf(r->Dom) is not { } id)
                     continue;
-                var fields = new Dictionary<string, object>(StringComparer.Ordinal);
-                for (var p = 0; p < r->NParams; p++)
-                {
-                    var param = &r->Params[p];
-                    var field = Marshal.PtrToStringUTF8((nint)param->Field) ?? string.Empty;
-                    object? value = param->Type switch
-                    {
-                        1 => (long)(int)param->Value,          // int
-                        2 => (long)(uint)param->Value,         // uint
-                        3 => param->Value,                     // llong
-                        4 => (long)(ulong)param->Value,        // ullong (counters fit in a long)
-                        5 => BitConverter.Int64BitsToDouble(param->Value),
-                        6 => (byte)param->Value != 0,
-                        7 => Marshal.PtrToStringUTF8((nint)param->Value),
-                        _ => null,
-                    };
-                    if (value is not null)
-                        fields[field] = value;
-                }
+                var fields = LibvirtNative.ReadTypedParameters(r->Params, r->NParams);
                 list.Add(new LibvirtDomainStats(id, fields));
             }
         }
@@ -304,6 +286,39 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
         }
         return (IReadOnlyList<LibvirtDomainStats>)list;
     }, cancellationToken);
+
+    /// <summary>
+    /// Makes sure a storage pool covers <paramref name="directory"/> (libvirt pre-creates a migrating VM's disks only in a
+    /// pool): an existing pool with that target, or a new transient directory pool (the directory is made). Returns the
+    /// pool the caller must destroy when done (a transient one), or 0 when an existing pool serves.
+    /// </summary>
+    public Task<nint> EnsureDirectoryPoolAsync(string directory, CancellationToken cancellationToken) => RunAsync(c =>
+    {
+        var existing = LibvirtNative.virStoragePoolLookupByTargetPath(c, directory);
+        if (existing != 0)
+        {
+            LibvirtNative.virStoragePoolFree(existing);
+            return (nint)0;
+        }
+        LibvirtNative.virResetLastError();
+        var xml = new System.Xml.Linq.XElement("pool", new System.Xml.Linq.XAttribute("type", "dir"),
+            new System.Xml.Linq.XElement("name", "vzsdk-" + Guid.NewGuid().ToString("N")[..12]),
+            new System.Xml.Linq.XElement("target", new System.Xml.Linq.XElement("path", directory))).ToString();
+        var pool = LibvirtNative.virStoragePoolCreateXML(c, xml, LibvirtNative.StoragePoolCreateWithBuild);
+        return pool != 0 ? pool : throw LibvirtErrors.Last($"Making a storage pool for '{directory}' on {Uri}");
+    }, cancellationToken);
+
+    /// <summary>Stops and frees a transient pool from <see cref="EnsureDirectoryPoolAsync"/> (its files stay).</summary>
+    public Task DestroyPoolAsync(nint pool) => RunAsync(_ =>
+    {
+        if (pool != 0)
+        {
+            LibvirtNative.virStoragePoolDestroy(pool);
+            LibvirtNative.virStoragePoolFree(pool);
+            LibvirtNative.virResetLastError();
+        }
+        return 0;
+    }, CancellationToken.None);
 
     // ---- IVeInventory: libvirt's domains are the runtime's VEs.
 
@@ -373,6 +388,104 @@ internal sealed class LibvirtDomain : IDisposable
     /// <summary>Sends a command to the guest agent through libvirt and returns its JSON reply.</summary>
     public unsafe Task<string> AgentCommandAsync(string json, int timeoutSeconds, CancellationToken cancellationToken)
         => RunAsync(d => LibvirtNative.Owned(LibvirtNative.virDomainQemuAgentCommand(d, json, timeoutSeconds, 0)) ?? throw LibvirtErrors.Last("A guest tools command"), cancellationToken);
+
+    /// <summary>
+    /// Migrates the domain to another libvirt daemon, peer to peer (<c>virDomainMigrateToURI3</c>): blocks until the
+    /// migration ends, on a thread of its own. <paramref name="parameters"/> are string or unsigned-long typed parameters
+    /// (<c>migrate_uri</c>, <c>bandwidth</c>).
+    /// </summary>
+    public unsafe Task MigrateAsync(string destinationUri, IReadOnlyList<KeyValuePair<string, object>> parameters, uint flags, string what)
+    {
+        var dom = Handle;
+        return Task.Factory.StartNew(() =>
+        {
+            var count = parameters.Count;
+            var native = (LibvirtNative.VirTypedParameter*)NativeMemory.AllocZeroed((nuint)Math.Max(1, count), (nuint)sizeof(LibvirtNative.VirTypedParameter));
+            var strings = new List<nint>();
+            try
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    var (name, value) = (parameters[i].Key, parameters[i].Value);
+                    var bytes = Encoding.UTF8.GetBytes(name);
+                    if (bytes.Length >= 80)
+                        throw new ArgumentException($"The migration parameter name '{name}' is too long.", nameof(parameters));
+                    for (var b = 0; b < bytes.Length; b++)
+                        native[i].Field[b] = bytes[b];
+                    switch (value)
+                    {
+                        case string text:
+                            var ptr = Marshal.StringToCoTaskMemUTF8(text);
+                            strings.Add(ptr);
+                            native[i].Type = LibvirtNative.TypedParamString;
+                            native[i].Value = ptr;
+                            break;
+                        case long number:
+                            native[i].Type = LibvirtNative.TypedParamULLong;
+                            native[i].Value = number;
+                            break;
+                        default:
+                            throw new ArgumentException($"The migration parameter '{name}' must be a string or a long.", nameof(parameters));
+                    }
+                }
+                if (LibvirtNative.virDomainMigrateToURI3(dom, destinationUri, native, (uint)count, flags) < 0)
+                    throw LibvirtErrors.Last(what);
+            }
+            finally
+            {
+                foreach (var ptr in strings)
+                    Marshal.FreeCoTaskMem(ptr);
+                NativeMemory.Free(native);
+            }
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    /// <summary>The domain's running job (type 0 when none): elapsed time, bytes processed and remaining.</summary>
+    public Task<LibvirtNative.VirDomainJobInfo?> GetJobInfoAsync(CancellationToken cancellationToken)
+        => RunAsync(d =>
+        {
+            if (LibvirtNative.virDomainGetJobInfo(d, out var info) < 0)
+            {
+                LibvirtNative.virResetLastError();
+                return (LibvirtNative.VirDomainJobInfo?)null;
+            }
+            return info;
+        }, cancellationToken);
+
+    /// <summary>The statistics of the domain's last completed job (an incoming or outgoing migration); null when libvirt keeps none.</summary>
+    public unsafe Task<IReadOnlyDictionary<string, object>?> GetCompletedJobStatsAsync(CancellationToken cancellationToken)
+        => RunAsync(d =>
+        {
+            if (LibvirtNative.virDomainGetJobStats(d, out _, out var parameters, out var count, LibvirtNative.JobStatsCompleted) < 0)
+            {
+                LibvirtNative.virResetLastError();
+                return null;
+            }
+            try
+            {
+                return (IReadOnlyDictionary<string, object>?)LibvirtNative.ReadTypedParameters(parameters, count);
+            }
+            finally
+            {
+                LibvirtNative.virTypedParamsFree(parameters, count);
+            }
+        }, cancellationToken);
+
+    /// <summary>Aborts the domain's running job (a migration); false when there was none to abort.</summary>
+    public Task<bool> AbortJobAsync() => RunAsync(d =>
+    {
+        var ok = LibvirtNative.virDomainAbortJob(d) >= 0;
+        LibvirtNative.virResetLastError();
+        return ok;
+    }, CancellationToken.None);
+
+    /// <summary>Sets the longest pause a running live migration may take at its end; false when no migration runs.</summary>
+    public Task<bool> SetMaxDowntimeAsync(TimeSpan downtime) => RunAsync(d =>
+    {
+        var ok = LibvirtNative.virDomainMigrateSetMaxDowntime(d, (ulong)Math.Max(1, downtime.TotalMilliseconds), 0) >= 0;
+        LibvirtNative.virResetLastError();
+        return ok;
+    }, CancellationToken.None);
 
     public void Dispose()
     {

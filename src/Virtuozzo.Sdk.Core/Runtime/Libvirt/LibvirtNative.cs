@@ -155,6 +155,88 @@ internal static unsafe partial class LibvirtNative
     [LibraryImport(Lib)] internal static partial int virDomainSnapshotDelete(nint snapshot, uint flags);
     [LibraryImport(Lib)] internal static partial int virDomainSnapshotFree(nint snapshot);
 
+    // virDomainMigrateFlags
+    internal const uint MigrateLive = 1;
+    internal const uint MigratePeerToPeer = 2;
+    internal const uint MigratePersistDest = 8;
+    internal const uint MigrateUndefineSource = 16;
+    internal const uint MigrateOffline = 1024;
+    internal const uint MigrateAutoConverge = 8192;
+
+    // virDomainGetJobStatsFlags
+    internal const uint JobStatsCompleted = 1;
+
+    // virTypedParameterType
+    internal const int TypedParamULLong = 4;
+    internal const int TypedParamString = 7;
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct VirDomainJobInfo
+    {
+        public int Type;
+        public ulong TimeElapsed;
+        public ulong TimeRemaining;
+        public ulong DataTotal;
+        public ulong DataProcessed;
+        public ulong DataRemaining;
+        public ulong MemTotal;
+        public ulong MemProcessed;
+        public ulong MemRemaining;
+        public ulong FileTotal;
+        public ulong FileProcessed;
+        public ulong FileRemaining;
+    }
+
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int virDomainMigrateToURI3(nint dom, string dconnuri, VirTypedParameter* parameters, uint nparams, uint flags);
+    [LibraryImport(Lib)] internal static partial int virDomainGetJobInfo(nint dom, out VirDomainJobInfo info);
+    [LibraryImport(Lib)] internal static partial int virDomainGetJobStats(nint dom, out int type, out VirTypedParameter* parameters, out int nparams, uint flags);
+    [LibraryImport(Lib)] internal static partial void virTypedParamsFree(VirTypedParameter* parameters, int nparams);
+    [LibraryImport(Lib)] internal static partial int virDomainAbortJob(nint dom);
+    [LibraryImport(Lib)] internal static partial int virDomainMigrateSetMaxDowntime(nint dom, ulong downtimeMs, uint flags);
+
+    /// <summary>libvirt's typed parameters as a dictionary (numbers as long or double, strings, booleans).</summary>
+    internal static Dictionary<string, object> ReadTypedParameters(VirTypedParameter* parameters, int count)
+    {
+        var fields = new Dictionary<string, object>(StringComparer.Ordinal);
+        for (var p = 0; p < count; p++)
+        {
+            var param = &parameters[p];
+            var field = Marshal.PtrToStringUTF8((nint)param->Field) ?? string.Empty;
+            object? value = param->Type switch
+            {
+                1 => (long)(int)param->Value,
+                2 => (long)(uint)param->Value,
+                3 => param->Value,
+                4 => (long)(ulong)param->Value,
+                5 => BitConverter.Int64BitsToDouble(param->Value),
+                6 => (byte)param->Value != 0,
+                7 => Marshal.PtrToStringUTF8((nint)param->Value),
+                _ => null,
+            };
+            if (value is not null)
+                fields[field] = value;
+        }
+        return fields;
+    }
+
+    internal const uint MigrateNonSharedDisk = 64;
+    internal const uint StoragePoolCreateWithBuild = 1;
+
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial nint virStoragePoolLookupByTargetPath(nint conn, string path);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial nint virStoragePoolCreateXML(nint conn, string xml, uint flags);
+    [LibraryImport(Lib)] internal static partial int virStoragePoolDestroy(nint pool);
+    [LibraryImport(Lib)] internal static partial int virStoragePoolFree(nint pool);
+
+    [LibraryImport("libc", EntryPoint = "statfs", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int statfs(string path, byte* buffer);
+
+    /// <summary>The file system type (statfs's f_type) of <paramref name="path"/>; null when it cannot be read.</summary>
+    internal static long? FileSystemType(string path)
+    {
+        var buffer = stackalloc byte[256];
+        return statfs(path, buffer) == 0 ? *(long*)buffer : null;
+    }
+
     [LibraryImport(QemuLib, StringMarshalling = StringMarshalling.Utf8)] internal static partial byte* virDomainQemuAgentCommand(nint dom, string command, int timeoutSeconds, uint flags);
 
     /// <summary>A "const char *" from libvirt as a string (null stays null).</summary>

@@ -15,19 +15,7 @@ internal sealed partial class LibvirtVmDriver
 
     public Task<VmInfo> SetAsync(string nameOrId, VmSetOptions options, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        if (options.MemorySize is { } m)
-            VmConfigRules.ValidateMemory(m.Bytes, nameof(options));
-        if (options.MemoryGuaranteePercent is { } g)
-            VmConfigRules.ValidateGuarantee(g, nameof(options));
-        if (options.Cpus is < 1 or > VmConfigRules.MaxVcpus)
-            throw new ArgumentOutOfRangeException(nameof(options), options.Cpus, $"Cpus must be between 1 and {VmConfigRules.MaxVcpus}.");
-        if (options.CpuMask is { Length: > 0 } mask)
-            VmConfigRules.ParseCpuList(mask);
-        if (options.CpuLimitPercent is { } lim and not 0)
-            VmConfigRules.ValidateCpuLimit(lim, nameof(options));
-        if (options.CdromImagePath is { Length: > 0 } iso && _conn.IsLocal && !File.Exists(iso))
-            throw new ArgumentException($"The file '{iso}' does not exist.", nameof(options));
+        VmShared.ValidateSet(options, cdromMustExistHere: _conn.IsLocal);
         var ct = cancellationToken;
         return WithVmAsync(nameOrId, async (dom, s) =>
         {

@@ -237,30 +237,8 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
     private DomainXml.Placement PlacementOf(string dir, bool software)
         => new(d => Path.Combine(dir, d.File), Path.Combine(dir, "console.log"), _runtime.Options.BridgeName, software, RunAsRoot: _conn.IsLocal);
 
-    private async Task<VmDiskConfig> MakeDiskAsync(string dir, string name, VmDiskOptions d, CancellationToken ct)
-    {
-        var file = name + ".qcow2";
-        var path = Path.Combine(dir, file);
-        if (d.SourceImagePath is { } source)
-        {
-            if (!File.Exists(source))
-                throw new ArgumentException($"The disk image '{source}' does not exist.", nameof(d));
-            Local.LocalVmDriver.RefuseUnsafeImage(source);
-            File.Copy(source, path);
-            var size = await _disks.GetVirtualSizeAsync(path, ct).ConfigureAwait(false);
-            if (d.Size is { } wanted && wanted.Bytes > size)
-            {
-                await _disks.ResizeAsync(path, wanted.Bytes, ct).ConfigureAwait(false);
-                size = wanted.Bytes;
-            }
-            return new VmDiskConfig(name, file, size);
-        }
-        var bytes = d.Size?.Bytes ?? throw new ArgumentException("A new disk needs a size.", nameof(d));
-        if (bytes <= 0 || bytes % ByteSize.MiB != 0)
-            throw new ArgumentException($"A disk's size must be a positive whole number of MiB (got {bytes} bytes).", nameof(d));
-        await _disks.CreateAsync(path, bytes, null, ct).ConfigureAwait(false);
-        return new VmDiskConfig(name, file, bytes);
-    }
+    private Task<VmDiskConfig> MakeDiskAsync(string dir, string name, VmDiskOptions d, CancellationToken ct)
+        => VmShared.MakeDiskAsync(_disks, dir, name, d, ct);
 
     private void TryDeleteDirectory(string dir)
     {
@@ -520,32 +498,8 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
 
     public Task<VeExecResult> ExecAsync(string nameOrId, VeExecOptions options, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        IReadOnlyList<string> argv = options.EffectiveCommand;
-        if (options.WorkingDirectory is { } cwd)
-            argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", cwd, .. argv];
-        return WithAgentAsync(nameOrId, async (_, agent) =>
-        {
-            byte[]? input = null;
-            if (options.StandardInput is { } stdin)
-            {
-                using var buffer = new MemoryStream();
-                await stdin.CopyToAsync(buffer, cancellationToken).ConfigureAwait(false);
-                if (buffer.Length > Local.LocalVmDriver.MaxExecInputBytes)
-                    throw new ArgumentException($"A VM's guest tools take at most {Local.LocalVmDriver.MaxExecInputBytes / (1024 * 1024)} MiB of standard input.", nameof(options));
-                input = buffer.ToArray();
-            }
-            var r = await agent.ExecAsync(argv[0], argv.Skip(1).ToList(), options.Environment, input, options.Timeout ?? Local.LocalVmDriver.DefaultExecTimeout, cancellationToken).ConfigureAwait(false);
-            if (options.StandardOutput is not null)
-                await options.StandardOutput.WriteAsync(r.StandardOutput, cancellationToken).ConfigureAwait(false);
-            if (options.StandardError is not null)
-                await options.StandardError.WriteAsync(r.StandardError, cancellationToken).ConfigureAwait(false);
-            return new VeExecResult(r.ExitCode,
-                options.StandardOutput is null ? System.Text.Encoding.UTF8.GetString(r.StandardOutput) : string.Empty,
-                options.StandardError is null ? System.Text.Encoding.UTF8.GetString(r.StandardError) : string.Empty)
-            { OutputTruncated = r.OutputTruncated };
-        }, cancellationToken);
+        var argv = VmShared.GuestArgv(options);
+        return WithAgentAsync(nameOrId, (_, agent) => VmShared.ExecAsync(agent, argv, options, cancellationToken), cancellationToken);
     }
 
     public Task SetUserPasswordAsync(string nameOrId, string user, string password, CancellationToken cancellationToken)

@@ -312,30 +312,8 @@ internal sealed partial class LocalVmDriver : IVmDriver
         }
     }
 
-    private async Task<VmDiskConfig> MakeDiskAsync(VmPaths paths, string name, VmDiskOptions d, CancellationToken ct)
-    {
-        var file = name + ".qcow2";
-        var path = Path.Combine(paths.PrivateDirectory, file);
-        if (d.SourceImagePath is { } source)
-        {
-            if (!File.Exists(source))
-                throw new ArgumentException($"The disk image '{source}' does not exist.", nameof(d));
-            RefuseUnsafeImage(source);
-            File.Copy(source, path);
-            var size = await _disks.GetVirtualSizeAsync(path, ct).ConfigureAwait(false);
-            if (d.Size is { } wanted && wanted.Bytes > size)
-            {
-                await _disks.ResizeAsync(path, wanted.Bytes, ct).ConfigureAwait(false);
-                size = wanted.Bytes;
-            }
-            return new VmDiskConfig(name, file, size);
-        }
-        var bytes = d.Size?.Bytes ?? throw new ArgumentException("A new disk needs a size.", nameof(d));
-        if (bytes <= 0 || bytes % ByteSize.MiB != 0)
-            throw new ArgumentException($"A disk's size must be a positive whole number of MiB (got {bytes} bytes).", nameof(d));
-        await _disks.CreateAsync(path, bytes, null, ct).ConfigureAwait(false);
-        return new VmDiskConfig(name, file, bytes);
-    }
+    private Task<VmDiskConfig> MakeDiskAsync(VmPaths paths, string name, VmDiskOptions d, CancellationToken ct)
+        => VmShared.MakeDiskAsync(_disks, paths.PrivateDirectory, name, d, ct);
 
     /// <summary>Lists the host's VMs with their state.</summary>
     /// <remarks>The equivalent of <c>prlctl list -a --vmtype vm</c>.</remarks>
@@ -861,45 +839,12 @@ internal sealed partial class LocalVmDriver : IVmDriver
     /// <exception cref="TimeoutException">The program ran longer than <see cref="VeExecOptions.Timeout"/>.</exception>
     public Task<VeExecResult> ExecAsync(string nameOrId, VeExecOptions options, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        IReadOnlyList<string> argv = options.EffectiveCommand;
-        if (options.WorkingDirectory is { } cwd)
-            argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", cwd, .. argv]; // the guest tools have no working directory of their own
-        return WithAgentAsync(nameOrId, AgentTimeout, async (_, agent) =>
-        {
-            var input = options.StandardInput is null ? null : await ReadInputAsync(options.StandardInput, cancellationToken).ConfigureAwait(false);
-            var r = await agent.ExecAsync(argv[0], argv.Skip(1).ToList(), options.Environment, input, options.Timeout ?? DefaultExecTimeout, cancellationToken).ConfigureAwait(false);
-            if (options.StandardOutput is not null)
-                await options.StandardOutput.WriteAsync(r.StandardOutput, cancellationToken).ConfigureAwait(false);
-            if (options.StandardError is not null)
-                await options.StandardError.WriteAsync(r.StandardError, cancellationToken).ConfigureAwait(false);
-            return new VeExecResult(r.ExitCode,
-                options.StandardOutput is null ? System.Text.Encoding.UTF8.GetString(r.StandardOutput) : string.Empty,
-                options.StandardError is null ? System.Text.Encoding.UTF8.GetString(r.StandardError) : string.Empty)
-            { OutputTruncated = r.OutputTruncated };
-        }, cancellationToken);
+        var argv = VmShared.GuestArgv(options);
+        return WithAgentAsync(nameOrId, AgentTimeout, (_, agent) => VmShared.ExecAsync(agent, argv, options, cancellationToken), cancellationToken);
     }
 
     /// <summary>How long a program in a guest may run when <see cref="VeExecOptions.Timeout"/> does not say.</summary>
-    internal static readonly TimeSpan DefaultExecTimeout = TimeSpan.FromMinutes(5);
-
-    /// <summary>The most standard input the guest tools carry (they take it in one message).</summary>
-    internal const int MaxExecInputBytes = 16 * 1024 * 1024;
-
-    private static async Task<byte[]> ReadInputAsync(Stream input, CancellationToken ct)
-    {
-        using var buffer = new MemoryStream();
-        var chunk = new byte[81920];
-        int n;
-        while ((n = await input.ReadAsync(chunk, ct).ConfigureAwait(false)) > 0)
-        {
-            if (buffer.Length + n > MaxExecInputBytes)
-                throw new ArgumentException($"A VM's guest tools take at most {MaxExecInputBytes / (1024 * 1024)} MiB of standard input.", nameof(input));
-            buffer.Write(chunk, 0, n);
-        }
-        return buffer.ToArray();
-    }
+    internal static readonly TimeSpan DefaultExecTimeout = VmShared.DefaultExecTimeout;
 
     /// <summary>Sets the password of a user in a running guest through its guest tools.</summary>
     /// <remarks>The equivalent of <c>prlctl set NAME --userpasswd USER:PASSWORD</c>. The password is never logged.</remarks>

@@ -160,7 +160,7 @@ public sealed class PanelSecondHostMigrationTests
     private static readonly string[] Stages = ["preparing the destination", "copying disks", "copying memory", "post-copy", "switching over", "cleaning up"];
 
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
-    public async Task A_customers_container_migrates_to_the_second_host_through_the_api_and_leaves_this_panel()
+    public async Task A_cancelled_migration_leaves_the_container_here_and_a_finished_one_moves_it_to_the_second_host_and_out_of_this_panel()
     {
         // The panel's root (its data root and state) is hidden from the second host: nothing passes through files.
         SecondHostPanelFactory? panel = null;
@@ -182,11 +182,36 @@ public sealed class PanelSecondHostMigrationTests
             created.StatusCode.Should().Be(HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
             var id = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!;
             (await alice.PostAsync($"/api/ves/{id}/start", null)).StatusCode.Should().Be(HttpStatusCode.OK);
-            var write = await (await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "echo written-here > /kept && sync && echo ok" })).Content.ReadFromJsonAsync<JsonElement>();
+            // 64 MiB of random data, so that copying the disk takes a moment.
+            var write = await (await alice.PostAsJsonAsync($"/api/ves/{id}/exec", new { command = "dd if=/dev/urandom of=/big bs=1M count=64 2>/dev/null && echo written-here > /kept && sync && echo ok" })).Content.ReadFromJsonAsync<JsonElement>();
             write.GetProperty("standardOutput").GetString()!.Trim().Should().Be("ok");
 
             // bob cannot move it, even to a destination that exists.
             (await bob.PostAsJsonAsync($"/api/ves/{id}/migrate", new { destination = SecondHostPanelFactory.Destination })).StatusCode.Should().Be(HttpStatusCode.NotFound);
+
+            // Cancelled as soon as its progress shows (before the switch-over): the container stays here, running, and
+            // the second host keeps nothing.
+            var first = await alice.PostAsJsonAsync($"/api/ves/{id}/migrate", new { destination = SecondHostPanelFactory.Destination });
+            first.StatusCode.Should().Be(HttpStatusCode.Accepted, await first.Content.ReadAsStringAsync());
+            var firstId = (await first.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!;
+            string stageAtCancel;
+            while (true)
+            {
+                var o = await alice.GetFromJsonAsync<JsonElement>($"/api/operations/{firstId}");
+                stageAtCancel = o.GetProperty("stage").GetString()!;
+                o.GetProperty("status").GetString().Should().Be("running", "the migration is cancelled while it runs: {0}", o);
+                if (stageAtCancel != "queued")
+                    break;
+                await Task.Delay(20);
+            }
+            stageAtCancel.Should().BeOneOf(["preparing the destination", "copying disks"], "the cancel comes before the switch-over");
+            (await alice.PostAsync($"/api/operations/{firstId}/cancel", null)).StatusCode.Should().Be(HttpStatusCode.Accepted);
+            var cancelled = await PanelApiTests.WaitAsync(alice, firstId);
+            cancelled.GetProperty("status").GetString().Should().Be("cancelled", cancelled.ToString());
+            (await alice.GetFromJsonAsync<JsonElement>($"/api/ves/{id}")).GetProperty("state").GetString().Should().Be("Running");
+            (await alice.GetFromJsonAsync<JsonElement[]>("/api/migrations")).Should().BeEmpty();
+            there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = host2.DataRoot }));
+            (await there.ListAsync(all: true)).Should().BeEmpty("a cancelled migration leaves nothing on the destination");
 
             var started = await alice.PostAsJsonAsync($"/api/ves/{id}/migrate", new { destination = SecondHostPanelFactory.Destination });
             started.StatusCode.Should().Be(HttpStatusCode.Accepted, await started.Content.ReadAsStringAsync());
@@ -233,7 +258,6 @@ public sealed class PanelSecondHostMigrationTests
             (await File.ReadAllTextAsync(panel.Root.File("panel/owners.json"))).Should().NotContain(id, "the VE belongs to no tenant here any more");
 
             // The second host: the container runs there, with the file written before the move.
-            there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = host2.DataRoot }));
             var arrived = await there.GetAsync(name);
             arrived.Id.ToString().Should().Be(id, "it keeps its UUID");
             arrived.State.Should().Be(VeState.Running);

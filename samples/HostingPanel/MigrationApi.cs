@@ -114,14 +114,14 @@ public static class PanelMigrationApi
         #endregion
     }
 
-    /// <summary>One line for the page: where, how, why, and what it cost.</summary>
+    /// <summary>One line for the page: what moved where, how, why, and what it cost (the page may no longer know the VE's name).</summary>
     internal static string Describe(MigrationResult r, string destination)
     {
         var ci = CultureInfo.InvariantCulture;
         var measured = r.TransferMeasured
             ? string.Create(ci, $"downtime {r.Downtime.TotalMilliseconds:0} ms, disk {ByteSize.FromBytes(r.DiskBytes).ToHumanString()}, memory {ByteSize.FromBytes(r.MemoryBytes).ToHumanString()}")
             : "downtime and bytes not reported by this runtime";
-        return string.Create(ci, $"moved to {destination}: {r.Mode} ({r.Reason}); {measured}; {r.TotalTime.TotalSeconds:0.0} s in all");
+        return string.Create(ci, $"{r.Name} moved to {destination}: {r.Mode} ({r.Reason}); {measured}; {r.TotalTime.TotalSeconds:0.0} s in all");
     }
 
     /// <summary>Relays each migration report, in order, as the operation's progress (the phase and the bytes of that phase).</summary>

@@ -235,7 +235,7 @@ public sealed class PanelSecondHostMigrationTests
             op.GetProperty("status").GetString().Should().Be("succeeded", op.ToString());
             seen.Where(s => s != "queued").Should().NotBeEmpty("progress was reported").And.OnlyContain(s => Stages.Contains(s), "each stage is a migration phase");
             // The default container is unprivileged: CRIU cannot restore its user namespace, so Auto moves it by a restart.
-            op.GetProperty("result").GetString().Should().Contain("moved to host2").And.Contain("Offline").And.Contain("downtime");
+            op.GetProperty("result").GetString().Should().Contain($"{name} moved to host2").And.Contain("Offline").And.Contain("downtime");
 
             // This host: gone from the runtime and from every tenant's list; its endpoints are 404s like any VE not here.
             (await panel.RuntimeVesAsync()).Should().NotContain(v => v.Id.ToString() == id);

@@ -72,6 +72,7 @@ function showOp(op) {
   seenOps.set(op.id, op);
   // A migration that succeeded took the VE to another host: it leaves this list for the "moved" one.
   if (first && op.status === 'succeeded' && op.kind.startsWith('migration')) {
+    el('moved-last').textContent = op.result;
     ves.delete(op.veId); render(); loadMigrations().catch(() => {});
     if (selected?.id === op.veId) { selected = null; el('detail').hidden = true; }
   }
@@ -82,7 +83,6 @@ function showOp(op) {
   el('op').dataset.status = op.status;
   el('op-cancel').disabled = op.status !== 'running';
   if (op.status !== 'running' && selected) loadBackups().catch(() => {});
-  if (op.status === 'succeeded' && op.kind.startsWith('migration')) el('op-status').textContent = 'succeeded: ' + op.result;
 }
 
 el('create-form').onsubmit = async (e) => {

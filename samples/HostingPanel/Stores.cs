@@ -314,6 +314,11 @@ public sealed class OperationRegistry(EventHub hub)
             {
                 op.Finish("failed", error: ex.Message, errorStatus: PanelApi.StatusFor(ex));
             }
+            catch (Exception ex)
+            {
+                // Not an error the SDK documents: the operation still ends (failed, 500) rather than staying "running" forever.
+                op.Finish("failed", error: ex.Message, errorStatus: 500);
+            }
         });
         return op;
     }

@@ -129,6 +129,30 @@ public sealed class PanelMigrationTests(DestinationPanelFactory panel) : IClassF
 
         (await alice.DeleteAsync($"/api/ves/{id}")).StatusCode.Should().Be(HttpStatusCode.OK);
     }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "ssh", Root = true)]
+    public async Task A_migration_to_a_destination_that_cannot_be_reached_fails_with_its_status_and_leaves_the_ve_running_here()
+    {
+        var alice = await panel.SignInAsync("alice");
+        var name = PanelFactory.UniqueName("unreach");
+        var created = await alice.PostAsJsonAsync("/api/containers", new { name, memory = "128M", cpus = 1 });
+        created.StatusCode.Should().Be(HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
+        var id = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!;
+        (await alice.PostAsync($"/api/ves/{id}/start", null)).StatusCode.Should().Be(HttpStatusCode.OK);
+
+        // dc2 is a documentation address with no key and no known host: SSH cannot get there.
+        var started = await alice.PostAsJsonAsync($"/api/ves/{id}/migrate", new { destination = DestinationPanelFactory.Destination });
+        started.StatusCode.Should().Be(HttpStatusCode.Accepted, await started.Content.ReadAsStringAsync());
+        var op = await PanelApiTests.WaitAsync(alice, (await started.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!);
+        op.GetProperty("status").GetString().Should().Be("failed", op.ToString());
+        op.GetProperty("error").GetString().Should().NotBeNullOrWhiteSpace();
+        op.GetProperty("errorStatus").GetInt32().Should().BeOneOf([400, 404, 409, 500, 501], "a failed operation carries the status its error maps to");
+
+        (await alice.GetFromJsonAsync<JsonElement>($"/api/ves/{id}")).GetProperty("state").GetString().Should().Be("Running");
+        (await alice.GetFromJsonAsync<JsonElement[]>("/api/migrations")).Should().BeEmpty();
+        (await File.ReadAllTextAsync(panel.Root.File("panel/owners.json"))).Should().Contain(id, "it is still alice's");
+        (await alice.DeleteAsync($"/api/ves/{id}")).StatusCode.Should().Be(HttpStatusCode.OK);
+    }
 }
 
 /// <summary>The panel with the real second host (<see cref="SecondHost"/>) configured as its destination <c>host2</c>.</summary>

@@ -287,13 +287,21 @@ public static class PanelApi
     internal static async Task<IResult> Guard<T>(Func<Task<T>> action, Func<T, IResult>? result = null)
     {
         try { var value = await action(); return result is null ? Results.Ok(value) : result(value); }
-        catch (NotFoundException ex) { return Results.Problem(ex.Message, statusCode: 404); }
-        catch (ArgumentException ex) { return Results.Problem(ex.Message, statusCode: 400); }
-        catch (InsufficientResourcesException ex) { return Results.Problem(ex.Message, statusCode: 409); }
-        catch (InvalidStateException ex) { return Results.Problem(ex.Message, statusCode: 409); }
-        catch (AlreadyExistsException ex) { return Results.Problem(ex.Message, statusCode: 409); }
-        catch (UnsupportedOnHostException ex) { return Results.Problem(ex.Message, statusCode: 501); }
+        catch (Exception ex) when (StatusFor(ex) is { } status and not 500) { return Results.Problem(ex.Message, statusCode: status); }
     }
+
+    /// <summary>
+    /// The one table from the SDK's typed errors to HTTP statuses, for endpoints (<see cref="Guard"/>) and for failed
+    /// operations alike: not found 404, bad argument 400, state, resources and name clashes 409, unsupported 501, else 500.
+    /// </summary>
+    internal static int StatusFor(Exception ex) => ex switch
+    {
+        NotFoundException => 404,
+        ArgumentException => 400,
+        InsufficientResourcesException or InvalidStateException or AlreadyExistsException => 409,
+        UnsupportedOnHostException => 501,
+        _ => 500,
+    };
 
     internal static object ToDto(VeInfo v) => new
     {

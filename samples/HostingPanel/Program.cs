@@ -8,6 +8,7 @@ using Virtuozzo.Sdk.Backup;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Memory;
+using Virtuozzo.Sdk.Migration;
 using Virtuozzo.Sdk.Vm;
 
 var builder = WebApplication.CreateBuilder(args);
@@ -20,7 +21,8 @@ builder.Services.AddSingleton(panelOptions);
 var sdk = builder.Services.AddVirtuozzoSdk(builder.Configuration.GetSection("Virtuozzo"))
     .AddContainers()
     .AddVirtualMachines()
-    .AddBackup();
+    .AddBackup()
+    .AddMigration();   // MigrationClient, for the destinations the administrator configures (Panel:MigrationDestinations)
 // The memory manager (policies, per-VE targets and protection, KSM) runs inside the panel when Panel:MemoryManagement says so.
 if (panelOptions.MemoryManagement is { Enabled: true } memory)
 {
@@ -38,6 +40,7 @@ builder.Services.AddHostedService<VeWatcher>();   // the SDK's event stream, fan
 #endregion
 
 builder.Services.AddSingleton<ImageCatalog>();
+builder.Services.AddSingleton<MigrationCatalog>();
 builder.Services.AddSingleton<UserStore>();
 builder.Services.AddSingleton<OwnershipStore>();
 builder.Services.AddSingleton<EventHub>();
@@ -69,6 +72,9 @@ builder.Services.AddOpenApi();
 
 var app = builder.Build();
 
+// A migration destination that is misconfigured stops the panel here, at start, not at a customer's first migration.
+app.Services.GetRequiredService<MigrationCatalog>();
+
 // The first run creates the administrator and prints its generated password once, to the console only (never to a log).
 var users = app.Services.GetRequiredService<UserStore>();
 if (!users.HasAdmin)
@@ -90,6 +96,7 @@ app.MapPanelPages();
 app.MapPanelApi();
 app.MapPanelVmApi();
 app.MapPanelMemoryApi();
+app.MapPanelMigrationApi();
 
 app.Run();
 

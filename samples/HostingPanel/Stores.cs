@@ -25,6 +25,49 @@ public sealed class PanelOptions
 
     /// <summary>The memory manager, run inside the panel when enabled.</summary>
     public MemoryManagementOptions MemoryManagement { get; set; } = new();
+
+    /// <summary>
+    /// The hosts a customer may migrate a VE to, by name (section <c>Panel:MigrationDestinations</c>). Only the
+    /// administrator configures them; a customer picks a name and never sends a host, key or path. Empty: no migration.
+    /// </summary>
+    public List<MigrationDestinationOptions> MigrationDestinations { get; set; } = [];
+}
+
+/// <summary>
+/// One entry of <c>Panel:MigrationDestinations</c>: a second host reached over SSH, where the SDK's <c>vzsdk</c> tool is
+/// installed (<see cref="Virtuozzo.Sdk.Migration.MigrationDestination.OverSsh"/>).
+/// </summary>
+public sealed class MigrationDestinationOptions
+{
+    /// <summary>What customers see and pick: letters, digits, '-' and '_', 2 to 32 characters, unique.</summary>
+    public string? Name { get; set; }
+
+    /// <summary>The SSH host (an IP address, or a name when <see cref="ListenAddress"/> is given).</summary>
+    public string? Host { get; set; }
+
+    /// <summary>The SSH port. Default 22.</summary>
+    public int Port { get; set; } = 22;
+
+    /// <summary>The account on the destination. Default root.</summary>
+    public string User { get; set; } = "root";
+
+    /// <summary>The private key the panel signs in with (batch mode: no password is ever asked).</summary>
+    public string? IdentityFile { get; set; }
+
+    /// <summary>The known-hosts file that holds the destination's host key (required: the key is always checked).</summary>
+    public string? KnownHostsFile { get; set; }
+
+    /// <summary>The destination runtime's data root, or null for the default of the tool there.</summary>
+    public string? RemoteDataRoot { get; set; }
+
+    /// <summary>The <c>vzsdk</c> program on the destination. Default <c>vzsdk</c> (on its PATH).</summary>
+    public string RemoteVzsdk { get; set; } = "vzsdk";
+
+    /// <summary>The destination's IP address for disks and memory, or null for <see cref="Host"/>.</summary>
+    public string? ListenAddress { get; set; }
+
+    /// <summary>The directory of SSH's multiplexing socket, or null for the SDK's default.</summary>
+    public string? ControlDirectory { get; set; }
 }
 
 /// <summary>A kernel and initramfs booted directly (no disk image), as the SDK's test guest is.</summary>
@@ -140,6 +183,8 @@ public sealed class OwnershipStore
     private readonly string _path;
     private readonly Lock _gate = new();
     private readonly Dictionary<string, string> _owners;
+    private readonly string _migratedPath;
+    private readonly Dictionary<string, MigratedVe> _migrated;
 
     public OwnershipStore(PanelOptions options)
     {
@@ -147,6 +192,10 @@ public sealed class OwnershipStore
         _path = Path.Combine(options.StateDirectory, "owners.json");
         _owners = File.Exists(_path)
             ? JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(_path)) ?? []
+            : [];
+        _migratedPath = Path.Combine(options.StateDirectory, "migrated.json");
+        _migrated = File.Exists(_migratedPath)
+            ? JsonSerializer.Deserialize<Dictionary<string, MigratedVe>>(File.ReadAllText(_migratedPath)) ?? []
             : [];
     }
 
@@ -156,13 +205,49 @@ public sealed class OwnershipStore
 
     public void Forget(VeId id) { lock (_gate) { if (_owners.Remove(id.ToString())) Save(); } }
 
+    /// <summary>
+    /// Records that the VE left this host for <paramref name="record"/>'s destination: it no longer belongs to any tenant
+    /// here (every endpoint answers 404 for it, as for any VE this host does not have), and its tenant keeps the record
+    /// of where it went and how (<see cref="MigratedFor"/>), in <c>migrated.json</c>.
+    /// </summary>
+    public void MarkMigrated(MigratedVe record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        lock (_gate)
+        {
+            _migrated[record.Id] = record;
+            SaveMigrated();
+            if (_owners.Remove(record.Id))
+                Save();
+        }
+    }
+
+    /// <summary>The VEs that migrated away from this host: the tenant's, or every tenant's for null.</summary>
+    public IReadOnlyList<MigratedVe> MigratedFor(string? tenant)
+    {
+        lock (_gate)
+            return [.. _migrated.Values.Where(m => tenant is null || m.Tenant == tenant).OrderByDescending(m => m.At)];
+    }
+
     private void Save()
     {
         var tmp = _path + ".tmp";
         File.WriteAllText(tmp, JsonSerializer.Serialize(_owners));
         File.Move(tmp, _path, overwrite: true);
     }
+
+    private void SaveMigrated()
+    {
+        var tmp = _migratedPath + ".tmp";
+        File.WriteAllText(tmp, JsonSerializer.Serialize(_migrated));
+        File.Move(tmp, _migratedPath, overwrite: true);
+    }
 }
+
+/// <summary>A VE that migrated to another host: whose it was, where it went, and what the migration measured.</summary>
+public sealed record MigratedVe(
+    string Id, string Name, string Kind, string Tenant, string Destination, string Mode, string Reason,
+    double DowntimeMilliseconds, double TotalMilliseconds, long DiskBytes, long MemoryBytes, bool TransferMeasured, DateTimeOffset At);
 
 /// <summary>A long operation (backup, restore) that reports progress and can be cancelled from the page.</summary>
 public sealed class PanelOperation : IProgress<OperationProgress>
@@ -184,6 +269,10 @@ public sealed class PanelOperation : IProgress<OperationProgress>
     public string Status { get; private set; } = "running";
     public string? Result { get; private set; }
     public string? Error { get; private set; }
+
+    /// <summary>For a failed operation, the HTTP status the same error gets from a synchronous endpoint (404, 400, 409, 501), or 500.</summary>
+    public int? ErrorStatus { get; private set; }
+
     internal CancellationTokenSource Cancellation { get; } = new();
 
     public void Report(OperationProgress value)
@@ -192,13 +281,13 @@ public sealed class PanelOperation : IProgress<OperationProgress>
         _changed(this);
     }
 
-    internal void Finish(string status, string? result = null, string? error = null)
+    internal void Finish(string status, string? result = null, string? error = null, int? errorStatus = null)
     {
-        (Status, Result, Error) = (status, result, error);
+        (Status, Result, Error, ErrorStatus) = (status, result, error, errorStatus);
         _changed(this);
     }
 
-    public object ToDto() => new { Id, Kind, VeId = VeId.ToString(), Stage, Completed, Total, Status, Result, Error };
+    public object ToDto() => new { Id, Kind, VeId = VeId.ToString(), Stage, Completed, Total, Status, Result, Error, ErrorStatus };
 }
 
 /// <summary>Running and finished operations, by id.</summary>
@@ -223,7 +312,12 @@ public sealed class OperationRegistry(EventHub hub)
             }
             catch (Exception ex) when (ex is VirtuozzoException or ArgumentException or IOException)
             {
-                op.Finish("failed", error: ex.Message);
+                op.Finish("failed", error: ex.Message, errorStatus: PanelApi.StatusFor(ex));
+            }
+            catch (Exception ex)
+            {
+                // Not an error the SDK documents: the operation still ends (failed, 500) rather than staying "running" forever.
+                op.Finish("failed", error: ex.Message, errorStatus: 500);
             }
         });
         return op;

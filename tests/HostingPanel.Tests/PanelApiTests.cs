@@ -25,7 +25,8 @@ public sealed class PanelApiTests(PanelFactory panel) : IClassFixture<PanelFacto
         var doc = await panel.CreateClient().GetFromJsonAsync<JsonElement>("/openapi/v1.json");
         var paths = doc.GetProperty("paths").EnumerateObject().Select(p => p.Name).ToList();
         paths.Should().Contain(["/api/containers", "/api/ves/{id}/exec", "/api/ves/{id}/backups", "/api/backups/{backupId}/restore", "/api/events",
-            "/api/images", "/api/vms", "/api/ves/{id}/resources", "/api/admin/memory/manager", "/api/admin/memory/policy"]);
+            "/api/images", "/api/vms", "/api/ves/{id}/resources", "/api/admin/memory/manager", "/api/admin/memory/policy",
+            "/api/migration/destinations", "/api/ves/{id}/migrate", "/api/migrations"]);
         paths.Should().NotContain(["/login", "/"]);
     }
 

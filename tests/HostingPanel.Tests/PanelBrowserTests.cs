@@ -190,11 +190,13 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         (await ves.ListAsync()).Should().NotContain(v => v.Name.Value == name);
     }
 
-    private async Task<IPage> SignInAsync(IBrowser browser, string user)
+    private Task<IPage> SignInAsync(IBrowser browser, string user) => SignInAsync(browser, _url, user);
+
+    internal static async Task<IPage> SignInAsync(IBrowser browser, string url, string user)
     {
         var context = await browser.NewContextAsync(new() { ViewportSize = new() { Width = 1200, Height = 800 } });
         var page = await context.NewPageAsync();
-        await page.GotoAsync(_url + "/");
+        await page.GotoAsync(url + "/");
         await page.FillAsync("#username", user);
         await page.FillAsync("#password", PanelFactory.Password);
         await page.ClickAsync("#login");
@@ -203,14 +205,14 @@ public sealed class PanelBrowserTests : IAsyncLifetime
         return page;
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var l = new TcpListener(IPAddress.Loopback, 0);
         l.Start();
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
-    private static string RepoRoot()
+    internal static string RepoRoot()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Virtuozzo.Sdk.sln")))

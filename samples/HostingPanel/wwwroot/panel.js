@@ -68,14 +68,21 @@ const rank = { running: 0, succeeded: 1, failed: 1, cancelled: 1 };
 function showOp(op) {
   const known = seenOps.get(op.id);
   if (known && rank[known.status] > rank[op.status]) op = known;
+  const first = !known || known.status !== op.status;
   seenOps.set(op.id, op);
+  // A migration that succeeded took the VE to another host: it leaves this list for the "moved" one.
+  if (first && op.status === 'succeeded' && op.kind.startsWith('migration')) {
+    el('moved-last').textContent = op.result;
+    ves.delete(op.veId); render(); loadMigrations().catch(() => {});
+    if (selected?.id === op.veId) { selected = null; el('detail').hidden = true; }
+  }
   if (op.id !== currentOp) return;
   el('op').hidden = false; el('op-kind').textContent = op.kind; el('op-stage').textContent = op.stage;
   const p = el('op-progress'); if (op.total) { p.max = op.total; p.value = op.completed; } else p.removeAttribute('value');
   el('op-status').textContent = op.status + (op.error ? ': ' + op.error : '');
   el('op').dataset.status = op.status;
   el('op-cancel').disabled = op.status !== 'running';
-  if (op.status !== 'running' && selected) loadBackups();
+  if (op.status !== 'running' && selected) loadBackups().catch(() => {});
 }
 
 el('create-form').onsubmit = async (e) => {
@@ -126,6 +133,28 @@ el('exec-run').onclick = async () => {
 };
 el('backup-full').onclick = async () => { try { track(await api('POST', `/api/ves/${selected.id}/backups`, { full: true })); } catch (e) { alert(e.message); } };
 el('backup-incr').onclick = async () => { try { track(await api('POST', `/api/ves/${selected.id}/backups`, { full: false })); } catch (e) { alert(e.message); } };
+el('migrate').onclick = async () => {
+  el('migrate-error').textContent = '';
+  const destination = el('migrate-destination').value;
+  if (!confirm(`Move ${selected.name} to ${destination}? It will no longer be on this host.`)) return;
+  try { track(await api('POST', `/api/ves/${selected.id}/migrate`, { destination })); } catch (e) { el('migrate-error').textContent = e.message; }
+};
+async function loadDestinations() {
+  const select = el('migrate-destination'); select.replaceChildren();
+  for (const d of await api('GET', '/api/migration/destinations')) { const o = document.createElement('option'); o.value = o.textContent = d.name; select.append(o); }
+  el('migrate-row').hidden = select.options.length === 0;
+}
+async function loadMigrations() {
+  const list = await api('GET', '/api/migrations');
+  const body = el('migrated'); body.replaceChildren();
+  for (const m of list) {
+    const tr = document.createElement('tr'); tr.dataset.id = m.id;
+    const downtime = m.transferMeasured ? Math.round(m.downtimeMilliseconds) + ' ms' : 'not reported';
+    for (const t of [m.name, m.kind, m.destination, m.mode, downtime, m.transferMeasured ? human(m.diskBytes) : '', m.transferMeasured ? human(m.memoryBytes) : '', new Date(m.at).toLocaleString()]) { const td = document.createElement('td'); td.textContent = t; tr.append(td); }
+    tr.title = m.reason; body.append(tr);
+  }
+  el('moved').hidden = list.length === 0;
+}
 el('op-cancel').onclick = () => currentOp && api('POST', `/api/operations/${currentOp}/cancel`).catch(() => {});
 
 // Live state, usage and progress: one server-sent event stream, fed by the SDK's WatchAsync on the server.
@@ -152,6 +181,8 @@ events.addEventListener('operation', (m) => showOp(JSON.parse(m.data)));
   for (const v of await api('GET', '/api/ves')) ves.set(v.id, v);
   render();
   loadImages().catch(() => {});
+  loadDestinations().catch(() => {});
+  loadMigrations().catch(() => {});
   if (document.body.dataset.admin === 'true') {
     el('admin').hidden = false;
     const m = await api('GET', '/api/admin/memory');

@@ -7,16 +7,21 @@ using Virtuozzo.Sdk.Core.Processes;
 namespace Virtuozzo.Sdk.Testing;
 
 /// <summary>
-/// A second host on this machine, for migrations: its own network namespace (reached through a veth pair, 10.214.7.2
-/// from 10.214.7.1), its own mount namespace in which the hidden paths (the source's data root) are covered by an empty
+/// A second host on this machine, for migrations: its own network namespace (reached through a veth pair, 10.214.N.2
+/// from 10.214.N.1, N a subnet no other second host on this machine uses, so that test assemblies run side by side), its own mount namespace in which the hidden paths (the source's data root) are covered by an empty
 /// tmpfs and its own sysfs shows its own network, its own data root, and an sshd inside both, which runs the SDK's tool
 /// for the source. Nothing can pass from source to destination through the file system: disks and memory travel over
 /// the veth.
 /// </summary>
 public sealed class SecondHost : IAsyncDisposable
 {
-    public const string SourceAddress = "10.214.7.1";
-    public const string Address = "10.214.7.2";
+    /// <summary>This machine's end of the veth pair.</summary>
+    public string SourceAddress => $"10.214.{_subnet}.1";
+
+    /// <summary>The second host's address (its sshd listens there).</summary>
+    public string Address => $"10.214.{_subnet}.2";
+
+    private int _subnet;
 
     private readonly TempDirectory _dir = new("vzsdk-host2");
     private readonly string _suffix = Guid.NewGuid().ToString("N")[..6];
@@ -90,13 +95,62 @@ public sealed class SecondHost : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Picks a 10.214.N.0/24 that no interface on this machine uses and puts this machine's end on it, under a host-wide
+    /// lock, so that second hosts made at the same time by several test processes never share a subnet.
+    /// </summary>
+    private void ClaimSubnet()
+    {
+        using var gate = new FileStream("/run/vzsdk-second-host.lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        while (true)
+        {
+            try
+            {
+                gate.Lock(0, 1);
+                break;
+            }
+            catch (IOException)
+            {
+                Thread.Sleep(50);
+            }
+        }
+        try
+        {
+            var used = Capture("ip", "-4", "-o", "addr", "show");
+            foreach (var n in Enumerable.Range(7, 240).OrderBy(n => n == 7 ? -1 : Random.Shared.Next()))
+            {
+                if (used.Contains($" 10.214.{n}.", StringComparison.Ordinal))
+                    continue;
+                _subnet = n;
+                Run("ip", "addr", "add", SourceAddress + "/24", "dev", HostLink);
+                return;
+            }
+            throw new InvalidOperationException("No free 10.214.N.0/24 subnet for a second host.");
+        }
+        finally
+        {
+            gate.Unlock(0, 1);
+        }
+    }
+
+    private static string Capture(string program, params string[] args)
+    {
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return output;
+    }
+
     private async Task SetUpAsync(string[] line, string[] hidden)
     {
         Directory.CreateDirectory(DataRoot);
         Run("ip", "netns", "add", Namespace);
         Run("ip", "link", "add", HostLink, "type", "veth", "peer", "name", PeerLink);
         Run("ip", "link", "set", PeerLink, "netns", Namespace);
-        Run("ip", "addr", "add", SourceAddress + "/24", "dev", HostLink);
+        ClaimSubnet();
         Run("ip", "link", "set", HostLink, "up");
         Run("ip", "-n", Namespace, "addr", "add", Address + "/24", "dev", PeerLink);
         Run("ip", "-n", Namespace, "link", "set", PeerLink, "up");

@@ -222,7 +222,7 @@ public class VmMigrationToSecondHostTests : IAsyncLifetime
         await Task.Delay(500);
         var before = long.Parse((await _source.ShAsync(name, "cat /run/counter")).Trim());
 
-        var r = await VzsdkTool.RunAsync("--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + SecondHost.Address,
+        var r = await VzsdkTool.RunAsync("--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + _host2.Address,
             "--remote-data-root", _host2.DataRoot, "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, "--json");
         r.ExitCode.Should().Be(0, r.StandardError);
         using (var doc = System.Text.Json.JsonDocument.Parse(r.StandardOutput))
@@ -273,7 +273,7 @@ public class VmMigrationKillTests : IAsyncLifetime
     }
 
     private string[] MigrateArgs(string name, params string[] more)
-        => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + SecondHost.Address, "--remote-data-root", _host2.DataRoot,
+        => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + _host2.Address, "--remote-data-root", _host2.DataRoot,
             "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, .. more];
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]

@@ -25,7 +25,11 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
         var total = HostProber.ParseMemTotal(meminfo);
         var free = ParseMeminfo(meminfo, "MemAvailable:") ?? total;
         var reserve = options.Reserve.For(total);
-        var available = MemoryAccounting.Available(total, options.Reserve, options.Budget?.Bytes);
+        // The budget is the smallest of the manager's own, the SDK options' and the one a manager recorded in the ledger
+        // (so that 'vzsdk mem status' in another process reports what the running daemon balances within).
+        var recorded = (await runtime.Ledger.GetSnapshotAsync(cancellationToken).ConfigureAwait(false)).BudgetBytes;
+        long? budget = new[] { options.Budget?.Bytes, runtime.Options.HostMemoryBudget?.Bytes, recorded }.Where(b => b is not null).Min();
+        var available = MemoryAccounting.Available(total, options.Reserve, budget);
         var now = DateTime.UtcNow;
         var interval = _lastRead == default ? options.Interval : now - _lastRead;
         _lastRead = now;
@@ -129,6 +133,13 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             writes++;
         }
         return writes;
+    }
+
+    public async Task RecordBudgetAsync(long? budgetBytes, CancellationToken cancellationToken)
+    {
+        await runtime.Ledger.SetBudgetAsync(budgetBytes, cancellationToken).ConfigureAwait(false);
+        if (budgetBytes is { } b)
+            logger.LogInformation("Memory: admission is capped at the budget of {Budget}", new ByteSize(b).ToHumanString());
     }
 
     /// <summary>Plugs DIMMs (through the VM package) when a VM's target needs more than is plugged.</summary>

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Runtime.Local;
+using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.Memory;
 using Virtuozzo.Sdk.Testing;
 using Virtuozzo.Sdk.Vm;
@@ -71,15 +72,18 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         return vm;
     }
 
-    private async Task<ContainerInfo> StartContainerAsync(string name, long limit, string disk = "128M")
+    private async Task<ContainerInfo> StartContainerAsync(string name, long limit, string disk = "128M", int guaranteePercent = 0)
     {
-        await _cts.CreateAsync(new ContainerCreateOptions
-        {
-            Name = new VeName(name),
-            Resources = new ContainerResources { MemorySize = ByteSize.FromBytes(limit), DiskSpace = ByteSize.Parse(disk) },
-        });
+        await CreateContainerAsync(name, limit, disk, guaranteePercent);
         return await _cts.StartAsync(name);
     }
+
+    private Task<ContainerInfo> CreateContainerAsync(string name, long limit, string disk = "128M", int guaranteePercent = 0)
+        => _cts.CreateAsync(new ContainerCreateOptions
+        {
+            Name = new VeName(name),
+            Resources = new ContainerResources { MemorySize = ByteSize.FromBytes(limit), DiskSpace = ByteSize.Parse(disk), MemoryGuaranteePercent = guaranteePercent },
+        });
 
     private string MemoryDir(VeId id) => CgroupManager.Detect(_root.Path).Directories(id, CgroupRole.Payload)["memory"];
 
@@ -263,5 +267,37 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         await stop.CancelAsync();
         await loop.WaitAsync(TimeSpan.FromSeconds(30));
         loop.IsCompletedSuccessfully.Should().BeTrue("cancelling stops the loop cleanly");
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task A_container_start_beyond_the_manager_s_budget_is_refused_by_the_ledger_in_any_process_and_nothing_starts()
+    {
+        // The manager's budget (384 MiB) caps admission from its first tick: 256 MiB guaranteed fits, a second 256 MiB does not.
+        var manager = new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "static", Budget = ByteSize.Parse("384M"), ManageKsm = false, Interval = TimeSpan.FromSeconds(1) });
+        await manager.TickAsync();
+        var first = await StartContainerAsync("mem-budget1", 512 * ByteSize.MiB, guaranteePercent: 50);
+        var second = await CreateContainerAsync("mem-budget2", 512 * ByteSize.MiB, guaranteePercent: 50);
+
+        var act = () => _cts.StartAsync("mem-budget2");
+        var refused = (await act.Should().ThrowAsync<InsufficientResourcesException>()).Which;
+        output.WriteLine(refused.Message);
+        refused.Message.Should().Contain("container mem-budget2").And.Contain("256 MiB").And.Contain("only 128 MiB").And.Contain("budget of 384 MiB");
+        refused.RequestedBytes.Should().Be(256 * ByteSize.MiB);
+        refused.AvailableBytes.Should().Be(128 * ByteSize.MiB);
+        (await _cts.GetAsync("mem-budget2")).State.Should().Be(VeState.Stopped, "a refused start starts nothing");
+        _runtime.Cgroups.Exists(second.Id).Should().BeFalse("no cgroup was made for the refused container");
+        Directory.Exists(Path.Combine(_root.Path, "run", second.Id.ToString())).Should().BeFalse("no run state was made for it");
+        (await _runtime.Ledger.GetSnapshotAsync()).Reservations.Select(r => r.VeId).Should().Equal(first.Id);
+
+        // Another process (the tool, as an operator would run it) is refused too: the budget lives in the data root's ledger.
+        var cli = await VzsdkTool.RunAsync("start", "mem-budget2", "--data-root", _root.Path);
+        cli.ExitCode.Should().Be(1, cli.StandardError);
+        cli.StandardError.Should().Contain("mem-budget2").And.Contain("budget of 384 MiB");
+        (await _cts.GetAsync("mem-budget2")).State.Should().Be(VeState.Stopped);
+
+        // A manager with a larger budget records it, and the same start is admitted.
+        await new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "static", Budget = ByteSize.Parse("1G"), ManageKsm = false }).TickAsync();
+        (await _cts.StartAsync("mem-budget2")).State.Should().Be(VeState.Running);
+        (await _runtime.Ledger.GetSnapshotAsync()).ReservedBytes.Should().Be(512 * ByteSize.MiB);
     }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
@@ -299,5 +300,83 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         await new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "static", Budget = ByteSize.Parse("1G"), ManageKsm = false }).TickAsync();
         (await _cts.StartAsync("mem-budget2")).State.Should().Be(VeState.Running);
         (await _runtime.Ledger.GetSnapshotAsync()).ReservedBytes.Should().Be(512 * ByteSize.MiB);
+    }
+
+    /// <summary>Polls <paramref name="condition"/> every 0.5 s for up to <paramref name="max"/>; returns whether it held.</summary>
+    private static async Task<bool> EventuallyAsync(Func<bool> condition, TimeSpan max)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > max)
+                return false;
+            await Task.Delay(500);
+        }
+        return true;
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task Vzsdk_mem_daemon_applies_targets_to_a_running_container_follows_a_policy_switch_and_exits_cleanly_on_sigterm()
+    {
+        var limit = 512 * ByteSize.MiB;
+        var c = await StartContainerAsync("mem-daemon", limit);
+        ReadCgroup(c.Id, "memory.limit_in_bytes").Should().Be(limit);
+
+        // The real tool, in its own process (the published Native AOT tool under CI), as an operator runs it.
+        var line = VzsdkTool.StartLine("mem", "daemon", "--policy", "density", "--interval", "1", "--budget", "2G", "--data-root", _root.Path);
+        var psi = new ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        var log = new System.Text.StringBuilder();
+        using var daemon = Process.Start(psi)!;
+        daemon.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
+        daemon.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
+        daemon.BeginOutputReadLine();
+        daemon.BeginErrorReadLine();
+        string Log() { lock (log) return log.ToString(); }
+        try
+        {
+            // Density gives back the idle container's unused allowance: the daemon writes a lower target into its cgroup.
+            (await EventuallyAsync(() => ReadCgroup(c.Id, "memory.limit_in_bytes") < limit, TimeSpan.FromSeconds(60)))
+                .Should().BeTrue("the daemon lowers the idle container's target under density; daemon output: {0}", Log());
+            var applied = ReadCgroup(c.Id, "memory.limit_in_bytes");
+            output.WriteLine($"density: the daemon set the container's target to {applied >> 20} MiB");
+
+            // 'vzsdk mem status' in a third process reports what the daemon applied, and the budget it recorded.
+            var status = await VzsdkTool.RunAsync("mem", "status", "--json", "--data-root", _root.Path);
+            status.ExitCode.Should().Be(0, status.StandardError);
+            output.WriteLine(status.StandardOutput);
+            using (var doc = JsonDocument.Parse(status.StandardOutput))
+            {
+                var s = doc.RootElement;
+                s.GetProperty("policy").GetString().Should().Be("density");
+                s.GetProperty("available").GetInt64().Should().Be(2 * ByteSize.GiB, "status reports the budget the daemon recorded in the ledger");
+                var ve = s.GetProperty("ves").EnumerateArray().Should().ContainSingle().Which;
+                ve.GetProperty("name").GetString().Should().Be("mem-daemon");
+                ve.GetProperty("limit").GetInt64().Should().Be(limit);
+                var target = ve.GetProperty("target").GetInt64();
+                target.Should().BeLessThan(limit, "status reads the lowered target from the cgroup the daemon wrote");
+                target.Should().BeCloseTo(ReadCgroup(c.Id, "memory.limit_in_bytes"), 64 * (ulong)ByteSize.MiB, "the daemon may have moved it a little since");
+            }
+
+            // Switch the policy from another process: the daemon follows at its next tick; static gives the container its whole limit.
+            var policy = await VzsdkTool.RunAsync("mem", "policy", "static", "--data-root", _root.Path);
+            policy.ExitCode.Should().Be(0, policy.StandardError);
+            (await EventuallyAsync(() => ReadCgroup(c.Id, "memory.limit_in_bytes") == limit, TimeSpan.FromSeconds(30)))
+                .Should().BeTrue("the daemon switched to static and restored the container's limit; daemon output: {0}", Log());
+            (await VzsdkTool.RunAsync("mem", "policy", "--data-root", _root.Path)).StandardOutput.Trim().Should().Be("static");
+            daemon.HasExited.Should().BeFalse("the daemon keeps running across the switch; output: {0}", Log());
+        }
+        finally
+        {
+            if (!daemon.HasExited)
+                Virtuozzo.Sdk.Core.Internal.Native.TrySignal(daemon.Id, Virtuozzo.Sdk.Core.Internal.Native.SIGTERM);
+            using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            try { await daemon.WaitForExitAsync(wait.Token); }
+            catch (OperationCanceledException) { daemon.Kill(); }
+        }
+        output.WriteLine(Log());
+        daemon.ExitCode.Should().Be(0, "SIGTERM stops the daemon cleanly; output: {0}", Log());
+        Log().Should().Contain("vzsdk mem daemon: stopped").And.NotContain("Exception");
     }
 }

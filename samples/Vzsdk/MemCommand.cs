@@ -17,7 +17,7 @@ internal static class MemCommand
         return mem;
     }
 
-    private static readonly Option<string?> Budget = new("--budget") { Description = "Cap the memory available to VEs (e.g. 3G; a bare number is MiB). The daemon records it in the ledger, which then refuses starts beyond it." };
+    private static readonly Option<string?> Budget = new("--budget") { Description = "Cap the memory available to VEs (e.g. 3G; a bare number is MiB); the daemon also records it in the ledger, which then refuses starts beyond it." };
 
     private static MemoryManager Manager(ParseResult parse, Action<MemoryManagerOptions>? configure = null)
     {

@@ -169,6 +169,14 @@ internal static class Cli
         // costs every call several milliseconds.
         using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(
             System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; cts.Cancel(); });
+        // SIGTERM (kill, systemd stop) cancels the verb the same way, so that 'vzsdk mem daemon' stops cleanly and exits 0;
+        // a second SIGTERM terminates at once, for a verb that does not stop.
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGTERM, c =>
+            {
+                c.Cancel = !cts.IsCancellationRequested;
+                cts.Cancel();
+            });
         try
         {
             return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }, cts.Token);

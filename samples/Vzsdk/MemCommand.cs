@@ -17,7 +17,7 @@ internal static class MemCommand
         return mem;
     }
 
-    private static readonly Option<string?> Budget = new("--budget") { Description = "Cap the memory available to VEs (e.g. 3G; a bare number is MiB)." };
+    private static readonly Option<string?> Budget = new("--budget") { Description = "Cap the memory available to VEs (e.g. 3G; a bare number is MiB); the daemon also records it in the ledger, which then refuses starts beyond it." };
 
     private static MemoryManager Manager(ParseResult parse, Action<MemoryManagerOptions>? configure = null)
     {
@@ -30,7 +30,7 @@ internal static class MemCommand
     {
         var policy = new Option<string?>("--policy") { Description = $"Start with this policy ({string.Join(", ", MemoryPolicies.Names)}); default: the one recorded by 'vzsdk mem policy', else density." };
         var interval = new Option<double>("--interval") { Description = "Seconds between ticks, 1 to 5.", DefaultValueFactory = _ => 2 };
-        var cmd = new Command("daemon", "Run the memory manager until interrupted: balance every VE by the policy, apply targets, balloons and KSM.") { policy, interval, Budget };
+        var cmd = new Command("daemon", "Run the memory manager until interrupted (SIGINT or SIGTERM): balance every VE by the policy, apply targets, balloons and KSM.") { policy, interval, Budget };
         cmd.SetAction(async (parse, ct) =>
         {
             var seconds = parse.GetValue(interval);
@@ -43,6 +43,7 @@ internal static class MemCommand
             manager.SetPolicy(MemoryPolicies.Create(name));
             Console.Error.WriteLine($"vzsdk mem daemon: policy {manager.Policy.Name}, every {seconds} s; interrupt to stop");
             await manager.RunAsync(ct);
+            Console.Error.WriteLine("vzsdk mem daemon: stopped");
             return Cli.Success;
         });
         return cmd;

@@ -152,7 +152,7 @@ public static class VirtuozzoSdkServiceCollectionExtensions
     /// <paramref name="configure"/> applied on top.
     /// </summary>
     /// <remarks>
-    /// Keys are the option names (<c>DataRoot</c>, <c>HostMemoryReserve</c>, <c>LockTimeout</c>, <c>BridgeName</c>,
+    /// Keys are the option names (<c>DataRoot</c>, <c>HostMemoryReserve</c>, <c>HostMemoryBudget</c>, <c>LockTimeout</c>, <c>BridgeName</c>,
     /// <c>BridgeAddress</c>, <c>BridgeNat</c>, <c>Runtime</c>, <c>Local:EmulatorPath</c>, <c>RemoteHost:HostName</c>…).
     /// Sizes take binary suffixes (<c>"512M"</c>, <c>"2G"</c>; a bare number is bytes), time spans <c>hh:mm:ss</c>. A value
     /// that does not convert, an unknown key, or an invalid combination fails validation with

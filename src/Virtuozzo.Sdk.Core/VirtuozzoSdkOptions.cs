@@ -17,6 +17,14 @@ public sealed class VirtuozzoSdkOptions
     /// </summary>
     public ByteSize? HostMemoryReserve { get; set; }
 
+    /// <summary>
+    /// Caps the memory available to VE guarantees (run a host as if it were smaller, e.g. to overcommit a test host);
+    /// null (the default) for no cap. The runtime's <see cref="Resources.ResourceLedger"/> admits a start or a change only
+    /// while Σ mem_min fits <c>min(RAM − reserve, budget)</c>. A memory manager's budget
+    /// (<c>MemoryManagerOptions.Budget</c>, <c>vzsdk mem daemon --budget</c>) is recorded in the ledger and caps it too.
+    /// </summary>
+    public ByteSize? HostMemoryBudget { get; set; }
+
     /// <summary>How long an operation waits for a VE's lock or the host lock before failing with <see cref="LockTimeoutException"/>. Default 30 s.</summary>
     public TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -45,6 +53,16 @@ public sealed class VirtuozzoSdkOptions
     public long GetHostMemoryReserve(long totalMemoryBytes)
         => HostMemoryReserve?.Bytes ?? Math.Clamp(totalMemoryBytes / 25, 128 * ByteSize.MiB, 320 * ByteSize.MiB);
 
+    /// <summary>
+    /// The memory available to VE guarantees on a host with <paramref name="totalMemoryBytes"/> of RAM: RAM minus
+    /// <see cref="GetHostMemoryReserve(long)"/>, capped by <see cref="HostMemoryBudget"/> when one is set.
+    /// </summary>
+    public long GetGuaranteeCapacity(long totalMemoryBytes)
+    {
+        var capacity = Math.Max(0, totalMemoryBytes - GetHostMemoryReserve(totalMemoryBytes));
+        return HostMemoryBudget is { } budget ? Math.Min(capacity, Math.Max(0, budget.Bytes)) : capacity;
+    }
+
     /// <summary>The configuration section these options were bound from ("" for none or a root), to name keys in errors.</summary>
     internal string ConfigurationPath { get; set; } = string.Empty;
 
@@ -67,6 +85,8 @@ public sealed class VirtuozzoSdkOptions
             errors.Add(prefix + $"BridgeName must be a network interface name of at most 15 letters, digits, '_', '-' or '.' (got '{BridgeName}').");
         try { Virtuozzo.Sdk.Core.Runtime.Local.HostBridge.ValidateAddress(BridgeAddress); }
         catch (ArgumentException ex) { errors.Add(prefix + "BridgeAddress: " + ex.Message); }
+        if (HostMemoryBudget is { Bytes: <= 0 } budget)
+            errors.Add(prefix + $"HostMemoryBudget must be positive (got {budget.Bytes} bytes).");
         if (LockTimeout <= TimeSpan.Zero)
             errors.Add(prefix + "LockTimeout must be positive.");
         if (RemoteHost is not null)

@@ -37,7 +37,7 @@ public static class MemoryBalancer
             var v = active[i];
             var t = plan.For(v.Id);
             var guarantee = Math.Min(v.GuaranteeBytes, v.LimitBytes);
-            targets[i] = Math.Clamp(t?.TargetBytes ?? v.LimitBytes, guarantee, v.LimitBytes);
+            targets[i] = Math.Clamp(t?.TargetBytes ?? v.LimitBytes, guarantee, v.CeilingBytes);
             protections[i] = Math.Max(0, t?.ProtectionBytes ?? v.MinimumBytes);
         }
 

@@ -40,7 +40,9 @@ public sealed record MemoryStatus(string Policy, long TotalBytes, long ReserveBy
 /// targets, holds the plan to the invariants (<see cref="MemoryBalancer"/>) and applies it — cgroup protection, targets
 /// and limits, VM balloons, DIMM hotplug through the VM package — writing only what changes, and runs the KSM controller.
 /// VEs that start, stop or are deleted while it runs are picked up or dropped at the next tick. Admission stays with the
-/// runtime's <see cref="Core.Resources.ResourceLedger"/>.
+/// runtime's <see cref="Core.Resources.ResourceLedger"/>: at its first tick the manager records its
+/// <see cref="MemoryManagerOptions.Budget"/> there (or clears a budget recorded before, when it has none), and from then on
+/// every start or raise on the host whose Σ mem_min would exceed the budget is refused.
 /// </summary>
 /// <remarks>The equivalent of Virtuozzo's <c>vcmmd</c> daemon; <see cref="SetPolicyAsync(string, CancellationToken)"/> is <c>vcmmdctl set-policy</c>.</remarks>
 public class MemoryManager
@@ -53,6 +55,7 @@ public class MemoryManager
     private IMemoryPolicy _policy;
     private MemoryPolicyState _state = MemoryPolicyState.Empty;
     private DateTime _policyFileTime;
+    private bool _budgetRecorded;
 
     /// <summary>A manager of <paramref name="runtime"/>'s VEs.</summary>
     /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
@@ -152,7 +155,7 @@ public class MemoryManager
             : Options.Policy.ToLowerInvariant();
 
     /// <summary>
-    /// One tick: read, decide, apply. VEs that fail to apply (they stopped meanwhile) are reported in
+    /// One tick: read, decide, apply (the first tick also records the budget in the ledger). VEs that fail to apply (they stopped meanwhile) are reported in
     /// <see cref="MemoryTickResult.Errors"/> and retried at the next tick; the tick itself does not fail for them.
     /// </summary>
     public virtual async Task<MemoryTickResult> TickAsync(CancellationToken cancellationToken = default)
@@ -160,6 +163,12 @@ public class MemoryManager
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (!_budgetRecorded)
+            {
+                // The ledger (Core) stays the one admission authority; the manager supplies its budget once, at its first tick.
+                await _host.RecordBudgetAsync(Options.Budget?.Bytes, cancellationToken).ConfigureAwait(false);
+                _budgetRecorded = true;
+            }
             await FollowPolicyFileAsync(cancellationToken).ConfigureAwait(false);
             var telemetry = await _host.ReadAsync(cancellationToken).ConfigureAwait(false);
             var plan = MemoryBalancer.Decide(_policy, telemetry, _state);

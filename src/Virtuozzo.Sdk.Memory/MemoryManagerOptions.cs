@@ -16,7 +16,9 @@ public sealed class MemoryManagerOptions
 
     /// <summary>
     /// Caps the memory available to VEs (run a host as if it were smaller, e.g. to overcommit a test host); null for
-    /// no cap. The resource ledger still admits guarantees against the whole host.
+    /// no cap. The manager balances within it and, at its first tick, records it in the runtime's resource ledger, which
+    /// from then on refuses any start or change whose Σ mem_min would exceed it (in every process using the data root).
+    /// A manager without a budget clears one recorded earlier.
     /// </summary>
     public ByteSize? Budget { get; set; }
 

@@ -21,8 +21,21 @@ public sealed record VeMemoryTelemetry
     /// </summary>
     public bool Active { get; init; } = true;
 
-    /// <summary>The configured memory size: the container's limit, or the VM's RAM. Nothing may give it more.</summary>
+    /// <summary>
+    /// The configured memory size: the container's limit, or the VM's RAM (what is plugged). No policy gives it more,
+    /// except a VM that can grow by memory hotplug (<see cref="MaxBytes"/>).
+    /// </summary>
     public required long LimitBytes { get; init; }
+
+    /// <summary>
+    /// The most a hotplug-enabled VM may be given (its maximum memory; the manager plugs a DIMM through the VM package when
+    /// a target exceeds what is plugged); null (the default) when the VE cannot grow past <see cref="LimitBytes"/>. Only a
+    /// policy that grows VEs under load (<c>density</c>) goes above <see cref="LimitBytes"/>; the others stay within it.
+    /// </summary>
+    public long? MaxBytes { get; init; }
+
+    /// <summary>The most any target may be: <see cref="MaxBytes"/> when it is above <see cref="LimitBytes"/>, else the limit.</summary>
+    public long CeilingBytes => Math.Max(LimitBytes, MaxBytes ?? LimitBytes);
 
     /// <summary>The guaranteed memory. No policy may take a VE below it.</summary>
     public long GuaranteeBytes { get; init; }

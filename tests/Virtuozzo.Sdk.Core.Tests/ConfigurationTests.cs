@@ -50,6 +50,13 @@ public class ConfigurationTests
         => Resolve(Section(("HostMemoryReserve", text))).HostMemoryReserve.Should().Be(ByteSize.FromBytes(bytes));
 
     [Fact]
+    public void A_host_memory_budget_binds_from_text_and_an_empty_value_means_none()
+    {
+        Resolve(Section(("HostMemoryBudget", "3G"))).HostMemoryBudget.Should().Be(ByteSize.FromGiB(3));
+        Resolve(Section(("HostMemoryBudget", ""))).HostMemoryBudget.Should().BeNull();
+    }
+
+    [Fact]
     public void A_bad_size_fails_validation_at_start_naming_the_key()
     {
         var services = new ServiceCollection().AddVirtuozzoSdk(Section(("HostMemoryReserve", "512Q"))).Services;

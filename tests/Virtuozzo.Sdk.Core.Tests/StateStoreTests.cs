@@ -22,6 +22,60 @@ public class StateStoreTests
     }
 
     [Fact]
+    public async Task A_budget_recorded_in_the_ledger_caps_admission_in_every_process_and_the_refusal_names_the_ve_the_ask_and_what_is_free()
+    {
+        using var dir = new TempDirectory();
+        var manager = new ResourceLedger(dir.Path, 10 * ByteSize.GiB);
+        var a = VeId.New();
+        await manager.ReserveAsync(a, VeKind.Vm, 600 * ByteSize.MiB, 100 * ByteSize.MiB);
+        (await manager.SetBudgetAsync(ByteSize.GiB)).CapacityBytes.Should().Be(ByteSize.GiB);
+
+        // Another process (another ledger object over the same data root, with the whole host as its capacity).
+        var other = new ResourceLedger(dir.Path, 10 * ByteSize.GiB);
+        var snapshot = await other.GetSnapshotAsync();
+        snapshot.BudgetBytes.Should().Be(ByteSize.GiB);
+        snapshot.CapacityBytes.Should().Be(ByteSize.GiB);
+        snapshot.AvailableBytes.Should().Be(324 * ByteSize.MiB);
+        var act = () => other.ReserveAsync(VeId.New(), VeKind.Container, 400 * ByteSize.MiB);
+        var refused = (await act.Should().ThrowAsync<InsufficientResourcesException>()).Which;
+        refused.RequestedBytes.Should().Be(400 * ByteSize.MiB);
+        refused.AvailableBytes.Should().Be(324 * ByteSize.MiB);
+        refused.Message.Should().Contain("400 MiB").And.Contain("324 MiB").And.Contain("budget of 1 GiB").And.Contain("--budget");
+        (await other.GetSnapshotAsync()).Reservations.Should().ContainSingle("a refused reservation changes nothing");
+        await other.ReserveAsync(VeId.New(), VeKind.Container, 324 * ByteSize.MiB);
+
+        // Clearing the budget gives admission the whole capacity back.
+        await manager.SetBudgetAsync(null);
+        await other.ReserveAsync(VeId.New(), VeKind.Container, 400 * ByteSize.MiB);
+        (await other.GetSnapshotAsync()).BudgetBytes.Should().BeNull();
+    }
+
+    [Fact]
+    public async Task A_budget_below_what_is_already_guaranteed_refuses_raises_but_still_lets_guarantees_shrink()
+    {
+        using var dir = new TempDirectory();
+        var ledger = new ResourceLedger(dir.Path, 1000);
+        var a = VeId.New();
+        await ledger.ReserveAsync(a, VeKind.Container, 800);
+        await ledger.SetBudgetAsync(500);
+        var raise = () => ledger.ReserveAsync(a, VeKind.Container, 801);
+        await raise.Should().ThrowAsync<InsufficientResourcesException>();
+        await ledger.ReserveAsync(a, VeKind.Container, 600);
+        (await ledger.GetSnapshotAsync()).ReservedBytes.Should().Be(600);
+        var zero = () => ledger.SetBudgetAsync(0);
+        await zero.Should().ThrowAsync<ArgumentOutOfRangeException>();
+    }
+
+    [Fact]
+    public void The_options_budget_caps_the_capacity_for_guarantees_and_must_be_positive()
+    {
+        var options = new VirtuozzoSdkOptions { HostMemoryReserve = ByteSize.FromMiB(256), HostMemoryBudget = ByteSize.Parse("3G") };
+        options.GetGuaranteeCapacity(24 * ByteSize.GiB).Should().Be(3 * ByteSize.GiB);
+        options.GetGuaranteeCapacity(2 * ByteSize.GiB).Should().Be(2 * ByteSize.GiB - 256 * ByteSize.MiB, "a budget larger than the host caps nothing");
+        new VirtuozzoSdkOptions { HostMemoryBudget = ByteSize.FromBytes(0) }.Validate().Should().ContainSingle(e => e.Contains("HostMemoryBudget"));
+    }
+
+    [Fact]
     public async Task Lowering_a_guarantee_always_succeeds_and_raising_counts_only_the_difference()
     {
         using var dir = new TempDirectory();

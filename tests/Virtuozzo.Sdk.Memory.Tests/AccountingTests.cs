@@ -64,4 +64,12 @@ public class HotplugTests
     [InlineData(1024, 1300, 384)]
     public void A_target_above_the_plugged_ram_asks_for_dimms_in_128_MiB_steps(long pluggedMiB, long targetMiB, long dimmMiB)
         => Internal.LocalMemoryHost.DimmFor(pluggedMiB << 20, targetMiB << 20).Should().Be(dimmMiB << 20);
+
+    [Theory]
+    [InlineData(1024, 1300, 1536, 384)]
+    [InlineData(1024, 1500, 1536, 512)]
+    [InlineData(1024, 1600, 1536, 512)]
+    [InlineData(1536, 1600, 1536, 0)]
+    public void A_dimm_never_takes_a_vm_past_its_maximum_memory(long pluggedMiB, long targetMiB, long maxMiB, long dimmMiB)
+        => Internal.LocalMemoryHost.DimmFor(pluggedMiB << 20, targetMiB << 20, maxMiB << 20).Should().Be(dimmMiB << 20);
 }

@@ -12,6 +12,13 @@ public class ManagerTests
         public Dictionary<VeId, VeMemoryTarget> Applied { get; } = [];
         public HashSet<VeId> Gone { get; } = [];
         public long Available { get; set; } = 4 * ByteSize.GiB;
+        public List<long?> RecordedBudgets { get; } = [];
+
+        public Task RecordBudgetAsync(long? budgetBytes, CancellationToken cancellationToken)
+        {
+            RecordedBudgets.Add(budgetBytes);
+            return Task.CompletedTask;
+        }
 
         public Task<MemoryTelemetry> ReadAsync(CancellationToken cancellationToken)
             => Task.FromResult(new MemoryTelemetry(new HostMemoryTelemetry(8 * ByteSize.GiB, 0, Available, Available),
@@ -41,6 +48,19 @@ public class ManagerTests
         var manager = new MemoryManager(host, new MemoryManagerOptions { Policy = "static" });
         (await manager.TickAsync()).Writes.Should().Be(2);
         (await manager.TickAsync()).Writes.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task The_first_tick_records_the_budget_for_admission_once_and_a_manager_without_one_clears_it()
+    {
+        var host = new FakeHost();
+        var manager = new MemoryManager(host, new MemoryManagerOptions { Policy = "static", Budget = ByteSize.Parse("3G") });
+        host.RecordedBudgets.Should().BeEmpty("creating a manager (as 'vzsdk mem status' does) records nothing");
+        await manager.TickAsync();
+        await manager.TickAsync();
+        host.RecordedBudgets.Should().Equal(3 * ByteSize.GiB);
+        await new MemoryManager(host, new MemoryManagerOptions { Policy = "static" }).TickAsync();
+        host.RecordedBudgets.Should().Equal(3 * ByteSize.GiB, null);
     }
 
     [Fact]

@@ -110,6 +110,39 @@ public class PolicyPropertyTests
     }
 
     [Fact]
+    public void Density_grows_a_stalling_hotplug_vm_past_its_plugged_ram_up_to_its_maximum_and_static_keeps_it_within_the_plugged_ram()
+    {
+        var vm = new VeMemoryTelemetry
+        {
+            Id = VeId.New(), Name = "hot", Kind = VeKind.Vm, LimitBytes = ByteSize.GiB, MaxBytes = 2 * ByteSize.GiB,
+            GuaranteeBytes = 400 * ByteSize.MiB, OverheadBytes = MemoryAccounting.Overhead(VeKind.Vm, ByteSize.GiB),
+            UsageBytes = 1000 * ByteSize.MiB, TargetBytes = ByteSize.GiB, StallMicroseconds = 300_000,
+        };
+        var t = new MemoryTelemetry(new HostMemoryTelemetry(8 * ByteSize.GiB, 0, 4 * ByteSize.GiB, 0), [vm], TimeSpan.FromSeconds(1));
+        var dense = MemoryBalancer.Decide(new DensityMemoryPolicy(), t, MemoryPolicyState.Empty).For(vm.Id)!;
+        dense.TargetBytes.Should().BeGreaterThan(ByteSize.GiB, "a stalling VM that can hotplug grows past what is plugged")
+            .And.BeLessThanOrEqualTo(2 * ByteSize.GiB, "never past its maximum memory");
+        Internal.LocalMemoryHost.DimmFor(ByteSize.GiB, dense.TargetBytes, vm.CeilingBytes).Should().BePositive("the manager plugs a DIMM for it");
+        MemoryBalancer.Decide(new StaticMemoryPolicy(), t, MemoryPolicyState.Empty).For(vm.Id)!.TargetBytes.Should().Be(ByteSize.GiB, "static never hotplugs");
+        var noHotplug = t with { Ves = [vm with { MaxBytes = null }] };
+        MemoryBalancer.Decide(new DensityMemoryPolicy(), noHotplug, MemoryPolicyState.Empty).For(vm.Id)!.TargetBytes.Should().Be(ByteSize.GiB, "without hotplug the plugged RAM is the ceiling");
+    }
+
+    [Fact]
+    public void No_policy_sets_a_target_above_a_ve_s_ceiling_and_only_density_goes_above_the_limit()
+        => CheckAll(seed =>
+        {
+            var r = new Random(seed);
+            var t = RandomHost(seed);
+            t = t with { Ves = t.Ves.Select(v => v.Kind == VeKind.Vm && r.Next(2) == 0 ? v with { MaxBytes = v.LimitBytes * 2 } : v).ToList() };
+            return MemoryPolicies.Names.All(name =>
+            {
+                var plan = MemoryBalancer.Decide(MemoryPolicies.Create(name), t, MemoryPolicyState.Empty);
+                return t.Ves.Where(v => v.Active).All(v => plan.For(v.Id)!.TargetBytes <= (name == "density" ? v.CeilingBytes : v.LimitBytes));
+            });
+        });
+
+    [Fact]
     public void Density_never_probes_a_hard_target_below_what_the_container_uses()
         => CheckAll(seed =>
         {

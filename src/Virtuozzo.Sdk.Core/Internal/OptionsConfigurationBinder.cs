@@ -13,7 +13,7 @@ namespace Virtuozzo.Sdk.Core.Internal;
 internal static class OptionsConfigurationBinder
 {
     private static readonly string[] TopLevelKeys =
-        [nameof(VirtuozzoSdkOptions.DataRoot), nameof(VirtuozzoSdkOptions.HostMemoryReserve), nameof(VirtuozzoSdkOptions.LockTimeout),
+        [nameof(VirtuozzoSdkOptions.DataRoot), nameof(VirtuozzoSdkOptions.HostMemoryReserve), nameof(VirtuozzoSdkOptions.HostMemoryBudget), nameof(VirtuozzoSdkOptions.LockTimeout),
          nameof(VirtuozzoSdkOptions.BridgeName), nameof(VirtuozzoSdkOptions.BridgeAddress), nameof(VirtuozzoSdkOptions.BridgeNat),
          nameof(VirtuozzoSdkOptions.Runtime), nameof(VirtuozzoSdkOptions.Local), nameof(VirtuozzoSdkOptions.RemoteHost)];
 
@@ -38,6 +38,8 @@ internal static class OptionsConfigurationBinder
             options.DataRoot = dataRoot;
         if (Value(configuration, nameof(options.HostMemoryReserve)) is { } reserve)
             options.HostMemoryReserve = reserve.Length == 0 ? null : Convert(configuration, nameof(options.HostMemoryReserve), reserve, ParseSize, errors);
+        if (Value(configuration, nameof(options.HostMemoryBudget)) is { } budget)
+            options.HostMemoryBudget = budget.Length == 0 ? null : Convert(configuration, nameof(options.HostMemoryBudget), budget, ParseSize, errors);
         if (Value(configuration, nameof(options.LockTimeout)) is { } lockTimeout)
             options.LockTimeout = Convert(configuration, nameof(options.LockTimeout), lockTimeout, ParseTimeSpan, errors) ?? options.LockTimeout;
         if (Value(configuration, nameof(options.BridgeName)) is { } bridgeName)

@@ -16,10 +16,16 @@ public sealed record MemoryReservation(VeId VeId, VeKind Kind, long GuaranteeByt
 }
 
 /// <summary>The ledger at one instant.</summary>
-/// <param name="CapacityBytes">Memory available to VE guarantees (host RAM minus the host's reserve).</param>
+/// <param name="CapacityBytes">
+/// Memory available to VE guarantees: host RAM minus the host's reserve, capped by the SDK options' budget and by the
+/// budget recorded by a memory manager (<see cref="BudgetBytes"/>).
+/// </param>
 /// <param name="Reservations">Every admitted reservation.</param>
 public sealed record LedgerSnapshot(long CapacityBytes, IReadOnlyList<MemoryReservation> Reservations)
 {
+    /// <summary>The host memory budget recorded in the ledger by a memory manager (<see cref="ResourceLedger.SetBudgetAsync"/>), or null.</summary>
+    public long? BudgetBytes { get; init; }
+
     /// <summary>The sum of all reservations.</summary>
     public long ReservedBytes => Reservations.Sum(r => r.TotalBytes);
 
@@ -33,7 +39,12 @@ public sealed record LedgerSnapshot(long CapacityBytes, IReadOnlyList<MemoryRese
 /// it is refused with <see cref="InsufficientResourcesException"/> and nothing changes. Admission is atomic
 /// across threads and processes (a host-wide file lock around read–check–write, and an atomic file replace).
 /// </summary>
-/// <remarks>This is the admission rule of Virtuozzo's VCMMD: Σ(guarantee + overhead) ≤ host memory.</remarks>
+/// <remarks>
+/// This is the admission rule of Virtuozzo's VCMMD: Σ(guarantee + overhead) ≤ host memory. The host memory is the
+/// ledger's <see cref="CapacityBytes"/> (RAM minus the reserve, capped by <see cref="VirtuozzoSdkOptions.HostMemoryBudget"/>),
+/// capped again by a budget a memory manager records in the ledger file (<see cref="SetBudgetAsync"/>), so that every
+/// process that starts VEs on the host admits against the budget the manager balances within.
+/// </remarks>
 public sealed class ResourceLedger
 {
     internal const int FormatVersion = 1;
@@ -58,12 +69,36 @@ public sealed class ResourceLedger
     /// <summary>Memory available to guarantees.</summary>
     public long CapacityBytes { get; }
 
-    /// <summary>The local machine's capacity for guarantees: its RAM minus the host's reserve.</summary>
+    /// <summary>The local machine's capacity for guarantees: its RAM minus the host's reserve, capped by the options' budget.</summary>
     internal static long LocalCapacity(VirtuozzoSdkOptions options)
+        => options.GetGuaranteeCapacity(HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo")));
+
+    /// <summary>
+    /// Records the host memory budget of a memory manager (null clears it). From then on every process that opens this
+    /// data root's ledger admits guarantees against <c>min(</c><see cref="CapacityBytes"/><c>, budget)</c>. Guarantees
+    /// already admitted stay (a budget below them refuses only new starts and raises). Returns the snapshot after the change.
+    /// </summary>
+    /// <remarks>Called by <c>MemoryManager</c> (and so by <c>vzsdk mem daemon --budget SIZE</c>) when it starts ticking.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException">A budget that is not positive.</exception>
+    public async Task<LedgerSnapshot> SetBudgetAsync(long? budgetBytes, CancellationToken cancellationToken = default)
     {
-        var total = HostProber.ParseMemTotal(File.ReadAllText("/proc/meminfo"));
-        return Math.Max(0, total - options.GetHostMemoryReserve(total));
+        if (budgetBytes is { } b)
+            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(b, nameof(budgetBytes));
+        using var hostLock = await _store.LockHostAsync(cancellationToken).ConfigureAwait(false);
+        var file = await ReadAsync(cancellationToken).ConfigureAwait(false);
+        if (file.BudgetBytes != budgetBytes)
+        {
+            file = file with { BudgetBytes = budgetBytes };
+            await WriteAsync(file, cancellationToken).ConfigureAwait(false);
+        }
+        return Snapshot(file);
     }
+
+    /// <summary>What guarantees are admitted against under <paramref name="file"/>: the capacity, capped by its recorded budget.</summary>
+    private long EffectiveCapacity(LedgerFile file) => file.BudgetBytes is { } b ? Math.Min(CapacityBytes, Math.Max(0, b)) : CapacityBytes;
+
+    private LedgerSnapshot Snapshot(LedgerFile file)
+        => new(EffectiveCapacity(file), file.Reservations.Select(ToPublic).ToList()) { BudgetBytes = file.BudgetBytes };
 
     private string FilePath => Path.Combine(_store.DataRoot, "ledger.json");
 
@@ -71,8 +106,7 @@ public sealed class ResourceLedger
     public async Task<LedgerSnapshot> GetSnapshotAsync(CancellationToken cancellationToken = default)
     {
         using var hostLock = await _store.LockHostAsync(cancellationToken).ConfigureAwait(false);
-        var file = await ReadAsync(cancellationToken).ConfigureAwait(false);
-        return new LedgerSnapshot(CapacityBytes, file.Reservations.Select(ToPublic).ToList());
+        return Snapshot(await ReadAsync(cancellationToken).ConfigureAwait(false));
     }
 
     /// <summary>
@@ -92,19 +126,26 @@ public sealed class ResourceLedger
         var others = file.Reservations.Where(r => r.VeId != id).Sum(r => r.GuaranteeBytes + r.OverheadBytes);
         var wanted = guaranteeBytes + overheadBytes;
         var previous = existing is null ? 0 : existing.GuaranteeBytes + existing.OverheadBytes;
-        if (wanted > previous && others + wanted > CapacityBytes)
+        var capacity = EffectiveCapacity(file);
+        if (wanted > previous && others + wanted > capacity)
         {
-            var available = Math.Max(0, CapacityBytes - others);
+            var available = Math.Max(0, capacity - others);
             var name = (await new VeRegistry(_store).FindAsync(id, cancellationToken).ConfigureAwait(false))?.Name ?? id;
             var what = kind == VeKind.Container ? "container" : "VM";
+            var of = capacity < CapacityBytes
+                ? $"the host memory budget of {new ByteSize(capacity).ToHumanString()} (recorded by the memory manager)"
+                : $"the host's {new ByteSize(capacity).ToHumanString()}";
+            var remedy = capacity < CapacityBytes
+                ? "Lower its memory guarantee or size, stop another VE, or run the memory manager with a larger budget ('vzsdk mem daemon --budget SIZE')."
+                : "Lower its memory guarantee or size, or stop another VE.";
             Internal.SdkTelemetry.RecordGuarantee(kind, admitted: false);
             throw new InsufficientResourcesException(
-                $"Cannot guarantee {new ByteSize(wanted).ToHumanString()} of memory to {what} {name}: only {new ByteSize(available).ToHumanString()} of the host's {new ByteSize(CapacityBytes).ToHumanString()} are not guaranteed to other running VEs. Lower its memory guarantee or size, or stop another VE.",
+                $"Cannot guarantee {new ByteSize(wanted).ToHumanString()} of memory to {what} {name}: only {new ByteSize(available).ToHumanString()} of {of} are not guaranteed to other running VEs. {remedy}",
                 wanted, available);
         }
         var entry = new LedgerEntry(id, kind, guaranteeBytes, overheadBytes, DateTimeOffset.UtcNow);
         var list = file.Reservations.Where(r => r.VeId != id).Append(entry).OrderBy(r => r.VeId, StringComparer.Ordinal).ToList();
-        await WriteAsync(new LedgerFile(FormatVersion, list), cancellationToken).ConfigureAwait(false);
+        await WriteAsync(file with { Reservations = list }, cancellationToken).ConfigureAwait(false);
         Internal.SdkTelemetry.RecordGuarantee(kind, admitted: true);
         return ToPublic(entry);
     }
@@ -117,7 +158,7 @@ public sealed class ResourceLedger
         var id = veId.ToString();
         if (file.Reservations.All(r => r.VeId != id))
             return false;
-        await WriteAsync(new LedgerFile(FormatVersion, file.Reservations.Where(r => r.VeId != id).ToList()), cancellationToken).ConfigureAwait(false);
+        await WriteAsync(file with { Reservations = file.Reservations.Where(r => r.VeId != id).ToList() }, cancellationToken).ConfigureAwait(false);
         return true;
     }
 
@@ -134,5 +175,5 @@ public sealed class ResourceLedger
 /// <summary>One line of the ledger file.</summary>
 internal sealed record LedgerEntry(string VeId, VeKind Kind, long GuaranteeBytes, long OverheadBytes, DateTimeOffset Since);
 
-/// <summary>The ledger file (<c>ledger.json</c>).</summary>
-internal sealed record LedgerFile(int FormatVersion, List<LedgerEntry> Reservations) : IVersionedDocument;
+/// <summary>The ledger file (<c>ledger.json</c>); <c>budget_bytes</c> is the budget a memory manager recorded (absent for none).</summary>
+internal sealed record LedgerFile(int FormatVersion, List<LedgerEntry> Reservations, long? BudgetBytes = null) : IVersionedDocument;

@@ -8,4 +8,7 @@ internal interface IMemoryHost
 
     /// <summary>Applies one VE's target; returns how many settings it changed (0 when all were already so).</summary>
     Task<int> ApplyAsync(VeMemoryTelemetry ve, VeMemoryTarget target, CancellationToken cancellationToken);
+
+    /// <summary>Records the manager's budget (null: none) where admission reads it: the runtime's resource ledger.</summary>
+    Task RecordBudgetAsync(long? budgetBytes, CancellationToken cancellationToken);
 }

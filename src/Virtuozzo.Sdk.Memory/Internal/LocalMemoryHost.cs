@@ -25,7 +25,11 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
         var total = HostProber.ParseMemTotal(meminfo);
         var free = ParseMeminfo(meminfo, "MemAvailable:") ?? total;
         var reserve = options.Reserve.For(total);
-        var available = MemoryAccounting.Available(total, options.Reserve, options.Budget?.Bytes);
+        // The budget is the smallest of the manager's own, the SDK options' and the one a manager recorded in the ledger
+        // (so that 'vzsdk mem status' in another process reports what the running daemon balances within).
+        var recorded = (await runtime.Ledger.GetSnapshotAsync(cancellationToken).ConfigureAwait(false)).BudgetBytes;
+        long? budget = new[] { options.Budget?.Bytes, runtime.Options.HostMemoryBudget?.Bytes, recorded }.Where(b => b is not null).Min();
+        var available = MemoryAccounting.Available(total, options.Reserve, budget);
         var now = DateTime.UtcNow;
         var interval = _lastRead == default ? options.Interval : now - _lastRead;
         _lastRead = now;
@@ -74,12 +78,14 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             _pressure[info.Id] = 0;
         }
         long usage, target;
+        long? max = null;
         if (info.Kind == VeKind.Vm)
         {
             if (Vm() is not { } vm || await vm.GetMemoryStatusAsync(info.Id, ct).ConfigureAwait(false) is not { } status)
                 return null;
             _plugged[info.Id] = status.PluggedBytes;
             limit = Math.Max(limit, status.PluggedBytes);
+            max = status.HotplugMaxBytes > limit ? status.HotplugMaxBytes : null; // hotplug-enabled: may grow to its maximum memory
             var rss = cg is null ? status.BalloonBytes : Math.Max(0, cg.MemoryUsage() - overhead);
             usage = Math.Min(status.BalloonBytes, rss);
             target = _balloon.TryGetValue(info.Id, out var set) ? set : status.BalloonBytes;
@@ -96,7 +102,7 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
         {
             Id = info.Id, Name = info.Name.ToString(), Kind = info.Kind, Active = info.State == VeState.Running,
             HardTarget = info.Kind == VeKind.Container && !runtime.Cgroups.IsV2,
-            LimitBytes = limit, GuaranteeBytes = guarantee, OverheadBytes = overhead, UsageBytes = usage, TargetBytes = target, StallMicroseconds = stall,
+            LimitBytes = limit, MaxBytes = max, GuaranteeBytes = guarantee, OverheadBytes = overhead, UsageBytes = usage, TargetBytes = target, StallMicroseconds = stall,
         };
     }
 
@@ -115,7 +121,7 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             writes += cg.SetMemoryTarget(target.ProtectionBytes, target.TargetBytes + ve.OverheadBytes + ve.VramBytes, capAtTarget: false, 0);
         if (Vm() is not { } vm)
             return writes;
-        if (_plugged.TryGetValue(ve.Id, out var plugged) && DimmFor(plugged, target.TargetBytes) is > 0 and var dimm)
+        if (_plugged.TryGetValue(ve.Id, out var plugged) && DimmFor(plugged, target.TargetBytes, ve.CeilingBytes) is > 0 and var dimm)
         {
             // The target needs more RAM than is plugged: memory hotplug stays in the VM package (it plugs a DIMM and sets the balloon).
             await vm.SetAsync(ve.Id.ToString(), new VmSetOptions { MemorySize = ByteSize.FromBytes(plugged + dimm) }, cancellationToken).ConfigureAwait(false);
@@ -131,9 +137,25 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
         return writes;
     }
 
-    /// <summary>Plugs DIMMs (through the VM package) when a VM's target needs more than is plugged.</summary>
-    internal static long DimmFor(long pluggedBytes, long targetBytes)
-        => targetBytes <= pluggedBytes ? 0 : (targetBytes - pluggedBytes + MemoryAccounting.HotplugGrainBytes - 1) / MemoryAccounting.HotplugGrainBytes * MemoryAccounting.HotplugGrainBytes;
+    public async Task RecordBudgetAsync(long? budgetBytes, CancellationToken cancellationToken)
+    {
+        await runtime.Ledger.SetBudgetAsync(budgetBytes, cancellationToken).ConfigureAwait(false);
+        if (budgetBytes is { } b)
+            logger.LogInformation("Memory: admission is capped at the budget of {Budget}", new ByteSize(b).ToHumanString());
+    }
+
+    /// <summary>
+    /// The DIMM to plug (through the VM package) when a VM's target needs more than is plugged:
+    /// <c>roundup(target − plugged, 128 MiB)</c> (VCMMD's grain), never past <paramref name="maxBytes"/>; 0 for none.
+    /// </summary>
+    internal static long DimmFor(long pluggedBytes, long targetBytes, long maxBytes = long.MaxValue)
+    {
+        if (targetBytes <= pluggedBytes)
+            return 0;
+        var grain = MemoryAccounting.HotplugGrainBytes;
+        var dimm = (targetBytes - pluggedBytes + grain - 1) / grain * grain;
+        return Math.Max(0, Math.Min(dimm, (maxBytes - pluggedBytes) / grain * grain));
+    }
 
     private LocalVmDriver? Vm() => runtime.Drivers.OfType<LocalVmDriver>().FirstOrDefault();
 

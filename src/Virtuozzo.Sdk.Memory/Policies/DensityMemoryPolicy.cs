@@ -94,8 +94,9 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
                 next = Math.Max(next, v.UsageBytes + HardStep(v)); // never below what is in use plus a step
             floor *= 1 - FloorDecay;
             state = state.Set(v.Id, "floor", floor).Set(v.Id, "grace", grace);
-            need[i] = (long)Math.Min(v.LimitBytes, v.HardTarget ? Math.Max(floor, v.UsageBytes + HardStep(v)) : floor);
-            desired[i] = Math.Clamp((long)next, Math.Min(v.GuaranteeBytes, v.LimitBytes), v.LimitBytes);
+            // A VM that can grow by hotplug grows past its plugged RAM up to its maximum (the manager plugs a DIMM).
+            need[i] = (long)Math.Min(v.CeilingBytes, v.HardTarget ? Math.Max(floor, v.UsageBytes + HardStep(v)) : floor);
+            desired[i] = Math.Clamp((long)next, Math.Min(v.GuaranteeBytes, v.LimitBytes), v.CeilingBytes);
         }
 
         // Fit the host: first what is above what each VE was seen to need, then anything above the guarantee of VEs not under pressure.

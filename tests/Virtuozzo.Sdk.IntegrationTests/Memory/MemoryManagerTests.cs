@@ -1,9 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Runtime.Local;
+using Virtuozzo.Sdk.IntegrationTests.Cli;
 using Virtuozzo.Sdk.Memory;
 using Virtuozzo.Sdk.Testing;
 using Virtuozzo.Sdk.Vm;
@@ -71,15 +73,18 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         return vm;
     }
 
-    private async Task<ContainerInfo> StartContainerAsync(string name, long limit, string disk = "128M")
+    private async Task<ContainerInfo> StartContainerAsync(string name, long limit, string disk = "128M", int guaranteePercent = 0)
     {
-        await _cts.CreateAsync(new ContainerCreateOptions
-        {
-            Name = new VeName(name),
-            Resources = new ContainerResources { MemorySize = ByteSize.FromBytes(limit), DiskSpace = ByteSize.Parse(disk) },
-        });
+        await CreateContainerAsync(name, limit, disk, guaranteePercent);
         return await _cts.StartAsync(name);
     }
+
+    private Task<ContainerInfo> CreateContainerAsync(string name, long limit, string disk = "128M", int guaranteePercent = 0)
+        => _cts.CreateAsync(new ContainerCreateOptions
+        {
+            Name = new VeName(name),
+            Resources = new ContainerResources { MemorySize = ByteSize.FromBytes(limit), DiskSpace = ByteSize.Parse(disk), MemoryGuaranteePercent = guaranteePercent },
+        });
 
     private string MemoryDir(VeId id) => CgroupManager.Detect(_root.Path).Directories(id, CgroupRole.Payload)["memory"];
 
@@ -263,5 +268,115 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         await stop.CancelAsync();
         await loop.WaitAsync(TimeSpan.FromSeconds(30));
         loop.IsCompletedSuccessfully.Should().BeTrue("cancelling stops the loop cleanly");
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task A_container_start_beyond_the_manager_s_budget_is_refused_by_the_ledger_in_any_process_and_nothing_starts()
+    {
+        // The manager's budget (384 MiB) caps admission from its first tick: 256 MiB guaranteed fits, a second 256 MiB does not.
+        var manager = new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "static", Budget = ByteSize.Parse("384M"), ManageKsm = false, Interval = TimeSpan.FromSeconds(1) });
+        await manager.TickAsync();
+        var first = await StartContainerAsync("mem-budget1", 512 * ByteSize.MiB, guaranteePercent: 50);
+        var second = await CreateContainerAsync("mem-budget2", 512 * ByteSize.MiB, guaranteePercent: 50);
+
+        var act = () => _cts.StartAsync("mem-budget2");
+        var refused = (await act.Should().ThrowAsync<InsufficientResourcesException>()).Which;
+        output.WriteLine(refused.Message);
+        refused.Message.Should().Contain("container mem-budget2").And.Contain("256 MiB").And.Contain("only 128 MiB").And.Contain("budget of 384 MiB");
+        refused.RequestedBytes.Should().Be(256 * ByteSize.MiB);
+        refused.AvailableBytes.Should().Be(128 * ByteSize.MiB);
+        (await _cts.GetAsync("mem-budget2")).State.Should().Be(VeState.Stopped, "a refused start starts nothing");
+        _runtime.Cgroups.Exists(second.Id).Should().BeFalse("no cgroup was made for the refused container");
+        Directory.Exists(Path.Combine(_root.Path, "run", second.Id.ToString())).Should().BeFalse("no run state was made for it");
+        (await _runtime.Ledger.GetSnapshotAsync()).Reservations.Select(r => r.VeId).Should().Equal(first.Id);
+
+        // Another process (the tool, as an operator would run it) is refused too: the budget lives in the data root's ledger.
+        var cli = await VzsdkTool.RunAsync("start", "mem-budget2", "--data-root", _root.Path);
+        cli.ExitCode.Should().Be(1, cli.StandardError);
+        cli.StandardError.Should().Contain("mem-budget2").And.Contain("budget of 384 MiB");
+        (await _cts.GetAsync("mem-budget2")).State.Should().Be(VeState.Stopped);
+
+        // A manager with a larger budget records it, and the same start is admitted.
+        await new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "static", Budget = ByteSize.Parse("1G"), ManageKsm = false }).TickAsync();
+        (await _cts.StartAsync("mem-budget2")).State.Should().Be(VeState.Running);
+        (await _runtime.Ledger.GetSnapshotAsync()).ReservedBytes.Should().Be(512 * ByteSize.MiB);
+    }
+
+    /// <summary>Polls <paramref name="condition"/> every 0.5 s for up to <paramref name="max"/>; returns whether it held.</summary>
+    private static async Task<bool> EventuallyAsync(Func<bool> condition, TimeSpan max)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > max)
+                return false;
+            await Task.Delay(500);
+        }
+        return true;
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
+    public async Task Vzsdk_mem_daemon_applies_targets_to_a_running_container_follows_a_policy_switch_and_exits_cleanly_on_sigterm()
+    {
+        var limit = 512 * ByteSize.MiB;
+        var c = await StartContainerAsync("mem-daemon", limit);
+        ReadCgroup(c.Id, "memory.limit_in_bytes").Should().Be(limit);
+
+        // The real tool, in its own process (the published Native AOT tool under CI), as an operator runs it.
+        var line = VzsdkTool.StartLine("mem", "daemon", "--policy", "density", "--interval", "1", "--budget", "2G", "--data-root", _root.Path);
+        var psi = new ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        var log = new System.Text.StringBuilder();
+        using var daemon = Process.Start(psi)!;
+        daemon.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
+        daemon.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
+        daemon.BeginOutputReadLine();
+        daemon.BeginErrorReadLine();
+        string Log() { lock (log) return log.ToString(); }
+        try
+        {
+            // Density gives back the idle container's unused allowance: the daemon writes a lower target into its cgroup.
+            (await EventuallyAsync(() => ReadCgroup(c.Id, "memory.limit_in_bytes") < limit, TimeSpan.FromSeconds(60)))
+                .Should().BeTrue("the daemon lowers the idle container's target under density; daemon output: {0}", Log());
+            var applied = ReadCgroup(c.Id, "memory.limit_in_bytes");
+            output.WriteLine($"density: the daemon set the container's target to {applied >> 20} MiB");
+
+            // 'vzsdk mem status' in a third process reports what the daemon applied, and the budget it recorded.
+            var status = await VzsdkTool.RunAsync("mem", "status", "--json", "--data-root", _root.Path);
+            status.ExitCode.Should().Be(0, status.StandardError);
+            output.WriteLine(status.StandardOutput);
+            using (var doc = JsonDocument.Parse(status.StandardOutput))
+            {
+                var s = doc.RootElement;
+                s.GetProperty("policy").GetString().Should().Be("density");
+                s.GetProperty("available").GetInt64().Should().Be(2 * ByteSize.GiB, "status reports the budget the daemon recorded in the ledger");
+                var ve = s.GetProperty("ves").EnumerateArray().Should().ContainSingle().Which;
+                ve.GetProperty("name").GetString().Should().Be("mem-daemon");
+                ve.GetProperty("limit").GetInt64().Should().Be(limit);
+                var target = ve.GetProperty("target").GetInt64();
+                target.Should().BeLessThan(limit, "status reads the lowered target from the cgroup the daemon wrote");
+                target.Should().BeCloseTo(ReadCgroup(c.Id, "memory.limit_in_bytes"), 64 * (ulong)ByteSize.MiB, "the daemon may have moved it a little since");
+            }
+
+            // Switch the policy from another process: the daemon follows at its next tick; static gives the container its whole limit.
+            var policy = await VzsdkTool.RunAsync("mem", "policy", "static", "--data-root", _root.Path);
+            policy.ExitCode.Should().Be(0, policy.StandardError);
+            (await EventuallyAsync(() => ReadCgroup(c.Id, "memory.limit_in_bytes") == limit, TimeSpan.FromSeconds(30)))
+                .Should().BeTrue("the daemon switched to static and restored the container's limit; daemon output: {0}", Log());
+            (await VzsdkTool.RunAsync("mem", "policy", "--data-root", _root.Path)).StandardOutput.Trim().Should().Be("static");
+            daemon.HasExited.Should().BeFalse("the daemon keeps running across the switch; output: {0}", Log());
+        }
+        finally
+        {
+            if (!daemon.HasExited)
+                Virtuozzo.Sdk.Core.Internal.Native.TrySignal(daemon.Id, Virtuozzo.Sdk.Core.Internal.Native.SIGTERM);
+            using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            try { await daemon.WaitForExitAsync(wait.Token); }
+            catch (OperationCanceledException) { daemon.Kill(); }
+        }
+        output.WriteLine(Log());
+        daemon.ExitCode.Should().Be(0, "SIGTERM stops the daemon cleanly; output: {0}", Log());
+        Log().Should().Contain("vzsdk mem daemon: stopped").And.NotContain("Exception");
     }
 }

@@ -77,6 +77,7 @@ internal sealed partial class LocalVmDriver
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             var buffer = new byte[TransferBuffer];
             var lastReport = Stopwatch.StartNew();
+            progress?.Invoke(new VmMigrationSample("copying-disks", 0, total, null, null));
             foreach (var d in c.Disks)
             {
                 var file = new FileStream(s.Paths.DiskPath(d), FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.Asynchronous | FileOptions.SequentialScan);

@@ -258,3 +258,23 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
         exec.StandardOutput.Should().Be("hello from the data disk\nwritten-before-migration\n");
     }
 }
+
+public sealed class MigrationSampleTests
+{
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", Root = true)]
+    public async Task The_migration_sample_moves_its_vm_live_and_back_offline_then_deletes_it()
+    {
+        var guest = await TestGuest.GetAsync();
+        using var source = new TempDirectory("vzsdk-migsample-src");
+        using var destination = new TempDirectory("vzsdk-migsample-dst");
+        var r = await new Virtuozzo.Sdk.Core.Hosts.LocalHost().ExecuteBufferedAsync(new Virtuozzo.Sdk.Core.Processes.Command("dotnet")
+            .WithArguments(Path.Combine(AppContext.BaseDirectory, "MigrationSample.dll"), source.Path, destination.Path, guest.Directory)
+            .WithValidation(Virtuozzo.Sdk.Core.Processes.CommandResultValidation.None).WithTimeout(TimeSpan.FromMinutes(3)));
+        r.ExitCode.Should().Be(0, r.StandardError);
+        r.StandardOutput.Should().MatchRegex(@"web1 moved Online in [0-9:.]+; paused for \d+ ms");
+        r.StandardOutput.Should().MatchRegex(@"web1 moved Offline in [0-9.]+ s: [0-9,]+ bytes of disk images");
+        r.StandardOutput.Should().Contain("web1 is Stopped on the source again").And.Contain("Deleted web1");
+        Directory.GetFileSystemEntries(Path.Combine(source.Path, "private")).Should().BeEmpty();
+        Directory.GetFileSystemEntries(Path.Combine(destination.Path, "private")).Should().BeEmpty("the VM left the destination when it moved back");
+    }
+}

@@ -143,7 +143,7 @@ public class MigrationClient
         try
         {
             var offline = peer as IVmOfflineMigrationPeer ?? throw new UnsupportedOnHostException($"{destination} cannot receive a stopped VM.");
-            outcome = await driver.MigrateOfflineOutAsync(identity.VeId.ToString(), offline, options.KeepSource, report, ct).ConfigureAwait(false);
+            outcome = await driver.MigrateOfflineOutAsync(identity.VeId.ToString(), offline, options.KeepSource, options.MaxBandwidthPerSecond?.Bytes, report, ct).ConfigureAwait(false);
         }
         finally
         {

@@ -85,7 +85,10 @@ public sealed record MigrationOptions
     /// </summary>
     public bool PostCopy { get; init; }
 
-    /// <summary>A limit on the bandwidth the memory copy uses, or null for the emulator's default (128 MiB/s).</summary>
+    /// <summary>
+    /// A limit on the bandwidth the memory copy uses, or null for the emulator's default (128 MiB/s). An offline VM
+    /// migration sends its disk images at most this fast (null: as fast as the network allows).
+    /// </summary>
     public ByteSize? MaxBandwidthPerSecond { get; init; }
 
     internal void Validate()

@@ -44,9 +44,12 @@ public class VmOfflineMigrationTests : IAsyncLifetime
         }
     }
 
-    private async Task<VirtualMachineClient> CreateWithDataDiskAsync(string name)
+    private async Task<VirtualMachineClient> CreateWithDataDiskAsync(string name, int noiseMiB = 0)
     {
-        var disk = await TestGuest.MakeExt4DiskAsync(_source.Root.Path, "data-" + name, 64, new Dictionary<string, string> { ["hello.txt"] = "hello from the data disk\n" });
+        var files = new Dictionary<string, string> { ["hello.txt"] = "hello from the data disk\n" };
+        if (noiseMiB > 0)
+            files["noise.txt"] = Convert.ToBase64String(RandomNumberGenerator.GetBytes(noiseMiB * 3 << 18)); // incompressible, noiseMiB MiB
+        var disk = await TestGuest.MakeExt4DiskAsync(_source.Root.Path, "data-" + name, 64, files);
         await _source.Client.CreateAsync(_source.GuestVm(name) with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
         return _source.Client;
     }
@@ -123,7 +126,7 @@ public class VmOfflineMigrationTests : IAsyncLifetime
     public async Task Refused_or_cancelled_offline_migrations_leave_the_VM_intact_on_the_source_and_nothing_on_the_destination()
     {
         const string name = "omig-fail";
-        var source = await CreateWithDataDiskAsync(name);
+        var source = await CreateWithDataDiskAsync(name, noiseMiB: 4);
         var migrations = new MigrationClient(VirtuozzoRuntime.CreateLocal(_source.SdkOptions));
         var original = await source.GetAsync(name);
         var digests = Digests(original);
@@ -152,15 +155,21 @@ public class VmOfflineMigrationTests : IAsyncLifetime
         await source.KillAsync(name);
         digests = Digests(await source.GetAsync(name)); // the boot changed the images
 
-        // cancelled once the destination is receiving the images
+        // cancelled half-way through the images (sent slowly: 2 MiB/s)
         using var cts = new CancellationTokenSource();
+        long sentAtCancel = 0, imagesTotal = 0;
         var progress = new SyncProgress<MigrationProgress>(p =>
         {
-            if (p.Phase == MigrationPhase.CopyingDisks)
+            if (p.Phase == MigrationPhase.CopyingDisks && p.BytesTransferred > 1 << 20 && !cts.IsCancellationRequested)
+            {
+                (sentAtCancel, imagesTotal) = (p.BytesTransferred, p.BytesTransferred + p.BytesRemaining);
                 cts.Cancel();
+            }
         });
-        var cancelled = () => migrations.MigrateAsync(name, MigrationDestination.ToRuntime(_destinationRuntime), new MigrationOptions { Mode = MigrationMode.Offline }, progress, cts.Token);
+        var cancelled = () => migrations.MigrateAsync(name, MigrationDestination.ToRuntime(_destinationRuntime),
+            new MigrationOptions { Mode = MigrationMode.Offline, MaxBandwidthPerSecond = ByteSize.FromMiB(2) }, progress, cts.Token);
         await cancelled.Should().ThrowAsync<OperationCanceledException>();
+        sentAtCancel.Should().BePositive().And.BeLessThan(imagesTotal, "the cancellation came while the images were on their way");
         (await _destination.ListAsync()).Should().BeEmpty("the destination removed the VM it was receiving");
         DestinationPrivateEntries().Should().BeEmpty("no half-received image is left");
         (await _destinationRuntime.Ledger.GetSnapshotAsync()).Reservations.Should().BeEmpty("the guarantee admitted for the transfer was released");
@@ -211,6 +220,50 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
     private string[] MigrateArgs(string name, params string[] more)
         => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + SecondHost.Address, "--remote-data-root", _host2.DataRoot,
             "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, .. more];
+
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task Killing_an_offline_migration_leaves_the_VM_intact_on_the_source_and_nothing_on_the_second_host()
+    {
+        const string name = "omig-kill";
+        var noise = Convert.ToBase64String(RandomNumberGenerator.GetBytes(6 << 20)); // 8 MiB, incompressible
+        var disk = await TestGuest.MakeExt4DiskAsync(_source.Root.Path, "data", 64, new Dictionary<string, string> { ["noise.txt"] = noise });
+        await _source.Client.CreateAsync(_source.GuestVm(name) with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(16) }, new VmDiskOptions { SourceImagePath = disk }] });
+        var before = await _source.Client.GetAsync(name);
+        var digests = before.Disks.ToDictionary(d => d.Name, d => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(d.ImagePath))));
+
+        // 1 MiB/s: the kill lands while the images are on their way (a half-received image is there)
+        var privateDir = Path.Combine(_host2.DataRoot, "private");
+        var line = VzsdkTool.StartLine(MigrateArgs(name, "--offline", "--max-bandwidth", "1M"));
+        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        using (var p = System.Diagnostics.Process.Start(psi)!)
+        {
+            var seen = DateTime.UtcNow.AddSeconds(30);
+            bool Receiving() => Directory.Exists(privateDir) && Directory.EnumerateFiles(privateDir, "*.partial", SearchOption.AllDirectories).Any(f => new FileInfo(f).Length > 0);
+            while (!Receiving() && !p.HasExited && DateTime.UtcNow < seen)
+                await Task.Delay(50);
+            Receiving().Should().BeTrue("the second host was receiving the images when the source was killed");
+            p.Kill();
+            await p.WaitForExitAsync();
+        }
+
+        var there = new VirtualMachineClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (Directory.Exists(privateDir) && Directory.GetFileSystemEntries(privateDir).Length > 0 && DateTime.UtcNow < deadline)
+            await Task.Delay(200);
+        Directory.GetFileSystemEntries(privateDir).Should().BeEmpty("the second host's agent removed the VM it was receiving when the source went away");
+        (await there.ListAsync()).Should().BeEmpty();
+        var still = await _source.Client.GetAsync(name);
+        still.State.Should().Be(VeState.Stopped);
+        still.Disks.ToDictionary(d => d.Name, d => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(d.ImagePath)))).Should().Equal(digests, "the source's images are untouched");
+
+        // and the next migration goes through
+        var r = await VzsdkTool.RunAsync(MigrateArgs(name, "--json"));
+        r.ExitCode.Should().Be(0, r.StandardError);
+        (await there.GetAsync(name)).State.Should().Be(VeState.Stopped);
+        (await _source.Client.ListAsync()).Should().BeEmpty();
+    }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task vzsdk_migrate_moves_a_stopped_VM_to_another_host_where_it_starts_with_its_disk_intact()

@@ -38,12 +38,17 @@ internal sealed partial class LocalVmDriver
 
     // ------------------------------------------------------------------ source
 
-    /// <summary>Sends the stopped VM to <paramref name="peer"/>; once the destination has it, the source's copy is deleted (or kept).</summary>
-    internal Task<VmMigrationOutcome> MigrateOfflineOutAsync(string nameOrId, IVmOfflineMigrationPeer peer, bool keepSource, Action<VmMigrationSample>? progress, CancellationToken cancellationToken)
-        => WithVmAsync(nameOrId, s => MigrateOfflineOutCoreAsync(s, peer, keepSource, progress, cancellationToken), cancellationToken);
+    /// <summary>
+    /// Sends the stopped VM to <paramref name="peer"/>; once the destination has it, the source's copy is deleted (or
+    /// kept). <paramref name="maxBytesPerSecond"/> limits the rate the images are sent at (null: none).
+    /// </summary>
+    internal Task<VmMigrationOutcome> MigrateOfflineOutAsync(string nameOrId, IVmOfflineMigrationPeer peer, bool keepSource, long? maxBytesPerSecond, Action<VmMigrationSample>? progress, CancellationToken cancellationToken)
+        => WithVmAsync(nameOrId, s => MigrateOfflineOutCoreAsync(s, peer, keepSource, maxBytesPerSecond, progress, cancellationToken), cancellationToken);
 
-    private async Task<VmMigrationOutcome> MigrateOfflineOutCoreAsync(VmSession s, IVmOfflineMigrationPeer peer, bool keepSource, Action<VmMigrationSample>? progress, CancellationToken ct)
+    private async Task<VmMigrationOutcome> MigrateOfflineOutCoreAsync(VmSession s, IVmOfflineMigrationPeer peer, bool keepSource, long? maxBytesPerSecond, Action<VmMigrationSample>? progress, CancellationToken ct)
     {
+        if (maxBytesPerSecond is <= 0)
+            throw new ArgumentOutOfRangeException(nameof(maxBytesPerSecond), maxBytesPerSecond, "The bandwidth limit must be positive.");
         var c = s.Config;
         var sw = Stopwatch.StartNew();
         if (s.Runtime is not null)
@@ -75,8 +80,10 @@ internal sealed partial class LocalVmDriver
             var net = client.GetStream();
             await net.WriteAsync(Convert.FromHexString(endpoint.Token), ct).ConfigureAwait(false);
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            var buffer = new byte[TransferBuffer];
+            // With a limit, chunks of about a tenth of a second's worth, so that the rate stays even.
+            var buffer = new byte[maxBytesPerSecond is { } cap ? (int)Math.Clamp(cap / 10, 4096, TransferBuffer) : TransferBuffer];
             var lastReport = Stopwatch.StartNew();
+            var pace = Stopwatch.StartNew();
             progress?.Invoke(new VmMigrationSample("copying-disks", 0, total, null, null));
             foreach (var d in c.Disks)
             {
@@ -93,6 +100,8 @@ internal sealed partial class LocalVmDriver
                         await net.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
                         left -= n;
                         sent += n;
+                        if (maxBytesPerSecond is { } limit && TimeSpan.FromSeconds((double)sent / limit) - pace.Elapsed is { Ticks: > 0 } ahead)
+                            await Task.Delay(ahead, ct).ConfigureAwait(false);
                         if (lastReport.ElapsedMilliseconds >= 100)
                         {
                             progress?.Invoke(new VmMigrationSample("copying-disks", sent, total - sent, null, null));

@@ -18,11 +18,11 @@ internal static class MigrateCommand
             Description = "ssh://[USER@]HOST[:PORT] (the SDK's vzsdk must be installed there), or the absolute path of another data root on this machine.",
         };
         var online = new Option<bool>("--online") { Description = "Migrate live (the default for a running VE)." };
-        var offline = new Option<bool>("--offline") { Description = "Stop the VE, move it, start it on the destination (not available yet)." };
+        var offline = new Option<bool>("--offline") { Description = "Not live: a container is stopped, moved and started on the destination; a VM must be stopped and stays stopped (the default for a stopped VM)." };
         var requireLive = new Option<bool>("--require-live") { Description = "Fail rather than fall back to a migration that stops the VE (vzmigrate --require-realtime)." };
         var keepSource = new Option<bool>("--keep-source") { Description = "Leave the VE, stopped, on the source." };
         var downtime = new Option<int?>("--downtime") { Description = "The longest pause the switch-over may cost, in milliseconds (default 300)." };
-        var bandwidth = new Option<string?>("--max-bandwidth") { Description = "Limit the memory copy to SIZE per second (e.g. 100M; default QEMU's 128M)." };
+        var bandwidth = new Option<string?>("--max-bandwidth") { Description = "Limit the memory copy (an offline VM: the disk images) to SIZE per second (e.g. 100M; default QEMU's 128M, no limit for disk images)." };
         var postCopy = new Option<bool>("--postcopy") { Description = "Switch to post-copy if pre-copy does not converge (a failure then loses the VE)." };
         var remoteDataRoot = new Option<string?>("--remote-data-root") { Description = "The destination's data root (default: the destination tool's default)." };
         var remoteVzsdk = new Option<string>("--remote-vzsdk") { Description = "The vzsdk program on the destination.", DefaultValueFactory = _ => "vzsdk" };

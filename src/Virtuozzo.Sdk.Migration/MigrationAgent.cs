@@ -128,6 +128,16 @@ public static class MigrationAgent
                 var endpoint = await driver.PrepareIncomingAsync(offer, request.ListenAddress ?? throw new ArgumentException("prepare-vm needs the address to listen on."), ct).ConfigureAwait(false);
                 pending.Add(new VeId(JsonDocument.Parse(offer.ConfigJson).RootElement.GetProperty("id").GetGuid()));
                 return new AgentResponse { Ok = true, Endpoint = endpoint };
+            case "prepare-vm-offline":
+                var offline = request.OfflineOffer ?? throw new ArgumentException("prepare-vm-offline needs an offer.");
+                var target = await driver.PrepareOfflineIncomingAsync(offline, request.ListenAddress ?? throw new ArgumentException("prepare-vm-offline needs the address to listen on."), ct).ConfigureAwait(false);
+                pending.Add(new VeId(JsonDocument.Parse(offline.ConfigJson).RootElement.GetProperty("id").GetGuid()));
+                return new AgentResponse { Ok = true, OfflineEndpoint = target };
+            case "complete-vm-offline":
+                var received = new VeId(request.Id ?? throw new ArgumentException("complete-vm-offline needs an id."));
+                await driver.CompleteOfflineIncomingAsync(received, ct).ConfigureAwait(false);
+                pending.Remove(received);
+                return new AgentResponse { Ok = true };
             case "complete-vm":
                 var done = new VeId(request.Id ?? throw new ArgumentException("complete-vm needs an id."));
                 await driver.CompleteIncomingAsync(done, ct).ConfigureAwait(false);

@@ -52,12 +52,18 @@ public class MigrationClient
     /// <param name="progress">Receives the phase and the bytes moved, about ten times a second.</param>
     /// <param name="cancellationToken">Cancels the migration; the VE keeps running on the source (unless post-copy had begun).</param>
     /// <returns>The mode used, the downtime, the total time and the bytes moved.</returns>
-    /// <remarks>The equivalent of <c>prlctl migrate NAME HOST</c>.</remarks>
     /// <exception cref="NotFoundException">No such VE.</exception>
-    /// <exception cref="InvalidStateException">The VE cannot migrate as asked (not running for a live migration, has snapshots…), or the migration failed (the VE keeps running on the source).</exception>
+    /// <exception cref="InvalidStateException">The VE cannot migrate as asked (not running for a live migration, running or suspended for an offline one, has snapshots for a live one, is a linked clone…), or the migration failed (the VE stays on the source).</exception>
     /// <exception cref="AlreadyExistsException">The destination has a VE with that name or UUID.</exception>
-    /// <exception cref="InsufficientResourcesException">The destination cannot guarantee the VE's memory.</exception>
-    /// <exception cref="UnsupportedOnHostException">The mode is not available (container migration, offline migration) or the destination cannot run the VE's CPU model.</exception>
+    /// <exception cref="InsufficientResourcesException">The destination cannot guarantee the VE's memory, or (offline) has too little disk space.</exception>
+    /// <exception cref="UnsupportedOnHostException">The mode is not available or the destination cannot run the VE's CPU model.</exception>
+    /// <remarks>
+    /// The equivalent of <c>prlctl migrate NAME HOST</c>.
+    /// A stopped VM (or any VM with <see cref="MigrationMode.Offline"/>, which requires it stopped) moves offline: its
+    /// QCOW2 images, internal snapshots included, are streamed to the destination with a SHA-256 check, the destination
+    /// registers it stopped, and only then is the source's copy deleted. Before that, a failure or cancellation leaves
+    /// the VM untouched on the source and nothing on the destination.
+    /// </remarks>
     public virtual Task<MigrationResult> MigrateAsync(VeRef ve, MigrationDestination destination, MigrationOptions? options = null, IProgress<MigrationProgress>? progress = null, CancellationToken cancellationToken = default)
         => SdkTelemetry.TraceAsync(VirtuozzoSdkTelemetry.MigrateOperation, null, ve.IsEmpty ? null : ve.Value, async scope =>
         {
@@ -95,11 +101,16 @@ public class MigrationClient
             ?? throw new NotFoundException($"No container or VM is named '{ve}'.");
         if (identity.Kind == VeKind.Container)
             return await MigrateContainerAsync(runtime, identity.VeId, destination, options, progress, cancellationToken).ConfigureAwait(false);
-        if (options.Mode == MigrationMode.Offline)
-            throw new UnsupportedOnHostException("Offline migration of VMs is not available yet; migrate the VM while it runs (Mode = Online).");
-
         var driver = runtime.GetDriver<IVmDriver>(VeKind.Vm, rt => VirtualMachineClient.CreateDriver(rt, new VirtualMachineClientOptions())) as LocalVmDriver
-            ?? throw new UnsupportedOnHostException("This runtime's VMs cannot migrate live.");
+            ?? throw new UnsupportedOnHostException("This runtime's VMs cannot migrate.");
+        if (options.Mode == MigrationMode.Offline)
+            return await MigrateVmOfflineAsync(driver, identity, destination, options, "an offline migration was asked for", progress, cancellationToken).ConfigureAwait(false);
+        if (options.Mode == MigrationMode.Auto)
+        {
+            var state = (await driver.GetAsync(identity.VeId.ToString(), cancellationToken).ConfigureAwait(false)).State;
+            if (state is VeState.Stopped or VeState.Suspended)
+                return await MigrateVmOfflineAsync(driver, identity, destination, options, "the VM is stopped: its disks and configuration moved, and it stays stopped", progress, cancellationToken).ConfigureAwait(false);
+        }
         var settings = new VmMigrationSettings
         {
             DowntimeLimit = options.DowntimeLimit,
@@ -125,6 +136,26 @@ public class MigrationClient
         return new MigrationResult(outcome.Id, outcome.Name, VeKind.Vm, MigrationMode.Online,
             options.Mode == MigrationMode.Auto ? "the VM is running: it migrated live" : "a live migration was asked for",
             outcome.Downtime, outcome.TotalTime, outcome.DiskBytes, outcome.MemoryBytes, outcome.PostCopyUsed);
+    }
+
+    private async Task<MigrationResult> MigrateVmOfflineAsync(LocalVmDriver driver, Virtuozzo.Sdk.Core.State.VeIdentity identity, MigrationDestination destination, MigrationOptions options, string reason, IProgress<MigrationProgress>? progress, CancellationToken ct)
+    {
+        _logger?.LogInformation("Migrating the stopped VM {Name} to {Destination}", identity.Name, destination);
+        Action<VmMigrationSample>? report = progress is null ? null : s => progress.Report(new MigrationProgress(PhaseOf(s.Phase), s.Transferred, s.Remaining));
+        var peer = await destination.CreateVmPeerAsync(_logger!, ct).ConfigureAwait(false);
+        VmMigrationOutcome outcome;
+        try
+        {
+            var offline = peer as IVmOfflineMigrationPeer ?? throw new UnsupportedOnHostException($"{destination} cannot receive a stopped VM.");
+            outcome = await driver.MigrateOfflineOutAsync(identity.VeId.ToString(), offline, options.KeepSource, options.MaxBandwidthPerSecond?.Bytes, report, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (peer is IAsyncDisposable disposable)
+                await disposable.DisposeAsync().ConfigureAwait(false);
+        }
+        _logger?.LogInformation("VM {Name} migrated offline in {Total} ({Bytes} bytes of disk images)", identity.Name, outcome.TotalTime, outcome.DiskBytes);
+        return new MigrationResult(outcome.Id, outcome.Name, VeKind.Vm, MigrationMode.Offline, reason, TimeSpan.Zero, outcome.TotalTime, outcome.DiskBytes, 0, false);
     }
 
     private async Task<MigrationResult> MigrateContainerAsync(VirtuozzoRuntime runtime, VeId id, MigrationDestination destination, MigrationOptions options, IProgress<MigrationProgress>? progress, CancellationToken ct)

@@ -8,7 +8,8 @@ public enum MigrationMode
     /// <summary>
     /// Live when possible. A container whose processes cannot travel (CRIU not usable on either host) moves by a restart
     /// instead, reported in <see cref="MigrationResult.Mode"/> and <see cref="MigrationResult.Reason"/>, unless
-    /// <see cref="MigrationOptions.RequireLive"/> is set.
+    /// <see cref="MigrationOptions.RequireLive"/> is set. A stopped VM moves offline (it is not stopped by the migration,
+    /// so <see cref="MigrationOptions.RequireLive"/> does not forbid that).
     /// </summary>
     Auto,
 
@@ -16,8 +17,10 @@ public enum MigrationMode
     Online,
 
     /// <summary>
-    /// The VE is stopped on the source and started on the destination: a restart migration (containers; for VMs not
-    /// available yet). Its disk is still copied while it runs, so it is stopped only for the last changes.
+    /// Not live. A container is stopped on the source and started on the destination (a restart migration); its disk is
+    /// still copied while it runs, so it is stopped only for the last changes. A VM must be stopped already: its disk
+    /// images (with their internal snapshots) and configuration move, and it is registered on the destination, stopped.
+    /// <see cref="Auto"/> chooses this for a stopped VM.
     /// </summary>
     Offline,
 }
@@ -82,7 +85,10 @@ public sealed record MigrationOptions
     /// </summary>
     public bool PostCopy { get; init; }
 
-    /// <summary>A limit on the bandwidth the memory copy uses, or null for the emulator's default (128 MiB/s).</summary>
+    /// <summary>
+    /// A limit on the bandwidth the memory copy uses, or null for the emulator's default (128 MiB/s). An offline VM
+    /// migration sends its disk images at most this fast (null: as fast as the network allows).
+    /// </summary>
     public ByteSize? MaxBandwidthPerSecond { get; init; }
 
     internal void Validate()
@@ -93,6 +99,8 @@ public sealed record MigrationOptions
             throw new ArgumentOutOfRangeException(nameof(MaxBandwidthPerSecond), bw, "The bandwidth limit must be positive.");
         if (!Enum.IsDefined(Mode))
             throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "Unknown migration mode.");
+        if (Mode == MigrationMode.Offline && RequireLive)
+            throw new ArgumentException("Mode = Offline and RequireLive exclude each other.", nameof(RequireLive));
     }
 }
 
@@ -103,11 +111,11 @@ public sealed record MigrationOptions
 /// <param name="Mode">How it moved.</param>
 /// <param name="Reason">Why that mode was used.</param>
 /// <param name="Downtime">
-/// How long the VE did not run: for a VM the pause at the switch-over, as the emulator measured it; for a container the
-/// time from the freeze (or stop) to running on the destination.
+/// How long the VE did not run: for a VM the pause at the switch-over, as the emulator measured it (zero for a stopped VM
+/// migrated offline: it was not running); for a container the time from the freeze (or stop) to running on the destination.
 /// </param>
 /// <param name="TotalTime">From the first check to the VE running on the destination.</param>
-/// <param name="DiskBytes">Disk bytes copied.</param>
+/// <param name="DiskBytes">Disk bytes copied (for a VM migrated offline, the size of its image files, snapshots included).</param>
 /// <param name="MemoryBytes">Memory bytes sent (a VM's pages dirtied again are counted again; a container's CRIU images).</param>
 /// <param name="PostCopyUsed">Whether the migration switched to post-copy.</param>
 /// <remarks>

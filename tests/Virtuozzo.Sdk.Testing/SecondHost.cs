@@ -23,7 +23,14 @@ public sealed class SecondHost : IAsyncDisposable
 
     private int _subnet;
 
+    /// <summary>
+    /// Every second host has the same addresses (10.214.7.1/24 on this machine's end of its veth): two at once would
+    /// share a subnet on two links and route each other's traffic astray, so test classes in parallel take turns.
+    /// </summary>
+    private static readonly SemaphoreSlim OneAtATime = new(1, 1);
+
     private readonly TempDirectory _dir = new("vzsdk-host2");
+    private bool _holdsTurn;
     private readonly string _suffix = Guid.NewGuid().ToString("N")[..6];
     private Process? _sshd;
 
@@ -82,7 +89,8 @@ public sealed class SecondHost : IAsyncDisposable
     /// <param name="hidden">Paths of this machine the second host must not see.</param>
     public static async Task<SecondHost> StartAsync(string[] vzsdk, params string[] hidden)
     {
-        var h = new SecondHost();
+        await OneAtATime.WaitAsync();
+        var h = new SecondHost { _holdsTurn = true };
         try
         {
             await h.SetUpAsync(vzsdk, hidden);
@@ -233,6 +241,11 @@ public sealed class SecondHost : IAsyncDisposable
         {
             try { Directory.Delete(d, recursive: true); }
             catch (IOException) { }
+        }
+        if (_holdsTurn)
+        {
+            _holdsTurn = false;
+            OneAtATime.Release();
         }
         return ValueTask.CompletedTask;
     }

@@ -13,6 +13,8 @@ internal sealed record AgentRequest
 
     public VmMigrationOffer? Offer { get; init; }
 
+    public VmOfflineOffer? OfflineOffer { get; init; }
+
     public Containers.Runtime.ContainerMigrationOffer? ContainerOffer { get; init; }
 
     public bool Live { get; init; }
@@ -29,6 +31,8 @@ internal sealed record AgentResponse
     public bool Ok { get; init; }
 
     public VmIncomingEndpoint? Endpoint { get; init; }
+
+    public VmOfflineEndpoint? OfflineEndpoint { get; init; }
 
     public Containers.Runtime.ContainerIncomingEndpoint? ContainerEndpoint { get; init; }
 
@@ -72,7 +76,8 @@ internal sealed record AgentResponse
 
 internal static class AgentProtocol
 {
-    public const int Version = 1;
+    // 2: offline VM migration (prepare-vm-offline, complete-vm-offline).
+    public const int Version = 2;
 }
 
 [JsonSerializable(typeof(AgentRequest))]

@@ -15,7 +15,7 @@ namespace Virtuozzo.Sdk.Migration.Internal;
 /// answering one JSON request per line. Disks and memory do not pass through SSH: they go straight to the addresses the
 /// destination's emulator listens on.
 /// </summary>
-internal sealed class SshPeer : IVmMigrationPeer, IContainerMigrationPeer, IAsyncDisposable
+internal sealed class SshPeer : IVmOfflineMigrationPeer, IContainerMigrationPeer, IAsyncDisposable
 {
     private readonly SshHost _host;
     private readonly string _listenAddress;
@@ -84,6 +84,12 @@ internal sealed class SshPeer : IVmMigrationPeer, IContainerMigrationPeer, IAsyn
     public Task CompleteAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "complete-vm", Id = id.Value }, cancellationToken);
 
     public Task AbortAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "abort-vm", Id = id.Value }, cancellationToken);
+
+    public async Task<VmOfflineEndpoint> PrepareOfflineAsync(VmOfflineOffer offer, CancellationToken cancellationToken)
+        => (await CallAsync(new AgentRequest { Op = "prepare-vm-offline", OfflineOffer = offer, ListenAddress = _listenAddress }, cancellationToken).ConfigureAwait(false)).OfflineEndpoint
+            ?? throw new InvalidStateException($"The migration agent on {_host.Name} gave no address to send the disks to.");
+
+    public Task CompleteOfflineAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "complete-vm-offline", Id = id.Value }, cancellationToken);
 
     public async Task<ContainerIncomingEndpoint> PrepareContainerAsync(ContainerMigrationOffer offer, CancellationToken cancellationToken)
         => (await CallAsync(new AgentRequest { Op = "prepare-ct", ContainerOffer = offer, ListenAddress = _listenAddress }, cancellationToken).ConfigureAwait(false)).ContainerEndpoint

@@ -61,3 +61,28 @@ internal interface IVmMigrationPeer
     /// <summary>Gives up: kills the waiting emulator and removes everything <see cref="PrepareAsync"/> made.</summary>
     Task AbortAsync(VeId id, CancellationToken cancellationToken);
 }
+
+/// <summary>What the source tells the destination about a stopped VM it is about to send (an offline migration).</summary>
+/// <param name="ConfigJson">The VM's configuration document (same UUID, name, hardware and snapshots).</param>
+/// <param name="DiskFiles">The size in bytes of each disk's image file (disk name → bytes), sent in the config's disk order.</param>
+/// <param name="GuaranteeBytes">The memory the destination must be able to guarantee, checked before anything moves.</param>
+internal sealed record VmOfflineOffer(string ConfigJson, Dictionary<string, long> DiskFiles, long GuaranteeBytes);
+
+/// <summary>Where the destination receives a stopped VM's disk images: one TCP connection that opens with the token.</summary>
+/// <param name="Host">The address the destination listens on.</param>
+/// <param name="Port">Its port.</param>
+/// <param name="Token">A one-off secret (hex) the source sends first, so that no other client can write the VM's disks.</param>
+internal sealed record VmOfflineEndpoint(string Host, int Port, string Token);
+
+/// <summary>The destination of an offline VM migration, as the source's driver sees it (<see cref="IVmMigrationPeer.AbortAsync"/> gives up).</summary>
+internal interface IVmOfflineMigrationPeer : IVmMigrationPeer
+{
+    /// <summary>
+    /// Checks the offer (name and UUID free, files the VM boots from present, memory guarantee and disk space available),
+    /// registers the VM as being received and starts listening for its disk images. A refusal leaves nothing behind.
+    /// </summary>
+    Task<VmOfflineEndpoint> PrepareOfflineAsync(VmOfflineOffer offer, CancellationToken cancellationToken);
+
+    /// <summary>The images have been sent: the destination checks them and registers the VM, stopped.</summary>
+    Task CompleteOfflineAsync(VeId id, CancellationToken cancellationToken);
+}

@@ -409,9 +409,11 @@ internal sealed partial class LocalVmDriver
             return true;
         }, cancellationToken);
 
-    /// <summary>Gives up receiving a VM: kills its emulator and removes it (nothing of it remains on this host).</summary>
+    /// <summary>Gives up receiving a VM (live or stopped): kills its emulator or stops receiving its disks, and removes it (nothing of it remains on this host).</summary>
     internal async Task AbortIncomingAsync(VeId id, CancellationToken cancellationToken)
     {
+        if (await AbortOfflineIncomingAsync(id).ConfigureAwait(false))
+            return;
         if (await _registry.FindAsync(id.ToString(), cancellationToken).ConfigureAwait(false) is null)
             return;
         using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);

@@ -24,8 +24,9 @@ public sealed class SecondHost : IAsyncDisposable
     private int _subnet;
 
     /// <summary>
-    /// Every second host has the same addresses (10.214.7.1/24 on this machine's end of its veth): two at once would
-    /// share a subnet on two links and route each other's traffic astray, so test classes in parallel take turns.
+    /// Test classes of one process take turns: a second host is a whole machine's worth of namespaces, sshd and emulator
+    /// load, and the migration tests time their transfers. (Second hosts of different processes, such as the panel's and
+    /// the integration tests' assemblies, run side by side on subnets of their own: <see cref="ClaimSubnet"/>.)
     /// </summary>
     private static readonly SemaphoreSlim OneAtATime = new(1, 1);
 

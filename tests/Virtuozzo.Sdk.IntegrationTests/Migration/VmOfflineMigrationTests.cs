@@ -218,7 +218,7 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
     }
 
     private string[] MigrateArgs(string name, params string[] more)
-        => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + SecondHost.Address, "--remote-data-root", _host2.DataRoot,
+        => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + _host2.Address, "--remote-data-root", _host2.DataRoot,
             "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, .. more];
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
@@ -282,7 +282,7 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
         var squatter = await there.CreateAsync(_source.GuestVm(name));
         var refused = await VzsdkTool.RunAsync(MigrateArgs(name, "--offline"));
         refused.ExitCode.Should().NotBe(0);
-        refused.StandardError.Should().Contain(name).And.Contain(SecondHost.Address);
+        refused.StandardError.Should().Contain(name).And.Contain(_host2.Address);
         (await there.ListAsync()).Select(v => v.Id).Should().Equal([squatter.Id]);
         (await _source.Client.GetAsync(name)).State.Should().Be(VeState.Stopped, "the VM stays on the source");
         (await there.DeleteAsync(name)).Should().BeTrue();

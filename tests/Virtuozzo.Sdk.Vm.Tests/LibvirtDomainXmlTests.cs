@@ -197,4 +197,35 @@ public sealed class LibvirtDomainXmlTests
         LibvirtVmDriver.UsageOf(info, new Dictionary<string, object> { ["balloon.rss"] = 10L }, DateTimeOffset.UnixEpoch).MemoryUsedBytes.Should().Be(10240);
         LibvirtVmDriver.UsageOf(info with { State = VeState.Stopped }, fields, DateTimeOffset.UnixEpoch).MemoryUsedBytes.Should().BeNull();
     }
+
+    [Fact]
+    public void A_change_to_a_stopped_VMs_definition_edits_the_xml_libvirt_keeps()
+    {
+        var d = XDocument.Parse(DomainXml.Build(Config(), Placement())).Root!;
+        d.Element("devices")!.Add(XElement.Parse(DomainXml.Dimm(256L << 20)));
+
+        LibvirtVmDriver.ApplyToDefinition(d, new VmSetOptions
+        {
+            MemorySize = ByteSize.FromGiB(2), Cpus = 3, CpuMask = "", CpuLimitPercent = 0, MemoryGuaranteePercent = 10, CdromImagePath = "/tmp",
+        }, running: false, hostMemory: 16L << 30);
+        var m = DomainXml.Parse(d.ToString());
+        (m.MemoryBytes, m.CurrentMemoryBytes, m.DimmBytes).Should().Be((2L << 30, 2L << 30, 0L), "a stopped VM's DIMMs fold into its boot RAM");
+        d.Element("cpu")!.Element("numa")!.Element("cell")!.Attribute("memory")!.Value.Should().Be((2L * 1024 * 1024).ToString());
+        (m.Cpus, m.MaxCpus, m.CpuMask, m.CpuLimitPercent, m.MemoryGuaranteePercent).Should().Be((3, 4, (string?)null, (int?)null, 10));
+        d.Element("cputune").Should().BeNull("an empty cputune is removed");
+        m.CdromImagePath.Should().Be("/tmp");
+
+        LibvirtVmDriver.ApplyToDefinition(d, new VmSetOptions { MemoryHotplug = false, CdromImagePath = "" }, running: false, hostMemory: 16L << 30);
+        m = DomainXml.Parse(d.ToString());
+        (m.MaxMemoryBytes, m.CdromImagePath).Should().Be(((long?)null, (string?)null));
+        d.Element("cpu")!.Element("numa").Should().BeNull();
+
+        LibvirtVmDriver.ApplyToDefinition(d, new VmSetOptions { MemoryHotplug = true, Cpus = 1, MemorySize = ByteSize.FromGiB(1) }, running: true, hostMemory: 16L << 30);
+        m = DomainXml.Parse(d.ToString());
+        (m.MaxMemoryBytes is > 0, m.MemoryBytes, m.Cpus).Should().Be((true, 2L << 30, 3), "a running VM's memory and vCPUs change live, not here; hotplug applies at its next start");
+        FluentActions.Invoking(() => LibvirtVmDriver.ApplyToDefinition(XDocument.Parse(DomainXml.Build(
+                VmConfigRules.FromCreateOptions(new VmCreateOptions { Name = new VeName("small"), MemorySize = ByteSize.FromMiB(512) }, Guid.NewGuid(), DateTimeOffset.UtcNow, 8, 16L << 30),
+                Placement())).Root!, new VmSetOptions { MemoryHotplug = true }, running: false, hostMemory: 16L << 30))
+            .Should().Throw<ArgumentException>().WithMessage("*hotplug needs*");
+    }
 }

@@ -146,6 +146,12 @@ public sealed class LibvirtVmTests(LibvirtFixture env)
         x.Element("cputune")!.Element("global_quota")!.Value.Should().Be("50000");
         var info = await env.Vms.GetAsync(renamed);
         (info.MemorySize, info.Cpus, info.CpuLimitPercent, info.MemoryGuaranteePercent).Should().Be((ByteSize.FromMiB(640), (int?)1, (int?)50, 30));
+        var hotplug = await env.Vms.SetAsync(renamed, new VmSetOptions { MemoryHotplug = true, MemorySize = ByteSize.FromGiB(1) });
+        (hotplug.MemoryHotplug, hotplug.MemorySize).Should().Be((true, ByteSize.FromGiB(1)));
+        x = XDocument.Parse((await LibvirtFixture.Virsh("dumpxml", "--inactive", renamed)).Output).Root!;
+        x.Element("maxMemory")!.Attribute("slots").Should().NotBeNull();
+        x.Element("cpu")!.Element("numa")!.Element("cell")!.Attribute("memory")!.Value.Should().Be((1024 * 1024).ToString());
+        (await env.Vms.SetAsync(renamed, new VmSetOptions { MemoryHotplug = false })).MemoryHotplug.Should().BeFalse();
         (await env.Vms.DeleteAsync(renamed)).Should().BeTrue();
     }
 

@@ -69,32 +69,35 @@ internal sealed partial class LibvirtVmDriver
     }
 
     /// <summary>Applies a change to a domain's persistent XML. For a running VM, memory and vCPUs were changed live already.</summary>
-    private static void ApplyToDefinition(XElement d, VmSetOptions o, bool running, long hostMemory)
+    internal static void ApplyToDefinition(XElement d, VmSetOptions o, bool running, long hostMemory)
     {
         if (o.MemoryGuaranteePercent is { } pct)
             DomainXml.SetGuarantee(d, pct);
         var vcpu = d.Element("vcpu") ?? DomainXml.SetElement(d, "vcpu", 1, "currentMemory");
         var maxCpus = int.Parse(vcpu.Value, CultureInfo.InvariantCulture);
+        // Memory hotplug is switched in the definition only (for a running VM: from its next start), as on the local runtime.
+        if (o.MemoryHotplug is { } hp)
+        {
+            var memory = long.Parse(d.Element("memory")!.Value, CultureInfo.InvariantCulture) * 1024;
+            if (!running && o.MemorySize is { } resized)
+                memory = resized.Bytes; // a stopped VM takes its new size in the same change
+            if (hp && d.Element("maxMemory") is null)
+            {
+                if (memory < VmDefaults.MemoryHotplugMinimum.Bytes)
+                    throw new ArgumentException($"Memory hotplug needs a VM of at least {VmDefaults.MemoryHotplugMinimum.ToHumanString()}.", nameof(o));
+                var max = VmConfigRules.DefaultMaxMemory(Math.Max(memory, o.MemorySize?.Bytes ?? 0), hostMemory);
+                d.Element("memory")!.AddBeforeSelf(new XElement("maxMemory", new XAttribute("slots", VmDefaults.MemorySlots), new XAttribute("unit", "KiB"), Kib(max)));
+                EnsureNumaCell(d, maxCpus, memory);
+            }
+            else if (!hp)
+            {
+                d.Element("maxMemory")?.Remove();
+                d.Element("cpu")?.Element("numa")?.Remove();
+                d.Element("devices")?.Elements("memory").Where(e => (string?)e.Attribute("model") == "dimm").Remove();
+            }
+        }
         if (!running)
         {
-            if (o.MemoryHotplug is { } hp)
-            {
-                var memory = long.Parse(d.Element("memory")!.Value, CultureInfo.InvariantCulture) * 1024;
-                if (hp && d.Element("maxMemory") is null)
-                {
-                    if (memory < VmDefaults.MemoryHotplugMinimum.Bytes)
-                        throw new ArgumentException($"Memory hotplug needs a VM of at least {VmDefaults.MemoryHotplugMinimum.ToHumanString()}.", nameof(o));
-                    var max = VmConfigRules.DefaultMaxMemory(Math.Max(memory, o.MemorySize?.Bytes ?? 0), hostMemory);
-                    d.Element("memory")!.AddBeforeSelf(new XElement("maxMemory", new XAttribute("slots", VmDefaults.MemorySlots), new XAttribute("unit", "KiB"), Kib(max)));
-                    EnsureNumaCell(d, maxCpus, memory);
-                }
-                else if (!hp)
-                {
-                    d.Element("maxMemory")?.Remove();
-                    d.Element("cpu")?.Element("numa")?.Remove();
-                    d.Element("devices")?.Elements("memory").Where(e => (string?)e.Attribute("model") == "dimm").Remove();
-                }
-            }
             if (o.MemorySize is { } mem)
             {
                 // A stopped VM's memory is its boot RAM: DIMMs plugged while it ran fold into it.

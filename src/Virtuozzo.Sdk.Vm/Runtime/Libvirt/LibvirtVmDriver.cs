@@ -295,6 +295,9 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
                 await DestroyAsync(dom, s.Model.Name, cancellationToken).ConfigureAwait(false);
                 return VeStopMethod.Killed;
             }
+            // A paused guest cannot hear a power-off request: it runs again first.
+            if (s.Summary.State == LibvirtDomainState.Paused)
+                await dom.CallAsync(virDomainResume, $"Resuming the VM {s.Model.Name} to stop it", cancellationToken).ConfigureAwait(false);
             var timeout = options.Timeout ?? VeStopOptions.DefaultVmTimeout;
             var deadline = DateTimeOffset.UtcNow + timeout;
             // The guest tools first (a clean power-off that needs no ACPI support), then the power button.

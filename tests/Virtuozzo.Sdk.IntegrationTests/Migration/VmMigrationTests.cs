@@ -12,37 +12,8 @@ namespace Virtuozzo.Sdk.IntegrationTests.Migration;
 /// Live migration of the test guest between two local runtimes with separate data roots: disks and memory travel over
 /// TCP (NBD and the emulator's migration stream), never through the file system.
 /// </summary>
-public class VmMigrationTests : IAsyncLifetime
+public class VmMigrationTests() : TwoLocalRuntimes("vzsdk-mig-dst")
 {
-    private readonly VmTestEnvironment _source = new();
-    private readonly TempDirectory _destinationRoot = new("vzsdk-mig-dst");
-    private VirtuozzoRuntime _destinationRuntime = null!;
-    private VirtualMachineClient _destination = null!;
-
-    public async Task InitializeAsync()
-    {
-        await _source.InitializeAsync();
-        _destinationRuntime = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _destinationRoot.Path, LockTimeout = TimeSpan.FromSeconds(90) });
-        _destination = new VirtualMachineClient(_destinationRuntime);
-    }
-
-    public async Task DisposeAsync()
-    {
-        try
-        {
-            foreach (var vm in await _destination.ListAsync())
-            {
-                if (vm.State != VeState.Stopped)
-                    await _destination.KillAsync(vm.Id.ToString());
-            }
-        }
-        finally
-        {
-            _destinationRoot.Dispose();
-            await _source.DisposeAsync();
-        }
-    }
-
     private async Task<(MigrationClient Migrations, VirtualMachineClient Vms)> BootAsync(string name)
     {
         var runtime = VirtuozzoRuntime.CreateLocal(_source.SdkOptions);
@@ -66,19 +37,6 @@ public class VmMigrationTests : IAsyncLifetime
         });
         r.ExitCode.Should().Be(0, r.StandardError);
         return r.StandardOutput.Trim();
-    }
-
-    private static async Task<string> ShAsync(VirtualMachineClient vms, string name, string script)
-    {
-        var r = await vms.ExecAsync(name, new VeExecOptions { Command = ["/bin/sh", "-c", script], Timeout = TimeSpan.FromSeconds(30) });
-        r.ExitCode.Should().Be(0, "'{0}' should succeed in the guest; stderr: {1}", script, r.StandardError);
-        return r.StandardOutput;
-    }
-
-    private string[] DestinationPrivateEntries()
-    {
-        var dir = Path.Combine(_destinationRoot.Path, "private");
-        return Directory.Exists(dir) ? Directory.GetFileSystemEntries(dir) : [];
     }
 
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", Root = true)]

@@ -13,37 +13,8 @@ namespace Virtuozzo.Sdk.IntegrationTests.Migration;
 /// Offline migration of a stopped VM between two local runtimes with separate data roots: its disk images travel over
 /// TCP, never through the file system, and it arrives stopped.
 /// </summary>
-public class VmOfflineMigrationTests : IAsyncLifetime
+public class VmOfflineMigrationTests() : TwoLocalRuntimes("vzsdk-omig-dst")
 {
-    private readonly VmTestEnvironment _source = new();
-    private readonly TempDirectory _destinationRoot = new("vzsdk-omig-dst");
-    private VirtuozzoRuntime _destinationRuntime = null!;
-    private VirtualMachineClient _destination = null!;
-
-    public async Task InitializeAsync()
-    {
-        await _source.InitializeAsync();
-        _destinationRuntime = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _destinationRoot.Path, LockTimeout = TimeSpan.FromSeconds(90) });
-        _destination = new VirtualMachineClient(_destinationRuntime);
-    }
-
-    public async Task DisposeAsync()
-    {
-        try
-        {
-            foreach (var vm in await _destination.ListAsync())
-            {
-                if (vm.State != VeState.Stopped)
-                    await _destination.KillAsync(vm.Id.ToString());
-            }
-        }
-        finally
-        {
-            _destinationRoot.Dispose();
-            await _source.DisposeAsync();
-        }
-    }
-
     private async Task<VirtualMachineClient> CreateWithDataDiskAsync(string name, int noiseMiB = 0)
     {
         var files = new Dictionary<string, string> { ["hello.txt"] = "hello from the data disk\n" };
@@ -54,25 +25,12 @@ public class VmOfflineMigrationTests : IAsyncLifetime
         return _source.Client;
     }
 
-    private static async Task<string> ShAsync(VirtualMachineClient vms, string name, string script)
-    {
-        var r = await vms.ExecAsync(name, new VeExecOptions { Command = ["/bin/sh", "-c", script], Timeout = TimeSpan.FromSeconds(30) });
-        r.ExitCode.Should().Be(0, "'{0}' should succeed in the guest; stderr: {1}", script, r.StandardError);
-        return r.StandardOutput;
-    }
-
     private static async Task BootAndRunAsync(VirtualMachineClient vms, string name, string script)
     {
         await vms.StartAsync(name);
         await vms.WaitForGuestToolsAsync(name, TimeSpan.FromSeconds(90));
         await ShAsync(vms, name, script);
         (await vms.StopAsync(name)).Should().NotBe(VeStopMethod.Killed, "the guest shuts down cleanly");
-    }
-
-    private string[] DestinationPrivateEntries()
-    {
-        var dir = Path.Combine(_destinationRoot.Path, "private");
-        return Directory.Exists(dir) ? Directory.GetFileSystemEntries(dir) : [];
     }
 
     private static Dictionary<string, string> Digests(VmInfo vm)

@@ -36,12 +36,10 @@ public class BackupClient
     internal const string BitmapPrefix = ChangeTracking.BitmapPrefix;
     private const string PendingBitmap = BitmapPrefix + "pending";
     private readonly VirtuozzoRuntime? _runtime;
-    private readonly LocalContainerDriver _containers;
-    private readonly LocalVmDriver _vms;
     private readonly StateStore _store;
     private readonly string _location;
     private readonly ILogger _logger;
-    private readonly LocalLiveBackupSource _live;
+    private readonly IBackupSource _live;
     private readonly Runtime.Virtuozzo.VirtuozzoBackups? _node;
 
     /// <summary>
@@ -57,36 +55,35 @@ public class BackupClient
             // A Virtuozzo node keeps its own backups (prlctl backup); this client delegates to it.
             _runtime = runtime;
             _node = new Runtime.Virtuozzo.VirtuozzoBackups(runtime);
-            _containers = null!;
-            _vms = null!;
             _store = runtime.Store;
             _location = _node.Location;
             _logger = runtime.CreateLogger<BackupClient>();
             _live = null!;
             return;
         }
-        if (runtime.Kind == RuntimeKind.Libvirt)
-            throw new UnsupportedOnHostException(
-                "Backups are not supported by the libvirt runtime yet: the SDK's backup repository is built on the local runtime's disks " +
-                "and libvirt's push-mode backup (virDomainBackupBegin) is not wired to it. Snapshots work (VirtualMachineClient.CreateSnapshotAsync).");
-        if (runtime.Kind != RuntimeKind.Local)
+        if (runtime.Kind is not (RuntimeKind.Local or RuntimeKind.Libvirt))
             throw new UnsupportedOnHostException($"Backups are not available on the {runtime.Kind} runtime yet.");
         _runtime = runtime;
-        // The local runtime's backup sources and restore targets are its container and VM drivers (shared with the
-        // runtime's other clients: one ledger, one registry).
-        _containers = (LocalContainerDriver)runtime.GetDriver<Containers.Runtime.IContainerDriver>(VeKind.Container, ContainerClient.CreateDriver);
-        _vms = (LocalVmDriver)runtime.GetDriver<Vm.Runtime.IVmDriver>(VeKind.Vm, rt => VirtualMachineClient.CreateDriver(rt, new VirtualMachineClientOptions()));
         _store = runtime.Store;
         _location = Path.GetFullPath(options?.Location ?? _store.BackupsDirectory);
         _logger = runtime.CreateLogger<BackupClient>();
-        _live = new LocalLiveBackupSource(runtime, _containers, _vms, _logger);
+        // The runtime's VM driver (and the local runtime's container driver) are the backup's sources and restore
+        // targets, shared with the runtime's other clients: one ledger, one registry, one lock per VE.
+        var vms = runtime.GetDriver<Vm.Runtime.IVmDriver>(VeKind.Vm, rt => VirtualMachineClient.CreateDriver(rt, new VirtualMachineClientOptions()));
+        if (runtime.Kind == RuntimeKind.Libvirt)
+        {
+            if (!runtime.RequireLibvirt().IsLocal)
+                throw new UnsupportedOnHostException($"Backups on the libvirt runtime need a local URI ({runtime.RequireLibvirt().Uri} is remote): the backup location and the disks must be on this machine.");
+            _live = new Runtime.Libvirt.LibvirtBackupSource(runtime, (Vm.Runtime.Libvirt.LibvirtVmDriver)vms, _logger);
+            return;
+        }
+        var containers = (LocalContainerDriver)runtime.GetDriver<Containers.Runtime.IContainerDriver>(VeKind.Container, ContainerClient.CreateDriver);
+        _live = new LocalLiveBackupSource(runtime, containers, (LocalVmDriver)vms, _logger);
     }
 
     /// <summary>For mocking frameworks: a client with no runtime behind it.</summary>
     protected BackupClient()
     {
-        _containers = null!;
-        _vms = null!;
         _store = null!;
         _location = string.Empty;
         _logger = NullLogger.Instance;
@@ -116,7 +113,7 @@ public class BackupClient
     private async Task<VeIdentity> ResolveAsync(string nameOrId, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(nameOrId);
-        return await _runtime!.Registry.FindAsync(nameOrId.Trim(), ct).ConfigureAwait(false)
+        return await _runtime!.Inventory.FindAsync(nameOrId.Trim(), ct).ConfigureAwait(false)
                ?? throw new NotFoundException($"There is no container or VM named '{nameOrId}'.");
     }
 
@@ -178,13 +175,12 @@ public class BackupClient
             Dictionary<string, string> digests;
             if (subject.Running)
             {
-                (consistency, digests) = await _live.BackupRunningAsync(subject, targets, parent, options, progress, cancellationToken).ConfigureAwait(false);
+                (consistency, digests) = await _live.BackupRunningAsync(subject, targets, parent, newIdTask, options, progress, cancellationToken).ConfigureAwait(false);
             }
             else
             {
                 consistency = "stopped: read directly";
-                foreach (var d in subject.Disks)
-                    File.Delete(LocalLiveBackupSource.FleeceFile(d)); // left by a backup killed while the VE ran, then stopped
+                _live.PrepareStopped(subject);
                 digests = BackupStopped(subject, targets, parent, options.Compression, progress, unflushed, cancellationToken);
             }
             var newId = await newIdTask.ConfigureAwait(false);
@@ -276,6 +272,24 @@ public class BackupClient
             BackingFormat = parent is null ? null : "qcow2",
         }, new Qcow2OpenOptions { CacheMode = Qcow2CacheMode.Unsafe });
 
+    /// <summary>
+    /// A full backup of one disk: a compressed convert of the whole image (read, zero detection and compression on every
+    /// core), hashing each cluster as it is stored. Returns the digest.
+    /// </summary>
+    internal static string ConvertFull(string source, string target, BackupCompression compression, IProgress<OperationProgress>? progress, string stage, CancellationToken ct)
+    {
+        var digest = new ClusterDigest();
+        var report = progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress(stage, p.BytesDone, p.TotalBytes)));
+        Qcow2Converter.Convert(source, target, new Qcow2ConvertOptions
+        {
+            SourceFormat = "qcow2",
+            Compress = compression != BackupCompression.None,
+            Create = new Qcow2CreateOptions { CompressionType = CompressionType(compression), ClusterSize = DiskCopier.ClusterSize },
+            StoredDataObserver = (offset, data) => digest.AddRun(offset, data, DiskCopier.ClusterSize),
+        }, report, ct);
+        return digest.Result();
+    }
+
     /// <summary>Stopped VE: copy each disk with the managed engine, hashing while writing. Returns the digests.</summary>
     /// <remarks>An incremental's files are left open and unflushed in <paramref name="unflushed"/>: the caller flushes them while it writes the metadata.</remarks>
     private Dictionary<string, string> BackupStopped(Subject subject, Dictionary<string, string> targets, string? parent, BackupCompression compression, IProgress<OperationProgress>? progress, List<Qcow2Image> unflushed, CancellationToken ct)
@@ -286,23 +300,12 @@ public class BackupClient
             var stage = "copying disk " + d.Name;
             if (parent is null)
             {
-                // A full backup is a compressed convert of the whole disk (read, zero detection and compression on
-                // every core), hashing each cluster as it is stored.
-                var digest = new ClusterDigest();
-                var report = progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress(stage, p.BytesDone, p.TotalBytes)));
-                Qcow2Converter.Convert(d.Path, targets[d.Name], new Qcow2ConvertOptions
-                {
-                    SourceFormat = "qcow2",
-                    Compress = compression != BackupCompression.None,
-                    Create = new Qcow2CreateOptions { CompressionType = CompressionType(compression), ClusterSize = DiskCopier.ClusterSize },
-                    StoredDataObserver = (offset, data) => digest.AddRun(offset, data, DiskCopier.ClusterSize),
-                }, report, ct);
-                digests[d.Name] = digest.Result();
+                digests[d.Name] = ConvertFull(d.Path, targets[d.Name], compression, progress, stage, ct);
                 continue;
             }
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var source = Qcow2Image.Open(d.Path, new Qcow2OpenOptions { ReadOnly = true });
-            var ranges = source.GetDirtyExtents(BitmapPrefix + parent).Select(e => (e.Start, e.Length)).ToList();
+            var ranges = source.GetDirtyExtents(_live.FileBitmapName(parent)).Select(e => (e.Start, e.Length)).ToList();
             var t = CreateTarget(targets[d.Name], parent, DiskFileName(d.Name), compression, d.VirtualSize);
             unflushed.Add(t);
             var total = ranges.Sum(r => r.Item2);
@@ -387,7 +390,7 @@ public class BackupClient
         scope.Kind = meta.VeKind == "vm" ? VeKind.Vm : VeKind.Container;
         var dir = Path.Combine(VeDir(ve), meta.Id);
         // Containers and VMs restore the same way: the kind's driver is the restore target, this client writes the disks.
-        IRestoreTarget target = meta.VeKind == "vm" ? _vms : _containers;
+        var target = _live.RestoreTarget(meta.VeKind == "vm" ? VeKind.Vm : VeKind.Container);
         if (!meta.Config.TryGetValue(target.ConfigDocument, out var configJson))
             throw new InvalidStateException($"Backup {meta.Id} carries no {target.ConfigDocument}; it cannot be restored as a {(meta.VeKind == "vm" ? "VM" : "container")}.");
         // A backup file names nothing outside the backup location (its chain lives there); one that does was tampered with.

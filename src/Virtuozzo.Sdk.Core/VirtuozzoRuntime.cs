@@ -209,7 +209,9 @@ public sealed class VirtuozzoRuntime
             ["containers"] = new(false, "libvirt's QEMU driver runs VMs only (containers: the local or Virtuozzo runtime)"),
             ["vms"] = new(true, "libvirt domains"),
             ["snapshots"] = new(true, "libvirt's internal snapshots"),
-            ["backups"] = new(false, "not on the libvirt runtime yet (UnsupportedOnHostException)"),
+            ["backups"] = libvirt.IsLocal
+                ? new(true, "VMs: libvirt's push-mode backup job and checkpoints, stored in the SDK's backup repository")
+                : new(false, "a remote libvirt host: backups need the disks and the backup location on this machine"),
             ["live_migration"] = new(true, "libvirt peer to peer (virDomainMigrateToURI3); disks on local storage are copied"),
             ["memory_guarantees"] = new(false, "recorded with the VM; libvirt has no guarantee to enforce"),
             ["memory_hotplug"] = new(true, "DIMM devices and the balloon"),

@@ -91,7 +91,7 @@ public sealed class LibvirtFixture : IAsyncLifetime
             foreach (var name in names.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Where(n => n.StartsWith(Prefix, StringComparison.Ordinal)))
             {
                 await Virsh("destroy", name);
-                await Virsh("undefine", name, "--managed-save", "--snapshots-metadata");
+                await Virsh("undefine", name, "--managed-save", "--snapshots-metadata", "--checkpoints-metadata");
             }
         }
         catch (Exception)

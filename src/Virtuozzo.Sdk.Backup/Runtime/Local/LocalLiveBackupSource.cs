@@ -18,7 +18,7 @@ namespace Virtuozzo.Sdk.Backup.Runtime.Local;
 /// the SDK's NBD target, and keeps persistent dirty bitmaps for the next incremental. Stopped VEs are read by the
 /// SDK's own QCOW2 engine in <see cref="BackupClient"/>; the repository, the planner and retention are runtime-neutral.
 /// </summary>
-internal sealed class LocalLiveBackupSource(VirtuozzoRuntime runtime, LocalContainerDriver containers, LocalVmDriver vms, ILogger logger)
+internal sealed class LocalLiveBackupSource(VirtuozzoRuntime runtime, LocalContainerDriver containers, LocalVmDriver vms, ILogger logger) : IBackupSource
 {
     internal const string BitmapPrefix = ChangeTracking.BitmapPrefix;
     private const string PendingBitmap = BitmapPrefix + "pending";
@@ -29,7 +29,18 @@ internal sealed class LocalLiveBackupSource(VirtuozzoRuntime runtime, LocalConta
     private readonly StateStore _store = runtime.Store;
     private readonly ILogger _logger = logger;
 
-    internal async Task<Dictionary<string, Dictionary<string, TrackingState>>> TrackingBitmapsAsync(Subject subject, CancellationToken ct)
+    public string FileBitmapName(string backupId) => BitmapPrefix + backupId;
+
+    /// <summary>Removes the fleecing files a backup killed while the VE ran, then stopped, left beside its disks.</summary>
+    public void PrepareStopped(Subject subject)
+    {
+        foreach (var d in subject.Disks)
+            File.Delete(FleeceFile(d));
+    }
+
+    public Core.Runtime.IRestoreTarget RestoreTarget(VeKind kind) => kind == VeKind.Vm ? _vms : _containers;
+
+    public async Task<Dictionary<string, Dictionary<string, TrackingState>>> TrackingBitmapsAsync(Subject subject, CancellationToken ct)
     {
         var result = new Dictionary<string, Dictionary<string, TrackingState>>(StringComparer.Ordinal);
         if (subject.Running)
@@ -70,7 +81,7 @@ internal sealed class LocalLiveBackupSource(VirtuozzoRuntime runtime, LocalConta
     /// tools when they answer — then let the emulator or storage daemon copy while the VE runs. Each job writes to an
     /// NBD server in this process, which compresses in parallel and computes the digest as the data arrives.
     /// </summary>
-    internal async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, BackupCreateOptions options, IProgress<OperationProgress>? progress, CancellationToken ct)
+    public async Task<(string Consistency, Dictionary<string, string> Digests)> BackupRunningAsync(Subject subject, Dictionary<string, string> targets, string? parent, Task<string> newId, BackupCreateOptions options, IProgress<OperationProgress>? progress, CancellationToken ct)
     {
         var compression = options.Compression;
         var qmp = await ConnectMonitorAsync(subject, ct).ConfigureAwait(false);
@@ -479,7 +490,7 @@ internal sealed class LocalLiveBackupSource(VirtuozzoRuntime runtime, LocalConta
     }
 
     /// <summary>After a backup exists: each disk tracks changes since it, under a bitmap named after it; older backup bitmaps go.</summary>
-    internal async Task StartTrackingAsync(Subject subject, string newId, CancellationToken ct)
+    public async Task StartTrackingAsync(Subject subject, string newId, CancellationToken ct)
     {
         if (subject.Running)
         {
@@ -521,7 +532,7 @@ internal sealed class LocalLiveBackupSource(VirtuozzoRuntime runtime, LocalConta
     }
 
     /// <summary>Reads what a backup of the VE covers (its disks, configuration, whether it runs), under the VE's lock.</summary>
-    internal async Task<Subject> ReadSubjectAsync(VeIdentity identity, CancellationToken ct)
+    public async Task<Subject> ReadSubjectAsync(VeIdentity identity, CancellationToken ct)
     {
         var id = identity.VeId;
         if (identity.Kind == VeKind.Vm)

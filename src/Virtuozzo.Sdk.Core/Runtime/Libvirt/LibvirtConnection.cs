@@ -471,6 +471,119 @@ internal sealed class LibvirtDomain : IDisposable
             }
         }, cancellationToken);
 
+    /// <summary>
+    /// The domain's running job, or with <paramref name="completed"/> its last completed one: the type (none, bounded,
+    /// unbounded; <see cref="LibvirtNative.JobCompleted"/>, <see cref="LibvirtNative.JobFailed"/>, <see cref="LibvirtNative.JobCancelled"/>)
+    /// and statistics (<c>operation</c>, <c>data_processed</c>, <c>errmsg</c>…); null when libvirt has none.
+    /// </summary>
+    public unsafe Task<(int Type, IReadOnlyDictionary<string, object> Stats)?> GetJobAsync(bool completed, CancellationToken cancellationToken)
+        => RunAsync(d =>
+        {
+            if (LibvirtNative.virDomainGetJobStats(d, out var type, out var parameters, out var count, completed ? LibvirtNative.JobStatsCompleted : 0) < 0)
+            {
+                LibvirtNative.virResetLastError();
+                return ((int, IReadOnlyDictionary<string, object>)?)null;
+            }
+            try
+            {
+                return (type, LibvirtNative.ReadTypedParameters(parameters, count));
+            }
+            finally
+            {
+                LibvirtNative.virTypedParamsFree(parameters, count);
+            }
+        }, cancellationToken);
+
+    /// <summary>Starts a backup job (<c>virDomainBackupBegin</c>), creating the checkpoint <paramref name="checkpointXml"/> at the same instant.</summary>
+    public Task BeginBackupAsync(string backupXml, string? checkpointXml, string what, CancellationToken cancellationToken)
+        => CallAsync(d => LibvirtNative.virDomainBackupBegin(d, backupXml, checkpointXml, 0), what, cancellationToken);
+
+    /// <summary>The names of the domain's checkpoints.</summary>
+    public unsafe Task<IReadOnlyList<string>> ListCheckpointsAsync(CancellationToken cancellationToken) => RunAsync(d =>
+    {
+        nint* list = null;
+        var n = LibvirtNative.virDomainListAllCheckpoints(d, &list, 0);
+        if (n < 0)
+            throw LibvirtErrors.Last("Listing the domain's checkpoints");
+        var names = new List<string>(n);
+        try
+        {
+            for (var i = 0; i < n; i++)
+            {
+                if (Marshal.PtrToStringUTF8((nint)LibvirtNative.virDomainCheckpointGetName(list[i])) is { } name)
+                    names.Add(name);
+            }
+        }
+        finally
+        {
+            for (var i = 0; i < n; i++)
+                LibvirtNative.virDomainCheckpointFree(list[i]);
+            NativeMemory.Free(list);
+        }
+        return (IReadOnlyList<string>)names;
+    }, cancellationToken);
+
+    /// <summary>
+    /// Deletes the named checkpoints (libvirt re-parents the children of each). An active domain's bitmaps go with them;
+    /// an inactive domain's checkpoints can only be forgotten (<paramref name="metadataOnly"/>), their bitmaps left in the files.
+    /// </summary>
+    public unsafe Task DeleteCheckpointsAsync(IEnumerable<string> names, bool metadataOnly, CancellationToken cancellationToken)
+    {
+        var list = names.ToList();
+        return RunAsync(d =>
+        {
+            nint* all = null;
+            var n = LibvirtNative.virDomainListAllCheckpoints(d, &all, 0);
+            if (n < 0)
+                throw LibvirtErrors.Last("Listing the domain's checkpoints");
+            try
+            {
+                for (var i = n - 1; i >= 0; i--)
+                {
+                    var name = Marshal.PtrToStringUTF8((nint)LibvirtNative.virDomainCheckpointGetName(all[i]));
+                    if (name is null || !list.Contains(name))
+                        continue;
+                    if (LibvirtNative.virDomainCheckpointDelete(all[i], metadataOnly ? LibvirtNative.CheckpointDeleteMetadataOnly : 0) < 0)
+                        throw LibvirtErrors.Last($"Deleting the checkpoint {name}");
+                }
+            }
+            finally
+            {
+                for (var i = 0; i < n; i++)
+                    LibvirtNative.virDomainCheckpointFree(all[i]);
+                NativeMemory.Free(all);
+            }
+            return 0;
+        }, cancellationToken);
+    }
+
+    /// <summary>Records a checkpoint whose bitmaps already exist in the disks (<c>VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE</c>).</summary>
+    public Task RedefineCheckpointAsync(string xml, string what, CancellationToken cancellationToken) => RunAsync(d =>
+    {
+        var cp = LibvirtNative.virDomainCheckpointCreateXML(d, xml, LibvirtNative.CheckpointCreateRedefine);
+        if (cp == 0)
+            throw LibvirtErrors.Last(what);
+        LibvirtNative.virDomainCheckpointFree(cp);
+        return 0;
+    }, cancellationToken);
+
+    /// <summary>Freezes the guest's file systems through its agent; returns how many, or -1 when the agent did not do it.</summary>
+    public Task<int> TryFreezeFileSystemsAsync(CancellationToken cancellationToken) => RunAsync(d =>
+    {
+        var n = LibvirtNative.virDomainFSFreeze(d, 0, 0, 0);
+        if (n < 0)
+            LibvirtNative.virResetLastError();
+        return n;
+    }, cancellationToken);
+
+    /// <summary>Thaws the guest's file systems; false when the agent did not answer.</summary>
+    public Task<bool> TryThawFileSystemsAsync() => RunAsync(d =>
+    {
+        var ok = LibvirtNative.virDomainFSThaw(d, 0, 0, 0) >= 0;
+        LibvirtNative.virResetLastError();
+        return ok;
+    }, CancellationToken.None);
+
     /// <summary>Aborts the domain's running job (a migration); false when there was none to abort.</summary>
     public Task<bool> AbortJobAsync() => RunAsync(d =>
     {

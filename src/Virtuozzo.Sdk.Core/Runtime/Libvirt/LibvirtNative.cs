@@ -41,6 +41,7 @@ internal static unsafe partial class LibvirtNative
 
     // virDomainSnapshotDeleteFlags / virDomainSnapshotRevertFlags
     internal const uint SnapshotRevertForce = 4;
+    internal const uint SnapshotDeleteMetadataOnly = 2;
 
     // virConnectGetAllDomainStats: virDomainStatsTypes
     internal const uint StatsState = 1;
@@ -154,6 +155,28 @@ internal static unsafe partial class LibvirtNative
     [LibraryImport(Lib)] internal static partial int virDomainRevertToSnapshot(nint snapshot, uint flags);
     [LibraryImport(Lib)] internal static partial int virDomainSnapshotDelete(nint snapshot, uint flags);
     [LibraryImport(Lib)] internal static partial int virDomainSnapshotFree(nint snapshot);
+
+    // virDomainCheckpointCreateFlags / virDomainCheckpointDeleteFlags
+    internal const uint CheckpointCreateRedefine = 1;
+    internal const uint CheckpointDeleteMetadataOnly = 2;
+
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int virDomainBackupBegin(nint dom, string backupXml, string? checkpointXml, uint flags);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial nint virDomainCheckpointCreateXML(nint dom, string xml, uint flags);
+    [LibraryImport(Lib)] internal static partial int virDomainListAllCheckpoints(nint dom, nint** checkpoints, uint flags);
+    [LibraryImport(Lib)] internal static partial byte* virDomainCheckpointGetName(nint checkpoint);
+    [LibraryImport(Lib)] internal static partial int virDomainCheckpointDelete(nint checkpoint, uint flags);
+    [LibraryImport(Lib)] internal static partial int virDomainCheckpointFree(nint checkpoint);
+    [LibraryImport(Lib)] internal static partial int virDomainFSFreeze(nint dom, nint mountpoints, uint nmountpoints, uint flags);
+    [LibraryImport(Lib)] internal static partial int virDomainFSThaw(nint dom, nint mountpoints, uint nmountpoints, uint flags);
+
+    // virDomainJobType
+    internal const int JobNone = 0;
+    internal const int JobCompleted = 3;
+    internal const int JobFailed = 4;
+    internal const int JobCancelled = 5;
+
+    // virDomainJobOperation
+    internal const long JobOperationBackup = 9;
 
     // virDomainMigrateFlags
     internal const uint MigrateLive = 1;

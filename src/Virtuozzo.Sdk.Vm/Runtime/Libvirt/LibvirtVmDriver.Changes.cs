@@ -337,6 +337,9 @@ internal sealed partial class LibvirtVmDriver
         => WithVmAsync<bool>(nameOrId, async (dom, s) =>
         {
             var snap = await FindSnapshotAsync(dom, s.Model, snapshotIdOrName, cancellationToken).ConfigureAwait(false);
+            // The switch rewrites the disks behind any change tracking (and QEMU refuses it while bitmaps are active):
+            // the backups' checkpoints go first, so the next backup is full rather than wrong.
+            await ForgetChangeTrackingAsync(dom, s, cancellationToken).ConfigureAwait(false);
             // A snapshot with memory brings the VM back running as it was; a disk-only one leaves it stopped.
             await OnSnapshotAsync(dom, snap.Name, p => virDomainRevertToSnapshot(p, SnapshotRevertForce),
                 $"Switching {s.Model.Name} to the snapshot '{snap.Name}'", cancellationToken).ConfigureAwait(false);

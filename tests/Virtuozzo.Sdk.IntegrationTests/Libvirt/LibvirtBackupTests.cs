@@ -136,3 +136,62 @@ public sealed class LibvirtBackupTests(LibvirtFixture env)
         (await env.Vms.DeleteAsync(name)).Should().BeTrue();
     }
 }
+
+/// <summary><c>vzsdk --connect URI backup …</c>, killed while libvirt's job copies a running VM, and then whole.</summary>
+[Collection("libvirt")]
+public sealed class LibvirtBackupKillTests(LibvirtFixture env)
+{
+    [IntegrationFact("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "qemu-img", Root = true)]
+    public async Task A_libvirt_backup_killed_at_any_point_leaves_the_VM_running_unfrozen_and_the_next_backup_whole()
+    {
+        var vm = await env.Vms.CreateAsync(env.GuestVm("bkk") with { Disks = [new VmDiskOptions { Size = ByteSize.FromMiB(256) }] });
+        var name = vm.Name.Value;
+        var disk = vm.Disks[0].ImagePath;
+        using (var image = Virtuozzo.Sdk.Storage.Qcow2.Qcow2Image.Open(disk))
+        {
+            var blob = new byte[4 << 20];
+            var random = new Random(11);
+            for (long off = 0; off < 192 << 20; off += blob.Length)
+            {
+                random.NextBytes(blob);
+                image.Write(off, blob);
+            }
+            image.Flush();
+        }
+        var expected = Backup.DiskContent.Digest(disk); // the guest does not write to its disk (it is not a file system)
+        await env.Vms.StartAsync(name);
+        await env.Vms.WaitForGuestToolsAsync(name, TimeSpan.FromSeconds(120));
+        string[] cli = ["--connect", LibvirtFixture.Uri, "--data-root", env.Root.Path, "backup"];
+        foreach (var delay in new[] { 200, 400, 700, 1000, 1400 })
+        {
+            await Cli.VzsdkTool.RunAndKillAfterAsync(TimeSpan.FromMilliseconds(delay), [.. cli, "create", name, "--full"]);
+            (await env.Vms.GetAsync(name)).State.Should().Be(VeState.Running, "a killed backup leaves the VM running (kill after {0} ms)", delay);
+        }
+
+        // The next backup aborts what a killed one left running, thaws the guest if it was left frozen, and is whole.
+        var create = await Cli.VzsdkTool.RunAsync([.. cli, "create", name, "--full", "--json"]);
+        create.ExitCode.Should().Be(0, create.StandardError);
+        var backups = new BackupClient(env.Runtime);
+        var listed = await backups.ListAsync(name);
+        listed.Count.Should().BeLessThan(6, "backups killed before they were published leave nothing listed");
+        var full = listed.OrderBy(b => b.CreatedAt).Last();
+        create.StandardOutput.Should().Contain(full.Id);
+        var frozen = await env.Vms.ExecAsync(name, new VeExecOptions { Command = ["/bin/sh", "-c", "touch /tmp/writable && echo ok"] });
+        frozen.StandardOutput.Trim().Should().Be("ok");
+        (await LibvirtFixture.Virsh("checkpoint-list", name, "--name")).Output.Trim().Should().Be("vzsdk-backup-" + full.Id.Trim('{', '}'), "the checkpoints of killed backups are gone");
+        Directory.GetFiles(Path.Combine(env.Root.Path, "backups"), ".push-*", SearchOption.AllDirectories).Should().BeEmpty();
+
+        var incr = await backups.CreateAsync(name);
+        incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
+        incr.Backup.SizeBytes.Should().BeLessThan(1 << 20, "nothing changed on the disk since the full backup");
+        (await backups.VerifyAsync(name)).IsValid.Should().BeTrue();
+        await env.Vms.KillAsync(name);
+        var restored = await backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName(env.Prefix + "bkk-r") });
+        var restoredDisk = (await env.Vms.GetAsync(restored.ToString())).Disks[0].ImagePath;
+        Backup.DiskContent.Digest(restoredDisk).Should().Be(expected);
+        var verify = await Cli.VzsdkTool.RunAsync([.. cli, "verify", name]);
+        verify.ExitCode.Should().Be(0, verify.StandardOutput + verify.StandardError);
+        (await env.Vms.DeleteAsync(env.Prefix + "bkk-r")).Should().BeTrue();
+        (await env.Vms.DeleteAsync(name)).Should().BeTrue();
+    }
+}

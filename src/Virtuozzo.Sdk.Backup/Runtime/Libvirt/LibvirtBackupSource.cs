@@ -228,6 +228,20 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
             logger.LogDebug("Backup of {Name}: the guest tools did not answer ({Error}); the backup is crash-consistent", subject.Name, ex.Message);
             return -1;
         }
+        // A backup killed between freeze and thaw leaves the guest frozen: thaw it before freezing again.
+        try
+        {
+            var status = await dom.AgentCommandAsync("{\"execute\":\"guest-fsfreeze-status\"}", Math.Max(1, (int)Math.Ceiling(timeout.TotalSeconds)), ct).ConfigureAwait(false);
+            if (status.Contains("\"frozen\"", StringComparison.Ordinal))
+            {
+                logger.LogWarning("Backup of {Name}: the guest's file systems were left frozen by an earlier backup; thawing them", subject.Name);
+                await dom.TryThawFileSystemsAsync().ConfigureAwait(false);
+            }
+        }
+        catch (VirtuozzoException ex)
+        {
+            logger.LogDebug("Backup of {Name}: the guest tools did not report their freeze state ({Error})", subject.Name, ex.Message);
+        }
         return await dom.TryFreezeFileSystemsAsync(ct).ConfigureAwait(false);
     }
 

@@ -1,0 +1,68 @@
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
+using Virtuozzo.Sdk.Backup.Runtime.Libvirt;
+using Virtuozzo.Sdk.Core.Runtime.Local;
+
+namespace Virtuozzo.Sdk.Backup.Tests;
+
+/// <summary>The XML the libvirt backup source hands to libvirt, and the checkpoint names it maps backup ids to.</summary>
+public class LibvirtBackupXmlTests
+{
+    private const string Full = "{7d3c1a52-0c49-4d0e-a5a4-8e2b1f3c9a10}";
+    private const string Incremental = Full + ".12";
+
+    // libvirt 9.0's domaincheckpoint.rng: checkpointName.
+    private static readonly Regex LibvirtCheckpointName = new("^[a-zA-Z0-9_\\-][a-zA-Z0-9_\\-.]*$");
+
+    [Fact]
+    public void A_full_backup_pushes_every_disk_into_its_scratch_qcow2_with_no_incremental_element()
+    {
+        var xml = XElement.Parse(LibvirtBackupSource.BackupXml([("vda", "/b/st/.push-hdd0.qcow2"), ("vdb", "/b/it's & <odd>.qcow2")], null));
+        xml.Name.LocalName.Should().Be("domainbackup");
+        xml.Attribute("mode")!.Value.Should().Be("push");
+        xml.Element("incremental").Should().BeNull();
+        var disks = xml.Element("disks")!.Elements("disk").ToList();
+        disks.Select(d => d.Attribute("name")!.Value).Should().Equal("vda", "vdb");
+        disks.Select(d => d.Element("target")!.Attribute("file")!.Value).Should().Equal("/b/st/.push-hdd0.qcow2", "/b/it's & <odd>.qcow2");
+        disks.Should().OnlyContain(d => d.Attribute("backup")!.Value == "yes" && d.Attribute("type")!.Value == "file" && d.Element("driver")!.Attribute("type")!.Value == "qcow2");
+    }
+
+    [Fact]
+    public void An_incremental_names_the_parents_checkpoint()
+    {
+        var xml = XElement.Parse(LibvirtBackupSource.BackupXml([("vda", "/x.qcow2")], ChangeTracking.CheckpointName(Full)));
+        xml.Element("incremental")!.Value.Should().Be("vzsdk-backup-7d3c1a52-0c49-4d0e-a5a4-8e2b1f3c9a10");
+    }
+
+    [Fact]
+    public void A_new_checkpoint_lets_libvirt_name_the_bitmaps_and_a_redefinition_names_them_and_its_time()
+    {
+        var made = XElement.Parse(LibvirtBackupSource.CheckpointXml("vzsdk-backup-a", ["vda", "vdb"]));
+        made.Element("name")!.Value.Should().Be("vzsdk-backup-a");
+        made.Element("creationTime").Should().BeNull();
+        made.Element("disks")!.Elements("disk").Should().OnlyContain(d => d.Attribute("checkpoint")!.Value == "bitmap" && d.Attribute("bitmap") == null);
+
+        var at = new DateTimeOffset(2026, 12, 6, 10, 0, 0, TimeSpan.Zero);
+        var redefined = XElement.Parse(LibvirtBackupSource.CheckpointXml("vzsdk-backup-a", ["vda"], at));
+        redefined.Element("creationTime")!.Value.Should().Be(at.ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture));
+        redefined.Element("disks")!.Element("disk")!.Attribute("bitmap")!.Value.Should().Be("vzsdk-backup-a");
+    }
+
+    [Theory]
+    [InlineData(Full)]
+    [InlineData(Incremental)]
+    public void Backup_ids_map_to_names_libvirt_accepts_and_back(string id)
+    {
+        var name = ChangeTracking.CheckpointName(id);
+        LibvirtCheckpointName.IsMatch(name).Should().BeTrue(name);
+        ChangeTracking.IsTrackingCheckpoint(name).Should().BeTrue();
+        ChangeTracking.BackupIdOfCheckpoint(name).Should().Be(id);
+    }
+
+    [Theory]
+    [InlineData("nightly")]
+    [InlineData("vzsdk-backup-")]
+    [InlineData("vzsdk-backup-not-a-uuid-at-all-but-long-enough-1234")]
+    public void Checkpoints_the_SDK_did_not_make_map_to_no_backup(string name)
+        => ChangeTracking.BackupIdOfCheckpoint(name).Should().BeNull();
+}

@@ -215,6 +215,20 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
         return (IReadOnlyList<LibvirtDomainSummary>)list.OrderBy(d => d.Name, StringComparer.Ordinal).ToList();
     }, cancellationToken);
 
+    /// <summary>Every domain as a handle the caller disposes (one call; no lookup by name or UUID after the listing).</summary>
+    public unsafe Task<IReadOnlyList<LibvirtDomain>> ListDomainHandlesAsync(CancellationToken cancellationToken) => RunAsync(c =>
+    {
+        nint* domains = null;
+        var n = LibvirtNative.virConnectListAllDomains(c, &domains, LibvirtNative.ListDomainsAll);
+        if (n < 0)
+            throw LibvirtErrors.Last("Listing libvirt's domains");
+        var list = new List<LibvirtDomain>(n);
+        for (var i = 0; i < n; i++)
+            list.Add(new LibvirtDomain(this, domains[i]));
+        NativeMemory.Free(domains);
+        return (IReadOnlyList<LibvirtDomain>)list;
+    }, cancellationToken);
+
     private unsafe static LibvirtDomainSummary? Summarize(nint dom)
     {
         // A domain undefined between the list and these calls is skipped.
@@ -263,10 +277,18 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
     public unsafe Task<IReadOnlyList<LibvirtDomainStats>> GetAllStatsAsync(CancellationToken cancellationToken) => RunAsync(c =>
     {
         LibvirtNative.VirDomainStatsRecord** records = null;
-        var n = LibvirtNative.virConnectGetAllDomainStats(c,
-            LibvirtNative.StatsState | LibvirtNative.StatsCpuTotal | LibvirtNative.StatsBalloon | LibvirtNative.StatsInterface | LibvirtNative.StatsBlock, &records, 0);
+        var n = LibvirtNative.virConnectGetAllDomainStats(c, UsageStats, &records, 0);
+        return ReadStats(records, n, "Reading the domains' statistics");
+    }, cancellationToken);
+
+    /// <summary>The statistics groups the usage records are built from.</summary>
+    internal const uint UsageStats = LibvirtNative.StatsState | LibvirtNative.StatsCpuTotal | LibvirtNative.StatsBalloon | LibvirtNative.StatsInterface | LibvirtNative.StatsBlock;
+
+    /// <summary>Reads and frees the records a statistics call returned (<paramref name="n"/> negative: it failed).</summary>
+    internal static unsafe IReadOnlyList<LibvirtDomainStats> ReadStats(LibvirtNative.VirDomainStatsRecord** records, int n, string what)
+    {
         if (n < 0)
-            throw LibvirtErrors.Last("Reading the domains' statistics");
+            throw LibvirtErrors.Last(what);
         var list = new List<LibvirtDomainStats>(n);
         try
         {
@@ -284,8 +306,8 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
             if (records is not null)
                 LibvirtNative.virDomainStatsRecordListFree(records);
         }
-        return (IReadOnlyList<LibvirtDomainStats>)list;
-    }, cancellationToken);
+        return list;
+    }
 
     /// <summary>
     /// Makes sure a storage pool covers <paramref name="directory"/> (libvirt pre-creates a migrating VM's disks only in a
@@ -583,6 +605,17 @@ internal sealed class LibvirtDomain : IDisposable
         LibvirtNative.virResetLastError();
         return ok;
     }, CancellationToken.None);
+
+    /// <summary>This domain's statistics alone (<c>virDomainListGetStats</c>), as <see cref="LibvirtConnection.GetAllStatsAsync"/> reads every domain's.</summary>
+    public unsafe Task<LibvirtDomainStats?> GetStatsAsync(CancellationToken cancellationToken) => RunAsync(d =>
+    {
+        var doms = stackalloc nint[2];
+        doms[0] = d;
+        doms[1] = 0;
+        LibvirtNative.VirDomainStatsRecord** records = null;
+        var n = LibvirtNative.virDomainListGetStats(doms, LibvirtConnection.UsageStats, &records, 0);
+        return LibvirtConnection.ReadStats(records, n, "Reading the domain's statistics").FirstOrDefault();
+    }, cancellationToken);
 
     /// <summary>Aborts the domain's running job (a migration); false when there was none to abort.</summary>
     public Task<bool> AbortJobAsync() => RunAsync(d =>

@@ -111,6 +111,7 @@ internal static unsafe partial class LibvirtNative
     [LibraryImport(Lib)] internal static partial int virConnectIsAlive(nint conn);
     [LibraryImport(Lib)] internal static partial int virConnectListAllDomains(nint conn, nint** domains, uint flags);
     [LibraryImport(Lib)] internal static partial int virConnectGetAllDomainStats(nint conn, uint stats, VirDomainStatsRecord*** records, uint flags);
+    [LibraryImport(Lib)] internal static partial int virDomainListGetStats(nint* doms, uint stats, VirDomainStatsRecord*** retStats, uint flags);
     [LibraryImport(Lib)] internal static partial void virDomainStatsRecordListFree(VirDomainStatsRecord** records);
     [LibraryImport(Lib)] internal static partial int virConnectDomainEventRegisterAny(nint conn, nint dom, int eventId, nint callback, nint opaque, nint freeCallback);
     [LibraryImport(Lib)] internal static partial int virConnectDomainEventDeregisterAny(nint conn, int callbackId);

@@ -461,11 +461,12 @@ internal sealed partial class LibvirtVmDriver
 
     Task<VeExecResult> IVeDriver.ExecVeAsync(VeId id, VeExecOptions options, CancellationToken cancellationToken) => ExecAsync(id.ToString(), options, cancellationToken);
 
-    /// <summary>Usage from <c>virConnectGetAllDomainStats</c>: CPU time, the guest's resident memory, block and interface counters.</summary>
+    /// <summary>Usage from the domain's statistics (<c>virDomainListGetStats</c>, this domain only): CPU time, the guest's resident memory, block and interface counters.</summary>
     async Task<VeUsage> IVeDriver.GetVeUsageAsync(VeId id, CancellationToken cancellationToken)
     {
-        var info = await GetAsync(id.ToString(), cancellationToken).ConfigureAwait(false);
-        var stats = (await _conn.GetAllStatsAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault(x => x.Id == id.Value);
+        using var dom = await OpenAsync(id.ToString(), cancellationToken).ConfigureAwait(false);
+        var info = await InfoAsync(dom, cancellationToken).ConfigureAwait(false);
+        var stats = await dom.GetStatsAsync(cancellationToken).ConfigureAwait(false);
         return UsageOf(info, stats?.Fields ?? new Dictionary<string, object>(), DateTimeOffset.UtcNow);
     }
 

@@ -115,13 +115,23 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
         };
     }
 
+    /// <summary>Disks' virtual sizes by path, valid while the file's length and modification time stay the same (a resize rewrites the header).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (long Length, DateTime Modified, long Size)> _sizes = new(StringComparer.Ordinal);
+
     private async Task<long> SizeOfAsync(string path, CancellationToken ct)
     {
-        if (!_conn.IsLocal || !File.Exists(path))
+        if (!_conn.IsLocal)
             return 0;
+        var file = new FileInfo(path);
+        if (!file.Exists)
+            return 0;
+        if (_sizes.TryGetValue(path, out var known) && known.Length == file.Length && known.Modified == file.LastWriteTimeUtc)
+            return known.Size;
         try
         {
-            return await _disks.GetVirtualSizeAsync(path, ct).ConfigureAwait(false);
+            var size = await _disks.GetVirtualSizeAsync(path, ct).ConfigureAwait(false);
+            _sizes[path] = (file.Length, file.LastWriteTimeUtc, size);
+            return size;
         }
         catch (InvalidStateException)
         {
@@ -143,22 +153,29 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
     public async Task<IReadOnlyList<VmInfo>> ListAsync(CancellationToken cancellationToken)
     {
         var list = new List<VmInfo>();
-        foreach (var d in await _conn.ListDomainsAsync(cancellationToken).ConfigureAwait(false))
+        var handles = await _conn.ListDomainHandlesAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            if (d.Kind != VeKind.Vm)
-                continue;
-            using var dom = await _conn.FindDomainAsync(d.Id.ToString(), cancellationToken).ConfigureAwait(false);
-            if (dom is null)
-                continue; // undefined meanwhile
-            try
+            foreach (var dom in handles)
             {
-                list.Add(await InfoAsync(dom, cancellationToken).ConfigureAwait(false));
-            }
-            catch (NotFoundException)
-            {
+                try
+                {
+                    var s = await ReadAsync(dom, cancellationToken).ConfigureAwait(false);
+                    if (s.Summary.Kind == VeKind.Vm)
+                        list.Add(await ToInfoAsync(s, cancellationToken).ConfigureAwait(false));
+                }
+                catch (NotFoundException)
+                {
+                    // undefined between the listing and the read
+                }
             }
         }
-        return list;
+        finally
+        {
+            foreach (var dom in handles)
+                dom.Dispose();
+        }
+        return list.OrderBy(v => v.Name.Value, StringComparer.Ordinal).ToList();
     }
 
     public async Task<VmInfo> GetAsync(string nameOrId, CancellationToken cancellationToken)

@@ -41,9 +41,7 @@ public class ContainerClient
     {
         RuntimeKind.Local => new LocalContainerDriver(runtime),
         RuntimeKind.Virtuozzo => new Runtime.Virtuozzo.VirtuozzoContainerDriver(runtime),
-        RuntimeKind.Libvirt => throw new UnsupportedOnHostException(
-            $"Containers are not supported by the libvirt runtime ({runtime.Libvirt?.Uri}): libvirt's QEMU driver runs VMs only, and its LXC driver is not what Virtuozzo uses. " +
-            "Manage containers with the local runtime (runc) or the Virtuozzo runtime (prlctl)."),
+        RuntimeKind.Libvirt => new Runtime.Libvirt.LibvirtContainerDriver(runtime),
         _ => throw new UnsupportedOnHostException($"Containers are not available on the {runtime.Kind} runtime yet."),
     };
 

@@ -206,7 +206,9 @@ public sealed class VirtuozzoRuntime
     internal static IReadOnlyDictionary<string, FeatureStatus> LibvirtFeatures(LibvirtConnection libvirt)
         => new Dictionary<string, FeatureStatus>(StringComparer.Ordinal)
         {
-            ["containers"] = new(false, "libvirt's QEMU driver runs VMs only (containers: the local or Virtuozzo runtime)"),
+            ["containers"] = libvirt.HasContainers
+                ? new(true, "the driver's exe domains: lifecycle, suspend, memory, snapshots, rename, delete (create, exec and the rest: the Virtuozzo runtime)")
+                : new(false, "libvirt's QEMU driver runs VMs only (containers: the local or Virtuozzo runtime, or libvirt's vz driver)"),
             ["vms"] = new(true, "libvirt domains"),
             ["snapshots"] = new(true, "libvirt's internal snapshots"),
             ["backups"] = libvirt.IsLocal

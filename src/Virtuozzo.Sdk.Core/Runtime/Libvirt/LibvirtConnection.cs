@@ -57,6 +57,12 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
     /// <summary>True for Virtuozzo's <c>vz</c> driver, whose <c>exe</c> domains are containers.</summary>
     public bool IsVz => Uri.StartsWith("vz", StringComparison.OrdinalIgnoreCase) || Uri.StartsWith("parallels", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>
+    /// True when the connection's <c>exe</c> domains are containers the runtime drives: Virtuozzo's <c>vz</c> driver, and
+    /// libvirt's built-in test driver (<c>test:///default</c>), which stands in for a Virtuozzo node in the SDK's tests.
+    /// </summary>
+    public bool HasContainers => IsVz || Uri.StartsWith("test:", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>Raised (on libvirt's event thread) when a domain starts, stops, pauses, is defined or undefined.</summary>
     public event Action<Guid>? DomainChanged;
 
@@ -237,6 +243,11 @@ internal sealed class LibvirtConnection : IVeInventory, IDisposable
         if (LibvirtNative.virDomainGetState(dom, out var state, out _, 0) < 0)
             return null;
         var os = LibvirtNative.Owned(LibvirtNative.virDomainGetOSType(dom));
+        if (os is not ("hvm" or "exe") && LibvirtNative.Owned(LibvirtNative.virDomainGetXMLDesc(dom, LibvirtNative.XmlInactive)) is { } xml)
+        {
+            // Drivers that report a generic OS type (libvirt's test driver says "linux") name the kind in the XML.
+            os = System.Xml.Linq.XDocument.Parse(xml).Root?.Element("os")?.Element("type")?.Value ?? os;
+        }
         var saved = LibvirtNative.virDomainHasManagedSaveImage(dom, 0) == 1;
         LibvirtNative.virResetLastError();
         return new LibvirtDomainSummary(id, name, string.Equals(os, "exe", StringComparison.OrdinalIgnoreCase) ? VeKind.Container : VeKind.Vm, (LibvirtDomainState)state, saved);

@@ -147,6 +147,7 @@ internal static unsafe partial class LibvirtNative
     [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int virDomainBlockResize(nint dom, string disk, ulong size, uint flags);
     [LibraryImport(Lib)] internal static partial int virDomainSetAutostart(nint dom, int autostart);
     [LibraryImport(Lib)] internal static partial int virDomainGetAutostart(nint dom, out int autostart);
+    [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int virDomainSetUserPassword(nint dom, string user, string password, uint flags);
 
     [LibraryImport(Lib, StringMarshalling = StringMarshalling.Utf8)] internal static partial nint virDomainSnapshotCreateXML(nint dom, string xml, uint flags);
     [LibraryImport(Lib)] internal static partial int virDomainListAllSnapshots(nint dom, nint** snapshots, uint flags);

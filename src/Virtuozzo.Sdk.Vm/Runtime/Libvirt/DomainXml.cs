@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Xml.Linq;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Runtime.Libvirt;
 using Virtuozzo.Sdk.Vm.Internal;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Libvirt;
@@ -297,14 +298,8 @@ internal static class DomainXml
         return e;
     }
 
-    /// <summary>A stable id for a libvirt snapshot (libvirt names snapshots; the SDK's records carry a UUID): a hash of the domain's UUID and the name.</summary>
-    public static Guid SnapshotId(Guid domain, string name)
-    {
-        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(domain.ToString("N") + "/" + name));
-        hash[6] = (byte)((hash[6] & 0x0F) | 0x80); // version 8 (custom)
-        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
-        return new Guid(hash.AsSpan(0, 16), bigEndian: true);
-    }
+    /// <summary>A stable id for a libvirt snapshot: see <see cref="LibvirtSnapshots.SnapshotId"/>.</summary>
+    public static Guid SnapshotId(Guid domain, string name) => LibvirtSnapshots.SnapshotId(domain, name);
 
     private static long? Bytes(XElement? e)
     {

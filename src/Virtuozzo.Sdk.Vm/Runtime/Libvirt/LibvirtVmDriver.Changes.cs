@@ -244,24 +244,12 @@ internal sealed partial class LibvirtVmDriver
 
     public Task<VmSnapshotInfo> CreateSnapshotAsync(string nameOrId, string snapshotName, string? description, CancellationToken cancellationToken)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(snapshotName);
-        if (snapshotName.Length > 128 || snapshotName.Any(c => char.IsControl(c) || c == '/'))
-            throw new ArgumentException("A snapshot name has 1 to 128 characters, without '/' or control characters.", nameof(snapshotName));
+        LibvirtSnapshots.ValidateName(snapshotName);
         return WithVmAsync(nameOrId, async (dom, s) =>
         {
             if (StateOf(s.Summary) == VeState.Suspended)
                 throw new InvalidStateException($"The VM {s.Model.Name} is suspended; resume it before taking a snapshot.");
-            var existing = await ListSnapshotsCoreAsync(dom, s.Model.Id, cancellationToken).ConfigureAwait(false);
-            if (existing.Any(x => x.Name == snapshotName))
-                throw new AlreadyExistsException($"The VM {s.Model.Name} already has a snapshot named '{snapshotName}'.");
-            var xml = new XElement("domainsnapshot", new XElement("name", snapshotName));
-            if (description is not null)
-                xml.Add(new XElement("description", description));
-            var snap = await dom.RunAsync(d => virDomainSnapshotCreateXML(d, xml.ToString(), 0), cancellationToken).ConfigureAwait(false);
-            if (snap == 0)
-                throw await dom.RunAsync(_ => LibvirtErrors.Last($"Taking the snapshot '{snapshotName}' of {s.Model.Name}"), CancellationToken.None).ConfigureAwait(false);
-            virDomainSnapshotFree(snap);
-            return (await ListSnapshotsCoreAsync(dom, s.Model.Id, cancellationToken).ConfigureAwait(false)).First(x => x.Name == snapshotName);
+            return ToRecord(await LibvirtSnapshots.CreateAsync(dom, s.Model.Id, "The VM " + s.Model.Name, snapshotName, description, cancellationToken).ConfigureAwait(false));
         }, cancellationToken);
     }
 
@@ -269,69 +257,18 @@ internal sealed partial class LibvirtVmDriver
     {
         using var dom = await OpenAsync(nameOrId, cancellationToken).ConfigureAwait(false);
         var s = await ReadAsync(dom, cancellationToken).ConfigureAwait(false);
-        return await ListSnapshotsCoreAsync(dom, s.Model.Id, cancellationToken).ConfigureAwait(false);
+        return (await LibvirtSnapshots.ListAsync(dom, s.Model.Id, cancellationToken).ConfigureAwait(false)).Select(ToRecord).ToList();
     }
 
-    private static unsafe Task<IReadOnlyList<VmSnapshotInfo>> ListSnapshotsCoreAsync(LibvirtDomain dom, Guid domainId, CancellationToken ct) => dom.RunAsync(d =>
-    {
-        nint* snaps = null;
-        var n = virDomainListAllSnapshots(d, &snaps, 0);
-        if (n < 0)
-            throw LibvirtErrors.Last("Listing the VM's snapshots");
-        var list = new List<VmSnapshotInfo>(n);
-        try
-        {
-            for (var i = 0; i < n; i++)
-            {
-                var xml = Owned(virDomainSnapshotGetXMLDesc(snaps[i], 0));
-                if (xml is null)
-                    continue;
-                list.Add(ParseSnapshot(xml, domainId, virDomainSnapshotIsCurrent(snaps[i], 0) == 1));
-            }
-        }
-        finally
-        {
-            for (var i = 0; i < n; i++)
-                virDomainSnapshotFree(snaps[i]);
-            System.Runtime.InteropServices.NativeMemory.Free(snaps);
-        }
-        return (IReadOnlyList<VmSnapshotInfo>)list.OrderBy(x => x.CreatedAt).ThenBy(x => x.Name, StringComparer.Ordinal).ToList();
-    }, ct);
+    private static VmSnapshotInfo ToRecord(LibvirtSnapshot x) => new(x.Id, x.Name, x.Description, x.CreatedAt, x.ParentId, x.IncludesMemory, x.IsCurrent);
 
     /// <summary>A snapshot record from libvirt's <c>&lt;domainsnapshot&gt;</c> XML.</summary>
-    internal static VmSnapshotInfo ParseSnapshot(string xml, Guid domainId, bool isCurrent)
-    {
-        var x = XDocument.Parse(xml).Root!;
-        var name = x.Element("name")!.Value;
-        var parent = x.Element("parent")?.Element("name")?.Value;
-        var created = long.TryParse(x.Element("creationTime")?.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var t) ? DateTimeOffset.FromUnixTimeSeconds(t) : DateTimeOffset.MinValue;
-        var state = x.Element("state")?.Value;
-        return new VmSnapshotInfo(DomainXml.SnapshotId(domainId, name), name, x.Element("description")?.Value, created,
-            parent is null ? null : DomainXml.SnapshotId(domainId, parent), state is "running" or "paused" or "blocked", isCurrent);
-    }
+    internal static VmSnapshotInfo ParseSnapshot(string xml, Guid domainId, bool isCurrent) => ToRecord(LibvirtSnapshots.Parse(xml, domainId, isCurrent));
 
-    private async Task<VmSnapshotInfo> FindSnapshotAsync(LibvirtDomain dom, DomainModel m, string idOrName, CancellationToken ct)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(idOrName);
-        var all = await ListSnapshotsCoreAsync(dom, m.Id, ct).ConfigureAwait(false);
-        return all.FirstOrDefault(x => x.Name == idOrName || (Guid.TryParse(idOrName, out var g) && x.Id == g))
-            ?? throw new NotFoundException($"The VM {m.Name} has no snapshot '{idOrName}'.");
-    }
+    private static async Task<VmSnapshotInfo> FindSnapshotAsync(LibvirtDomain dom, DomainModel m, string idOrName, CancellationToken ct)
+        => ToRecord(await LibvirtSnapshots.FindAsync(dom, m.Id, "The VM " + m.Name, idOrName, ct).ConfigureAwait(false));
 
-    private static Task OnSnapshotAsync(LibvirtDomain dom, string name, Func<nint, int> call, string what, CancellationToken ct) => dom.RunAsync(d =>
-    {
-        var snap = virDomainSnapshotLookupByName(d, name, 0);
-        if (snap == 0)
-            throw LibvirtErrors.Last(what);
-        try
-        {
-            return call(snap) < 0 ? throw LibvirtErrors.Last(what) : 0;
-        }
-        finally
-        {
-            virDomainSnapshotFree(snap);
-        }
-    }, ct);
+    private static Task OnSnapshotAsync(LibvirtDomain dom, string name, Func<nint, int> call, string what, CancellationToken ct) => LibvirtSnapshots.OnAsync(dom, name, call, what, ct);
 
     public Task SwitchSnapshotAsync(string nameOrId, string snapshotIdOrName, CancellationToken cancellationToken)
         => WithVmAsync<bool>(nameOrId, async (dom, s) =>

@@ -282,7 +282,7 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
     {
         try
         {
-            var active = (await dom.SummarizeAsync(CancellationToken.None).ConfigureAwait(false)).State is not (LibvirtDomainState.Shutoff or LibvirtDomainState.NoState or LibvirtDomainState.Crashed);
+            var active = (await dom.SummarizeAsync(CancellationToken.None).ConfigureAwait(false)).IsActive;
             var present = (await dom.ListCheckpointsAsync(CancellationToken.None).ConfigureAwait(false)).Intersect(checkpoints, StringComparer.Ordinal).ToList();
             if (present.Count > 0)
                 await dom.DeleteCheckpointsAsync(present, metadataOnly: !active, CancellationToken.None).ConfigureAwait(false);

@@ -48,7 +48,7 @@ internal sealed class LibvirtContainerDriver : IContainerDriver
     internal static ContainerXml ParseXml(string xml)
     {
         var d = XDocument.Parse(xml).Root ?? throw new InvalidStateException("libvirt returned an empty domain XML.");
-        static long KiB(XElement? e) => e is null ? 0 : long.Parse(e.Value.Trim(), NumberStyles.None, CultureInfo.InvariantCulture) * UnitFactor((string?)e.Attribute("unit"));
+        static long KiB(XElement? e) => LibvirtDomainSummary.Bytes(e) ?? 0;
         var devices = d.Element("devices");
         var root = devices?.Elements("filesystem").FirstOrDefault(f => (string?)f.Element("target")?.Attribute("dir") == "/");
         var addresses = devices?.Elements("interface").SelectMany(i => i.Elements("ip"))
@@ -65,28 +65,9 @@ internal sealed class LibvirtContainerDriver : IContainerDriver
             addresses);
     }
 
-    private static long UnitFactor(string? unit) => unit?.ToUpperInvariant() switch
-    {
-        "B" or "BYTES" => 1,
-        "K" or "KIB" or null => 1024,
-        "KB" => 1000,
-        "M" or "MIB" => 1024 * 1024,
-        "MB" => 1_000_000,
-        "G" or "GIB" => 1024L * 1024 * 1024,
-        "GB" => 1_000_000_000,
-        _ => 1024,
-    };
+    internal static VeState StateOf(LibvirtDomainSummary s) => s.VeState;
 
-    internal static VeState StateOf(LibvirtDomainSummary s) => s.State switch
-    {
-        LibvirtDomainState.Running or LibvirtDomainState.Blocked => VeState.Running,
-        LibvirtDomainState.Paused => VeState.Paused,
-        LibvirtDomainState.Shutdown => VeState.Busy,
-        LibvirtDomainState.PmSuspended => VeState.Suspended,
-        _ => s.HasManagedSave ? VeState.Suspended : VeState.Stopped,
-    };
-
-    private static bool IsActive(LibvirtDomainSummary s) => s.State is not (LibvirtDomainState.Shutoff or LibvirtDomainState.NoState or LibvirtDomainState.Crashed);
+    private static bool IsActive(LibvirtDomainSummary s) => s.IsActive;
 
     private sealed record Snapshot(LibvirtDomainSummary Summary, ContainerXml Xml);
 

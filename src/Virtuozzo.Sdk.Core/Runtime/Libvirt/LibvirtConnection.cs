@@ -20,7 +20,39 @@ internal enum LibvirtDomainState
 }
 
 /// <summary>A domain as listed: identity, kind (from its OS type) and state.</summary>
-internal sealed record LibvirtDomainSummary(Guid Id, string Name, VeKind Kind, LibvirtDomainState State, bool HasManagedSave);
+internal sealed record LibvirtDomainSummary(Guid Id, string Name, VeKind Kind, LibvirtDomainState State, bool HasManagedSave)
+{
+    /// <summary>The SDK's state for the domain: a managed-save image makes a shut-off domain suspended.</summary>
+    public VeState VeState => State switch
+    {
+        LibvirtDomainState.Running or LibvirtDomainState.Blocked => VeState.Running,
+        LibvirtDomainState.Paused => VeState.Paused,
+        LibvirtDomainState.Shutdown => VeState.Busy,
+        LibvirtDomainState.PmSuspended => VeState.Suspended,
+        _ => HasManagedSave ? VeState.Suspended : VeState.Stopped,
+    };
+
+    /// <summary>True while the domain runs (running, paused, shutting down).</summary>
+    public bool IsActive => State is not (LibvirtDomainState.Shutoff or LibvirtDomainState.NoState or LibvirtDomainState.Crashed);
+
+    /// <summary>A size element of libvirt's XML (<c>&lt;memory unit='KiB'&gt;</c>…) in bytes; null when absent or not a number.</summary>
+    public static long? Bytes(System.Xml.Linq.XElement? e)
+    {
+        if (e is null || !long.TryParse(e.Value.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n))
+            return null;
+        return ((string?)e.Attribute("unit"))?.ToUpperInvariant() switch
+        {
+            "B" or "BYTES" => n,
+            "K" or "KIB" or null => n * 1024,
+            "KB" => n * 1000,
+            "M" or "MIB" => n * 1024 * 1024,
+            "MB" => n * 1_000_000,
+            "G" or "GIB" => n * 1024 * 1024 * 1024,
+            "GB" => n * 1_000_000_000,
+            _ => n * 1024,
+        };
+    }
+}
 
 /// <summary>One domain's statistics from <c>virConnectGetAllDomainStats</c>, keyed by libvirt's field names (<c>cpu.time</c>, <c>balloon.rss</c>, <c>net.0.rx.bytes</c>…).</summary>
 internal sealed record LibvirtDomainStats(Guid Id, IReadOnlyDictionary<string, object> Fields);

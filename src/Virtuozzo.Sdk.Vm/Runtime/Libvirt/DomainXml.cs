@@ -301,22 +301,7 @@ internal static class DomainXml
     /// <summary>A stable id for a libvirt snapshot: see <see cref="LibvirtSnapshots.SnapshotId"/>.</summary>
     public static Guid SnapshotId(Guid domain, string name) => LibvirtSnapshots.SnapshotId(domain, name);
 
-    private static long? Bytes(XElement? e)
-    {
-        if (e is null || !long.TryParse(e.Value.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var n))
-            return null;
-        return ((string?)e.Attribute("unit"))?.ToUpperInvariant() switch
-        {
-            "B" or "BYTES" => n,
-            "K" or "KIB" or null => n * 1024,
-            "KB" => n * 1000,
-            "M" or "MIB" => n * 1024 * 1024,
-            "MB" => n * 1_000_000,
-            "G" or "GIB" => n * 1024 * 1024 * 1024,
-            "GB" => n * 1_000_000_000,
-            _ => n * 1024,
-        };
-    }
+    private static long? Bytes(XElement? e) => LibvirtDomainSummary.Bytes(e);
 
     private static int? IntOf(string? s) => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : null;
 

@@ -1,11 +1,8 @@
-using System.Globalization;
-using System.Xml.Linq;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.Runtime.Libvirt;
 using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Storage.Qcow2;
-using Virtuozzo.Sdk.Vm.Internal;
 using static Virtuozzo.Sdk.Core.Runtime.Libvirt.LibvirtNative;
 
 namespace Virtuozzo.Sdk.Vm.Runtime.Libvirt;
@@ -91,25 +88,7 @@ internal sealed partial class LibvirtVmDriver : IRestoreTarget
         {
             var paths = backup.Disks.ToDictionary(d => d.Name, d => Path.Combine(dir, d.Name + ".qcow2"), StringComparer.Ordinal);
             await writeDisks(paths).ConfigureAwait(false);
-            var byOldPath = backup.Disks.ToDictionary(d => d.Path, d => paths[d.Name], StringComparer.Ordinal);
-            var xml = DomainXml.Edit(configJson, d =>
-            {
-                d.Element("name")!.Value = name.Value;
-                d.Element("uuid")!.Value = id.ToString();
-                foreach (var source in d.Element("devices")!.Elements("disk").Select(e => e.Element("source")).OfType<XElement>())
-                {
-                    if ((string?)source.Attribute("file") is { } f && byOldPath.TryGetValue(f, out var p))
-                        source.SetAttributeValue("file", p);
-                }
-                foreach (var mac in d.Element("devices")!.Elements("interface").Select(e => e.Element("mac")).OfType<XElement>())
-                    mac.SetAttributeValue("address", VmConfigRules.NewMac(id));
-                foreach (var serial in d.Element("devices")!.Elements("serial").Select(e => e.Element("source")).OfType<XElement>())
-                {
-                    if (serial.Attribute("path") is not null)
-                        serial.SetAttributeValue("path", Path.Combine(dir, "console.log"));
-                }
-                d.Element("metadata")?.Element(DomainXml.MetadataNamespace + "vm")?.SetAttributeValue("created", DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture));
-            });
+            var xml = AsNewDomain(configJson, name, id, dir, backup.Disks.ToDictionary(d => d.Path, d => paths[d.Name], StringComparer.Ordinal));
             using var dom = await _conn.DefineAsync(xml, $"Defining the VM {name} restored from a backup", cancellationToken).ConfigureAwait(false);
             return new VeId(id);
         }

@@ -320,24 +320,7 @@ internal sealed partial class LibvirtVmDriver
                         await CopyFileAsync(disk.Path, target, cancellationToken).ConfigureAwait(false);
                     paths[disk.Path] = target;
                 }
-                var xml = DomainXml.Edit(await dom.GetXmlAsync(inactive: true, cancellationToken).ConfigureAwait(false), d =>
-                {
-                    d.Element("name")!.Value = options.Name.Value;
-                    d.Element("uuid")!.Value = id.ToString();
-                    foreach (var source in d.Element("devices")!.Elements("disk").Select(e => e.Element("source")).OfType<XElement>())
-                    {
-                        if ((string?)source.Attribute("file") is { } f && paths.TryGetValue(f, out var p))
-                            source.SetAttributeValue("file", p);
-                    }
-                    foreach (var mac in d.Element("devices")!.Elements("interface").Select(e => e.Element("mac")).OfType<XElement>())
-                        mac.SetAttributeValue("address", VmConfigRules.NewMac(id));
-                    foreach (var serial in d.Element("devices")!.Elements("serial").Select(e => e.Element("source")).OfType<XElement>())
-                    {
-                        if (serial.Attribute("path") is not null)
-                            serial.SetAttributeValue("path", Path.Combine(dir, "console.log"));
-                    }
-                    d.Element("metadata")?.Element(DomainXml.MetadataNamespace + "vm")?.SetAttributeValue("created", DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture));
-                });
+                var xml = AsNewDomain(await dom.GetXmlAsync(inactive: true, cancellationToken).ConfigureAwait(false), options.Name, id, dir, paths);
                 using var clone = await _conn.DefineAsync(xml, $"Defining the clone {options.Name} of {s.Model.Name}", cancellationToken).ConfigureAwait(false);
                 return await InfoAsync(clone, cancellationToken).ConfigureAwait(false);
             }
@@ -348,6 +331,30 @@ internal sealed partial class LibvirtVmDriver
             }
         }, cancellationToken);
     }
+
+    /// <summary>
+    /// A domain's XML as a new domain's (a clone, a restored backup): another name and UUID, a new MAC address, the disks at
+    /// <paramref name="diskPaths"/> (old path → new path), the serial log and the creation time in <paramref name="dir"/>.
+    /// </summary>
+    private static string AsNewDomain(string xml, VeName name, Guid id, string dir, IReadOnlyDictionary<string, string> diskPaths)
+        => DomainXml.Edit(xml, d =>
+        {
+            d.Element("name")!.Value = name.Value;
+            d.Element("uuid")!.Value = id.ToString();
+            foreach (var source in d.Element("devices")!.Elements("disk").Select(e => e.Element("source")).OfType<XElement>())
+            {
+                if ((string?)source.Attribute("file") is { } f && diskPaths.TryGetValue(f, out var p))
+                    source.SetAttributeValue("file", p);
+            }
+            foreach (var mac in d.Element("devices")!.Elements("interface").Select(e => e.Element("mac")).OfType<XElement>())
+                mac.SetAttributeValue("address", VmConfigRules.NewMac(id));
+            foreach (var serial in d.Element("devices")!.Elements("serial").Select(e => e.Element("source")).OfType<XElement>())
+            {
+                if (serial.Attribute("path") is not null)
+                    serial.SetAttributeValue("path", Path.Combine(dir, "console.log"));
+            }
+            d.Element("metadata")?.Element(DomainXml.MetadataNamespace + "vm")?.SetAttributeValue("created", DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture));
+        });
 
     private static async Task CopyFileAsync(string from, string to, CancellationToken ct)
     {

@@ -74,14 +74,7 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
         return new Snapshot(summary, DomainXml.Parse(xml));
     }
 
-    internal static VeState StateOf(LibvirtDomainSummary s) => s.State switch
-    {
-        LibvirtDomainState.Running or LibvirtDomainState.Blocked => VeState.Running,
-        LibvirtDomainState.Paused => VeState.Paused,
-        LibvirtDomainState.Shutdown => VeState.Busy,
-        LibvirtDomainState.PmSuspended => VeState.Suspended,
-        _ => s.HasManagedSave ? VeState.Suspended : VeState.Stopped,
-    };
+    internal static VeState StateOf(LibvirtDomainSummary s) => s.VeState;
 
     private async Task<VmInfo> ToInfoAsync(Snapshot s, CancellationToken ct)
     {
@@ -276,7 +269,7 @@ internal sealed partial class LibvirtVmDriver : IVmDriver
 
     // ------------------------------------------------------------------ lifecycle
 
-    private static bool IsActive(Snapshot s) => s.Summary.State is not (LibvirtDomainState.Shutoff or LibvirtDomainState.NoState or LibvirtDomainState.Crashed);
+    private static bool IsActive(Snapshot s) => s.Summary.IsActive;
 
     public Task<VmInfo> StartAsync(string nameOrId, CancellationToken cancellationToken)
         => WithVmAsync(nameOrId, async (dom, s) =>

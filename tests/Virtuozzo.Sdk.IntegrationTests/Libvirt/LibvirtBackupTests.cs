@@ -181,8 +181,23 @@ public sealed class LibvirtBackupKillTests(LibvirtFixture env)
         (await LibvirtFixture.Virsh("checkpoint-list", name, "--name")).Output.Trim().Should().Be("vzsdk-backup-" + full.Id.Trim('{', '}'), "the checkpoints of killed backups are gone");
         Directory.GetFiles(Path.Combine(env.Root.Path, "backups"), ".push-*", SearchOption.AllDirectories).Should().BeEmpty();
 
+        // Cancelled while libvirt's job copies: the job is aborted, its checkpoint deleted, nothing published.
+        using (var cts = new CancellationTokenSource())
+        {
+            var copying = new TaskCompletionSource();
+            var cancelled = backups.CreateAsync(name, new BackupCreateOptions { Full = true },
+                new Migration.SyncProgress<OperationProgress>(p => { if (p.Stage.StartsWith("copying", StringComparison.Ordinal)) copying.TrySetResult(); }), cts.Token);
+            await Task.WhenAny(copying.Task, cancelled);
+            await cts.CancelAsync();
+            await FluentActions.Awaiting(() => cancelled).Should().ThrowAsync<OperationCanceledException>();
+        }
+        (await backups.ListAsync(name)).Should().HaveCount(listed.Count, "a cancelled backup publishes nothing");
+        (await LibvirtFixture.Virsh("checkpoint-list", name, "--name")).Output.Trim().Should().Be("vzsdk-backup-" + full.Id.Trim('{', '}'), "the cancelled backup's checkpoint is gone");
+        (await LibvirtFixture.Virsh("domjobinfo", name)).Output.Should().Contain("None", "no job is left running");
+
         var incr = await backups.CreateAsync(name);
         incr.Backup.Type.Should().Be(BackupType.Incremental, string.Join("; ", incr.FullReasons));
+        incr.Backup.ParentId.Should().Be(full.Id);
         incr.Backup.SizeBytes.Should().BeLessThan(1 << 20, "nothing changed on the disk since the full backup");
         (await backups.VerifyAsync(name)).IsValid.Should().BeTrue();
         await env.Vms.KillAsync(name);

@@ -65,4 +65,30 @@ public class LibvirtBackupXmlTests
     [InlineData("vzsdk-backup-not-a-uuid-at-all-but-long-enough-1234")]
     public void Checkpoints_the_SDK_did_not_make_map_to_no_backup(string name)
         => ChangeTracking.BackupIdOfCheckpoint(name).Should().BeNull();
+
+    [Fact]
+    public void QEMUs_block_state_gives_each_images_bitmaps_inconsistent_disabled_or_good()
+    {
+        // The shape of QEMU 7.2's query-block reply, as libvirt passes it back (trimmed to the fields read).
+        const string Reply = """
+            {"return":[
+              {"device":"","qdev":"/machine/peripheral/ua-hdd0/virtio-backend","inserted":{"file":"/d/hdd0.qcow2","dirty-bitmaps":[
+                {"name":"vzsdk-backup-a","recording":true,"persistent":true,"busy":false,"granularity":65536,"count":0},
+                {"name":"vzsdk-backup-b","recording":true,"persistent":true,"inconsistent":true,"busy":false,"granularity":65536,"count":0},
+                {"name":"vzsdk-backup-c","recording":false,"persistent":true,"busy":false,"granularity":65536,"count":0}]}},
+              {"device":"","qdev":"/machine/peripheral/ua-hdd1/virtio-backend","inserted":{"file":"/d/hdd1.qcow2"}},
+              {"device":"ide0-cd0","removable":true}
+            ],"id":"libvirt-42"}
+            """;
+        var map = LibvirtBackupSource.ParseQueryBlock(Reply);
+        map.Keys.Should().BeEquivalentTo(["/d/hdd0.qcow2", "/d/hdd1.qcow2"]);
+        map["/d/hdd0.qcow2"].Should().BeEquivalentTo(new Dictionary<string, Internal.TrackingState>
+        {
+            ["vzsdk-backup-a"] = Internal.TrackingState.Good,
+            ["vzsdk-backup-b"] = Internal.TrackingState.Inconsistent,
+            ["vzsdk-backup-c"] = Internal.TrackingState.Disabled,
+        });
+        map["/d/hdd1.qcow2"].Should().BeEmpty();
+        LibvirtBackupSource.ParseQueryBlock("{\"error\":{\"class\":\"GenericError\",\"desc\":\"x\"}}").Should().BeEmpty();
+    }
 }

@@ -200,6 +200,16 @@ public sealed class LibvirtBackupKillTests(LibvirtFixture env)
         incr.Backup.ParentId.Should().Be(full.Id);
         incr.Backup.SizeBytes.Should().BeLessThan(1 << 20, "nothing changed on the disk since the full backup");
         (await backups.VerifyAsync(name)).IsValid.Should().BeTrue();
+
+        // QEMU killed outright (no chance to store its bitmaps): the next backup is full and says why.
+        var pid = int.Parse(File.ReadAllText($"/run/libvirt/qemu/{name}.pid").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        System.Diagnostics.Process.GetProcessById(pid).Kill();
+        for (var i = 0; i < 100 && (await env.Vms.GetAsync(name)).State != VeState.Stopped; i++)
+            await Task.Delay(100);
+        await env.Vms.StartAsync(name);
+        var afterKill = await backups.CreateAsync(name);
+        afterKill.Backup.Type.Should().Be(BackupType.Full);
+        afterKill.FullReasons.Should().ContainSingle().Which.Should().ContainAny("inconsistent", "without closing its disks cleanly");
         await env.Vms.KillAsync(name);
         var restored = await backups.RestoreAsync(incr.Backup.Id, new BackupRestoreOptions { NewName = new VeName(env.Prefix + "bkk-r") });
         var restoredDisk = (await env.Vms.GetAsync(restored.ToString())).Disks[0].ImagePath;

@@ -65,16 +65,24 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
         // A checkpoint libvirt does not know cannot be the base of a running VM's incremental: only libvirt's count.
         var known = (await dom.ListCheckpointsAsync(ct).ConfigureAwait(false)).Where(ChangeTracking.IsTrackingCheckpoint).ToHashSet(StringComparer.Ordinal);
         var result = new Dictionary<string, Dictionary<string, TrackingState>>(StringComparer.Ordinal);
+        // A running VM's bitmaps are QEMU's: a VM killed (SIGKILL, a host crash) comes back with them inconsistent,
+        // which only QEMU reports (query-block, read through libvirt). Without that answer libvirt's own check at
+        // the backup's start is the last word.
+        var live = subject.Running ? await LiveBitmapsAsync(dom, ct).ConfigureAwait(false) : null;
         foreach (var d in subject.Disks)
         {
             var states = new Dictionary<string, TrackingState>(StringComparer.Ordinal);
             if (subject.Running)
             {
-                // QEMU holds the bitmaps; libvirt checks each one when a backup starts from it.
+                var bitmaps = live?.GetValueOrDefault(d.Path);
                 foreach (var name in known)
                 {
-                    if (ChangeTracking.BackupIdOfCheckpoint(name) is { } backupId)
+                    if (ChangeTracking.BackupIdOfCheckpoint(name) is not { } backupId)
+                        continue;
+                    if (live is null)
                         states[ChangeTracking.BitmapPrefix + backupId] = TrackingState.Good;
+                    else if (bitmaps is not null && bitmaps.TryGetValue(name, out var state))
+                        states[ChangeTracking.BitmapPrefix + backupId] = state;
                 }
             }
             else
@@ -87,6 +95,42 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
                 }
             }
             result[d.Name] = states;
+        }
+        return result;
+    }
+
+    /// <summary>Each image's bitmaps as the running QEMU reports them (image path → name → state); null when QEMU cannot be asked.</summary>
+    private async Task<Dictionary<string, Dictionary<string, TrackingState>>?> LiveBitmapsAsync(LibvirtDomain dom, CancellationToken ct)
+    {
+        var reply = await dom.TryMonitorCommandAsync("{\"execute\":\"query-block\"}", ct).ConfigureAwait(false);
+        if (reply is null)
+        {
+            logger.LogDebug("QEMU's block state could not be read through libvirt; libvirt checks the bitmaps when the backup starts");
+            return null;
+        }
+        return ParseQueryBlock(reply);
+    }
+
+    /// <summary>query-block's reply as image path → bitmap name → state (inconsistent, not recording, or good).</summary>
+    internal static Dictionary<string, Dictionary<string, TrackingState>> ParseQueryBlock(string reply)
+    {
+        var result = new Dictionary<string, Dictionary<string, TrackingState>>(StringComparer.Ordinal);
+        if (System.Text.Json.Nodes.JsonNode.Parse(reply)?["return"] is not System.Text.Json.Nodes.JsonArray devices)
+            return result;
+        foreach (var inserted in devices.Select(b => b?["inserted"]).OfType<System.Text.Json.Nodes.JsonObject>())
+        {
+            if (inserted["file"]?.GetValue<string>() is not { } file)
+                continue;
+            var states = new Dictionary<string, TrackingState>(StringComparer.Ordinal);
+            foreach (var b in (inserted["dirty-bitmaps"] as System.Text.Json.Nodes.JsonArray ?? []).OfType<System.Text.Json.Nodes.JsonObject>())
+            {
+                if (b["name"]?.GetValue<string>() is not { } name)
+                    continue;
+                states[name] = b["inconsistent"]?.GetValue<bool>() == true ? TrackingState.Inconsistent
+                    : b["recording"]?.GetValue<bool>() == false ? TrackingState.Disabled
+                    : TrackingState.Good;
+            }
+            result[file] = states;
         }
         return result;
     }

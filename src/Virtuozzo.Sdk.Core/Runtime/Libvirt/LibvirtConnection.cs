@@ -455,6 +455,22 @@ internal sealed class LibvirtDomain : IDisposable
         => RunAsync(d => LibvirtNative.Owned(LibvirtNative.virDomainQemuAgentCommand(d, json, timeoutSeconds, 0)) ?? throw LibvirtErrors.Last("A guest tools command"), cancellationToken);
 
     /// <summary>
+    /// Sends a QMP command to the domain's QEMU through libvirt (<c>virDomainQemuMonitorCommand</c>) and returns the JSON
+    /// reply; null when libvirt refuses (not a QEMU domain, or not running). libvirt marks the domain tainted
+    /// ("custom-monitor"); the SDK uses it only to read what libvirt does not report.
+    /// </summary>
+    public unsafe Task<string?> TryMonitorCommandAsync(string json, CancellationToken cancellationToken)
+        => RunAsync(d =>
+        {
+            if (LibvirtNative.virDomainQemuMonitorCommand(d, json, out var result, 0) < 0)
+            {
+                LibvirtNative.virResetLastError();
+                return null;
+            }
+            return LibvirtNative.Owned(result);
+        }, cancellationToken);
+
+    /// <summary>
     /// Migrates the domain to another libvirt daemon, peer to peer (<c>virDomainMigrateToURI3</c>): blocks until the
     /// migration ends, on a thread of its own. <paramref name="parameters"/> are string or unsigned-long typed parameters
     /// (<c>migrate_uri</c>, <c>bandwidth</c>).
@@ -589,8 +605,9 @@ internal sealed class LibvirtDomain : IDisposable
     }, cancellationToken);
 
     /// <summary>
-    /// Deletes the named checkpoints (libvirt re-parents the children of each). An active domain's bitmaps go with them;
-    /// an inactive domain's checkpoints can only be forgotten (<paramref name="metadataOnly"/>), their bitmaps left in the files.
+    /// Deletes the named checkpoints (libvirt re-parents the children of each). An active domain's bitmaps go with them
+    /// (a checkpoint whose bitmap QEMU no longer has is forgotten instead); an inactive domain's checkpoints can only be
+    /// forgotten (<paramref name="metadataOnly"/>), their bitmaps left in the files.
     /// </summary>
     public unsafe Task DeleteCheckpointsAsync(IEnumerable<string> names, bool metadataOnly, CancellationToken cancellationToken)
     {
@@ -608,8 +625,12 @@ internal sealed class LibvirtDomain : IDisposable
                     var name = Marshal.PtrToStringUTF8((nint)LibvirtNative.virDomainCheckpointGetName(all[i]));
                     if (name is null || !list.Contains(name))
                         continue;
-                    if (LibvirtNative.virDomainCheckpointDelete(all[i], metadataOnly ? LibvirtNative.CheckpointDeleteMetadataOnly : 0) < 0)
-                        throw LibvirtErrors.Last($"Deleting the checkpoint {name}");
+                    if (LibvirtNative.virDomainCheckpointDelete(all[i], metadataOnly ? LibvirtNative.CheckpointDeleteMetadataOnly : 0) >= 0)
+                        continue;
+                    // A checkpoint whose bitmap is gone (its QEMU was killed before storing it) can only be forgotten.
+                    var error = LibvirtErrors.Last($"Deleting the checkpoint {name}");
+                    if (metadataOnly || LibvirtNative.virDomainCheckpointDelete(all[i], LibvirtNative.CheckpointDeleteMetadataOnly) < 0)
+                        throw error;
                 }
             }
             finally

@@ -263,6 +263,7 @@ internal static unsafe partial class LibvirtNative
     }
 
     [LibraryImport(QemuLib, StringMarshalling = StringMarshalling.Utf8)] internal static partial byte* virDomainQemuAgentCommand(nint dom, string command, int timeoutSeconds, uint flags);
+    [LibraryImport(QemuLib, StringMarshalling = StringMarshalling.Utf8)] internal static partial int virDomainQemuMonitorCommand(nint dom, string command, out byte* result, uint flags);
 
     /// <summary>A "const char *" from libvirt as a string (null stays null).</summary>
     internal static string? Borrowed(byte* text) => text is null ? null : Marshal.PtrToStringUTF8((nint)text);

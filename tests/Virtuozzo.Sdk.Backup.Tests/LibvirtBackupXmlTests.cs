@@ -17,11 +17,13 @@ public class LibvirtBackupXmlTests
     [Fact]
     public void A_full_backup_pushes_every_disk_into_its_scratch_qcow2_with_no_incremental_element()
     {
-        var xml = XElement.Parse(LibvirtBackupSource.BackupXml([("vda", "/b/st/.push-hdd0.qcow2"), ("vdb", "/b/it's & <odd>.qcow2")], null));
+        var xml = XElement.Parse(LibvirtBackupSource.BackupXml([("vda", "/b/st/.push-hdd0.qcow2"), ("vdb", "/b/it's & <odd>.qcow2")], null, ["sda"]));
         xml.Name.LocalName.Should().Be("domainbackup");
         xml.Attribute("mode")!.Value.Should().Be("push");
         xml.Element("incremental").Should().BeNull();
-        var disks = xml.Element("disks")!.Elements("disk").ToList();
+        var all = xml.Element("disks")!.Elements("disk").ToList();
+        all.Should().ContainSingle(d => d.Attribute("name")!.Value == "sda" && d.Attribute("backup")!.Value == "no" && !d.HasElements, "a disk not backed up is named and left out");
+        var disks = all.Where(d => d.Attribute("backup")!.Value == "yes").ToList();
         disks.Select(d => d.Attribute("name")!.Value).Should().Equal("vda", "vdb");
         disks.Select(d => d.Element("target")!.Attribute("file")!.Value).Should().Equal("/b/st/.push-hdd0.qcow2", "/b/it's & <odd>.qcow2");
         disks.Should().OnlyContain(d => d.Attribute("backup")!.Value == "yes" && d.Attribute("type")!.Value == "file" && d.Element("driver")!.Attribute("type")!.Value == "qcow2");
@@ -37,10 +39,12 @@ public class LibvirtBackupXmlTests
     [Fact]
     public void A_new_checkpoint_lets_libvirt_name_the_bitmaps_and_a_redefinition_names_them_and_its_time()
     {
-        var made = XElement.Parse(LibvirtBackupSource.CheckpointXml("vzsdk-backup-a", ["vda", "vdb"]));
+        var made = XElement.Parse(LibvirtBackupSource.CheckpointXml("vzsdk-backup-a", ["vda", "vdb"], others: ["sda"]));
         made.Element("name")!.Value.Should().Be("vzsdk-backup-a");
         made.Element("creationTime").Should().BeNull();
-        made.Element("disks")!.Elements("disk").Should().OnlyContain(d => d.Attribute("checkpoint")!.Value == "bitmap" && d.Attribute("bitmap") == null);
+        made.Element("disks")!.Elements("disk").Where(d => d.Attribute("name")!.Value != "sda")
+            .Should().HaveCount(2).And.OnlyContain(d => d.Attribute("checkpoint")!.Value == "bitmap" && d.Attribute("bitmap") == null);
+        made.Element("disks")!.Elements("disk").Single(d => d.Attribute("name")!.Value == "sda").Attribute("checkpoint")!.Value.Should().Be("no");
 
         var at = new DateTimeOffset(2026, 12, 6, 10, 0, 0, TimeSpan.Zero);
         var redefined = XElement.Parse(LibvirtBackupSource.CheckpointXml("vzsdk-backup-a", ["vda"], at));

@@ -48,7 +48,11 @@ public sealed class LibvirtBackupTests(LibvirtFixture env)
     public async Task A_libvirt_VM_is_backed_up_running_and_stopped_as_one_chain_and_restores_in_place_and_as_a_new_domain()
     {
         var data = await TestGuest.MakeExt4DiskAsync(env.Root.Path, "lvbk-data", 64, new Dictionary<string, string> { ["one.txt"] = "one\n" });
-        var vm = await env.Vms.CreateAsync(env.GuestVm("bk") with { Disks = [new VmDiskOptions { SourceImagePath = data }] });
+        // A CD image too: the backup names it and leaves it out (libvirt would otherwise pick a target file beside it).
+        var isoDir = Directory.CreateDirectory(Path.Combine(env.Root.Path, "iso")).FullName;
+        var iso = Path.Combine(isoDir, "tools.iso");
+        await File.WriteAllBytesAsync(iso, new byte[1 << 20]);
+        var vm = await env.Vms.CreateAsync(env.GuestVm("bk") with { Disks = [new VmDiskOptions { SourceImagePath = data }], CdromImagePath = iso });
         var name = vm.Name.Value;
         var backups = new BackupClient(env.Runtime);
         await env.Vms.StartAsync(name);
@@ -66,6 +70,9 @@ public sealed class LibvirtBackupTests(LibvirtFixture env)
         (await Ext4FeaturesAsync(fullRaw)).Should().NotContain("needs_recovery", "the point in time was taken while the guest's ext4 was frozen");
         (await Ext4CatAsync(fullRaw, "two.txt")).Should().Be("two");
         Directory.GetFiles(Path.GetDirectoryName(full.Backup.Disks[0].File)!).Select(Path.GetFileName).Should().BeEquivalentTo(["backup.json", "hdd0.qcow2"], "libvirt's scratch file is gone");
+
+        full.Backup.Disks.Select(d => d.Name).Should().Equal("hdd0");
+        Directory.GetFiles(isoDir).Should().Equal(iso);
 
         // Running incremental from libvirt's checkpoint: only what changed, and the older checkpoint goes.
         await ShAsync(name, "echo three > /mnt/data/three.txt && sync");

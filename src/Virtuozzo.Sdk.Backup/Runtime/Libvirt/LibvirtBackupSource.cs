@@ -145,7 +145,7 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
         => kind == VeKind.Vm ? vms : throw new UnsupportedOnHostException($"The libvirt runtime ({_conn.Uri}) restores VMs only; restore a container's backup with the local runtime.");
 
     /// <summary>The backup job's XML: each disk pushed into a scratch QCOW2 file, from the parent's checkpoint for an incremental.</summary>
-    internal static string BackupXml(IReadOnlyList<(string Target, string File)> disks, string? parentCheckpoint)
+    internal static string BackupXml(IReadOnlyList<(string Target, string File)> disks, string? parentCheckpoint, IEnumerable<string>? others = null)
     {
         var xml = new StringBuilder("<domainbackup mode='push'>");
         if (parentCheckpoint is not null)
@@ -153,11 +153,14 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
         xml.Append("<disks>");
         foreach (var (target, file) in disks)
             xml.Append(CultureInfo.InvariantCulture, $"<disk name='{SecurityElement.Escape(target)}' backup='yes' type='file'><target file='{SecurityElement.Escape(file)}'/><driver type='qcow2'/></disk>");
+        // Every other disk (a CD image, a disk the SDK does not back up) is named and left out, never left to libvirt's default.
+        foreach (var other in others ?? [])
+            xml.Append(CultureInfo.InvariantCulture, $"<disk name='{SecurityElement.Escape(other)}' backup='no'/>");
         return xml.Append("</disks></domainbackup>").ToString();
     }
 
     /// <summary>A checkpoint's XML: a bitmap on each disk, named after the checkpoint; with a creation time, for a redefinition.</summary>
-    internal static string CheckpointXml(string name, IEnumerable<string> targets, DateTimeOffset? created = null)
+    internal static string CheckpointXml(string name, IEnumerable<string> targets, DateTimeOffset? created = null, IEnumerable<string>? others = null)
     {
         var xml = new StringBuilder("<domaincheckpoint><name>").Append(SecurityElement.Escape(name)).Append("</name>");
         if (created is { } at)
@@ -170,6 +173,8 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
                 xml.Append(CultureInfo.InvariantCulture, $" bitmap='{SecurityElement.Escape(name)}'");
             xml.Append("/>");
         }
+        foreach (var other in others ?? [])
+            xml.Append(CultureInfo.InvariantCulture, $"<disk name='{SecurityElement.Escape(other)}' checkpoint='no'/>");
         return xml.Append("</disks></domaincheckpoint>").ToString();
     }
 
@@ -180,8 +185,9 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
         using var dom = await OpenAsync(subject.Id, subject.Name, ct).ConfigureAwait(false);
         await AbortLeftoverBackupAsync(dom, subject, ct).ConfigureAwait(false);
         var pushed = subject.Disks.ToDictionary(d => d.Name, d => Path.Combine(Path.GetDirectoryName(targets[d.Name])!, ".push-" + d.Name + ".qcow2"), StringComparer.Ordinal);
-        var backupXml = BackupXml(subject.Disks.Select(d => (d.Node, pushed[d.Name])).ToList(), parent is null ? null : ChangeTracking.CheckpointName(parent));
-        var checkpointXml = CheckpointXml(checkpoint, subject.Disks.Select(d => d.Node));
+        var others = await OtherTargetsAsync(dom, subject, ct).ConfigureAwait(false);
+        var backupXml = BackupXml(subject.Disks.Select(d => (d.Node, pushed[d.Name])).ToList(), parent is null ? null : ChangeTracking.CheckpointName(parent), others);
+        var checkpointXml = CheckpointXml(checkpoint, subject.Disks.Select(d => d.Node), others: others);
         progress?.Report(new OperationProgress(Local.LocalLiveBackupSource.StageFixingPointInTime, 0, null));
         string consistency;
         var began = false;
@@ -245,6 +251,16 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
             throw;
         }
         return (consistency, digests);
+    }
+
+    /// <summary>The guest devices of the domain's disks (CD drives included) that the backup does not cover.</summary>
+    private static async Task<List<string>> OtherTargetsAsync(LibvirtDomain dom, Subject subject, CancellationToken ct)
+    {
+        var xml = System.Xml.Linq.XDocument.Parse(await dom.GetXmlAsync(inactive: false, ct).ConfigureAwait(false)).Root!;
+        var ours = subject.Disks.Select(d => d.Node).ToHashSet(StringComparer.Ordinal);
+        return (xml.Element("devices")?.Elements("disk") ?? [])
+            .Select(d => (string?)d.Element("target")?.Attribute("dev")).OfType<string>()
+            .Where(t => !ours.Contains(t)).ToList();
     }
 
     /// <summary>A backup job left running by a process killed during a backup holds the domain: abort it.</summary>
@@ -358,7 +374,7 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
             image.AddBitmap(checkpoint);
             image.Flush();
         }
-        await dom.RedefineCheckpointAsync(CheckpointXml(checkpoint, subject.Disks.Select(d => d.Node), DateTimeOffset.UtcNow),
+        await dom.RedefineCheckpointAsync(CheckpointXml(checkpoint, subject.Disks.Select(d => d.Node), DateTimeOffset.UtcNow, await OtherTargetsAsync(dom, subject, ct).ConfigureAwait(false)),
             $"Recording the checkpoint of backup {newId} for {subject.Name}", ct).ConfigureAwait(false);
     }
 }

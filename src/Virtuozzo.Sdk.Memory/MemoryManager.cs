@@ -211,8 +211,10 @@ public class MemoryManager
 
     /// <summary>Ticks every <see cref="MemoryManagerOptions.Interval"/> until cancelled; then returns (stopping cleanly is not an error).</summary>
     /// <remarks>The loop of <c>vzsdk mem daemon</c>.</remarks>
+    /// <exception cref="InvalidStateException">Another manager's loop runs on the same data root (in this process or another).</exception>
     public virtual async Task RunAsync(CancellationToken cancellationToken = default)
     {
+        using var claim = await _host.ClaimAsync(cancellationToken).ConfigureAwait(false);
         using var timer = new PeriodicTimer(Options.Interval);
         try
         {

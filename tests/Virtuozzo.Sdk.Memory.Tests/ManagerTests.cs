@@ -14,6 +14,8 @@ public class ManagerTests
         public long Available { get; set; } = 4 * ByteSize.GiB;
         public List<long?> RecordedBudgets { get; } = [];
 
+        public Task<IDisposable> ClaimAsync(CancellationToken cancellationToken) => Task.FromResult<IDisposable>(new MemoryStream());
+
         public Task RecordBudgetAsync(long? budgetBytes, CancellationToken cancellationToken)
         {
             RecordedBudgets.Add(budgetBytes);

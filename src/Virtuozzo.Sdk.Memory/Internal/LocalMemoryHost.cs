@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Runtime.Local;
+using Virtuozzo.Sdk.Core.State;
 using Virtuozzo.Sdk.Vm;
 using Virtuozzo.Sdk.Vm.Runtime.Local;
 
@@ -135,6 +136,22 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             writes++;
         }
         return writes;
+    }
+
+    public async Task<IDisposable> ClaimAsync(CancellationToken cancellationToken)
+    {
+        runtime.Store.EnsureUsable();
+        var path = Path.Combine(runtime.Store.LocksDirectory, "memory-manager.lock");
+        try
+        {
+            return await FileLock.AcquireAsync(path, "the memory manager's claim on the host", TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+        }
+        catch (LockTimeoutException ex)
+        {
+            throw new InvalidStateException(
+                $"Another memory manager runs on the data root {runtime.Store.DataRoot} (it holds {path}): one manager balances a host, " +
+                "as VCMMD is one daemon. Stop it first, or change its policy with 'vzsdk mem policy NAME' rather than starting a second one.", ex);
+        }
     }
 
     public async Task RecordBudgetAsync(long? budgetBytes, CancellationToken cancellationToken)

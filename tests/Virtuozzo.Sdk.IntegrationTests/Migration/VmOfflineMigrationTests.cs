@@ -223,6 +223,54 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
         (await _source.Client.ListAsync()).Should().BeEmpty();
     }
 
+    [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", "pgrep", Root = true)]
+    public async Task A_destination_agent_killed_mid_receive_leaves_a_registration_that_reconcile_removes_with_its_reservation()
+    {
+        const string name = "omig-agent";
+        var noise = Convert.ToBase64String(RandomNumberGenerator.GetBytes(6 << 20));
+        var disk = await TestGuest.MakeExt4DiskAsync(_source.Root.Path, "data", 64, new Dictionary<string, string> { ["noise.txt"] = noise });
+        await _source.Client.CreateAsync(_source.GuestVm(name) with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
+        var privateDir = Path.Combine(_host2.DataRoot, "private");
+        var line = VzsdkTool.StartLine(MigrateArgs(name, "--offline", "--max-bandwidth", "1M"));
+        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        using (var p = System.Diagnostics.Process.Start(psi)!)
+        {
+            var seen = DateTime.UtcNow.AddSeconds(30);
+            bool Receiving() => Directory.Exists(privateDir) && Directory.EnumerateFiles(privateDir, "*.partial", SearchOption.AllDirectories).Any(f => new FileInfo(f).Length > 0);
+            while (!Receiving() && !p.HasExited && DateTime.UtcNow < seen)
+                await Task.Delay(50);
+            Receiving().Should().BeTrue("the second host was receiving the images");
+            // SIGKILL the destination's agent (the vzsdk the source started over SSH on the second host): nothing of it runs on.
+            var agents = await TestGuest.RunAsync("pgrep", "-f", "--", "data-root " + _host2.DataRoot + " migrate-agent");
+            var pids = agents.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToList();
+            pids.Should().NotBeEmpty();
+            foreach (var pid in pids)
+                System.Diagnostics.Process.GetProcessById(pid).Kill();
+            (await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token).ContinueWith(t => t.IsCompletedSuccessfully)).Should().BeTrue("the source's migrate ends when its destination is gone");
+            p.ExitCode.Should().NotBe(0);
+        }
+
+        // What the killed agent left: a registration without a configuration, its reservation, a half-received image.
+        var runtime2 = VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot });
+        var left = Directory.GetDirectories(privateDir).Should().ContainSingle().Subject;
+        var vmId = Path.GetFileName(left);
+        File.ReadAllText(Path.Combine(_host2.DataRoot, "ledger.json")).Should().Contain(vmId.Trim('{', '}'));
+
+        var there = new VirtualMachineClient(runtime2);
+        (await there.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(1);
+        Directory.GetFileSystemEntries(privateDir).Should().BeEmpty("reconcile removed the VM whose receiving process is gone");
+        File.ReadAllText(Path.Combine(_host2.DataRoot, "ledger.json")).Should().NotContain(vmId.Trim('{', '}'), "and released its reservation");
+        (await there.ListAsync()).Should().BeEmpty();
+        (await _source.Client.GetAsync(name)).State.Should().Be(VeState.Stopped, "the source keeps its VM");
+
+        // The name is free again: the next migration goes through.
+        var r = await VzsdkTool.RunAsync(MigrateArgs(name, "--json"));
+        r.ExitCode.Should().Be(0, r.StandardError);
+        (await there.GetAsync(name)).State.Should().Be(VeState.Stopped);
+    }
+
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task vzsdk_migrate_moves_a_stopped_VM_to_another_host_where_it_starts_with_its_disk_intact()
     {

@@ -6,6 +6,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Runtime.Local;
 using Virtuozzo.Sdk.Vm.Internal;
 
@@ -189,6 +190,9 @@ internal sealed partial class LocalVmDriver
         TcpListener? listener = null;
         try
         {
+            // Until the VM is complete it has no configuration: this marker says which process receives it, so that a
+            // reconcile elsewhere leaves it alone while that process lives and removes it once it died (ReconcileAsync).
+            await WriteIncomingMarkerAsync(paths, ct).ConfigureAwait(false);
             // The guarantee is admitted (held until the VM is complete, so that the memory is still there to start it).
             await _ledger.ReserveAsync(id, VeKind.Vm, offer.GuaranteeBytes, Overhead(config.MemoryBytes), ct).ConfigureAwait(false);
             listener = new TcpListener(address, 0);
@@ -315,10 +319,80 @@ internal sealed partial class LocalVmDriver
             TrackingResets = c.Disks.ToDictionary(d => d.Name, _ => "the VM was migrated to this host", StringComparer.Ordinal),
         };
         await WriteConfigAsync(r.Paths, config, ct).ConfigureAwait(false);
+        File.Delete(IncomingMarker(r.Paths));
         _offlineIncoming.TryRemove(id.Value, out _);
         r.Cancel.Dispose();
         await _ledger.ReleaseAsync(id, CancellationToken.None).ConfigureAwait(false);
         _logger.LogDebug("VM {Name} received (stopped)", c.Name);
+    }
+
+    /// <summary>The marker of a VM being received by a process of this host (its pid and start time), in the VM's directory.</summary>
+    private static string IncomingMarker(VmPaths paths) => Path.Combine(paths.PrivateDirectory, ".incoming");
+
+    private static async Task WriteIncomingMarkerAsync(VmPaths paths, CancellationToken ct)
+    {
+        var pid = Environment.ProcessId;
+        var start = ProcessTree.ReadStat(pid)?.StartTime ?? 0;
+        await File.WriteAllTextAsync(IncomingMarker(paths), FormattableString.Invariant($"{pid} {start}\n"), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>True when the VM's incoming marker names a process that is still alive (the receive may go on).</summary>
+    private static bool IsBeingReceived(VmPaths paths)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(IncomingMarker(paths));
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
+        }
+        var parts = text.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return parts.Length == 2 && int.TryParse(parts[0], System.Globalization.CultureInfo.InvariantCulture, out var pid)
+            && long.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out var start)
+            && ProcessTree.IsAlive(new ProcessTree.ProcessKey(pid, start));
+    }
+
+    /// <summary>
+    /// Removes registrations without a configuration that nothing is completing any more: a VM whose receiving process
+    /// was killed (its marker names a dead process), or one older than <paramref name="grace"/> that no operation holds
+    /// (a create killed between registering and writing its configuration). Releases their ledger reservations and
+    /// removes what they received. Returns how many.
+    /// </summary>
+    internal async Task<int> RemoveOrphanRegistrationsAsync(TimeSpan grace, CancellationToken ct)
+    {
+        var removed = 0;
+        foreach (var identity in await _registry.ListAsync(ct, VeKind.Vm).ConfigureAwait(false))
+        {
+            var id = identity.VeId;
+            var paths = PathsOf(id.Value);
+            if (_offlineIncoming.ContainsKey(id.Value) || _store.IsVeLocked(id) || await ReadConfigAsync(paths, ct).ConfigureAwait(false) is not null)
+                continue;
+            var marked = File.Exists(IncomingMarker(paths));
+            if (marked ? IsBeingReceived(paths) : DateTimeOffset.UtcNow - identity.CreatedAt < grace)
+                continue;
+            Core.State.FileLock veLock;
+            try
+            {
+                veLock = await _store.LockVeAsync(id, ct, TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            }
+            catch (LockTimeoutException)
+            {
+                continue; // an operation took it meanwhile: not an orphan now
+            }
+            using var held = veLock;
+            if (await ReadConfigAsync(paths, ct).ConfigureAwait(false) is not null)
+                continue; // completed meanwhile
+            _logger.LogWarning("Removing VM {Name} ({Id}): registered without a configuration by an operation that did not finish ({Why})",
+                identity.Name, id, marked ? "its receiving process is gone" : "older than " + grace);
+            await _ledger.ReleaseAsync(id, CancellationToken.None).ConfigureAwait(false);
+            await _registry.UnregisterAsync(id, CancellationToken.None).ConfigureAwait(false);
+            if (Directory.Exists(paths.RunDirectory))
+                Directory.Delete(paths.RunDirectory, recursive: true);
+            removed++;
+        }
+        return removed;
     }
 
     /// <summary>Stops receiving a stopped VM and removes what was received; false when none was being received.</summary>

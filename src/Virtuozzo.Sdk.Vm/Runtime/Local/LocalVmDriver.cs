@@ -367,6 +367,9 @@ internal sealed partial class LocalVmDriver : IVmDriver
     /// taps and cgroups, and releases their memory guarantees. Returns how many VMs were cleaned. Other operations do
     /// the same lazily for the VM they touch; call this at service start to settle the ledger at once.
     /// </summary>
+    /// <summary>How old a registration without a configuration, held by no operation and marked by no receiving process, must be before reconcile removes it.</summary>
+    internal static readonly TimeSpan OrphanGrace = TimeSpan.FromMinutes(10);
+
     public async Task<int> ReconcileAsync(CancellationToken cancellationToken = default)
     {
         var cleaned = 0;
@@ -381,7 +384,7 @@ internal sealed partial class LocalVmDriver : IVmDriver
             await CleanUpAfterExitAsync(new VeId(c.Id), paths, cancellationToken).ConfigureAwait(false);
             cleaned++;
         }
-        return cleaned;
+        return cleaned + await RemoveOrphanRegistrationsAsync(OrphanGrace, cancellationToken).ConfigureAwait(false);
     }
 
     // ------------------------------------------------------------------ start

@@ -179,6 +179,22 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
         => ["--data-root", _source.Root.Path, "migrate", name, "ssh://root@" + _host2.Address, "--remote-data-root", _host2.DataRoot,
             "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, .. more];
 
+    /// <summary>Starts <c>vzsdk migrate NAME --offline</c> at 1 MiB/s and returns once the second host holds part of an image.</summary>
+    private async Task<System.Diagnostics.Process> StartMigrationUntilReceivingAsync(string name, string privateDir)
+    {
+        var line = VzsdkTool.StartLine(MigrateArgs(name, "--offline", "--max-bandwidth", "1M"));
+        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        var p = System.Diagnostics.Process.Start(psi)!;
+        var seen = DateTime.UtcNow.AddSeconds(30);
+        bool Receiving() => Directory.Exists(privateDir) && Directory.EnumerateFiles(privateDir, "*.partial", SearchOption.AllDirectories).Any(f => new FileInfo(f).Length > 0);
+        while (!Receiving() && !p.HasExited && DateTime.UtcNow < seen)
+            await Task.Delay(50);
+        Receiving().Should().BeTrue("the second host was receiving the images");
+        return p;
+    }
+
     [IntegrationFact("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task Killing_an_offline_migration_leaves_the_VM_intact_on_the_source_and_nothing_on_the_second_host()
     {
@@ -191,17 +207,8 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
 
         // 1 MiB/s: the kill lands while the images are on their way (a half-received image is there)
         var privateDir = Path.Combine(_host2.DataRoot, "private");
-        var line = VzsdkTool.StartLine(MigrateArgs(name, "--offline", "--max-bandwidth", "1M"));
-        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in line.Skip(1))
-            psi.ArgumentList.Add(a);
-        using (var p = System.Diagnostics.Process.Start(psi)!)
+        using (var p = await StartMigrationUntilReceivingAsync(name, privateDir))
         {
-            var seen = DateTime.UtcNow.AddSeconds(30);
-            bool Receiving() => Directory.Exists(privateDir) && Directory.EnumerateFiles(privateDir, "*.partial", SearchOption.AllDirectories).Any(f => new FileInfo(f).Length > 0);
-            while (!Receiving() && !p.HasExited && DateTime.UtcNow < seen)
-                await Task.Delay(50);
-            Receiving().Should().BeTrue("the second host was receiving the images when the source was killed");
             p.Kill();
             await p.WaitForExitAsync();
         }
@@ -231,17 +238,8 @@ public class VmOfflineMigrationToSecondHostTests : IAsyncLifetime
         var disk = await TestGuest.MakeExt4DiskAsync(_source.Root.Path, "data", 64, new Dictionary<string, string> { ["noise.txt"] = noise });
         await _source.Client.CreateAsync(_source.GuestVm(name) with { Disks = [new VmDiskOptions { SourceImagePath = disk }] });
         var privateDir = Path.Combine(_host2.DataRoot, "private");
-        var line = VzsdkTool.StartLine(MigrateArgs(name, "--offline", "--max-bandwidth", "1M"));
-        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in line.Skip(1))
-            psi.ArgumentList.Add(a);
-        using (var p = System.Diagnostics.Process.Start(psi)!)
+        using (var p = await StartMigrationUntilReceivingAsync(name, privateDir))
         {
-            var seen = DateTime.UtcNow.AddSeconds(30);
-            bool Receiving() => Directory.Exists(privateDir) && Directory.EnumerateFiles(privateDir, "*.partial", SearchOption.AllDirectories).Any(f => new FileInfo(f).Length > 0);
-            while (!Receiving() && !p.HasExited && DateTime.UtcNow < seen)
-                await Task.Delay(50);
-            Receiving().Should().BeTrue("the second host was receiving the images");
             // SIGKILL the destination's agent (the vzsdk the source started over SSH on the second host): nothing of it runs on.
             var agents = await TestGuest.RunAsync("pgrep", "-f", "--", "data-root " + _host2.DataRoot + " migrate-agent");
             var pids = agents.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToList();

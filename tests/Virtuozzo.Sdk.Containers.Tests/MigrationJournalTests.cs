@@ -1,0 +1,51 @@
+using Virtuozzo.Sdk.Containers.Runtime.Local;
+
+namespace Virtuozzo.Sdk.Containers.Tests;
+
+/// <summary>What reconcile does with a container that a killed migration left behind.</summary>
+public class MigrationJournalTests
+{
+    [Fact]
+    public void Nothing_is_done_without_a_journal()
+        => MigrationJournal.Decide(false, false, false, false, true).Should().Be(MigrationRecovery.None);
+
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void A_migration_whose_process_still_lives_is_left_alone(bool outgoing, bool incoming)
+        => MigrationJournal.Decide(outgoing, incoming, ownerAlive: true, processesRunning: false, imagesComplete: true).Should().Be(MigrationRecovery.None);
+
+    [Fact]
+    public void After_the_dump_with_complete_images_the_source_restores_them()
+        => MigrationJournal.Decide(true, false, false, processesRunning: false, imagesComplete: true).Should().Be(MigrationRecovery.RestoreFromImages);
+
+    [Fact]
+    public void After_the_processes_stopped_without_complete_images_the_source_starts_from_its_disk()
+        => MigrationJournal.Decide(true, false, false, processesRunning: false, imagesComplete: false).Should().Be(MigrationRecovery.ColdStart);
+
+    [Fact]
+    public void A_kill_before_the_dump_ended_the_processes_only_forgets_the_journal()
+        => MigrationJournal.Decide(true, false, false, processesRunning: true, imagesComplete: false).Should().Be(MigrationRecovery.ForgetJournal);
+
+    [Fact]
+    public void A_receive_whose_process_died_is_discarded_on_the_destination()
+        => MigrationJournal.Decide(false, true, ownerAlive: false, false, false).Should().Be(MigrationRecovery.DiscardIncoming);
+
+    [Theory]
+    [InlineData("4242 123456\n", 4242, 123456L)]
+    [InlineData(" 7 0 ", 7, 0L)]
+    public void A_marker_is_read_back(string text, int pid, long start)
+        => MigrationJournal.Parse(text).Should().Be((pid, start));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("garbage")]
+    [InlineData("0 5")]
+    [InlineData("12 34 56")]
+    public void A_damaged_marker_names_no_process(string text)
+        => MigrationJournal.Parse(text).Should().BeNull();
+
+    [Fact]
+    public void A_marker_round_trips()
+        => MigrationJournal.Parse(MigrationJournal.Format(99, 77)).Should().Be((99, 77L));
+}

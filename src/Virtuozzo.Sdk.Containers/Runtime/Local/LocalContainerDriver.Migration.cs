@@ -154,7 +154,10 @@ internal sealed partial class LocalContainerDriver
                 await StorageDaemon.StopAsync(_host, daemon, ct).ConfigureAwait(false);
             progress?.Invoke(new ContainerMigrationSample(live ? "restoring" : wasStopped ? "cleaning-up" : "starting", 0, 0));
             await peer.CompleteContainerAsync(id, live, start: !wasStopped, ct).ConfigureAwait(false);
-            File.Delete(OutgoingJournal(id)); // confirmed: it runs on the destination
+            // Confirmed: it runs on the destination. The journal goes first, then the destination is told to keep it: a
+            // kill in between leaves the container suspended here with its images (a start restores it) and none there.
+            File.Delete(OutgoingJournal(id));
+            await peer.CommitContainerAsync(id, ct).ConfigureAwait(false);
             frozen.Stop();
         }
         catch (Exception ex)

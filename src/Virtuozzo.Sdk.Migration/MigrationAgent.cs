@@ -105,7 +105,11 @@ public static class MigrationAgent
             case "complete-ct":
                 var done = new VeId(request.Id ?? throw new ArgumentException("complete-ct needs an id."));
                 await driver.CompleteIncomingAsync(done, request.Live, request.Start, ct).ConfigureAwait(false);
-                pending.Remove(done);
+                // still pending until the source commits: if the source is killed before, it brings the container back
+                // from its own images, so this copy goes when the source's stream ends
+                return new AgentResponse { Ok = true };
+            case "commit-ct":
+                pending.Remove(new VeId(request.Id ?? throw new ArgumentException("commit-ct needs an id.")));
                 return new AgentResponse { Ok = true };
             case "abort-ct":
                 var aborted = new VeId(request.Id ?? throw new ArgumentException("abort-ct needs an id."));

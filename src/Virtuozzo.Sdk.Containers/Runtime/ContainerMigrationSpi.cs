@@ -37,6 +37,13 @@ internal interface IContainerMigrationPeer
     /// <summary>The disk (and images) have arrived: stop receiving, then restore the processes (live), start the container, or (a stopped one) leave it stopped.</summary>
     Task CompleteContainerAsync(VeId id, bool live, bool start, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The source has recorded the success: the destination keeps the container. Until then a destination that loses the
+    /// source (a killed migration) removes it, even after <see cref="CompleteContainerAsync"/>, because the source then
+    /// brings it back from its own dump images.
+    /// </summary>
+    Task CommitContainerAsync(VeId id, CancellationToken cancellationToken);
+
     /// <summary>Gives up: removes everything <see cref="PrepareContainerAsync"/> made (and a container it restored or started).</summary>
     Task AbortContainerAsync(VeId id, CancellationToken cancellationToken);
 }

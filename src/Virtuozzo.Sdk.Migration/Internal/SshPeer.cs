@@ -97,6 +97,8 @@ internal sealed class SshPeer : IVmOfflineMigrationPeer, IContainerMigrationPeer
 
     public Task CompleteContainerAsync(VeId id, bool live, bool start, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "complete-ct", Id = id.Value, Live = live, Start = start }, cancellationToken);
 
+    public Task CommitContainerAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "commit-ct", Id = id.Value }, cancellationToken);
+
     public Task AbortContainerAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "abort-ct", Id = id.Value }, cancellationToken);
 
     /// <summary>Streams the directory as a tar archive into <c>tar -x</c> on the destination, over SSH.</summary>

@@ -140,4 +140,51 @@ public class ContainerMigrationTests : IAsyncLifetime
         (await ContainerFixture.ShAsync(there, name, "stat -c %U /home/bob/note && cat /home/bob/note")).Should().Be("bob\nnote");
         (await there.StopAsync(name)).Should().Be(VeStopMethod.Signal);
     }
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task A_live_migration_killed_after_the_dump_is_brought_back_on_the_source_by_reconcile_and_leaves_nothing_on_the_second_host()
+    {
+        var name = ContainerFixture.UniqueName("ctmig");
+        var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, Security = ContainerFixture.CheckpointableSecurity });
+        await _containers.StartAsync(name);
+        var pid = await ContainerFixture.ShAsync(_containers, name, "setsid sh -c 'while true; do sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+        await ContainerFixture.ShAsync(_containers, name, "echo kept > /kept && sync");
+
+        // vzsdk migrate, SIGKILLed as soon as the source's dump is complete (the processes are dumped and gone here)
+        var checkpoint = Path.Combine(_root.Path, "private", created.Id.ToString(), "checkpoint");
+        var line = VzsdkTool.StartLine("--data-root", _root.Path, "migrate", name, "ssh://root@" + _host2.Address, "--remote-data-root", _host2.DataRoot,
+            "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, "--require-live");
+        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        using (var p = System.Diagnostics.Process.Start(psi)!)
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (!Directory.Exists(checkpoint) && !p.HasExited && DateTime.UtcNow < deadline)
+                await Task.Delay(5);
+            p.HasExited.Should().BeFalse("the kill lands before the migration ends");
+            Directory.Exists(checkpoint).Should().BeTrue("the dump completed");
+            p.Kill();
+            await p.WaitForExitAsync();
+        }
+
+        // the second host's agent loses its source and removes what it received (or restored)
+        var privateThere = Path.Combine(_host2.DataRoot, "private");
+        var until = DateTime.UtcNow.AddSeconds(60);
+        while (Directory.Exists(privateThere) && Directory.GetFileSystemEntries(privateThere).Length > 0 && DateTime.UtcNow < until)
+            await Task.Delay(200);
+        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await there.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(0);
+        (await there.ListAsync(all: true)).Should().BeEmpty("nothing is left on the second host");
+        Directory.GetFileSystemEntries(privateThere).Should().BeEmpty();
+
+        // the next reconcile on the source finds the interrupted migration and restores the container from its images
+        (await _containers.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(1);
+        (await _containers.GetAsync(name)).State.Should().Be(VeState.Running);
+        (await ContainerFixture.ShAsync(_containers, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process runs again on the source");
+        (await ContainerFixture.ShAsync(_containers, name, "cat /kept")).Should().Be("kept");
+        File.Exists(Path.Combine(_root.Path, "private", created.Id.ToString(), ".migrating-out")).Should().BeFalse("the journal is done");
+
+        var mounts = File.ReadAllText("/proc/self/mountinfo");
+        mounts.Should().NotContain(".criu.cgyard").And.NotContain("criu-root").And.NotContain(_host2.DataRoot, "no stale mounts on either side");
+    }
 }

@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Virtuozzo.Sdk.Containers.Internal;
 using Virtuozzo.Sdk.Core;
+using Virtuozzo.Sdk.Core.Internal;
 using Virtuozzo.Sdk.Core.Processes;
 using Virtuozzo.Sdk.Core.Runtime;
 using Virtuozzo.Sdk.Core.Runtime.Local;
@@ -128,6 +129,9 @@ internal sealed partial class LocalContainerDriver
                 if (!wasStopped)
                 {
                     // The freeze: from here the container does not run until it runs on the destination (or back here).
+                    // The journal says so, so that reconcile brings it back here if this process is killed before the
+                    // destination confirms; the dump images stay here until then.
+                    await OwnerMarker.WriteAsync(OutgoingJournal(id), ct).ConfigureAwait(false);
                     frozen.Start();
                     progress?.Invoke(new ContainerMigrationSample(live ? "dumping" : "stopping", 0, 0));
                     if (live)
@@ -151,6 +155,10 @@ internal sealed partial class LocalContainerDriver
                 await StorageDaemon.StopAsync(_host, daemon, ct).ConfigureAwait(false);
             progress?.Invoke(new ContainerMigrationSample(live ? "restoring" : wasStopped ? "cleaning-up" : "starting", 0, 0));
             await peer.CompleteContainerAsync(id, live, start: !wasStopped, ct).ConfigureAwait(false);
+            // Confirmed: it runs on the destination. The journal goes first, then the destination is told to keep it: a
+            // kill in between leaves the container suspended here with its images (a start restores it) and none there.
+            File.Delete(OutgoingJournal(id));
+            await peer.CommitContainerAsync(id, ct).ConfigureAwait(false);
             frozen.Stop();
         }
         catch (Exception ex)
@@ -159,6 +167,8 @@ internal sealed partial class LocalContainerDriver
             if (wasStopped)
                 await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // the daemon started for the copy
             await RollBackOutgoingAsync(id, identity, config, peer, daemon, mirroring, stopped, live).ConfigureAwait(false);
+            if (await _runc.StatusAsync(id, CancellationToken.None).ConfigureAwait(false) is "running")
+                File.Delete(OutgoingJournal(id)); // it runs here again; otherwise reconcile retries from the journal
             throw;
         }
 
@@ -336,6 +346,8 @@ internal sealed partial class LocalContainerDriver
             // Admitted before anything moves; the start or restore at the end keeps this reservation.
             await _ledger.ReserveAsync(id, VeKind.Container, offer.GuaranteeBytes, 0, ct).ConfigureAwait(false);
             await _store.WriteDocumentAsync(ConfigPath(id), config, ContainersJson.Default.ContainerConfig, ct).ConfigureAwait(false);
+            // which process receives it: reconcile removes the container once that process is gone without completing
+            await OwnerMarker.WriteAsync(IncomingMarkerPath(id), ct).ConfigureAwait(false);
             Qcow2Image.Create(DiskPath(id), new Qcow2CreateOptions { Size = offer.DiskVirtualSize }).Dispose();
             Directory.CreateDirectory(_store.RunPath(id));
             var port = LocalPorts.Free(address);
@@ -377,6 +389,8 @@ internal sealed partial class LocalContainerDriver
             DeleteDirectory(CheckpointDirectory(id) + ".partial");
             await _ledger.ReleaseAsync(id, ct).ConfigureAwait(false);
         }
+        File.Delete(IncomingMarkerPath(id)); // complete: no longer a receive in progress
+        Core.Internal.Native.FsyncDirectory(_store.PrivatePath(id));
     }
 
     /// <summary>Gives up receiving a container: nothing of it remains on this host.</summary>

@@ -1037,6 +1037,11 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             if (identity.Kind != VeKind.Container)
                 continue;
             using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
+            if (await RecoverInterruptedMigrationLockedAsync(id, cancellationToken).ConfigureAwait(false))
+            {
+                removed++;
+                continue;
+            }
             var state = await StateOfAsync(id, cancellationToken).ConfigureAwait(false);
             if (state is VeState.Running or VeState.Suspended or VeState.Mounted)
                 continue;

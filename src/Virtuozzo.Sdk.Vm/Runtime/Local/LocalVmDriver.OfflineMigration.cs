@@ -192,7 +192,7 @@ internal sealed partial class LocalVmDriver
         {
             // Until the VM is complete it has no configuration: this marker says which process receives it, so that a
             // reconcile elsewhere leaves it alone while that process lives and removes it once it died (ReconcileAsync).
-            await WriteIncomingMarkerAsync(paths, ct).ConfigureAwait(false);
+            await OwnerMarker.WriteAsync(IncomingMarker(paths), ct).ConfigureAwait(false);
             // The guarantee is admitted (held until the VM is complete, so that the memory is still there to start it).
             await _ledger.ReserveAsync(id, VeKind.Vm, offer.GuaranteeBytes, Overhead(config.MemoryBytes), ct).ConfigureAwait(false);
             listener = new TcpListener(address, 0);
@@ -329,31 +329,6 @@ internal sealed partial class LocalVmDriver
     /// <summary>The marker of a VM being received by a process of this host (its pid and start time), in the VM's directory.</summary>
     private static string IncomingMarker(VmPaths paths) => Path.Combine(paths.PrivateDirectory, ".incoming");
 
-    private static async Task WriteIncomingMarkerAsync(VmPaths paths, CancellationToken ct)
-    {
-        var pid = Environment.ProcessId;
-        var start = ProcessTree.ReadStat(pid)?.StartTime ?? 0;
-        await File.WriteAllTextAsync(IncomingMarker(paths), FormattableString.Invariant($"{pid} {start}\n"), ct).ConfigureAwait(false);
-    }
-
-    /// <summary>True when the VM's incoming marker names a process that is still alive (the receive may go on).</summary>
-    private static bool IsBeingReceived(VmPaths paths)
-    {
-        string text;
-        try
-        {
-            text = File.ReadAllText(IncomingMarker(paths));
-        }
-        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
-        {
-            return false;
-        }
-        var parts = text.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        return parts.Length == 2 && int.TryParse(parts[0], System.Globalization.CultureInfo.InvariantCulture, out var pid)
-            && long.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out var start)
-            && ProcessTree.IsAlive(new ProcessTree.ProcessKey(pid, start));
-    }
-
     /// <summary>
     /// Removes registrations without a configuration that nothing is completing any more: a VM whose receiving process
     /// was killed (its marker names a dead process), or one older than <paramref name="grace"/> that no operation holds
@@ -370,7 +345,7 @@ internal sealed partial class LocalVmDriver
             if (_offlineIncoming.ContainsKey(id.Value) || _store.IsVeLocked(id) || await ReadConfigAsync(paths, ct).ConfigureAwait(false) is not null)
                 continue;
             var marked = File.Exists(IncomingMarker(paths));
-            if (marked ? IsBeingReceived(paths) : DateTimeOffset.UtcNow - identity.CreatedAt < grace)
+            if (marked ? OwnerMarker.IsOwnerAlive(IncomingMarker(paths)) : DateTimeOffset.UtcNow - identity.CreatedAt < grace)
                 continue;
             Core.State.FileLock veLock;
             try

@@ -61,6 +61,14 @@ public sealed record VeMemoryTelemetry
     /// <summary>Time some of the VE's tasks stalled on memory during the last tick (PSI <c>some</c>), in microseconds.</summary>
     public long StallMicroseconds { get; init; }
 
+    /// <summary>
+    /// For a VM whose guest reports the balloon's statistics: what the guest's programs could still get (its
+    /// <c>MemAvailable</c>); null when not known (containers, guests that do not report). A guest short of memory stalls
+    /// inside itself, where the host's PSI does not see it, so a policy reads this as the VM's pressure signal
+    /// (<see cref="DensityMemoryPolicy.IsGuestShort"/>).
+    /// </summary>
+    public long? GuestAvailableBytes { get; init; }
+
     /// <summary><c>mem_min</c>: guarantee + vram + overhead.</summary>
     public long MinimumBytes => MemoryAccounting.Minimum(GuaranteeBytes, VramBytes, OverheadBytes);
 }

@@ -129,6 +129,28 @@ public class PolicyPropertyTests
     }
 
     [Fact]
+    public void Density_grows_a_hotplug_vm_whose_guest_reports_it_is_short_though_the_host_sees_no_stall_and_probes_one_with_room_down()
+    {
+        var vm = new VeMemoryTelemetry
+        {
+            Id = VeId.New(), Name = "short", Kind = VeKind.Vm, LimitBytes = 384 * ByteSize.MiB, MaxBytes = ByteSize.GiB,
+            GuaranteeBytes = 150 * ByteSize.MiB, OverheadBytes = MemoryAccounting.Overhead(VeKind.Vm, 384 * ByteSize.MiB),
+            UsageBytes = 350 * ByteSize.MiB, TargetBytes = 384 * ByteSize.MiB, StallMicroseconds = 0, GuestAvailableBytes = 20 * ByteSize.MiB,
+        };
+        DensityMemoryPolicy.IsGuestShort(vm).Should().BeTrue();
+        var t = new MemoryTelemetry(new HostMemoryTelemetry(8 * ByteSize.GiB, 0, 4 * ByteSize.GiB, 0), [vm], TimeSpan.FromSeconds(1));
+        var grown = MemoryBalancer.Decide(new DensityMemoryPolicy(), t, MemoryPolicyState.Empty).For(vm.Id)!;
+        grown.TargetBytes.Should().BeGreaterThan(384 * ByteSize.MiB, "a guest short of memory is pressure even without a host stall");
+        Internal.LocalMemoryHost.DimmFor(384 * ByteSize.MiB, grown.TargetBytes, vm.CeilingBytes).Should().BePositive("the manager plugs a DIMM for it");
+
+        var roomy = vm with { UsageBytes = 100 * ByteSize.MiB, GuestAvailableBytes = 280 * ByteSize.MiB };
+        DensityMemoryPolicy.IsGuestShort(roomy).Should().BeFalse();
+        MemoryBalancer.Decide(new DensityMemoryPolicy(), t with { Ves = [roomy] }, MemoryPolicyState.Empty).For(vm.Id)!.TargetBytes
+            .Should().BeLessThan(384 * ByteSize.MiB, "a guest with memory to spare is probed down");
+        DensityMemoryPolicy.IsGuestShort(vm with { GuestAvailableBytes = null }).Should().BeFalse("without the guest's report only the host's stall counts");
+    }
+
+    [Fact]
     public void No_policy_sets_a_target_above_a_ve_s_ceiling_and_only_density_goes_above_the_limit()
         => CheckAll(seed =>
         {

@@ -79,7 +79,7 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             _pressure[info.Id] = 0;
         }
         long usage, target;
-        long? max = null;
+        long? max = null, guestAvailable = null;
         if (info.Kind == VeKind.Vm)
         {
             if (Vm() is not { } vm || await vm.GetMemoryStatusAsync(info.Id, ct).ConfigureAwait(false) is not { } status)
@@ -87,8 +87,11 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             _plugged[info.Id] = status.PluggedBytes;
             limit = Math.Max(limit, status.PluggedBytes);
             max = status.HotplugMaxBytes > limit ? status.HotplugMaxBytes : null; // hotplug-enabled: may grow to its maximum memory
+            // What the guest uses: from its own report when it sends the balloon's statistics (QEMU's resident memory only
+            // grows: pages the guest freed stay resident), else what QEMU has resident beyond its overhead.
             var rss = cg is null ? status.BalloonBytes : Math.Max(0, cg.MemoryUsage() - overhead);
-            usage = Math.Min(status.BalloonBytes, rss);
+            usage = Math.Min(status.BalloonBytes, status.Guest is { } g ? Math.Max(0, g.TotalBytes - g.AvailableBytes) : rss);
+            guestAvailable = status.Guest?.AvailableBytes;
             target = _balloon.TryGetValue(info.Id, out var set) ? set : status.BalloonBytes;
         }
         else
@@ -104,6 +107,7 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             Id = info.Id, Name = info.Name.ToString(), Kind = info.Kind, Active = info.State == VeState.Running,
             HardTarget = info.Kind == VeKind.Container && !runtime.Cgroups.IsV2,
             LimitBytes = limit, MaxBytes = max, GuaranteeBytes = guarantee, OverheadBytes = overhead, UsageBytes = usage, TargetBytes = target, StallMicroseconds = stall,
+            GuestAvailableBytes = guestAvailable,
         };
     }
 

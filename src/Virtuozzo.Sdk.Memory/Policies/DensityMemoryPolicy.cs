@@ -4,7 +4,7 @@ namespace Virtuozzo.Sdk.Memory;
 /// <c>density</c>: overcommit by following each VE's working set. A VE that does not stall gives memory back: its
 /// target is probed down by <see cref="ProbeShare"/> of it per tick (idle VMs through the balloon, containers through
 /// their target) but not below the level where it last stalled plus a headroom, which the policy remembers and lets decay slowly. A VE
-/// that stalls gets a quarter of its limit more at once and is left alone for <see cref="GraceTicks"/> ticks: growth is
+/// that stalls (or a VM whose guest reports it is short, <see cref="IsGuestShort"/>) gets half of its limit more at once and is left alone for <see cref="GraceTicks"/> ticks: growth is
 /// immediate, reclaim gradual (the hysteresis of VCMMD's WSS balloon policy, with senpai's PSI signal). When the targets
 /// do not fit the host, memory is taken first from VEs above what they were seen to need, then from VEs that do not
 /// stall, never below a guarantee. A hard target (a container on cgroup v1, where going past the target is an OOM kill)
@@ -30,6 +30,17 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
 
     /// <inheritdoc />
     public string Name => "density";
+
+    /// <summary>
+    /// True when a VM's guest reports less available memory than twice the headroom of what it uses
+    /// (<see cref="VeMemoryTelemetry.GuestAvailableBytes"/>): the guest is short, and the policy treats it as stalling
+    /// (a guest's reclaim happens inside it, invisible to the host's PSI). Always false without the guest's report.
+    /// </summary>
+    public static bool IsGuestShort(VeMemoryTelemetry ve)
+    {
+        ArgumentNullException.ThrowIfNull(ve);
+        return ve.GuestAvailableBytes is { } available && available < 2 * Headroom(ve.UsageBytes);
+    }
 
     /// <summary>The headroom kept above a VE's use: a tenth of its use, at least <see cref="MinHeadroomBytes"/>.</summary>
     public static long Headroom(long usageBytes) => Math.Max(MinHeadroomBytes, usageBytes / 10);
@@ -60,7 +71,7 @@ public sealed class DensityMemoryPolicy : IMemoryPolicy
             var current = v.TargetBytes ?? v.LimitBytes;
             var floor = state.Get(v.Id, "floor");
             var grace = state.Get(v.Id, "grace");
-            pressured[i] = v.StallMicroseconds / interval > StallThreshold;
+            pressured[i] = v.StallMicroseconds / interval > StallThreshold || IsGuestShort(v);
             double next;
             if (pressured[i])
             {

@@ -47,4 +47,15 @@ public class GuestMemoryStatsTests
     [InlineData("{\"last-update\": 5, \"stats\": []}")]
     public void A_malformed_reply_gives_no_statistics(string json)
         => GuestMemoryStats.Parse(JsonNode.Parse(json)).Should().BeNull();
+
+    [Fact]
+    public void Only_a_report_from_the_last_five_polling_intervals_is_fresh()
+    {
+        var now = DateTimeOffset.FromUnixTimeSeconds(1733500010);
+        GuestMemoryStats.IsFresh(Reply(1733500009, "1000", "500"), now).Should().BeTrue();
+        GuestMemoryStats.IsFresh(Reply(1733500005, "1000", "500"), now).Should().BeTrue();
+        GuestMemoryStats.IsFresh(Reply(1733499000, "1000", "500"), now).Should().BeFalse("the one report a guest sends at boot says nothing about it now");
+        GuestMemoryStats.IsFresh(Reply(0, "1000", "500"), now).Should().BeFalse();
+        GuestMemoryStats.IsFresh(JsonNode.Parse("[1]"), now).Should().BeFalse();
+    }
 }

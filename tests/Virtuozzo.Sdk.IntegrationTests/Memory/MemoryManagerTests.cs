@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Virtuozzo.Sdk.Containers;
 using Virtuozzo.Sdk.Core;
 using Virtuozzo.Sdk.Core.Runtime.Local;
@@ -14,9 +15,9 @@ using Xunit.Abstractions;
 namespace Virtuozzo.Sdk.IntegrationTests.Memory;
 
 /// <summary>
-/// The memory manager on this machine, for real: two VMs of the test guest (with the balloon) and three containers,
-/// overcommitted by a 1.5 GiB budget. Two VMs rather than the issue's three: under TCG on two shared cores a third guest
-/// adds minutes and nothing the assertions need. Everything is asserted from cgroup files and QMP, not from the manager.
+/// The memory manager on this machine, for real: three VMs of the test guest (with the balloon) and three containers,
+/// overcommitted by a 1.75 GiB budget, and a hotplug VM whose guest fills its memory. Everything is asserted from cgroup
+/// files, QMP and the guest, not from the manager.
 /// </summary>
 [Collection("containers")]
 public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetime
@@ -30,7 +31,6 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
     private VirtuozzoRuntime _runtime = null!;
     private ContainerClient _cts = null!;
     private VirtualMachineClient _vms = null!;
-    private readonly List<string> _vmNames = [];
 
     public async Task InitializeAsync()
     {
@@ -58,16 +58,16 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         }
     }
 
-    private async Task<VmInfo> StartVmAsync(string name)
+    private async Task<VmInfo> StartVmAsync(string name, Func<VmCreateOptions, VmCreateOptions>? edit = null)
     {
         var guest = await TestGuest.GetAsync();
-        await _vms.CreateAsync(new VmCreateOptions
+        var options = new VmCreateOptions
         {
             Name = new VeName(name), MemorySize = ByteSize.FromBytes(VmSize), MemoryGuaranteePercent = VmGuaranteePercent,
             KernelPath = guest.KernelPath, InitrdPath = guest.InitrdPath, KernelCommandLine = TestGuest.CommandLine,
             Acceleration = VmAcceleration.Auto, Network = VmNetworkMode.User,
-        });
-        _vmNames.Add(name);
+        };
+        await _vms.CreateAsync(edit is null ? options : edit(options));
         var vm = await _vms.StartAsync(name);
         await _vms.WaitForGuestToolsAsync(name, TimeSpan.FromSeconds(120));
         return vm;
@@ -136,7 +136,7 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
     [IntegrationFact("qemu-system-x86_64", "runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]
     public async Task Density_moves_memory_from_idle_vms_to_a_busy_container_that_static_leaves_to_hit_its_limit_and_ksm_merges_identical_vms()
     {
-        var vms = new List<VmInfo> { await StartVmAsync("mem-vm1"), await StartVmAsync("mem-vm2") };
+        var vms = (await Task.WhenAll(StartVmAsync("mem-vm1"), StartVmAsync("mem-vm2"), StartVmAsync("mem-vm3"))).ToList();
         var busy = await StartContainerAsync("mem-busy", BusyLimit);
         var idle = new[] { await StartContainerAsync("mem-idle1", 256 * ByteSize.MiB), await StartContainerAsync("mem-idle2", 256 * ByteSize.MiB) };
 
@@ -154,9 +154,9 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
             while (Merging() < 1000 && clock.Elapsed < TimeSpan.FromSeconds(120))
                 await Task.Delay(1000);
             var ksm = await ksmRoot.GetStatusAsync();
-            output.WriteLine($"KSM: the two VMs merge {Merging()} pages ({Merging() * 4096 >> 20} MiB) after {clock.Elapsed.TotalSeconds:F0} s; host-wide {ksm.PagesShared} shared, {ksm.PagesSharing} sharing ({ksm.SavedBytes >> 20} MiB saved)");
+            output.WriteLine($"KSM: the three VMs merge {Merging()} pages ({Merging() * 4096 >> 20} MiB) after {clock.Elapsed.TotalSeconds:F0} s; host-wide {ksm.PagesShared} shared, {ksm.PagesSharing} sharing ({ksm.SavedBytes >> 20} MiB saved)");
             ksm.Running.Should().BeTrue();
-            Merging().Should().BeGreaterThanOrEqualTo(1000, "two identical idle guests share pages once KSM runs");
+            Merging().Should().BeGreaterThanOrEqualTo(1000, "identical idle guests share pages once KSM runs");
         }
         finally
         {
@@ -165,7 +165,7 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         }
 
         // Density: idle VMs' balloons inflate, the busy container's target rises, its allocation completes without an OOM kill.
-        var manager = new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "density", Budget = ByteSize.Parse("1536M"), ManageKsm = false, Interval = TimeSpan.FromSeconds(1) });
+        var manager = new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "density", Budget = ByteSize.Parse("1792M"), ManageKsm = false, Interval = TimeSpan.FromSeconds(1) });
         var settle = Stopwatch.StartNew();
         for (var i = 0; i < 5; i++)
         {
@@ -206,6 +206,71 @@ public sealed class MemoryManagerTests(ITestOutputHelper output) : IAsyncLifetim
         OomKills(busy.Id).Should().BePositive("under static the allocation hits the container's limit");
         _ = reclaimStart;
         _ = settle;
+    }
+
+    /// <summary>QEMU's DIMMs, over the VM's own monitor.</summary>
+    private async Task<IReadOnlyList<long>> DimmsAsync(VeId id)
+    {
+        var qmp = await QmpClient.ConnectAsync(Path.Combine(_root.Path, "run", id.ToString(), "qmp"), TimeSpan.FromSeconds(30), CancellationToken.None);
+        await using (qmp)
+            return (await qmp.ExecuteAsync("query-memory-devices", null, TimeSpan.FromSeconds(30), CancellationToken.None))!.AsArray()
+                .Where(d => d!["type"]?.GetValue<string>() == "dimm").Select(d => d!["data"]!["size"]!.GetValue<long>()).ToList();
+    }
+
+    private async Task<string> GuestShAsync(string vm, string script)
+    {
+        var r = await _vms.ExecAsync(vm, new VeExecOptions { Command = ["sh", "-c", script], Timeout = TimeSpan.FromMinutes(1) });
+        r.ExitCode.Should().Be(0, "'{0}' in the guest; stderr: {1}", script, r.StandardError);
+        return r.StandardOutput;
+    }
+
+    private static long MemTotal(string meminfo) => long.Parse(Regex.Match(meminfo, @"MemTotal:\s+(\d+) kB").Groups[1].Value, CultureInfo.InvariantCulture) * 1024;
+
+    [IntegrationFact("qemu-system-x86_64", "runc", Root = true)]
+    public async Task Under_density_a_hotplug_vm_whose_guest_fills_its_memory_gets_dimms_plugged_and_its_fill_completes_without_an_oom()
+    {
+        const string name = "mem-grow";
+        var plugged = ByteSize.GiB; // the least a hotplug VM may have
+        const int fillMiB = 1200; // more than the VM has plugged: only hotplug lets it finish
+        var vm = await StartVmAsync(name, o => o with { MemorySize = ByteSize.FromBytes(plugged), MemoryHotplug = true, MaxMemory = ByteSize.FromGiB(2) });
+        var before = MemTotal(await GuestShAsync(name, "cat /proc/meminfo"));
+        var manager = new MemoryManager(_runtime, new MemoryManagerOptions { Policy = "density", Budget = ByteSize.Parse("3G"), ManageKsm = false, Interval = TimeSpan.FromSeconds(1) });
+        for (var i = 0; i < 5; i++) // the first ticks turn the balloon's statistics on; the idle guest is probed down
+        {
+            (await manager.TickAsync()).Errors.Should().BeEmpty();
+            await Task.Delay(1000);
+        }
+        var settled = await BalloonAsync(vm.Id);
+        (await DimmsAsync(vm.Id)).Should().BeEmpty("nothing needed a DIMM while the guest was idle");
+
+        // The guest fills a tmpfs 20 MiB a second: memory it cannot give back, invisible to the host's PSI.
+        var fill = _vms.ExecAsync(name, new VeExecOptions
+        {
+            Command = ["sh", "-c", $"mkdir -p /fill && mount -t tmpfs -o size=2g fill /fill && i=0; while [ $i -lt {fillMiB / 20} ]; do dd if=/dev/zero of=/fill/f$i bs=1M count=20 2>/dev/null || exit 3; i=$((i+1)); sleep 1; done; echo filled"],
+            Timeout = TimeSpan.FromMinutes(5),
+        });
+        var guarantee = plugged * VmGuaranteePercent / 100;
+        var clock = Stopwatch.StartNew();
+        while (!fill.IsCompleted && clock.Elapsed < TimeSpan.FromMinutes(5))
+        {
+            (await manager.TickAsync()).Errors.Should().BeEmpty();
+            var balloon = await BalloonAsync(vm.Id);
+            balloon.Should().BeGreaterThanOrEqualTo(guarantee - 4 * ByteSize.MiB, "the VM never goes below its guarantee");
+            output.WriteLine($"  t={clock.Elapsed.TotalSeconds:F1}s balloon {balloon >> 20} MiB, DIMMs [{string.Join(", ", (await DimmsAsync(vm.Id)).Select(d => d >> 20))}] MiB");
+            await Task.WhenAny(fill, Task.Delay(1000));
+        }
+        var result = await fill;
+        var dimms = await DimmsAsync(vm.Id);
+        var after = MemTotal(await GuestShAsync(name, "cat /proc/meminfo"));
+        var ooms = await GuestShAsync(name, "dmesg | grep -c 'Out of memory' || true");
+        output.WriteLine($"settled balloon {settled >> 20} MiB; fill of {fillMiB} MiB: exit {result.ExitCode} after {clock.Elapsed.TotalSeconds:F0} s; DIMMs plugged: {string.Join(", ", dimms.Select(d => d >> 20))} MiB; guest MemTotal {before >> 20} → {after >> 20} MiB; guest OOM messages {ooms.Trim()}");
+        result.ExitCode.Should().Be(0, "the fill completes; stderr: {0}", result.StandardError);
+        result.StandardOutput.Should().Contain("filled");
+        dimms.Should().NotBeEmpty("density plugs a DIMM when the guest is short and the VM can grow");
+        dimms.Sum().Should().BeGreaterThanOrEqualTo(fillMiB * ByteSize.MiB - plugged, "enough was plugged for the fill");
+        after.Should().BeGreaterThan(before + 100 * ByteSize.MiB, "the guest sees the plugged memory");
+        ooms.Trim().Should().Be("0", "the guest never ran out of memory");
+        (await _vms.GetAsync(name)).MemorySize.Bytes.Should().Be(plugged + dimms.Sum(), "the plugged memory is the VM's memory now");
     }
 
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", Root = true)]

@@ -26,12 +26,21 @@ internal sealed record GuestMemoryStats(long TotalBytes, long AvailableBytes, lo
     internal const int PollingIntervalSeconds = 1;
 
     /// <summary>
+    /// True when QEMU's <c>guest-stats</c> were updated within the last five polling intervals (<c>last-update</c> is the
+    /// host's clock, in seconds). The guest reports once when its balloon driver loads and then only while polling is on,
+    /// so an old report says nothing about the guest now.
+    /// </summary>
+    internal static bool IsFresh(JsonNode? node, DateTimeOffset now)
+        => node is JsonObject o && o["last-update"] is JsonValue v && v.TryGetValue<long>(out var seconds) && seconds > 0
+           && now.ToUnixTimeSeconds() - seconds <= 5 * PollingIntervalSeconds;
+
+    /// <summary>
     /// Reads QEMU's <c>guest-stats</c> property; null when the guest has not reported yet (<c>last-update</c> 0) or does
     /// not report total and available memory (QEMU gives such statistics as −1, that is 2^64 − 1).
     /// </summary>
     internal static GuestMemoryStats? Parse(JsonNode? node)
     {
-        if (node?["last-update"]?.GetValue<long>() is not > 0 || node["stats"] is not JsonObject stats)
+        if (node is not JsonObject o || o["last-update"] is not JsonValue v || !v.TryGetValue<long>(out var seconds) || seconds <= 0 || o["stats"] is not JsonObject stats)
             return null;
         static long? Stat(JsonObject stats, string name)
             => stats[name] is JsonValue v && v.TryGetValue<ulong>(out var u) && u < long.MaxValue ? (long)u
@@ -61,22 +70,22 @@ internal sealed partial class LocalVmDriver
         }, ct);
 
     /// <summary>
-    /// The guest's memory statistics through the balloon. QEMU collects them only once a polling interval is set, so the
-    /// first call turns polling on and the guest's first report arrives a second later; a QEMU or guest without them
-    /// gives null (the manager then knows the VM from the host side only).
+    /// The guest's memory statistics through the balloon. QEMU collects them only while a polling interval is set, so a
+    /// call that finds no fresh report turns polling on (the next report arrives a second later) and gives null, as does
+    /// a QEMU or guest without them (the manager then knows the VM from the host side only).
     /// </summary>
     private async Task<GuestMemoryStats?> ReadGuestStatsAsync(VmSession s, QmpClient qmp, CancellationToken ct)
     {
         try
         {
             var node = await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = GuestMemoryStats.BalloonPath, ["property"] = "guest-stats" }, QmpTimeout, ct).ConfigureAwait(false);
-            if (GuestMemoryStats.Parse(node) is { } stats)
+            if (GuestMemoryStats.IsFresh(node, DateTimeOffset.UtcNow) && GuestMemoryStats.Parse(node) is { } stats)
                 return stats;
-            if (node?["last-update"]?.GetValue<long>() is 0)
-                await qmp.ExecuteAsync("qom-set", new JsonObject
-                {
-                    ["path"] = GuestMemoryStats.BalloonPath, ["property"] = "guest-stats-polling-interval", ["value"] = GuestMemoryStats.PollingIntervalSeconds,
-                }, QmpTimeout, ct).ConfigureAwait(false);
+            // Stale (the guest sends one report when its driver loads, then only while polling is on): turn polling on.
+            await qmp.ExecuteAsync("qom-set", new JsonObject
+            {
+                ["path"] = GuestMemoryStats.BalloonPath, ["property"] = "guest-stats-polling-interval", ["value"] = GuestMemoryStats.PollingIntervalSeconds,
+            }, QmpTimeout, ct).ConfigureAwait(false);
             return null;
         }
         catch (QmpException ex)

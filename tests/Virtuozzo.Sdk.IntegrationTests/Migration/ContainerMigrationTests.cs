@@ -140,6 +140,7 @@ public class ContainerMigrationTests : IAsyncLifetime
         (await ContainerFixture.ShAsync(there, name, "stat -c %U /home/bob/note && cat /home/bob/note")).Should().Be("bob\nnote");
         (await there.StopAsync(name)).Should().Be(VeStopMethod.Signal);
     }
+
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task A_live_migration_killed_after_the_dump_is_brought_back_on_the_source_by_reconcile_and_leaves_nothing_on_the_second_host()
     {
@@ -151,31 +152,10 @@ public class ContainerMigrationTests : IAsyncLifetime
 
         // vzsdk migrate, SIGKILLed as soon as the source's dump is complete (the processes are dumped and gone here)
         var checkpoint = Path.Combine(_root.Path, "private", created.Id.ToString(), "checkpoint");
-        var line = VzsdkTool.StartLine("--data-root", _root.Path, "migrate", name, "ssh://root@" + _host2.Address, "--remote-data-root", _host2.DataRoot,
-            "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, "--require-live");
-        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in line.Skip(1))
-            psi.ArgumentList.Add(a);
-        using (var p = System.Diagnostics.Process.Start(psi)!)
-        {
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (!Directory.Exists(checkpoint) && !p.HasExited && DateTime.UtcNow < deadline)
-                await Task.Delay(5);
-            p.HasExited.Should().BeFalse("the kill lands before the migration ends");
-            Directory.Exists(checkpoint).Should().BeTrue("the dump completed");
-            p.Kill();
-            await p.WaitForExitAsync();
-        }
+        await MigrateAndKillWhenAsync(name, () => Directory.Exists(checkpoint), "the dump completed");
 
         // the second host's agent loses its source and removes what it received (or restored)
-        var privateThere = Path.Combine(_host2.DataRoot, "private");
-        var until = DateTime.UtcNow.AddSeconds(60);
-        while (Directory.Exists(privateThere) && Directory.GetFileSystemEntries(privateThere).Length > 0 && DateTime.UtcNow < until)
-            await Task.Delay(200);
-        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
-        (await there.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(0);
-        (await there.ListAsync(all: true)).Should().BeEmpty("nothing is left on the second host");
-        Directory.GetFileSystemEntries(privateThere).Should().BeEmpty();
+        await SecondHostEndsEmptyAsync();
 
         // the next reconcile on the source finds the interrupted migration and restores the container from its images
         (await _containers.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(1);
@@ -186,5 +166,66 @@ public class ContainerMigrationTests : IAsyncLifetime
 
         var mounts = File.ReadAllText("/proc/self/mountinfo");
         mounts.Should().NotContain(".criu.cgyard").And.NotContain("criu-root").And.NotContain(_host2.DataRoot, "no stale mounts on either side");
+    }
+
+    /// <summary>Starts <c>vzsdk migrate NAME</c> to the second host (live required) and SIGKILLs it as soon as <paramref name="when"/> holds.</summary>
+    private async Task MigrateAndKillWhenAsync(string name, Func<bool> when, string what)
+    {
+        var line = VzsdkTool.StartLine("--data-root", _root.Path, "migrate", name, "ssh://root@" + _host2.Address, "--remote-data-root", _host2.DataRoot,
+            "--remote-vzsdk", _host2.Vzsdk, "-i", _host2.ClientKey, "--known-hosts", _host2.KnownHosts, "--require-live");
+        var psi = new System.Diagnostics.ProcessStartInfo(line[0]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in line.Skip(1))
+            psi.ArgumentList.Add(a);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!when() && !p.HasExited && DateTime.UtcNow < deadline)
+            await Task.Delay(5);
+        p.HasExited.Should().BeFalse("the kill lands before the migration ends");
+        when().Should().BeTrue(what);
+        p.Kill();
+        await p.WaitForExitAsync();
+    }
+
+    /// <summary>Waits until the second host's agent has removed what it received, then checks nothing is left there.</summary>
+    private async Task SecondHostEndsEmptyAsync()
+    {
+        var privateThere = Path.Combine(_host2.DataRoot, "private");
+        var until = DateTime.UtcNow.AddSeconds(60);
+        while (Directory.Exists(privateThere) && Directory.GetFileSystemEntries(privateThere).Length > 0 && DateTime.UtcNow < until)
+            await Task.Delay(200);
+        var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await there.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(0);
+        (await there.ListAsync(all: true)).Should().BeEmpty("nothing is left on the second host");
+        Directory.GetFileSystemEntries(privateThere).Should().BeEmpty();
+    }
+
+    [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
+    public async Task A_live_migration_killed_during_the_disk_copy_leaves_the_container_running_on_the_source_and_the_next_migration_succeeds()
+    {
+        var name = ContainerFixture.UniqueName("ctmig");
+        var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("512M") }, Security = ContainerFixture.CheckpointableSecurity });
+        await _containers.StartAsync(name);
+        var pid = await ContainerFixture.ShAsync(_containers, name, "setsid sh -c 'while true; do sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+        // 64 MiB of data, so that the copy lasts long enough to be killed in
+        await ContainerFixture.ShAsync(_containers, name, "head -c 67108864 /dev/urandom > /data && md5sum /data | cut -d' ' -f1 > /data.md5 && sync");
+
+        // SIGKILLed once the second host has prepared the container and before the source freezes it
+        var there = Path.Combine(_host2.DataRoot, "private", created.Id.ToString());
+        var journal = Path.Combine(_root.Path, "private", created.Id.ToString(), ".migrating-out");
+        await MigrateAndKillWhenAsync(name, () => Directory.Exists(there), "the second host prepared the container");
+        File.Exists(journal).Should().BeFalse("the kill landed before the freeze");
+
+        await SecondHostEndsEmptyAsync();
+        (await _containers.ReconcileAsync()).Should().BeGreaterThanOrEqualTo(0);
+        (await _containers.GetAsync(name)).State.Should().Be(VeState.Running, "the source's container never stopped");
+        (await ContainerFixture.ShAsync(_containers, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process runs on");
+
+        // the next migration removes what the killed one left in the source's storage daemon and moves the container
+        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk));
+        result.Mode.Should().Be(MigrationMode.Online, result.Reason);
+        var client = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        (await ContainerFixture.ShAsync(client, name, $"kill -0 {pid} && echo alive")).Should().Be("alive");
+        (await ContainerFixture.ShAsync(client, name, "md5sum /data | cut -d' ' -f1")).Should().Be(await ContainerFixture.ShAsync(client, name, "cat /data.md5"), "the disk arrived whole");
+        File.ReadAllText("/proc/self/mountinfo").Should().NotContain(".criu.cgyard").And.NotContain("criu-root");
     }
 }

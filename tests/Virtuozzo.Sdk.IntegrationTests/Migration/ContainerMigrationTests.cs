@@ -144,11 +144,7 @@ public class ContainerMigrationTests : IAsyncLifetime
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task A_live_migration_killed_after_the_dump_is_brought_back_on_the_source_by_reconcile_and_leaves_nothing_on_the_second_host()
     {
-        var name = ContainerFixture.UniqueName("ctmig");
-        var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("128M") }, Security = ContainerFixture.CheckpointableSecurity });
-        await _containers.StartAsync(name);
-        var pid = await ContainerFixture.ShAsync(_containers, name, "setsid sh -c 'while true; do sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
-        await ContainerFixture.ShAsync(_containers, name, "echo kept > /kept && sync");
+        var (name, created, pid) = await StartCheckpointableAsync("128M", "echo kept > /kept && sync");
 
         // vzsdk migrate, SIGKILLed as soon as the source's dump is complete (the processes are dumped and gone here)
         var checkpoint = Path.Combine(_root.Path, "private", created.Id.ToString(), "checkpoint");
@@ -166,6 +162,17 @@ public class ContainerMigrationTests : IAsyncLifetime
 
         var mounts = File.ReadAllText("/proc/self/mountinfo");
         mounts.Should().NotContain(".criu.cgyard").And.NotContain("criu-root").And.NotContain(_host2.DataRoot, "no stale mounts on either side");
+    }
+
+    /// <summary>Creates and starts a privileged container with a sleeping process (its pid returned) and runs <paramref name="setup"/> in it.</summary>
+    private async Task<(string Name, ContainerInfo Created, string Pid)> StartCheckpointableAsync(string disk, string setup)
+    {
+        var name = ContainerFixture.UniqueName("ctmig");
+        var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse(disk) }, Security = ContainerFixture.CheckpointableSecurity });
+        await _containers.StartAsync(name);
+        var pid = await ContainerFixture.ShAsync(_containers, name, "setsid sh -c 'while true; do sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
+        await ContainerFixture.ShAsync(_containers, name, setup);
+        return (name, created, pid);
     }
 
     /// <summary>Starts <c>vzsdk migrate NAME</c> to the second host (live required) and SIGKILLs it as soon as <paramref name="when"/> holds.</summary>
@@ -202,12 +209,8 @@ public class ContainerMigrationTests : IAsyncLifetime
     [IntegrationFact("runc", "qemu-storage-daemon", "mkfs.ext4", "busybox", "sshd", "ssh", "nsenter", "unshare", Root = true)]
     public async Task A_live_migration_killed_during_the_disk_copy_leaves_the_container_running_on_the_source_and_the_next_migration_succeeds()
     {
-        var name = ContainerFixture.UniqueName("ctmig");
-        var created = await _containers.CreateAsync(new ContainerCreateOptions { Name = new VeName(name), Resources = new ContainerResources { DiskSpace = ByteSize.Parse("512M") }, Security = ContainerFixture.CheckpointableSecurity });
-        await _containers.StartAsync(name);
-        var pid = await ContainerFixture.ShAsync(_containers, name, "setsid sh -c 'while true; do sleep 0.1; done' </dev/null >/dev/null 2>&1 & echo $!");
         // 64 MiB of data, so that the copy lasts long enough to be killed in
-        await ContainerFixture.ShAsync(_containers, name, "head -c 67108864 /dev/urandom > /data && md5sum /data | cut -d' ' -f1 > /data.md5 && sync");
+        var (name, created, pid) = await StartCheckpointableAsync("512M", "head -c 67108864 /dev/urandom > /data && md5sum /data | cut -d' ' -f1 > /data.md5 && sync");
 
         // SIGKILLed once the second host has prepared the container and before the source freezes it
         var there = Path.Combine(_host2.DataRoot, "private", created.Id.ToString());
@@ -220,10 +223,15 @@ public class ContainerMigrationTests : IAsyncLifetime
         (await _containers.GetAsync(name)).State.Should().Be(VeState.Running, "the source's container never stopped");
         (await ContainerFixture.ShAsync(_containers, name, $"kill -0 {pid} && echo alive")).Should().Be("alive", "the same process runs on");
 
-        // the next migration removes what the killed one left in the source's storage daemon and moves the container
-        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk));
-        result.Mode.Should().Be(MigrationMode.Online, result.Reason);
+        // the next migration removes what the killed one left in the source's storage daemon and moves the container;
+        // a reconcile on the second host while it receives leaves the receive alone
         var client = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));
+        Task<int>? reconcileThere = null;
+        var result = await new MigrationClient(_runtime).MigrateAsync(name, MigrationDestination.OverSsh(_host2.Ssh, _host2.DataRoot, _host2.Vzsdk),
+            progress: new SyncProgress<MigrationProgress>(p => reconcileThere ??= p.Phase == MigrationPhase.CopyingDisks ? client.ReconcileAsync() : null));
+        result.Mode.Should().Be(MigrationMode.Online, result.Reason);
+        reconcileThere.Should().NotBeNull("the copy was reported");
+        await reconcileThere!;
         (await ContainerFixture.ShAsync(client, name, $"kill -0 {pid} && echo alive")).Should().Be("alive");
         (await ContainerFixture.ShAsync(client, name, "md5sum /data | cut -d' ' -f1")).Should().Be(await ContainerFixture.ShAsync(client, name, "cat /data.md5"), "the disk arrived whole");
         File.ReadAllText("/proc/self/mountinfo").Should().NotContain(".criu.cgyard").And.NotContain("criu-root");

@@ -55,6 +55,10 @@ internal sealed partial class LocalContainerDriver
 
     private string IncomingMarkerPath(VeId id) => Path.Combine(_store.PrivatePath(id), MigrationJournal.IncomingFile);
 
+    /// <summary>True while a live process migrates the container out of or into this host (its marker names it).</summary>
+    private bool IsMigrating(VeId id)
+        => OwnerMarker.IsOwnerAlive(OutgoingJournal(id)) || OwnerMarker.IsOwnerAlive(IncomingMarkerPath(id));
+
     /// <summary>
     /// Under the container's lock: finishes what a killed migration left. On the source, after the dump, the container is
     /// restored from its local images (or started from its disk when they are incomplete); on the destination, a container

@@ -1026,7 +1026,9 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
     /// <summary>
     /// Cleans up after a crash or reboot: for every container that is not running, removes leftover mounts, disk
     /// daemons, network links and cgroups; removes cgroups and links of containers that no longer exist; removes
-    /// temp files of dead writers. Running containers are left alone. Returns how many leftovers were removed.
+    /// temp files of dead writers. Running containers, and containers a live process migrates out or in, are left alone;
+    /// a migration whose process was killed is finished (the container restored on the source, or removed from the
+    /// destination). Returns how many leftovers were removed.
     /// </summary>
     public async Task<int> ReconcileAsync(CancellationToken cancellationToken = default)
     {
@@ -1037,6 +1039,8 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             if (identity.Kind != VeKind.Container)
                 continue;
             using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
+            if (IsMigrating(id))
+                continue; // a live process migrates it (out, or in): its storage daemon serves the copy and must stay
             if (await RecoverInterruptedMigrationLockedAsync(id, cancellationToken).ConfigureAwait(false))
             {
                 removed++;

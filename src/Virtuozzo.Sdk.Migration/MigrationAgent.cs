@@ -109,7 +109,9 @@ public static class MigrationAgent
                 // from its own images, so this copy goes when the source's stream ends
                 return new AgentResponse { Ok = true };
             case "commit-ct":
-                pending.Remove(new VeId(request.Id ?? throw new ArgumentException("commit-ct needs an id.")));
+                var committed = new VeId(request.Id ?? throw new ArgumentException("commit-ct needs an id."));
+                await driver.CommitIncomingAsync(committed, ct).ConfigureAwait(false);
+                pending.Remove(committed);
                 return new AgentResponse { Ok = true };
             case "abort-ct":
                 var aborted = new VeId(request.Id ?? throw new ArgumentException("abort-ct needs an id."));

@@ -389,7 +389,17 @@ internal sealed partial class LocalContainerDriver
             DeleteDirectory(CheckpointDirectory(id) + ".partial");
             await _ledger.ReleaseAsync(id, ct).ConfigureAwait(false);
         }
-        File.Delete(IncomingMarkerPath(id)); // complete: no longer a receive in progress
+    }
+
+    /// <summary>
+    /// The source has recorded the success: the container is this host's now. Until this, the marker of the receiving
+    /// process stays, so that a receiver killed between the restore and the source's commit leaves a container that
+    /// reconcile removes (the source, which did not hear the restore confirmed, brings its own copy back).
+    /// </summary>
+    internal async Task CommitIncomingAsync(VeId id, CancellationToken ct)
+    {
+        using var veLock = await _store.LockVeAsync(id, ct).ConfigureAwait(false);
+        File.Delete(IncomingMarkerPath(id));
         Core.Internal.Native.FsyncDirectory(_store.PrivatePath(id));
     }
 

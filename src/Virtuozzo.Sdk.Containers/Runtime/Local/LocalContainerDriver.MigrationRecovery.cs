@@ -28,7 +28,7 @@ internal static class MigrationJournal
     /// <summary>On the source, from just before the freeze until the destination confirmed the restore (or the rollback ended).</summary>
     internal const string OutgoingFile = ".migrating-out";
 
-    /// <summary>On the destination, from the preparation until the restore or start there succeeded.</summary>
+    /// <summary>On the destination, from the preparation until the source committed (after the restore or start there).</summary>
     internal const string IncomingFile = ".incoming";
 
     /// <summary>

@@ -27,7 +27,9 @@ public class MigrationJournalTests
     public void A_kill_before_the_dump_ended_the_processes_only_forgets_the_journal()
         => MigrationJournal.Decide(true, false, false, processesRunning: true, imagesComplete: false).Should().Be(MigrationRecovery.ForgetJournal);
 
-    [Fact]
-    public void A_receive_whose_process_died_is_discarded_on_the_destination()
-        => MigrationJournal.Decide(false, true, ownerAlive: false, false, false).Should().Be(MigrationRecovery.DiscardIncoming);
+    [Theory]
+    [InlineData(false, false)] // killed while the disk or the images arrived
+    [InlineData(true, true)] // killed after the restore there, before the source committed: the source brought its copy back
+    public void A_receive_whose_process_died_is_discarded_on_the_destination(bool processesRunning, bool imagesComplete)
+        => MigrationJournal.Decide(false, true, ownerAlive: false, processesRunning, imagesComplete).Should().Be(MigrationRecovery.DiscardIncoming);
 }

@@ -33,7 +33,7 @@ public class OwnerMarkerTests
             await OwnerMarker.WriteAsync(path, CancellationToken.None);
             OwnerMarker.Read(path).Should().Be(new ProcessTree.ProcessKey(Environment.ProcessId, ProcessTree.ReadStat(Environment.ProcessId)!.Value.StartTime));
             OwnerMarker.IsOwnerAlive(path).Should().BeTrue();
-            File.Exists(path + ".tmp").Should().BeFalse();
+            Directory.GetFileSystemEntries(dir.FullName).Should().Equal([path], "no temp file is left beside the marker");
         }
         finally
         {

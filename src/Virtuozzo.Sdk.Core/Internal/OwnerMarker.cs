@@ -23,16 +23,11 @@ internal static class OwnerMarker
             : null;
     }
 
-    /// <summary>Names this process as the owner: written to a temporary file, flushed, renamed over the marker, directory synced.</summary>
-    internal static async Task WriteAsync(string path, CancellationToken ct)
+    /// <summary>Names this process as the owner, crash-safely (<see cref="AtomicFile"/>: a killed writer's temp file is reconciled away).</summary>
+    internal static Task WriteAsync(string path, CancellationToken ct)
     {
         var pid = Environment.ProcessId;
-        var temp = path + ".tmp";
-        await File.WriteAllTextAsync(temp, Format(pid, ProcessTree.ReadStat(pid)?.StartTime ?? 0), ct).ConfigureAwait(false);
-        using (var f = new FileStream(temp, FileMode.Open, FileAccess.ReadWrite))
-            f.Flush(flushToDisk: true);
-        File.Move(temp, path, overwrite: true);
-        Native.FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        return AtomicFile.WriteAsync(path, System.Text.Encoding.ASCII.GetBytes(Format(pid, ProcessTree.ReadStat(pid)?.StartTime ?? 0)), ct);
     }
 
     /// <summary>The owner the marker at <paramref name="path"/> names; null when there is none or it is damaged.</summary>

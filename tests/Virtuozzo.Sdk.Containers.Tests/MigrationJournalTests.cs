@@ -13,7 +13,7 @@ public class MigrationJournalTests
     [InlineData(true, false)]
     [InlineData(false, true)]
     public void A_migration_whose_process_still_lives_is_left_alone(bool outgoing, bool incoming)
-        => MigrationJournal.Decide(outgoing, incoming, ownerAlive: true, processesRunning: false, imagesComplete: true).Should().Be(MigrationRecovery.None);
+        => MigrationJournal.Decide(outgoing, incoming, ownerAlive: true, processesRunning: false, imagesComplete: true).Should().Be(MigrationRecovery.InProgress);
 
     [Fact]
     public void After_the_dump_with_complete_images_the_source_restores_them()

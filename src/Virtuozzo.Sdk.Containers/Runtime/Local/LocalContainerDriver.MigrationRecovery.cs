@@ -7,8 +7,10 @@ namespace Virtuozzo.Sdk.Containers.Runtime.Local;
 /// <summary>What reconcile does with a container that an interrupted migration left behind.</summary>
 internal enum MigrationRecovery
 {
-    /// <summary>Nothing: no interrupted migration, or the process doing it still lives.</summary>
+    /// <summary>Nothing: no migration marker.</summary>
     None,
+    /// <summary>The process migrating it (out or in) still lives: not reconcile's to touch, nor its storage daemon serving the copy.</summary>
+    InProgress,
     /// <summary>The source's processes still run (killed before the dump ended them): only the journal and the disk copy go.</summary>
     ForgetJournal,
     /// <summary>The processes were dumped and the images are complete: restore them on the source.</summary>
@@ -40,7 +42,7 @@ internal static class MigrationJournal
         if (!outgoing && !incoming)
             return MigrationRecovery.None;
         if (ownerAlive)
-            return MigrationRecovery.None; // still in progress: not ours to touch
+            return MigrationRecovery.InProgress;
         if (incoming && !outgoing)
             return MigrationRecovery.DiscardIncoming;
         if (processesRunning)
@@ -55,32 +57,29 @@ internal sealed partial class LocalContainerDriver
 
     private string IncomingMarkerPath(VeId id) => Path.Combine(_store.PrivatePath(id), MigrationJournal.IncomingFile);
 
-    /// <summary>True while a live process migrates the container out of or into this host (its marker names it).</summary>
-    private bool IsMigrating(VeId id)
-        => OwnerMarker.IsOwnerAlive(OutgoingJournal(id)) || OwnerMarker.IsOwnerAlive(IncomingMarkerPath(id));
-
     /// <summary>
     /// Under the container's lock: finishes what a killed migration left. On the source, after the dump, the container is
     /// restored from its local images (or started from its disk when they are incomplete); on the destination, a container
-    /// whose receiver died is removed with its reservation and disk. True when something was done.
+    /// whose receiver died is removed with its reservation and disk. Returns what was decided (<see cref="MigrationRecovery.None"/>
+    /// without a marker, <see cref="MigrationRecovery.InProgress"/> while the migrating process lives: nothing done).
     /// </summary>
-    private async Task<bool> RecoverInterruptedMigrationLockedAsync(VeId id, CancellationToken ct)
+    private async Task<MigrationRecovery> RecoverInterruptedMigrationLockedAsync(VeId id, CancellationToken ct)
     {
         var outgoing = File.Exists(OutgoingJournal(id));
         var incoming = File.Exists(IncomingMarkerPath(id));
         if (!outgoing && !incoming)
-            return false;
-        var alive = OwnerMarker.IsOwnerAlive(outgoing ? OutgoingJournal(id) : IncomingMarkerPath(id));
+            return MigrationRecovery.None;
+        var alive = (outgoing && OwnerMarker.IsOwnerAlive(OutgoingJournal(id))) || (incoming && OwnerMarker.IsOwnerAlive(IncomingMarkerPath(id)));
         var running = await _runc.StatusAsync(id, ct).ConfigureAwait(false) is "running" or "created" or "paused";
         var decision = MigrationJournal.Decide(outgoing, incoming, alive, running, HasCheckpoint(id));
-        if (decision == MigrationRecovery.None)
-            return false;
+        if (decision == MigrationRecovery.InProgress)
+            return decision;
         var none = CancellationToken.None;
         if (decision == MigrationRecovery.DiscardIncoming)
         {
             _logger.LogWarning("Container {Id}: its migration to this host was interrupted (the receiving process is gone); removing what was received", id);
             await DiscardIncomingLockedAsync(id).ConfigureAwait(false);
-            return true;
+            return decision;
         }
         var (identity, config) = await LoadAsync(id.ToString(), none).ConfigureAwait(false);
         await ClearMigrationLeftoversAsync(identity.Name, DaemonPaths(id)).ConfigureAwait(false);
@@ -108,6 +107,6 @@ internal sealed partial class LocalContainerDriver
                 break;
         }
         File.Delete(OutgoingJournal(id));
-        return true;
+        return decision;
     }
 }

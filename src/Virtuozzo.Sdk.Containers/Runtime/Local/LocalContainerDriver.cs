@@ -1039,9 +1039,10 @@ internal sealed partial class LocalContainerDriver : IContainerDriver
             if (identity.Kind != VeKind.Container)
                 continue;
             using var veLock = await _store.LockVeAsync(id, cancellationToken).ConfigureAwait(false);
-            if (IsMigrating(id))
+            var recovery = await RecoverInterruptedMigrationLockedAsync(id, cancellationToken).ConfigureAwait(false);
+            if (recovery == MigrationRecovery.InProgress)
                 continue; // a live process migrates it (out, or in): its storage daemon serves the copy and must stay
-            if (await RecoverInterruptedMigrationLockedAsync(id, cancellationToken).ConfigureAwait(false))
+            if (recovery != MigrationRecovery.None)
             {
                 removed++;
                 continue;

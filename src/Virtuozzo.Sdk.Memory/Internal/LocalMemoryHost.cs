@@ -89,8 +89,9 @@ internal sealed class LocalMemoryHost(VirtuozzoRuntime runtime, MemoryManagerOpt
             max = status.HotplugMaxBytes > limit ? status.HotplugMaxBytes : null; // hotplug-enabled: may grow to its maximum memory
             // What the guest uses: from its own report when it sends the balloon's statistics (QEMU's resident memory only
             // grows: pages the guest freed stay resident), else what QEMU has resident beyond its overhead.
-            var rss = cg is null ? status.BalloonBytes : Math.Max(0, cg.MemoryUsage() - overhead);
-            usage = Math.Min(status.BalloonBytes, status.Guest is { } g ? Math.Max(0, g.TotalBytes - g.AvailableBytes) : rss);
+            var inUse = status.Guest is { } g ? Math.Max(0, g.TotalBytes - g.AvailableBytes)
+                : cg is null ? status.BalloonBytes : Math.Max(0, cg.MemoryUsage() - overhead);
+            usage = Math.Min(status.BalloonBytes, inUse);
             guestAvailable = status.Guest?.AvailableBytes;
             target = _balloon.TryGetValue(info.Id, out var set) ? set : status.BalloonBytes;
         }

@@ -59,7 +59,8 @@ internal static class MigrateCommand
                 Cli.WriteJson(new MigrateResultJson(result.Id.ToString(), result.Name.Value, result.Kind == VeKind.Container ? "container" : "vm",
                     result.Mode.ToString().ToLowerInvariant(), result.Reason,
                     result.TransferMeasured ? (long)result.Downtime.TotalMilliseconds : null, (long)result.TotalTime.TotalMilliseconds,
-                    result.TransferMeasured ? result.DiskBytes : null, result.TransferMeasured ? result.MemoryBytes : null, result.PostCopyUsed), VzsdkJson.Default.MigrateResult);
+                    result.TransferMeasured ? result.DiskBytes : null, result.TransferMeasured ? result.MemoryBytes : null, result.PostCopyUsed,
+                    result.TransferMeasured ? result.PreCopyRounds : null), VzsdkJson.Default.MigrateResult);
             }
             else
             {
@@ -114,4 +115,5 @@ internal static class MigrateCommand
 }
 
 /// <summary>The JSON of <c>vzsdk migrate --json</c> (snake_case keys).</summary>
-internal sealed record MigrateResultJson(string Uuid, string Name, string Type, string Mode, string Reason, long? DowntimeMs, long TotalTimeMs, long? DiskBytes, long? MemoryBytes, bool PostCopy);
+internal sealed record MigrateResultJson(string Uuid, string Name, string Type, string Mode, string Reason, long? DowntimeMs, long TotalTimeMs, long? DiskBytes, long? MemoryBytes, bool PostCopy,
+    int? PreCopyRounds);

@@ -135,7 +135,7 @@ public class MigrationClient
         _logger?.LogInformation("VM {Name} migrated in {Total} with {Downtime} ms of downtime", identity.Name, outcome.TotalTime, outcome.Downtime.TotalMilliseconds);
         return new MigrationResult(outcome.Id, outcome.Name, VeKind.Vm, MigrationMode.Online,
             options.Mode == MigrationMode.Auto ? "the VM is running: it migrated live" : "a live migration was asked for",
-            outcome.Downtime, outcome.TotalTime, outcome.DiskBytes, outcome.MemoryBytes, outcome.PostCopyUsed);
+            outcome.Downtime, outcome.TotalTime, outcome.DiskBytes, outcome.MemoryBytes, outcome.PostCopyUsed) { PreCopyRounds = outcome.PreCopyRounds };
     }
 
     private async Task<MigrationResult> MigrateVmOfflineAsync(LocalVmDriver driver, Virtuozzo.Sdk.Core.State.VeIdentity identity, MigrationDestination destination, MigrationOptions options, string reason, IProgress<MigrationProgress>? progress, CancellationToken ct)
@@ -178,7 +178,7 @@ public class MigrationClient
         }
         _logger?.LogInformation("Container {Name} migrated ({Mode}) in {Total}, frozen {Frozen}", outcome.Name, outcome.Live ? "live" : "restart", outcome.TotalTime, outcome.Frozen);
         return new MigrationResult(outcome.Id, outcome.Name, VeKind.Container, outcome.Live ? MigrationMode.Online : MigrationMode.Offline, outcome.Reason,
-            outcome.Frozen, outcome.TotalTime, outcome.DiskBytes, outcome.ImageBytes, false);
+            outcome.Frozen, outcome.TotalTime, outcome.DiskBytes, outcome.ImageBytes, false) { PreCopyRounds = outcome.PreDumps };
     }
 
     private static MigrationPhase PhaseOf(string phase) => phase switch
@@ -187,7 +187,7 @@ public class MigrationClient
         "dumping" or "stopping" or "sending-state" or "restoring" or "starting" => MigrationPhase.Switching,
         "preparing" => MigrationPhase.Preparing,
         "copying-disks" => MigrationPhase.CopyingDisks,
-        "copying-memory" => MigrationPhase.CopyingMemory,
+        "copying-memory" or "pre-dumping" => MigrationPhase.CopyingMemory,
         "post-copy" => MigrationPhase.PostCopy,
         "switching" => MigrationPhase.Switching,
         _ => MigrationPhase.CleaningUp,

@@ -131,4 +131,13 @@ public sealed record MigrationResult(VeId Id, VeName Name, VeKind Kind, Migratio
     /// zero and unknown. <see cref="TotalTime"/> is always measured.
     /// </summary>
     public bool TransferMeasured { get; init; } = true;
+
+    /// <summary>
+    /// How many times the memory was copied while the VE still ran, before the switch-over: for a VM, QEMU's passes over
+    /// its dirty pages (<c>dirty-sync-count</c>); for a container, CRIU's pre-dump rounds, which need the kernel's memory
+    /// dirty tracking (<see cref="Containers.CheckpointSupport.MemoryDirtyTracking"/>; without it, 0: the memory goes in
+    /// one dump while the container is frozen). 0 for an offline or restart migration, and on runtimes that do not report
+    /// it.
+    /// </summary>
+    public int PreCopyRounds { get; init; }
 }

@@ -71,13 +71,34 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
     /// Dumps the container's processes with CRIU into <paramref name="imageDirectory"/>; they are killed afterwards unless
     /// <paramref name="leaveRunning"/>.
     /// </summary>
-    public async Task CheckpointAsync(VeId id, CriuTool criu, string imageDirectory, string workDirectory, bool leaveRunning, CancellationToken ct)
+    public async Task CheckpointAsync(VeId id, CriuTool criu, string imageDirectory, string workDirectory, bool leaveRunning, CancellationToken ct,
+        bool preDump = false, string? parentPath = null)
+        => await RunCheckpointAsync(id, criu, CheckpointArguments(StateRoot, criu.Path, id, imageDirectory, workDirectory, leaveRunning, preDump, parentPath), workDirectory, ct).ConfigureAwait(false);
+
+    /// <summary>
+    /// runc's arguments for a dump: a pre-dump (<paramref name="preDump"/>) copies the memory and leaves the container
+    /// running with its memory tracked; <paramref name="parentPath"/> (relative to the image directory) names the previous
+    /// pre-dump, so that only the pages dirtied since it are written (CRIU links the images to it as <c>parent</c>).
+    /// </summary>
+    internal static List<string> CheckpointArguments(string stateRoot, string criuPath, VeId id, string imageDirectory, string workDirectory, bool leaveRunning,
+        bool preDump, string? parentPath)
     {
-        List<string> args = ["--root", StateRoot, "--criu", criu.Path, "checkpoint", "--image-path", imageDirectory, "--work-path", workDirectory,
+        if (parentPath is not null && Path.IsPathRooted(parentPath))
+            throw new ArgumentException("The parent of a dump is named relative to its image directory.", nameof(parentPath));
+        List<string> args = ["--root", stateRoot, "--criu", criuPath, "checkpoint", "--image-path", imageDirectory, "--work-path", workDirectory,
             "--tcp-established", "--file-locks", "--manage-cgroups-mode", "soft"];
-        if (leaveRunning)
+        if (preDump)
+            args.Add("--pre-dump");
+        else if (leaveRunning)
             args.Add("--leave-running");
+        if (parentPath is not null)
+            args.AddRange(["--parent-path", parentPath]);
         args.Add(id.ToString());
+        return args;
+    }
+
+    private async Task RunCheckpointAsync(VeId id, CriuTool criu, List<string> args, string workDirectory, CancellationToken ct)
+    {
         try
         {
             await host.ExecuteAsync(new Command("runc").WithArguments(args).WithEnvironmentVariables(criu.Environment).WithTimeout(LocalTimeouts.Checkpoint), ct).ConfigureAwait(false);

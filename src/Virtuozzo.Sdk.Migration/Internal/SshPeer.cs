@@ -101,8 +101,8 @@ internal sealed class SshPeer : IVmOfflineMigrationPeer, IContainerMigrationPeer
 
     public Task AbortContainerAsync(VeId id, CancellationToken cancellationToken) => CallAsync(new AgentRequest { Op = "abort-ct", Id = id.Value }, cancellationToken);
 
-    /// <summary>Streams the directory as a tar archive into <c>tar -x</c> on the destination, over SSH.</summary>
-    public async Task<long> SendImagesAsync(string localDirectory, string remoteDirectory, CancellationToken cancellationToken)
+    /// <summary>Streams the directory (or one entry of it) as a tar archive into <c>tar -x</c> on the destination, over SSH.</summary>
+    public async Task<long> SendImagesAsync(string localDirectory, string remoteDirectory, CancellationToken cancellationToken, string? member = null)
     {
         var pipe = new Pipe();
         var counter = new CountingStream(pipe.Writer.AsStream());
@@ -110,7 +110,7 @@ internal sealed class SshPeer : IVmOfflineMigrationPeer, IContainerMigrationPeer
         {
             try
             {
-                await _local.ExecuteAsync(new Command("tar").WithArguments("-C", localDirectory, "-cf", "-", ".").WithStandardOutputPipe(PipeTarget.ToStream(counter)).WithTimeout(TimeSpan.FromHours(1)), cancellationToken).ConfigureAwait(false);
+                await _local.ExecuteAsync(new Command("tar").WithArguments("-C", localDirectory, "-cf", "-", "--", member ?? ".").WithStandardOutputPipe(PipeTarget.ToStream(counter)).WithTimeout(TimeSpan.FromHours(1)), cancellationToken).ConfigureAwait(false);
             }
             finally
             {

@@ -44,7 +44,7 @@ internal sealed record VmMigrationSettings
 internal readonly record struct VmMigrationSample(string Phase, long Transferred, long Remaining, long? DirtyBytesPerSecond, TimeSpan? ExpectedDowntime);
 
 /// <summary>What a finished VM migration measured.</summary>
-internal sealed record VmMigrationOutcome(VeId Id, VeName Name, TimeSpan Downtime, TimeSpan TotalTime, long DiskBytes, long MemoryBytes, bool PostCopyUsed);
+internal sealed record VmMigrationOutcome(VeId Id, VeName Name, TimeSpan Downtime, TimeSpan TotalTime, long DiskBytes, long MemoryBytes, bool PostCopyUsed, int PreCopyRounds = 0);
 
 /// <summary>The destination of a VM migration, as the source's driver sees it.</summary>
 internal interface IVmMigrationPeer

@@ -61,6 +61,18 @@ public class ContainerMigrationTests : IAsyncLifetime
         result.Downtime.Should().BePositive().And.BeLessThan(TimeSpan.FromSeconds(10), "the container is frozen from the dump to the restore");
         result.MemoryBytes.Should().BePositive("the CRIU images were sent");
         phases.Should().Contain(MigrationPhase.CopyingDisks);
+        // Pre-dump rounds run only where the kernel tracks dirtied memory (the probe's answer, not an assumption).
+        var support = await _containers.GetCheckpointSupportAsync();
+        if (support.MemoryDirtyTracking)
+        {
+            result.PreCopyRounds.Should().BeInRange(1, 8, result.Reason);
+            phases.Should().Contain(MigrationPhase.CopyingMemory, "the pre-dumps copy the memory while the container runs");
+        }
+        else
+        {
+            result.PreCopyRounds.Should().Be(0, "this kernel has no memory dirty tracking: one dump, no pre-dump rounds");
+            result.Reason.Should().Contain("no pre-dump");
+        }
         (await _containers.ListAsync(all: true)).Should().BeEmpty("the source's copy is removed");
 
         var there = new ContainerClient(VirtuozzoRuntime.CreateLocal(new VirtuozzoSdkOptions { DataRoot = _host2.DataRoot }));

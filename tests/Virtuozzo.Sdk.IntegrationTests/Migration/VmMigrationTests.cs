@@ -70,6 +70,7 @@ public class VmMigrationTests() : TwoLocalRuntimes("vzsdk-mig-dst")
         result.Downtime.Should().BePositive().And.BeLessThanOrEqualTo(MigrationOptions.DefaultDowntimeLimit, "the switch-over waited until the rest fit in the limit");
         result.MemoryBytes.Should().BeGreaterThan(1 << 20, "the guest's memory was sent");
         result.DiskBytes.Should().BeGreaterThan(0);
+        result.PreCopyRounds.Should().BeGreaterThanOrEqualTo(1, "QEMU passed over the dirty memory at least once while the VM ran");
         phases.Should().Contain([MigrationPhase.Preparing, MigrationPhase.CopyingDisks, MigrationPhase.CopyingMemory, MigrationPhase.CleaningUp]);
 
         (await source.ListAsync()).Should().BeEmpty("the source's copy is deleted after a successful migration");

@@ -19,6 +19,16 @@ internal sealed partial class LocalContainerDriver
 
     internal string CheckpointDirectory(VeId id) => Path.Combine(_store.PrivatePath(id), "checkpoint");
 
+    /// <summary>
+    /// A live migration's pre-dumps, one subdirectory per round (<c>1</c>, <c>2</c>, …), each the parent of the next; the
+    /// final checkpoint names the last as <c>../checkpoint.pre/N</c>. A sibling of the checkpoint, so that writing the
+    /// checkpoint (which starts from an empty directory) keeps them, and the restore finds them through the links.
+    /// </summary>
+    internal string PreDumpDirectory(VeId id) => Path.Combine(_store.PrivatePath(id), "checkpoint.pre");
+
+    /// <summary>The parent link of the final dump (relative to the checkpoint directory) after <paramref name="rounds"/> pre-dumps.</summary>
+    internal static string PreDumpParent(int rounds) => $"../checkpoint.pre/{rounds.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+
     /// <summary>True when the container is suspended to disk (a complete checkpoint waits to be restored).</summary>
     internal bool HasCheckpoint(VeId id) => File.Exists(Path.Combine(CheckpointDirectory(id), CheckpointMarker));
 
@@ -67,7 +77,7 @@ internal sealed partial class LocalContainerDriver
     }
 
     /// <summary>Writes a complete checkpoint of the container's processes (renamed into place only once whole).</summary>
-    internal async Task CheckpointLockedAsync(VeId id, string name, CriuTool criu, bool leaveRunning, CancellationToken ct)
+    internal async Task CheckpointLockedAsync(VeId id, string name, CriuTool criu, bool leaveRunning, CancellationToken ct, string? parentPath = null)
     {
         var final = CheckpointDirectory(id);
         var partial = final + ".partial";
@@ -80,7 +90,7 @@ internal sealed partial class LocalContainerDriver
         Directory.CreateDirectory(work);
         try
         {
-            await _runc.CheckpointAsync(id, criu, partial, work, leaveRunning, ct).ConfigureAwait(false);
+            await _runc.CheckpointAsync(id, criu, partial, work, leaveRunning, ct, parentPath: parentPath).ConfigureAwait(false);
         }
         catch
         {
@@ -117,6 +127,7 @@ internal sealed partial class LocalContainerDriver
             throw new InvalidStateException($"Container {identity.Name} could not be restored from its checkpoint: {ex.Message} The checkpoint is kept; stop the container to discard it and start it afresh.", ex);
         }
         DeleteDirectory(CheckpointDirectory(id));
+        DeleteDirectory(PreDumpDirectory(id));
         _logger.LogDebug("Container {Name} restored from its checkpoint", identity.Name);
     }
 
@@ -126,6 +137,7 @@ internal sealed partial class LocalContainerDriver
         var had = HasCheckpoint(id);
         DeleteDirectory(CheckpointDirectory(id));
         DeleteDirectory(CheckpointDirectory(id) + ".partial");
+        DeleteDirectory(PreDumpDirectory(id));
         return had;
     }
 

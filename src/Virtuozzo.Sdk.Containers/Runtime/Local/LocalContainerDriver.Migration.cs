@@ -104,6 +104,7 @@ internal sealed partial class LocalContainerDriver
         var mirroring = false;
         var stopped = false;
         long diskBytes = 0, imageBytes = 0;
+        var preDumps = new PreDumpResult(0, 0, 0, "");
         var frozen = new Stopwatch();
         try
         {
@@ -125,6 +126,19 @@ internal sealed partial class LocalContainerDriver
                 }, LocalTimeouts.MonitorBlockCommand, ct).ConfigureAwait(false);
                 mirroring = true;
                 diskBytes = await SyncDiskWhileRunningAsync(qmp, identity.Name, progress, ct).ConfigureAwait(false);
+                if (live && probe.MemoryDirtyTracking && endpoint.PreDumpDirectory is { } remotePreDumps)
+                {
+                    // P.Haul's memory rounds, where the kernel tracks dirtied pages: the memory goes while the container
+                    // runs, each round only what the one before left dirty, so that the freeze dumps only the rest.
+                    preDumps = await PreDumpAsync(id, identity.Name, criu!, peer, remotePreDumps, qmp, progress, ct).ConfigureAwait(false);
+                    diskBytes += preDumps.DiskBytes;
+                    imageBytes += preDumps.ImageBytes;
+                    reason += $"; {preDumps.Note}";
+                }
+                else if (live && probe.MemoryDirtyTracking)
+                {
+                    reason += "; the destination's migration agent (an earlier version) takes no pre-dumps, so its memory went in one dump";
+                }
 
                 if (!wasStopped)
                 {
@@ -135,7 +149,8 @@ internal sealed partial class LocalContainerDriver
                     frozen.Start();
                     progress?.Invoke(new ContainerMigrationSample(live ? "dumping" : "stopping", 0, 0));
                     if (live)
-                        await CheckpointLockedAsync(id, identity.Name, criu!, leaveRunning: false, ct).ConfigureAwait(false);
+                        await CheckpointLockedAsync(id, identity.Name, criu!, leaveRunning: false, ct,
+                            parentPath: preDumps.Rounds > 0 ? PreDumpParent(preDumps.Rounds) : null).ConfigureAwait(false);
                     else
                         await StopLockedAsync(id, config, new VeStopOptions(), ct, teardown: false).ConfigureAwait(false); // the daemon serves the last delta
                     stopped = true;
@@ -149,7 +164,7 @@ internal sealed partial class LocalContainerDriver
             if (live)
             {
                 progress?.Invoke(new ContainerMigrationSample("sending-state", 0, 0));
-                imageBytes = await peer.SendImagesAsync(CheckpointDirectory(id), endpoint.ImageDirectory, ct).ConfigureAwait(false);
+                imageBytes += await peer.SendImagesAsync(CheckpointDirectory(id), endpoint.ImageDirectory, ct).ConfigureAwait(false);
             }
             if (wasStopped)
                 await StorageDaemon.StopAsync(_host, daemon, ct).ConfigureAwait(false);
@@ -167,6 +182,8 @@ internal sealed partial class LocalContainerDriver
             if (wasStopped)
                 await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // the daemon started for the copy
             await RollBackOutgoingAsync(id, identity, config, peer, daemon, mirroring, stopped, live).ConfigureAwait(false);
+            if (!stopped)
+                DeleteDirectory(PreDumpDirectory(id)); // it runs on: its pre-dumps are of no use (after the dump they are the checkpoint's parents)
             if (await _runc.StatusAsync(id, CancellationToken.None).ConfigureAwait(false) is "running")
                 File.Delete(OutgoingJournal(id)); // it runs here again; otherwise reconcile retries from the journal
             throw;
@@ -177,7 +194,60 @@ internal sealed partial class LocalContainerDriver
         DiscardCheckpoint(id);
         if (!keepSource)
             await _registry.UnregisterAsync(id, CancellationToken.None).ConfigureAwait(false);
-        return new ContainerMigrationOutcome(id, new VeName(identity.Name), live, reason, frozen.Elapsed, total.Elapsed, diskBytes, imageBytes);
+        return new ContainerMigrationOutcome(id, new VeName(identity.Name), live, reason, frozen.Elapsed, total.Elapsed, diskBytes, imageBytes, preDumps.Rounds);
+    }
+
+    private readonly record struct PreDumpResult(int Rounds, long ImageBytes, long DiskBytes, string Note);
+
+    /// <summary>
+    /// CRIU pre-dumps while the container runs, each sent to the destination's <paramref name="remoteDirectory"/> as it
+    /// completes, with the disk's delta after each (P.Haul moves the file system on with every round), until
+    /// <see cref="PreDumpRounds"/> says stop. A failed round ends the rounds without failing the migration: the final dump
+    /// then follows the last round that worked (or is a whole dump when none did).
+    /// </summary>
+    private async Task<PreDumpResult> PreDumpAsync(VeId id, string name, CriuTool criu, IContainerMigrationPeer peer, string remoteDirectory, QmpClient qmp,
+        Action<ContainerMigrationSample>? progress, CancellationToken ct)
+    {
+        var root = PreDumpDirectory(id);
+        DeleteDirectory(root);
+        Directory.CreateDirectory(root);
+        var work = CriuWorkDirectory(id);
+        long imageBytes = 0, diskBytes = 0;
+        long? previous = null;
+        for (var round = 1; ; round++)
+        {
+            var member = round.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var dir = Path.Combine(root, member);
+            Directory.CreateDirectory(dir);
+            await UnmountUnderAsync(work).ConfigureAwait(false);
+            DeleteDirectory(work);
+            Directory.CreateDirectory(work);
+            progress?.Invoke(new ContainerMigrationSample("pre-dumping", imageBytes, 0));
+            try
+            {
+                await _runc.CheckpointAsync(id, criu, dir, work, leaveRunning: true, ct, preDump: true,
+                    parentPath: round == 1 ? null : $"../{(round - 1).ToString(System.Globalization.CultureInfo.InvariantCulture)}").ConfigureAwait(false);
+            }
+            catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
+            {
+                // CRIU resumes the tasks of a failed pre-dump; the rounds end here
+                await UnmountUnderAsync(work).ConfigureAwait(false);
+                DeleteDirectory(dir);
+                _logger.LogWarning("Container {Name}: pre-dump round {Round} failed ({Error}); the final dump follows round {Previous}", name, round, ex.Message, round - 1);
+                if (round == 1)
+                    DeleteDirectory(root);
+                return new PreDumpResult(round - 1, imageBytes, diskBytes, round == 1
+                    ? $"a pre-dump failed ({ex.Message}), so its memory went in one dump"
+                    : $"{round - 1} pre-dump round(s) copied its memory while it ran (round {round} failed: {ex.Message})");
+            }
+            var pages = PreDumpRounds.PagesWritten(dir);
+            imageBytes += await peer.SendImagesAsync(root, remoteDirectory, ct, member).ConfigureAwait(false);
+            diskBytes += await CopyDirtyAsync(qmp, name, "copying-disk", progress, ct).ConfigureAwait(false);
+            _logger.LogDebug("Container {Name}: pre-dump round {Round} wrote {Pages} pages", name, round, pages);
+            if (PreDumpRounds.StopReason(round, pages, previous) is { } why)
+                return new PreDumpResult(round, imageBytes, diskBytes, $"{round} pre-dump round(s) copied its memory while it ran ({why})");
+            previous = pages;
+        }
     }
 
     /// <summary>Unmounts the running container's root so that every write it made reaches the storage daemon.</summary>
@@ -354,8 +424,11 @@ internal sealed partial class LocalContainerDriver
             await StorageDaemon.StartNbdReceiverAsync(_host, ReceiverPaths(id), listenAddress, port, "root", ct).ConfigureAwait(false);
             var images = CheckpointDirectory(id) + ".partial";
             Directory.CreateDirectory(images);
+            string? preDumps = null;
+            if (offer.Live)
+                Directory.CreateDirectory(preDumps = PreDumpDirectory(id));
             _logger.LogDebug("Container {Name} is received at nbd://{Host}:{Port}/root", offer.Name, listenAddress, port);
-            return new ContainerIncomingEndpoint(listenAddress, port, "root", images);
+            return new ContainerIncomingEndpoint(listenAddress, port, "root", images, preDumps);
         }
         catch
         {
@@ -381,12 +454,14 @@ internal sealed partial class LocalContainerDriver
         else if (start)
         {
             DeleteDirectory(CheckpointDirectory(id) + ".partial");
+            DeleteDirectory(PreDumpDirectory(id));
             await StartLockedAsync(id, identity, config, ct).ConfigureAwait(false);
         }
         else
         {
             // a stopped container arrives stopped: it holds no guarantee until it starts
             DeleteDirectory(CheckpointDirectory(id) + ".partial");
+            DeleteDirectory(PreDumpDirectory(id));
             await _ledger.ReleaseAsync(id, ct).ConfigureAwait(false);
         }
     }

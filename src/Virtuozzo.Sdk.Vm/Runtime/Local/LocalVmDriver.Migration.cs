@@ -57,6 +57,7 @@ internal sealed partial class LocalVmDriver
         long diskBytes = 0;
         TimeSpan downtime;
         long memoryBytes;
+        var rounds = 0;
         var postCopyUsed = false;
         try
         {
@@ -102,7 +103,7 @@ internal sealed partial class LocalVmDriver
                     await qmp.ExecuteAsync("migrate-set-parameters", parameters, QmpTimeout, ct).ConfigureAwait(false);
                     migrating = true;
                     await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = endpoint.MigrationUri }, QmpTimeout, ct).ConfigureAwait(false);
-                    (downtime, memoryBytes, postCopyUsed) = await WaitForMigrationAsync(qmp, c.Name, settings, progress, ct).ConfigureAwait(false);
+                    (downtime, memoryBytes, postCopyUsed, rounds) = await WaitForMigrationAsync(qmp, c.Name, settings, progress, ct).ConfigureAwait(false);
 
                     // The source is paused at the switch-over: the mirrors drain what is left and end without pivoting.
                     progress?.Invoke(new VmMigrationSample("switching", diskBytes + memoryBytes, 0, null, null));
@@ -146,7 +147,7 @@ internal sealed partial class LocalVmDriver
         s.Runtime = null;
         if (!settings.KeepSource)
             await _registry.UnregisterAsync(s.Id, CancellationToken.None).ConfigureAwait(false);
-        return new VmMigrationOutcome(s.Id, new VeName(c.Name), downtime, sw.Elapsed, diskBytes, memoryBytes, postCopyUsed);
+        return new VmMigrationOutcome(s.Id, new VeName(c.Name), downtime, sw.Elapsed, diskBytes, memoryBytes, postCopyUsed, rounds);
     }
 
     private static string MigrationMarker(VmPaths paths) => Path.Combine(paths.RunDirectory, "migrating");
@@ -212,7 +213,7 @@ internal sealed partial class LocalVmDriver
         }
     }
 
-    private static async Task<(TimeSpan Downtime, long Bytes, bool PostCopy)> WaitForMigrationAsync(QmpClient qmp, string name, VmMigrationSettings settings, Action<VmMigrationSample>? progress, CancellationToken ct)
+    private static async Task<(TimeSpan Downtime, long Bytes, bool PostCopy, int Rounds)> WaitForMigrationAsync(QmpClient qmp, string name, VmMigrationSettings settings, Action<VmMigrationSample>? progress, CancellationToken ct)
     {
         var postCopy = false;
         while (true)
@@ -224,7 +225,7 @@ internal sealed partial class LocalVmDriver
             switch (status)
             {
                 case "completed":
-                    return (TimeSpan.FromMilliseconds(m["downtime"]?.GetValue<long>() ?? 0), transferred, postCopy);
+                    return (TimeSpan.FromMilliseconds(m["downtime"]?.GetValue<long>() ?? 0), transferred, postCopy, (int)(ram?["dirty-sync-count"]?.GetValue<long>() ?? 0));
                 case "failed" or "cancelled":
                     throw new InvalidStateException($"The live migration of '{name}' {status}: {m["error-desc"]?.GetValue<string>() ?? "the emulator gave no reason"}.");
             }

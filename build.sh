@@ -109,6 +109,12 @@ build() {
   rm -rf artifacts/vzsdk
   dotnet publish samples/Vzsdk/Vzsdk.csproj -c "$CONFIG" -r "linux-$arch" \
     -nologo -v quiet -clp:ErrorsOnly -o artifacts/vzsdk
+  # The cgroup v2 probe runs inside the test guest (this machine's memory controller is bound to cgroup v1): Native
+  # AOT, so the guest needs only its libc (tests/Virtuozzo.Sdk.CgroupV2Probe, test MemoryCgroupV2Tests).
+  log "publishing the cgroup v2 test probe (Native AOT) to artifacts/cgroup-v2-probe"
+  rm -rf artifacts/cgroup-v2-probe
+  dotnet publish tests/Virtuozzo.Sdk.CgroupV2Probe/Virtuozzo.Sdk.CgroupV2Probe.csproj -c "$CONFIG" -r "linux-$arch" \
+    -nologo -v quiet -clp:ErrorsOnly -o artifacts/cgroup-v2-probe
 }
 
 run_tests() {
@@ -118,7 +124,7 @@ run_tests() {
   local status=0
   log "running tests"
   # The CLI tests run the published Native AOT tool, the executable users get (without this they run vzsdk.dll).
-  VZSDK_TOOL="$ROOT/artifacts/vzsdk/vzsdk" dotnet test Virtuozzo.Sdk.sln -c "$CONFIG" --no-build -nologo \
+  VZSDK_TOOL="$ROOT/artifacts/vzsdk/vzsdk" VZSDK_CGROUP_PROBE="$ROOT/artifacts/cgroup-v2-probe/cgroup-v2-probe" dotnet test Virtuozzo.Sdk.sln -c "$CONFIG" --no-build -nologo \
     --logger "trx" --logger "console;verbosity=minimal" --results-directory "$results" || status=$?
   local passed=0 failed=0 skipped=0 n
   shopt -s nullglob

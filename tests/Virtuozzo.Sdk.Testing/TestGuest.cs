@@ -70,6 +70,15 @@ public sealed record TestGuest(string Directory, string KernelPath, string Initr
         System.IO.Directory.CreateDirectory(content);
         foreach (var (file, text) in files)
             await File.WriteAllTextAsync(Path.Combine(content, file), text);
+        return await MakeExt4DiskFromDirectoryAsync(directory, name, sizeMiB, content);
+    }
+
+    /// <summary>
+    /// Makes a QCOW2 image holding an ext4 file system with a copy of <paramref name="content"/> (files keep their modes,
+    /// so executables stay executable in the guest's <c>/mnt/data</c>).
+    /// </summary>
+    public static async Task<string> MakeExt4DiskFromDirectoryAsync(string directory, string name, long sizeMiB, string content)
+    {
         var raw = Path.Combine(directory, name + ".raw");
         await using (var fs = File.Create(raw))
             fs.SetLength(sizeMiB * 1024 * 1024);

@@ -224,6 +224,7 @@ case "$cmd" in
     #                                  vzsdk ct start/stop, vm start, list -a against the library calls they wrap
     # ./build.sh bench migration [R]   VM and container live migration to a second host, against qemu-img / rsync copies
     # ./build.sh bench memory [VES]    the memory policies through the simulator (benchmarks/Virtuozzo.Sdk.Benchmarks memory)
+    # ./build.sh bench memory real [P] the memory manager for real (3 VMs, 3 containers) under each policy, in turn (root)
     setup; build
     shift || true
     target=${1:-all}

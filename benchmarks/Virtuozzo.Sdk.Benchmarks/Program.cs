@@ -9,9 +9,12 @@ using Virtuozzo.Sdk.Benchmarks;
 // ./build.sh bench sdk vms [ROUNDS]               VM start-to-guest-tools vs plain QEMU, memory hotplug latency, list of 100 VMs
 // ./build.sh bench migration [ROUNDS]            VM and container live migration to a second host vs qemu-img/rsync copies
 // ./build.sh bench memory [VES]                   memory policies through the simulator (table for docs/performance.md)
+// ./build.sh bench memory real [POLICIES]         the memory manager for real (3 VMs, 3 containers) under each policy (root)
 // ./build.sh bench sdk --filter '*CommandExecution*'   BenchmarkDotNet benchmarks
 if (args.Length > 0 && args[0] == "verbs")
     return await VerbsBenchmark.RunAsync(args.Skip(1).ToArray());
+if (args.Length > 1 && args[0] == "memory" && args[1] == "real")
+    return await MemoryRealBenchmark.RunAsync(args.Skip(2).ToArray());
 if (args.Length > 0 && args[0] == "memory")
     return MemoryBenchmark.Run(args.Skip(1).ToArray());
 if (args.Length > 0 && args[0] == "containers")

@@ -202,8 +202,11 @@ internal sealed partial class LocalContainerDriver
     /// <summary>
     /// CRIU pre-dumps while the container runs, each sent to the destination's <paramref name="remoteDirectory"/> as it
     /// completes, with the disk's delta after each (P.Haul moves the file system on with every round), until
-    /// <see cref="PreDumpRounds"/> says stop. A failed round ends the rounds without failing the migration: the final dump
-    /// then follows the last round that worked (or is a whole dump when none did).
+    /// <see cref="PreDumpRounds"/> says stop. A failed round ends the rounds without failing the migration, and the final
+    /// dump is then a whole one with no parent: CRIU clears the tasks' soft-dirty bits while they are frozen and writes the
+    /// pages after, so a round that failed late may have cleared bits without storing the pages, and a final dump chained to
+    /// the round before would restore stale memory without an error. Each runc call runs to its end (cancellation is checked
+    /// between rounds), so that CRIU is never killed while it holds the container frozen.
     /// </summary>
     private async Task<PreDumpResult> PreDumpAsync(VeId id, string name, CriuTool criu, IContainerMigrationPeer peer, string remoteDirectory, QmpClient qmp,
         Action<ContainerMigrationSample>? progress, CancellationToken ct)
@@ -223,22 +226,20 @@ internal sealed partial class LocalContainerDriver
             DeleteDirectory(work);
             Directory.CreateDirectory(work);
             progress?.Invoke(new ContainerMigrationSample("pre-dumping", imageBytes, 0));
+            ct.ThrowIfCancellationRequested();
             try
             {
-                await _runc.CheckpointAsync(id, criu, dir, work, leaveRunning: true, ct, preDump: true,
+                await _runc.CheckpointAsync(id, criu, dir, work, leaveRunning: true, CancellationToken.None, preDump: true,
                     parentPath: round == 1 ? null : $"../{(round - 1).ToString(System.Globalization.CultureInfo.InvariantCulture)}").ConfigureAwait(false);
             }
-            catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
+            catch (CommandFailedException ex)
             {
-                // CRIU resumes the tasks of a failed pre-dump; the rounds end here
+                // CRIU resumes the tasks of a failed pre-dump. The rounds end here, and none of them is a parent: this
+                // round may have cleared soft-dirty bits of pages it did not store.
                 await UnmountUnderAsync(work).ConfigureAwait(false);
-                DeleteDirectory(dir);
-                _logger.LogWarning("Container {Name}: pre-dump round {Round} failed ({Error}); the final dump follows round {Previous}", name, round, ex.Message, round - 1);
-                if (round == 1)
-                    DeleteDirectory(root);
-                return new PreDumpResult(round - 1, imageBytes, diskBytes, round == 1
-                    ? $"a pre-dump failed ({ex.Message}), so its memory went in one dump"
-                    : $"{round - 1} pre-dump round(s) copied its memory while it ran (round {round} failed: {ex.Message})");
+                DeleteDirectory(root);
+                _logger.LogWarning("Container {Name}: pre-dump round {Round} failed ({Error}); the final dump is a whole one", name, round, ex.Message);
+                return new PreDumpResult(0, imageBytes, diskBytes, $"pre-dump round {round} failed ({ex.Message}), so its memory went in one whole dump");
             }
             var pages = PreDumpRounds.PagesWritten(dir);
             imageBytes += await peer.SendImagesAsync(root, remoteDirectory, ct, member).ConfigureAwait(false);
@@ -344,7 +345,23 @@ internal sealed partial class LocalContainerDriver
         if (mirroring)
             await ClearMigrationLeftoversAsync(identity.Name, daemon).ConfigureAwait(false);
         if (!stopped)
-            return; // it never stopped running here
+        {
+            // It never stopped running here, but a CRIU ended half-way (a timeout during a dump) can leave it frozen; the
+            // migration only starts from a running container, so a paused one is CRIU's doing.
+            try
+            {
+                if (await _runc.StatusAsync(id, none).ConfigureAwait(false) is "paused")
+                {
+                    await _runc.ResumeAsync(id, none).ConfigureAwait(false);
+                    _logger.LogWarning("Container {Name} was left frozen by the interrupted dump; resumed", identity.Name);
+                }
+            }
+            catch (VirtuozzoException ex)
+            {
+                _logger.LogError("Container {Name} could not be resumed after the failed migration: {Error}", identity.Name, ex.Message);
+            }
+            return;
+        }
         try
         {
             if (live && HasCheckpoint(id))

@@ -178,7 +178,7 @@ public class MigrationClient
         }
         _logger?.LogInformation("Container {Name} migrated ({Mode}) in {Total}, frozen {Frozen}", outcome.Name, outcome.Live ? "live" : "restart", outcome.TotalTime, outcome.Frozen);
         return new MigrationResult(outcome.Id, outcome.Name, VeKind.Container, outcome.Live ? MigrationMode.Online : MigrationMode.Offline, outcome.Reason,
-            outcome.Frozen, outcome.TotalTime, outcome.DiskBytes, outcome.ImageBytes, false) { PreCopyRounds = outcome.PreDumps };
+            outcome.Frozen, outcome.TotalTime, outcome.DiskBytes, outcome.ImageBytes, false) { PreCopyRounds = outcome.PreCopyRounds };
     }
 
     private static MigrationPhase PhaseOf(string phase) => phase switch

@@ -50,14 +50,18 @@ public sealed record TestGuest(string Directory, string KernelPath, string Initr
     }
 
     private static string FindScript()
+        => FindInRepository("tests/guest/build-guest.sh") ?? throw new FileNotFoundException("tests/guest/build-guest.sh was not found above " + AppContext.BaseDirectory);
+
+    /// <summary>A file of the repository (<paramref name="relativePath"/> from its root), looked for above the test's directory; null when absent.</summary>
+    public static string? FindInRepository(string relativePath)
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
-            var candidate = Path.Combine(dir.FullName, "tests", "guest", "build-guest.sh");
+            var candidate = Path.Combine(dir.FullName, relativePath);
             if (File.Exists(candidate))
                 return candidate;
         }
-        throw new FileNotFoundException("tests/guest/build-guest.sh was not found above " + AppContext.BaseDirectory);
+        return null;
     }
 
     /// <summary>

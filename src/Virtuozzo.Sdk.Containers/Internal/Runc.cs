@@ -73,7 +73,18 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
     /// </summary>
     public async Task CheckpointAsync(VeId id, CriuTool criu, string imageDirectory, string workDirectory, bool leaveRunning, CancellationToken ct,
         bool preDump = false, string? parentPath = null)
-        => await RunCheckpointAsync(id, criu, CheckpointArguments(StateRoot, criu.Path, id, imageDirectory, workDirectory, leaveRunning, preDump, parentPath), workDirectory, ct).ConfigureAwait(false);
+    {
+        var args = CheckpointArguments(StateRoot, criu.Path, id, imageDirectory, workDirectory, leaveRunning, preDump, parentPath);
+        try
+        {
+            await host.ExecuteAsync(new Command("runc").WithArguments(args).WithEnvironmentVariables(criu.Environment).WithTimeout(LocalTimeouts.Checkpoint), ct).ConfigureAwait(false);
+        }
+        catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
+        {
+            var why = CriuLogTail(Path.Combine(workDirectory, "dump.log"));
+            throw new CommandFailedException($"CRIU could not checkpoint container {id}: {why}", ex.CommandLine, ex.ExitCode, why, ex);
+        }
+    }
 
     /// <summary>
     /// runc's arguments for a dump: a pre-dump (<paramref name="preDump"/>) copies the memory and leaves the container
@@ -95,19 +106,6 @@ internal sealed class Runc(IVirtuozzoHost host, string stateRoot)
             args.AddRange(["--parent-path", parentPath]);
         args.Add(id.ToString());
         return args;
-    }
-
-    private async Task RunCheckpointAsync(VeId id, CriuTool criu, List<string> args, string workDirectory, CancellationToken ct)
-    {
-        try
-        {
-            await host.ExecuteAsync(new Command("runc").WithArguments(args).WithEnvironmentVariables(criu.Environment).WithTimeout(LocalTimeouts.Checkpoint), ct).ConfigureAwait(false);
-        }
-        catch (CommandFailedException ex) when (ex is not CommandTimeoutException)
-        {
-            var why = CriuLogTail(Path.Combine(workDirectory, "dump.log"));
-            throw new CommandFailedException($"CRIU could not checkpoint container {id}: {why}", ex.CommandLine, ex.ExitCode, why, ex);
-        }
     }
 
     /// <summary>Restores a checkpointed container detached, from <paramref name="imageDirectory"/>, in the bundle's namespaces and cgroup.</summary>

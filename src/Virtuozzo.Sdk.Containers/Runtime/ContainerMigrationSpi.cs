@@ -28,8 +28,8 @@ internal sealed record ContainerIncomingEndpoint(string NbdHost, int NbdPort, st
 /// <summary>One progress sample of a container migration.</summary>
 internal readonly record struct ContainerMigrationSample(string Phase, long Transferred, long Remaining);
 
-/// <summary>What a finished container migration measured (<paramref name="PreDumps"/>: memory rounds sent while it ran).</summary>
-internal sealed record ContainerMigrationOutcome(VeId Id, VeName Name, bool Live, string Reason, TimeSpan Frozen, TimeSpan TotalTime, long DiskBytes, long ImageBytes, int PreDumps = 0);
+/// <summary>What a finished container migration measured (<paramref name="PreCopyRounds"/>: CRIU pre-dumps sent while it ran).</summary>
+internal sealed record ContainerMigrationOutcome(VeId Id, VeName Name, bool Live, string Reason, TimeSpan Frozen, TimeSpan TotalTime, long DiskBytes, long ImageBytes, int PreCopyRounds = 0);
 
 /// <summary>The destination of a container migration, as the source's driver sees it.</summary>
 internal interface IContainerMigrationPeer

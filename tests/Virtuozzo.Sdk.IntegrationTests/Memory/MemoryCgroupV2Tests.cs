@@ -107,18 +107,13 @@ public sealed class MemoryCgroupV2Tests : IAsyncLifetime
     {
         if (Environment.GetEnvironmentVariable("VZSDK_CGROUP_PROBE") is { Length: > 0 } fromEnv && File.Exists(fromEnv))
             return fromEnv;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        if (TestGuest.FindInRepository("artifacts/cgroup-v2-probe/cgroup-v2-probe") is { } published)
+            return published;
+        if (TestGuest.FindInRepository("tests/Virtuozzo.Sdk.CgroupV2Probe/Virtuozzo.Sdk.CgroupV2Probe.csproj") is { } project)
         {
-            var published = Path.Combine(dir.FullName, "artifacts", "cgroup-v2-probe", "cgroup-v2-probe");
-            if (File.Exists(published))
-                return published;
-            var project = Path.Combine(dir.FullName, "tests", "Virtuozzo.Sdk.CgroupV2Probe", "Virtuozzo.Sdk.CgroupV2Probe.csproj");
-            if (File.Exists(project))
-            {
-                var output = Path.Combine(_env.Root.Path, "probe-publish");
-                await TestGuest.RunAsync("dotnet", "publish", project, "-c", "Release", "-r", "linux-x64", "-nologo", "-v", "quiet", "-o", output);
-                return Path.Combine(output, "cgroup-v2-probe");
-            }
+            var output = Path.Combine(_env.Root.Path, "probe-publish");
+            await TestGuest.RunAsync("dotnet", "publish", project, "-c", "Release", "-r", "linux-x64", "-nologo", "-v", "quiet", "-o", output);
+            return Path.Combine(output, "cgroup-v2-probe");
         }
         throw new FileNotFoundException("cgroup-v2-probe was not found (run ./build.sh build) above " + AppContext.BaseDirectory);
     }

@@ -34,6 +34,16 @@ internal sealed partial class LocalContainerDriver
 
     private string CriuWorkDirectory(VeId id) => Path.Combine(_store.RunPath(id), "criu");
 
+    /// <summary>An empty CRIU work directory for the next dump: a failed one's leftover mounts are unmounted before it is deleted.</summary>
+    private async Task<string> FreshCriuWorkDirectoryAsync(VeId id)
+    {
+        var work = CriuWorkDirectory(id);
+        await UnmountUnderAsync(work).ConfigureAwait(false);
+        DeleteDirectory(work);
+        Directory.CreateDirectory(work);
+        return work;
+    }
+
     /// <summary>What CRIU can do here (probed once per boot).</summary>
     public async Task<CheckpointSupport> GetCheckpointSupportAsync(CancellationToken cancellationToken)
     {
@@ -84,10 +94,7 @@ internal sealed partial class LocalContainerDriver
         DeleteDirectory(partial);
         DeleteDirectory(final);
         Directory.CreateDirectory(partial);
-        var work = CriuWorkDirectory(id);
-        await UnmountUnderAsync(work).ConfigureAwait(false);
-        DeleteDirectory(work);
-        Directory.CreateDirectory(work);
+        var work = await FreshCriuWorkDirectoryAsync(id).ConfigureAwait(false);
         try
         {
             await _runc.CheckpointAsync(id, criu, partial, work, leaveRunning, ct, parentPath: parentPath).ConfigureAwait(false);

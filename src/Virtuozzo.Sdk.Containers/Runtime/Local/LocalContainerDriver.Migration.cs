@@ -182,8 +182,6 @@ internal sealed partial class LocalContainerDriver
             if (wasStopped)
                 await TeardownAsync(id, CancellationToken.None).ConfigureAwait(false); // the daemon started for the copy
             await RollBackOutgoingAsync(id, identity, config, peer, daemon, mirroring, stopped, live).ConfigureAwait(false);
-            if (!stopped)
-                DeleteDirectory(PreDumpDirectory(id)); // it runs on: its pre-dumps are of no use (after the dump they are the checkpoint's parents)
             if (await _runc.StatusAsync(id, CancellationToken.None).ConfigureAwait(false) is "running")
                 File.Delete(OutgoingJournal(id)); // it runs here again; otherwise reconcile retries from the journal
             throw;
@@ -214,7 +212,6 @@ internal sealed partial class LocalContainerDriver
         var root = PreDumpDirectory(id);
         DeleteDirectory(root);
         Directory.CreateDirectory(root);
-        var work = CriuWorkDirectory(id);
         long imageBytes = 0, diskBytes = 0;
         long? previous = null;
         for (var round = 1; ; round++)
@@ -222,9 +219,7 @@ internal sealed partial class LocalContainerDriver
             var member = round.ToString(System.Globalization.CultureInfo.InvariantCulture);
             var dir = Path.Combine(root, member);
             Directory.CreateDirectory(dir);
-            await UnmountUnderAsync(work).ConfigureAwait(false);
-            DeleteDirectory(work);
-            Directory.CreateDirectory(work);
+            var work = await FreshCriuWorkDirectoryAsync(id).ConfigureAwait(false);
             progress?.Invoke(new ContainerMigrationSample("pre-dumping", imageBytes, 0));
             ct.ThrowIfCancellationRequested();
             try
@@ -346,6 +341,7 @@ internal sealed partial class LocalContainerDriver
             await ClearMigrationLeftoversAsync(identity.Name, daemon).ConfigureAwait(false);
         if (!stopped)
         {
+            DeleteDirectory(PreDumpDirectory(id)); // it runs on: its pre-dumps are of no use (after the dump they are the checkpoint's parents)
             // It never stopped running here, but a CRIU ended half-way (a timeout during a dump) can leave it frozen; the
             // migration only starts from a running container, so a paused one is CRIU's doing.
             try

@@ -199,7 +199,8 @@ public class ContainerMigrationTests : IAsyncLifetime
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!when() && !p.HasExited && DateTime.UtcNow < deadline)
             await Task.Delay(5);
-        p.HasExited.Should().BeFalse("the kill lands before the migration ends");
+        p.HasExited.Should().BeFalse("the kill lands before the migration ends (it exited with {0}: {1})",
+            p.HasExited ? p.ExitCode : 0, p.HasExited ? await p.StandardError.ReadToEndAsync() : "");
         when().Should().BeTrue(what);
         p.Kill();
         await p.WaitForExitAsync();

@@ -279,7 +279,7 @@ public class BackupClient
     internal static string ConvertFull(string source, string target, BackupCompression compression, IProgress<OperationProgress>? progress, string stage, CancellationToken ct)
     {
         var digest = new ClusterDigest();
-        var report = progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress(stage, p.BytesDone, p.TotalBytes)));
+        var report = progress is null ? null : new RelayProgress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress(stage, p.BytesDone, p.TotalBytes)));
         Qcow2Converter.Convert(source, target, new Qcow2ConvertOptions
         {
             SourceFormat = "qcow2",
@@ -311,7 +311,7 @@ public class BackupClient
             var total = ranges.Sum(r => r.Item2);
             var opened = clock.ElapsedMilliseconds;
             digests[d.Name] = DiskCopier.Copy(source, t, ranges, compression != BackupCompression.None,
-                progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct, flush: false);
+                progress is null ? null : new RelayProgress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct, flush: false);
             _logger.LogDebug("Backup of {Name}, disk {Disk}: {Bytes} changed bytes in {Ranges} ranges; opened in {Opened} ms, copied and flushed in {Copied} ms",
                 subject.Name, d.Name, total, ranges.Count, opened, clock.ElapsedMilliseconds - opened);
         }
@@ -421,8 +421,8 @@ public class BackupClient
     }
 
     /// <summary>Restore's progress stage for one disk: "restoring disk NAME", bytes converted of the disk's virtual size.</summary>
-    private static Progress<Qcow2ConvertProgress>? ConvertProgress(IProgress<OperationProgress>? progress, string disk)
-        => progress is null ? null : new Progress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress("restoring disk " + disk, p.BytesDone, p.TotalBytes)));
+    private static IProgress<Qcow2ConvertProgress>? ConvertProgress(IProgress<OperationProgress>? progress, string disk)
+        => progress is null ? null : new RelayProgress<Qcow2ConvertProgress>(p => progress.Report(new OperationProgress("restoring disk " + disk, p.BytesDone, p.TotalBytes)));
 
     /// <summary>
     /// Opens a disk of a backup read-only as a seekable stream of the disk's content at the backup's point in time (the

@@ -240,7 +240,7 @@ internal sealed class LibvirtBackupSource(VirtuozzoRuntime runtime, LibvirtVmDri
                     var ranges = DiskCopier.OwnRanges(source);
                     var total = ranges.Sum(r => r.Length);
                     digests[d.Name] = DiskCopier.Copy(source, target, ranges, options.Compression != BackupCompression.None,
-                        progress is null ? null : new Progress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
+                        progress is null ? null : new RelayProgress<long>(done => progress.Report(new OperationProgress(stage, done, total))), ct);
                 }
                 File.Delete(pushed[d.Name]);
             }
